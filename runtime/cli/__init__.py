@@ -1,0 +1,1 @@
+"""Command-line entry points of the runtime (one module per command)."""

@@ -1,0 +1,69 @@
+"""Options and error handling shared by every coalmine command.
+
+Commands stay thin: parse, call a library function, report. Data goes to stdout,
+logs and progress to stderr. A :class:`~coalmine.runtime.errors.CoalmineError`
+becomes one line on stderr and the error's exit code (2 usage, 1 data); ``-v``
+adds the traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from ..errors import CoalmineError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+verbose_opt = click.option(
+    "-v", "--verbose", count=True, help="More log output on stderr; -v also shows tracebacks."
+)
+quiet_opt = click.option(
+    "-q", "--quiet", is_flag=True, default=False, help="No progress bar and no info messages."
+)
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
+
+
+def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
+    """Log to stderr: WARNING when quiet, INFO by default, DEBUG with -v."""
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    root = logging.getLogger("coalmine")
+    root.handlers.clear()
+    h = logging.StreamHandler(sys.stderr)
+    h.setFormatter(logging.Formatter("%(message)s" if not verbose else "%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(h)
+    root.setLevel(level)
+    root.propagate = False
+
+
+def handle_errors(prog: str) -> Callable[[F], F]:
+    """Decorate a click command body: CoalmineError -> one stderr line + exit code.
+
+    The wrapped function must accept ``verbose`` (from :data:`verbose_opt`).
+    """
+
+    def deco(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except CoalmineError as exc:
+                if kwargs.get("verbose"):
+                    import traceback
+
+                    traceback.print_exc(file=sys.stderr)
+                click.echo(f"{prog}: error: {exc}", err=True)
+                sys.exit(exc.exit_code)
+            except KeyboardInterrupt:
+                click.echo(f"{prog}: interrupted; partial outputs were removed", err=True)
+                sys.exit(130)
+
+        return wrapper  # type: ignore[return-value]
+
+    return deco

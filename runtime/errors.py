@@ -1,0 +1,79 @@
+"""One error hierarchy for coalmine.
+
+Every error subclasses :class:`CoalmineError` and the builtin that matches its
+meaning, so callers can catch either. A message says what was given, what was
+expected and how to fix it, and names the file, band or option concerned.
+
+CLIs print ``str(error)`` as one line on stderr and exit with ``error.exit_code``:
+2 for usage errors (bad options, bad configuration), 1 for data errors.
+"""
+
+from __future__ import annotations
+
+
+class CoalmineError(Exception):
+    """Base of every error coalmine raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(CoalmineError, ValueError):
+    """An option, argument or configuration value is wrong (exit code 2)."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """A configuration file (TOML) is malformed or names unknown keys."""
+
+
+class InputError(CoalmineError, ValueError):
+    """An input file exists but its content cannot be used (exit code 1)."""
+
+
+class InputNotFoundError(InputError, FileNotFoundError):
+    """An input path does not exist."""
+
+
+class RasterError(InputError):
+    """A raster cannot be read, is truncated, or lacks something required."""
+
+
+class CRSError(RasterError):
+    """A raster has no CRS, or two inputs cannot be put on one grid."""
+
+
+class BandError(RasterError):
+    """A required band is missing, duplicated or in the wrong order."""
+
+
+class UnitsError(InputError):
+    """Pixel values are not in the expected physical units (e.g. raw GRD DN given as sigma0)."""
+
+
+class BundleError(InputError):
+    """A model bundle is missing, incomplete or inconsistent."""
+
+
+class OutputError(CoalmineError, OSError):
+    """An output cannot be written (unwritable folder, full disk)."""
+
+
+class BackendError(CoalmineError, RuntimeError):
+    """An inference backend cannot be used on this machine."""
+
+
+class MissingDependencyError(CoalmineError, ImportError):
+    """An optional package is needed; the message gives the pip command."""
+
+
+def missing_dependency(package: str, extra: str, purpose: str) -> MissingDependencyError:
+    """Build the error for an optional package that is not installed.
+
+    Example:
+        >>> raise missing_dependency("onnxruntime", "cpu", "running a model on the CPU")
+    """
+    return MissingDependencyError(
+        f"{purpose} needs the Python package '{package}', which is not installed; "
+        f"install it with: pip install 'coalmine[{extra}]'"
+    )

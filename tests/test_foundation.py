@@ -1,0 +1,117 @@
+"""Package foundation: lean runtime import, error hierarchy, band spec, bundle round trip."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from coalmine.runtime import bands, errors
+from coalmine.runtime.bundle import (
+    Bundle,
+    GlcmParams,
+    Normalization,
+    Preprocessing,
+    load_bundle,
+)
+
+
+def test_runtime_import_pulls_in_no_torch():
+    code = (
+        "import sys, coalmine.runtime, coalmine.runtime.bundle, coalmine.runtime.bands, "
+        "coalmine.runtime.errors, coalmine.runtime.cli.options;"
+        "bad=[m for m in sys.modules if m.split('.')[0] in ('torch','segmentation_models_pytorch','torchvision')"
+        " or m.startswith(('coalmine.train','coalmine.export'))];"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"runtime imported: {out.stdout}"
+
+
+def test_band_spec_order():
+    assert bands.N_BANDS == 23
+    assert bands.BAND_NAMES[:9] == ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12")
+    assert bands.BAND_NAMES[9:13] == ("NDVI", "NDCI", "BAI", "VV")
+    assert bands.BAND_NAMES[13] == "GLCM_contrast" and bands.BAND_NAMES[-1] == "GLCM_correlation"
+
+
+def test_errors_subclass_builtins_and_exit_codes():
+    assert issubclass(errors.BandError, ValueError) and issubclass(errors.BandError, errors.CoalmineError)
+    assert issubclass(errors.OutputError, OSError)
+    assert issubclass(errors.InputNotFoundError, FileNotFoundError)
+    assert errors.UsageError("x").exit_code == 2 and errors.InputError("x").exit_code == 1
+    e = errors.missing_dependency("onnxruntime", "cpu", "running a model")
+    assert isinstance(e, ImportError) and "pip install 'coalmine[cpu]'" in str(e)
+
+
+def _bundle(tmp_path, **kw):
+    n = bands.N_BANDS
+    b = Bundle(
+        path=tmp_path / "b",
+        bundle_id="test-1",
+        bands=bands.BAND_NAMES,
+        preprocessing=Preprocessing(),
+        normalization=Normalization(mean=tuple(float(i) for i in range(n)), std=(2.0,) * n),
+        **kw,
+    )
+    b.save()
+    return b
+
+
+def test_bundle_round_trip(tmp_path):
+    b = _bundle(tmp_path, threshold=0.4)
+    got = load_bundle(b.path)
+    assert got.to_dict() == b.to_dict()
+    assert got.preprocessing.glcm.halo == 9 // 2 + 4
+    assert len(got.preprocessing.glcm.edges) == 31
+
+
+def test_default_edges_are_equal_width():
+    g = GlcmParams(levels=4, db_range=(-20.0, 0.0)).with_default_edges()
+    assert g.edges == (-15.0, -10.0, -5.0)
+
+
+def test_normalization_apply_fills_nodata_with_zero():
+    import numpy as np
+
+    norm = Normalization(mean=(1.0, 2.0), std=(2.0, 4.0))
+    x = np.array([[[3.0, np.nan]], [[6.0, 2.0]]], dtype=np.float32)
+    y = norm.apply(x)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y[:, 0, :], [[1.0, 0.0], [1.0, 0.0]])
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.update(format="other"), "is not a coalmine bundle"),
+        (lambda d: d.update(format_version=99), "format_version 99"),
+        (lambda d: d["bands"].pop(), "22 bands listed but the model takes 23"),
+        (lambda d: d["normalization"]["std"].__setitem__(0, 0.0), "std values must be finite and > 0"),
+        (lambda d: d.update(threshold=1.5), "threshold 1.5 must lie strictly between 0 and 1"),
+        (lambda d: d["tile"].update(size=100), "tile size 100 must be a positive multiple of 32"),
+        (lambda d: d["bands"].__setitem__(0, "B99"), "unknown band names ['B99']"),
+        (lambda d: d.pop("bundle_id"), "is missing or has a bad entry"),
+    ],
+)
+def test_bundle_refusals(tmp_path, mutate, message):
+    b = _bundle(tmp_path)
+    d = json.loads((b.path / "bundle.json").read_text())
+    mutate(d)
+    (b.path / "bundle.json").write_text(json.dumps(d))
+    with pytest.raises(errors.BundleError, match=None) as ei:
+        load_bundle(b.path)
+    assert message in str(ei.value)
+
+
+def test_bundle_missing_folder_and_json(tmp_path):
+    with pytest.raises(errors.BundleError, match="does not exist"):
+        load_bundle(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(errors.BundleError, match="has no bundle.json"):
+        load_bundle(tmp_path / "empty")
+    b = _bundle(tmp_path)
+    with pytest.raises(errors.BundleError, match="coal-export"):
+        b.file("onnx")
