@@ -40,6 +40,9 @@ MODEL_FILES: dict[str, str] = {
     "onnx": "model.onnx",
     "onnx_fp16": "model.fp16.onnx",
     "onnx_int8": "model.int8.onnx",
+    # Raw (un-normalised) validation tiles and labels saved by coal-train: the export parity
+    # gates and INT8 calibration run on them. Arrays: "x" (N, 23, H, W) float32, "y" (N, H, W) uint8.
+    "val_tiles": "val_tiles.npz",
 }
 ENGINES_DIR = "engines"
 

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from coalmine.runtime import bands, errors
 from coalmine.runtime.bundle import (
     Bundle,
