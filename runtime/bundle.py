@@ -356,5 +356,5 @@ def _validate(b: Bundle, jpath: Path) -> None:
     if not 0 <= b.overlap < b.tile_size:
         raise BundleError(f"{jpath}: overlap {b.overlap} must be >= 0 and smaller than the tile size {b.tile_size}")
     g = b.preprocessing.glcm
-    if len(g.edges) != g.levels - 1 or any(a >= c for a, c in zip(g.edges, g.edges[1:])):
+    if len(g.edges) != g.levels - 1 or any(a >= c for a, c in zip(g.edges, g.edges[1:], strict=False)):
         raise BundleError(f"{jpath}: GLCM edges must be {g.levels - 1} strictly increasing values")
