@@ -1,0 +1,91 @@
+"""Pixel accuracy metrics: hand-worked cases and the study's Table 2."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from coalmine.runtime.errors import InputError
+from coalmine.train.metrics import accuracy_report, confusion_matrix, kappa_from_counts
+
+# The study's Table 2 (pixels): mine ("coal") 4190 correct, 326 false mine (predicted mine,
+# truly background), 378 missed (truly mine, predicted background), 21786 background correct.
+TP, FP, FN, TN = 4190, 326, 378, 21786
+
+
+def _table2_arrays() -> tuple[np.ndarray, np.ndarray]:
+    pred = np.concatenate([np.ones(TP), np.ones(FP), np.zeros(FN), np.zeros(TN)]).astype(np.uint8)
+    truth = np.concatenate([np.ones(TP), np.zeros(FP), np.ones(FN), np.zeros(TN)]).astype(np.uint8)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(pred.size)
+    return pred[order], truth[order]
+
+
+def test_table2_from_pixels_gives_study_figures() -> None:
+    pred, truth = _table2_arrays()
+    cm = confusion_matrix(pred, truth)
+    # rows = predicted, columns = reference
+    assert cm.tolist() == [[TN, FN], [FP, TP]]
+    r = accuracy_report(cm)
+    assert round(r["overall_accuracy"] * 100, 1) == 97.4
+    assert round(r["kappa"], 2) == 0.91
+    # user's accuracy (row-wise) and producer's accuracy (column-wise) are not symmetric:
+    assert r["users_accuracy"]["mine"] == pytest.approx(TP / (TP + FP))  # 92.8 %
+    assert r["producers_accuracy"]["mine"] == pytest.approx(TP / (TP + FN))  # 91.7 %
+    assert r["users_accuracy"]["background"] == pytest.approx(TN / (TN + FN))
+    assert r["producers_accuracy"]["background"] == pytest.approx(TN / (TN + FP))
+    assert round(r["users_accuracy"]["mine"] * 100, 1) == 92.8
+    assert round(r["producers_accuracy"]["mine"] * 100, 1) == 91.7
+    assert r["iou_mine"] == pytest.approx(TP / (TP + FP + FN))
+    assert r["f1_mine"] == pytest.approx(2 * TP / (2 * TP + FP + FN))
+    assert r["pixels"] == TP + FP + FN + TN
+
+
+def test_hand_computed_small_case() -> None:
+    pred = np.array([[1, 1, 0], [0, 0, 1]])
+    truth = np.array([[1, 0, 0], [1, 0, 1]])
+    cm = confusion_matrix(pred, truth)
+    assert cm.tolist() == [[2, 1], [1, 2]]
+    r = accuracy_report(cm)
+    assert r["overall_accuracy"] == pytest.approx(4 / 6)
+    # po = 2/3, pe = (3*3 + 3*3)/36 = 1/2, kappa = (2/3 - 1/2) / (1/2) = 1/3
+    assert r["kappa"] == pytest.approx(1 / 3)
+    assert r["iou_mine"] == pytest.approx(2 / 4)
+    assert r["f1_mine"] == pytest.approx(4 / 6)
+
+
+def test_nodata_and_valid_mask_are_ignored() -> None:
+    pred = np.array([1, 1, 0, 0, 1])
+    truth = np.array([1, 255, 0, 1, 0])
+    valid = np.array([True, True, True, True, False])
+    cm = confusion_matrix(pred, truth, valid)
+    assert cm.tolist() == [[1, 1], [0, 1]]
+
+
+def test_perfect_and_chance_kappa() -> None:
+    truth = np.array([0, 0, 1, 1])
+    assert accuracy_report(confusion_matrix(truth, truth))["kappa"] == pytest.approx(1.0)
+    # a map that is right exactly as often as chance: kappa 0
+    assert kappa_from_counts(confusion_matrix(np.array([0, 1, 0, 1]), truth)) == pytest.approx(0.0)
+
+
+def test_single_class_everywhere_gives_undefined_ratios() -> None:
+    r = accuracy_report(confusion_matrix(np.zeros(5), np.zeros(5)))
+    assert r["overall_accuracy"] == 1.0
+    assert r["kappa"] is None
+    assert r["users_accuracy"]["mine"] is None and r["iou_mine"] is None
+    assert kappa_from_counts(np.array([[5, 0], [0, 0]])) == 0.0
+
+
+def test_shape_mismatch_refused() -> None:
+    with pytest.raises(InputError, match=r"prediction shape \(3,\) differs from reference shape \(2,\)"):
+        confusion_matrix(np.zeros(3), np.zeros(2))
+
+
+def test_bad_matrix_refused() -> None:
+    with pytest.raises(InputError, match="must be 2x2"):
+        accuracy_report(np.zeros((3, 3)))
+
+
+def test_prediction_out_of_range_refused() -> None:
+    with pytest.raises(InputError, match=r"predicted classes must lie in 0\.\.1"):
+        confusion_matrix(np.array([2, 0]), np.array([1, 0]))
