@@ -1,0 +1,323 @@
+"""Training configuration: a TOML file and/or command-line options -> :class:`TrainConfig`.
+
+A config file has top-level training settings and one ``[[scene]]`` table per scene::
+
+    epochs = 200
+    tile = 128
+    seed = 0
+
+    [[scene]]
+    scene = "stacks/tapin_2019.tif"       # a 23-band stack from coal-prepare
+    labels = "labels/mines_2019.gpkg"     # raster (any grid) or polygons (GeoJSON/GeoPackage)
+
+    [[scene]]
+    scene = "raw/S2_2020/"                # raw Sentinel-2 (folder, multi-band GeoTIFF or SAFE) ...
+    s1 = "raw/S1_2020_vv.tif"             # ... with its Sentinel-1 sigma0 VV
+    labels = "labels/mines_2020.tif"
+    split = "test"                        # optional: a held-out test scene, never trained on
+
+Relative paths are resolved against the config file's folder. Unknown keys are refused
+with their name. Command-line options override the file's values.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from coalmine.runtime.errors import ConfigError, InputNotFoundError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    """One training scene: a stack (``s1`` None) or a raw S2 input plus S1, and its labels.
+
+    ``split`` is "train" (patches go to the blocked train/validation split) or "test"
+    (a separate test scene: all its patches are held out and only evaluated).
+    """
+
+    scene: Path
+    labels: Path
+    s1: Path | None = None
+    split: str = "train"
+    #: Attribute of vector labels holding the class (0/1); None: every polygon is mine.
+    label_field: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training setting, with the defaults ``coal-train`` uses.
+
+    Example:
+        >>> cfg = TrainConfig(scenes=(SceneSpec(Path("s.tif"), Path("l.tif")),), epochs=5)
+        >>> cfg.tile, cfg.batch_size
+        (128, 8)
+    """
+
+    scenes: tuple[SceneSpec, ...] = ()
+    # -- patches -------------------------------------------------------------------------------
+    #: Patch (training tile) size in pixels; a multiple of 32 (the study: 128).
+    tile: int = 128
+    #: Step between candidate patches; = tile gives non-overlapping patches.
+    stride: int | None = None
+    #: A patch counts as a mine patch when at least this share of its labelled pixels is mine.
+    min_mine_fraction: float = 0.01
+    #: Patches without mine kept per mine patch (sampled at random, seeded).
+    background_ratio: float = 0.5
+    #: Patches with more than this share of nodata (image or label) are left out.
+    max_nodata: float = 0.2
+    #: Upper bound on patches taken from the train scenes (None: all).
+    max_patches: int | None = None
+    # -- spatially blocked split ---------------------------------------------------------------
+    #: Share of spatial blocks (weighted by mine pixels) that go to validation.
+    val_fraction: float = 0.2
+    #: Block edge length in tiles: the split assigns k x k-tile blocks, not single patches.
+    block_tiles: int = 4
+    #: Training patches closer than this (pixels) to a validation patch are dropped.
+    buffer: int | None = None
+    # -- GLCM edges for raw inputs ---------------------------------------------------------------
+    #: "equal_frequency" (from the training VV dB) or "equal_width" (fixed dB range).
+    glcm_edges: str = "equal_frequency"
+    # -- optimisation --------------------------------------------------------------------------
+    epochs: int = 200
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 5
+    #: Early stopping: epochs without a better validation kappa before stopping (0: never).
+    patience: int = 30
+    dice_weight: float = 1.0
+    seed: int = 0
+    #: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+    device: str = "auto"
+    #: Mixed precision on CUDA (ignored on CPU).
+    amp: bool = True
+    #: Decision threshold: a number in (0, 1), or "tune" (maximise validation kappa).
+    threshold: float | str = 0.5
+    #: Optional local ResNet-34 encoder weights (.pth); nothing is downloaded.
+    encoder_weights: Path | None = None
+    # -- outputs -------------------------------------------------------------------------------
+    #: Recommended overlap for inference tiles, stored in the bundle.
+    overlap: int = 32
+    #: Validation tiles saved raw in the bundle for export parity/calibration (at most).
+    max_val_tiles: int = 64
+    #: Patch cache folder (None: <out>.work/cache beside the output).
+    cache_dir: Path | None = None
+
+    @property
+    def effective_stride(self) -> int:
+        return self.stride or self.tile
+
+    @property
+    def effective_buffer(self) -> int:
+        return self.tile // 2 if self.buffer is None else self.buffer
+
+    def validate(self) -> TrainConfig:
+        """Check value ranges; return self.
+
+        Raises:
+            ConfigError: naming the setting, its value and what is allowed.
+        """
+
+        def bad(key: str, want: str) -> ConfigError:
+            return ConfigError(f"setting '{key}' = {getattr(self, key)!r} is invalid: {want}")
+
+        if self.tile <= 0 or self.tile % 32:
+            raise bad("tile", "use a positive multiple of 32 (the U-Net needs it), e.g. 128")
+        if self.stride is not None and self.stride <= 0:
+            raise bad("stride", "use a positive number of pixels")
+        for k in ("min_mine_fraction", "max_nodata"):
+            if not 0.0 <= getattr(self, k) <= 1.0:
+                raise bad(k, "use a share between 0 and 1")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise bad("val_fraction", "use a share strictly between 0 and 1, e.g. 0.2")
+        if self.background_ratio < 0:
+            raise bad("background_ratio", "use a number >= 0")
+        if self.block_tiles < 1:
+            raise bad("block_tiles", "use an integer >= 1")
+        if self.buffer is not None and self.buffer < 0:
+            raise bad("buffer", "use a number of pixels >= 0")
+        if self.max_patches is not None and self.max_patches < 2:
+            raise bad("max_patches", "use at least 2 (or leave it out)")
+        if self.glcm_edges not in ("equal_frequency", "equal_width"):
+            raise bad("glcm_edges", "use 'equal_frequency' or 'equal_width'")
+        for k in ("epochs", "batch_size"):
+            if getattr(self, k) < 1:
+                raise bad(k, "use an integer >= 1")
+        for k in ("warmup_epochs", "patience", "max_val_tiles"):
+            if getattr(self, k) < 0:
+                raise bad(k, "use an integer >= 0")
+        if self.lr <= 0 or self.weight_decay < 0 or self.dice_weight < 0:
+            raise ConfigError(
+                f"settings lr={self.lr}, weight_decay={self.weight_decay}, dice_weight={self.dice_weight} "
+                "are invalid: lr must be > 0, the others >= 0"
+            )
+        if isinstance(self.threshold, str):
+            if self.threshold != "tune":
+                raise bad("threshold", "use a number between 0 and 1 or 'tune'")
+        elif not 0.0 < float(self.threshold) < 1.0:
+            raise bad("threshold", "use a number strictly between 0 and 1 or 'tune'")
+        if not 0 <= self.overlap < self.tile:
+            raise bad("overlap", f"use pixels >= 0 and below the tile size {self.tile}")
+        for s in self.scenes:
+            if s.split not in SPLITS:
+                raise ConfigError(f"scene {s.scene}: split {s.split!r} is invalid; use 'train' or 'test'")
+        return self
+
+
+_SCALAR_KEYS = {f.name for f in fields(TrainConfig)} - {"scenes"}
+_SCENE_KEYS = {f.name for f in fields(SceneSpec)}
+_PATH_KEYS = {"encoder_weights", "cache_dir"}
+
+
+def _coerce(key: str, value: Any, where: str) -> Any:
+    """Type-check one scalar setting against the dataclass default's type."""
+    default = TrainConfig.__dataclass_fields__[key].default
+    if key in _PATH_KEYS:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: '{key}' must be a path string, got {value!r}")
+        return Path(value)
+    if key == "threshold":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if value == "tune":
+            return value
+        raise ConfigError(f"{where}: 'threshold' must be a number or \"tune\", got {value!r}")
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: '{key}' must be true or false, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: '{key}' must be a number, got {value!r}")
+        return float(value)
+    if isinstance(default, int) or key in ("stride", "buffer", "max_patches"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: '{key}' must be an integer, got {value!r}")
+        return value
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: '{key}' must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _scene_from_table(t: Any, base: Path, where: str) -> SceneSpec:
+    if not isinstance(t, dict):
+        raise ConfigError(f"{where}: each [[scene]] must be a table with 'scene' and 'labels'")
+    unknown = sorted(set(t) - _SCENE_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key '{unknown[0]}' in [[scene]]; allowed keys are {sorted(_SCENE_KEYS)}"
+        )
+    for k in ("scene", "labels"):
+        if k not in t:
+            raise ConfigError(f"{where}: a [[scene]] table lacks '{k}'; give the path of the {k}")
+    for k, v in t.items():
+        if not isinstance(v, str):
+            raise ConfigError(f"{where}: [[scene]] key '{k}' must be a string, got {v!r}")
+
+    def path(k: str) -> Path | None:
+        v = t.get(k)
+        if v is None:
+            return None
+        p = Path(v).expanduser()
+        return p if p.is_absolute() else base / p
+
+    return SceneSpec(
+        scene=path("scene"),  # type: ignore[arg-type]
+        labels=path("labels"),  # type: ignore[arg-type]
+        s1=path("s1"),
+        split=t.get("split", "train"),
+        label_field=t.get("label_field"),
+    )
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a TOML training config (see the module docstring for the layout).
+
+    Raises:
+        InputNotFoundError: the file does not exist.
+        ConfigError: bad TOML, an unknown key (named), or a value of the wrong type.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputNotFoundError(f"config file {p} does not exist; pass the path of a TOML training config")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {p} is not valid TOML: {exc}") from exc
+    return config_from_dict(data, base=p.parent, where=str(p))
+
+
+def config_from_dict(data: dict[str, Any], base: Path = Path("."), where: str = "config") -> TrainConfig:
+    """Build a validated :class:`TrainConfig` from parsed TOML (``scene`` = list of tables).
+
+    Raises:
+        ConfigError: an unknown key (named) or a bad value.
+    """
+    allowed = _SCALAR_KEYS | {"scene"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key '{unknown[0]}'; allowed keys are {sorted(allowed)} "
+            "(check the spelling, or put scene paths in [[scene]] tables)"
+        )
+    kwargs: dict[str, Any] = {k: _coerce(k, v, where) for k, v in data.items() if k != "scene"}
+    scenes = data.get("scene", [])
+    if not isinstance(scenes, list):
+        raise ConfigError(f"{where}: 'scene' must be an array of tables ([[scene]])")
+    kwargs["scenes"] = tuple(_scene_from_table(t, base, where) for t in scenes)
+    for k in _PATH_KEYS:
+        if k in kwargs and not kwargs[k].is_absolute():
+            kwargs[k] = base / kwargs[k]
+    return TrainConfig(**kwargs).validate()
+
+
+def with_overrides(cfg: TrainConfig, **overrides: Any) -> TrainConfig:
+    """Return ``cfg`` with the non-None ``overrides`` applied (command-line options), validated.
+
+    Raises:
+        ConfigError: an unknown setting name or a bad value.
+    """
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    unknown = sorted(set(clean) - _SCALAR_KEYS - {"scenes"})
+    if unknown:
+        raise ConfigError(f"unknown training setting '{unknown[0]}'")
+    clean = {k: (v if k == "scenes" else _coerce(k, v, "option")) for k, v in clean.items()}
+    return replace(cfg, **clean).validate()
+
+
+def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """JSON-ready dict of the settings (paths as strings) for the bundle's training summary."""
+    out: dict[str, Any] = {}
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if f.name == "scenes":
+            out["scenes"] = [
+                {k: (str(x) if isinstance(x, Path) else x) for k, x in vars(s).items()} for s in v
+            ]
+        elif isinstance(v, Path):
+            out[f.name] = str(v)
+        else:
+            out[f.name] = v
+    return out
+
+
+__all__ = [
+    "SceneSpec",
+    "TrainConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "with_overrides",
+]

@@ -1,0 +1,447 @@
+"""The training loop: BCE + Dice, AdamW, warm-up + cosine schedule, checkpoints and resume.
+
+Reproducibility: the network is initialised from ``torch.manual_seed(seed)``; each epoch's
+shuffling and augmentation (flips, 90-degree rotations) come from a NumPy generator seeded
+with ``(seed, epoch)``, so an epoch does not depend on how the run got there, and a run
+resumed from its checkpoint (model, optimiser, schedule, AMP scaler, early-stopping state
+and history) continues exactly as if it had not stopped. On CPU deterministic algorithms are
+requested from torch. On CUDA mixed precision (fp16 autocast + gradient scaling) and the
+channels-last memory format are used; cuDNN autotuning makes CUDA runs fast, not bitwise
+reproducible.
+
+Validation runs every epoch on the validation patches at threshold 0.5 and keeps histograms
+of the predicted probability for mine and background pixels, from which the confusion matrix
+at any threshold follows (used to tune the threshold on request). Early stopping watches the
+validation kappa; the weights of the best epoch are the result.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from coalmine.runtime.bundle import ModelSpec, Normalization
+from coalmine.runtime.errors import InputError, UsageError
+
+from .config import TrainConfig
+from .metrics import accuracy_report, kappa_from_counts
+from .model import build_model
+from .patches import LABEL_NODATA
+
+log = logging.getLogger("coalmine.train.loop")
+
+CHECKPOINT = "checkpoint.pt"
+LOG_COLUMNS = ("epoch", "lr", "train_loss", "val_loss", "val_kappa", "val_oa", "val_iou_mine", "seconds")
+#: Bins of the validation probability histograms (threshold resolution 0.001).
+HIST_BINS = 1000
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns."""
+
+    state_dict: dict[str, Any]
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_kappa: float
+    #: Histograms of validation probabilities for (background, mine) pixels at the best epoch.
+    val_hist: np.ndarray
+    epochs_run: int
+    stopped_early: bool
+    device: str
+    amp: bool
+    train_seconds: float
+    tiles_per_second: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; refuse CUDA that is not there.
+
+    Raises:
+        UsageError: a CUDA device was asked for but torch sees none.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise UsageError(f"--device {name!r} is not a torch device; use auto, cpu or cuda[:N]") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name} asked for CUDA but torch sees no CUDA GPU; use --device cpu")
+    return dev
+
+
+def lr_lambda(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Learning-rate factor: linear warm-up to 1, then cosine decay to 0 at ``total_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    t = min(1.0, (step - warmup_steps) / span)
+    return 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, dice_weight: float) -> torch.Tensor:
+    """Binary cross-entropy + soft Dice over valid pixels only.
+
+    Args:
+        logits: (N, 1, H, W) raw scores.
+        target: (N, 1, H, W) 0/1 floats.
+        valid: (N, 1, H, W) 0/1 floats; label nodata (and image nodata) pixels are 0.
+        dice_weight: weight of the Dice term (0: BCE only).
+    """
+    logits = logits.float()
+    n_valid = valid.sum().clamp_min(1.0)
+    bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * valid).sum() / n_valid
+    if dice_weight <= 0:
+        return bce
+    p = torch.sigmoid(logits) * valid
+    t = target * valid
+    dice = 1.0 - (2.0 * (p * t).sum() + 1.0) / (p.sum() + t.sum() + 1.0)
+    return bce + dice_weight * dice
+
+
+def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Random 90-degree rotation and horizontal flip per sample (the 8 symmetries of a square)."""
+    xs, ys = [], []
+    for i in range(x.shape[0]):
+        k = int(rng.integers(0, 4))
+        flip = bool(rng.integers(0, 2))
+        a, b = np.rot90(x[i], k, axes=(1, 2)), np.rot90(y[i], k, axes=(0, 1))
+        if flip:
+            a, b = a[:, :, ::-1], b[:, ::-1]
+        xs.append(a)
+        ys.append(b)
+    return np.ascontiguousarray(np.stack(xs)), np.ascontiguousarray(np.stack(ys))
+
+
+def _batch_tensors(
+    x: np.ndarray, y: np.ndarray, norm: Normalization, device: torch.device, channels_last: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    xn = norm.apply(x)
+    target = (y == 1).astype(np.float32)[:, None]
+    valid = ((y != LABEL_NODATA) & np.isfinite(x).all(axis=1)).astype(np.float32)[:, None]
+    xt = torch.from_numpy(xn).to(device, non_blocking=True)
+    if channels_last:
+        xt = xt.contiguous(memory_format=torch.channels_last)
+    return xt, torch.from_numpy(target).to(device), torch.from_numpy(valid).to(device)
+
+
+def predict_logits(
+    model: torch.nn.Module,
+    x: np.ndarray,
+    norm: Normalization,
+    device: torch.device,
+    *,
+    batch_size: int = 8,
+    amp: bool = False,
+) -> np.ndarray:
+    """Logits (N, H, W) float32 of raw patches ``x`` (N, C, H, W) with NaN nodata."""
+    model.eval()
+    out = np.empty((x.shape[0],) + tuple(x.shape[2:]), dtype=np.float32)
+    cl = device.type == "cuda"
+    with torch.no_grad():
+        for s in range(0, x.shape[0], batch_size):
+            xt = torch.from_numpy(norm.apply(np.asarray(x[s : s + batch_size]))).to(device)
+            if cl:
+                xt = xt.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp and cl):
+                lg = model(xt)
+            out[s : s + batch_size] = lg.float()[:, 0].cpu().numpy()
+    return out
+
+
+def hist_confusion(hist: np.ndarray, threshold: float) -> np.ndarray:
+    """Confusion matrix (rows predicted, columns reference) at ``threshold`` from the histograms."""
+    cut = int(round(threshold * HIST_BINS))
+    neg, pos = hist[0], hist[1]
+    return np.array(
+        [[neg[:cut].sum(), pos[:cut].sum()], [neg[cut:].sum(), pos[cut:].sum()]], dtype=np.int64
+    )
+
+
+def tune_threshold(hist: np.ndarray, lo: float = 0.05, hi: float = 0.95) -> float:
+    """Threshold in [lo, hi] (step 0.01) that maximises kappa on the histograms."""
+    best_t, best_k = 0.5, -2.0
+    for t in np.round(np.arange(lo, hi + 1e-9, 0.01), 2):
+        k = kappa_from_counts(hist_confusion(hist, float(t)))
+        if k > best_k + 1e-12:
+            best_t, best_k = float(t), k
+    return best_t
+
+
+def validate(
+    model: torch.nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    idx: np.ndarray,
+    norm: Normalization,
+    device: torch.device,
+    cfg: TrainConfig,
+    amp: bool,
+) -> tuple[float, np.ndarray]:
+    """Validation loss and probability histograms (2, HIST_BINS) over valid pixels."""
+    hist = np.zeros((2, HIST_BINS), dtype=np.int64)
+    loss_sum, n = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for s in range(0, len(idx), cfg.batch_size):
+            b = np.sort(idx[s : s + cfg.batch_size])
+            xb, yb = np.asarray(x[b]), np.asarray(y[b])
+            xt, tt, vt = _batch_tensors(xb, yb, norm, device, device.type == "cuda")
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+                lg = model(xt)
+            loss_sum += float(bce_dice_loss(lg, tt, vt, cfg.dice_weight)) * len(b)
+            n += len(b)
+            prob = torch.sigmoid(lg.float()).cpu().numpy()[:, 0]
+            valid = vt.cpu().numpy()[:, 0] > 0
+            truth = (yb == 1)[valid]
+            bins = np.minimum((prob[valid] * HIST_BINS).astype(np.int64), HIST_BINS - 1)
+            hist[0] += np.bincount(bins[~truth], minlength=HIST_BINS)
+            hist[1] += np.bincount(bins[truth], minlength=HIST_BINS)
+    return loss_sum / max(n, 1), hist
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def write_log_csv(path: Path, history: list[dict[str, float]]) -> None:
+    """Write the per-epoch history as CSV (temp file + rename)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for row in history:
+        w.writerow(row)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(buf.getvalue(), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def plot_curves(path: Path, history: list[dict[str, float]], best_epoch: int) -> None:
+    """Loss and validation kappa/IoU per epoch as a PNG (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    a1.plot(ep, [h["train_loss"] for h in history], label="train")
+    a1.plot(ep, [h["val_loss"] for h in history], label="validation")
+    a1.set_xlabel("epoch")
+    a1.set_ylabel("BCE + Dice loss")
+    a1.legend()
+    a2.plot(ep, [h["val_kappa"] for h in history], label="kappa")
+    a2.plot(ep, [h["val_iou_mine"] for h in history], label="IoU mine")
+    a2.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"best (epoch {best_epoch})")
+    a2.set_xlabel("epoch")
+    a2.set_ylabel("validation, threshold 0.5")
+    a2.set_ylim(-0.05, 1.0)
+    a2.legend()
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def fit(
+    x: np.ndarray,
+    y: np.ndarray,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    norm: Normalization,
+    cfg: TrainConfig,
+    work_dir: Path,
+    *,
+    spec: ModelSpec | None = None,
+    run_key: str = "",
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+) -> FitResult:
+    """Train the U-Net on cached patches; checkpoint every epoch into ``work_dir``.
+
+    Args:
+        x: raw patches (N, C, T, T) float32 with NaN nodata (may be a memmap).
+        y: labels (N, T, T) uint8, 255 = nodata.
+        train_idx, val_idx: indices of the two splits.
+        norm: normalisation (training statistics).
+        cfg: the settings (epochs, batch size, lr, seed, ...).
+        work_dir: where ``checkpoint.pt`` and ``log.csv`` go.
+        spec: the model spec (default: 23 inputs, 1 class).
+        run_key: identifies the data + settings; a checkpoint with another key is not resumed.
+        resume: continue from ``work_dir/checkpoint.pt``.
+        progress: tqdm bar on stderr.
+        on_epoch_end: called after each epoch's checkpoint is written (e.g. to stop a test run).
+
+    Returns:
+        :class:`FitResult` with the best epoch's weights.
+
+    Raises:
+        UsageError: ``resume`` without a checkpoint, or a checkpoint of other data/settings.
+        InputError: an empty split.
+    """
+    from tqdm import tqdm
+
+    if len(train_idx) < 2 or len(val_idx) == 0:
+        raise InputError(
+            f"training needs at least 2 training patches and 1 validation patch, got {len(train_idx)} "
+            f"and {len(val_idx)}; add labelled area or lower tile / block_tiles"
+        )
+    spec = spec or ModelSpec(in_channels=x.shape[1])
+    device = resolve_device(cfg.device)
+    cuda = device.type == "cuda"
+    amp = bool(cfg.amp and cuda)
+    if not cuda:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(cfg.seed)
+    model = build_model(spec, cfg.encoder_weights).to(device)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    warm = steps_per_epoch * cfg.warmup_epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, warm, total))
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = work_dir / CHECKPOINT
+    history: list[dict[str, float]] = []
+    best = {"kappa": -2.0, "epoch": 0, "state": None, "hist": None, "bad": 0}
+    start_epoch = 1
+    spent = 0.0
+    if resume:
+        if not ckpt_path.is_file():
+            raise UsageError(f"--resume: no checkpoint {ckpt_path} to resume from; run without --resume")
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if ck.get("run_key") != run_key:
+            raise UsageError(
+                f"--resume: checkpoint {ckpt_path} belongs to other data or settings; "
+                "resume with the same inputs and options, or run without --resume"
+            )
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        scaler.load_state_dict(ck["scaler"])
+        history = ck["history"]
+        best = ck["best"]
+        start_epoch = ck["epoch"] + 1
+        spent = ck.get("seconds", 0.0)
+        log.info("resuming after epoch %d of %d", ck["epoch"], cfg.epochs)
+
+    n_train = len(train_idx)
+    stopped_early = bool(best.get("stopped", False))
+    bar = tqdm(total=cfg.epochs, initial=start_epoch - 1, desc="epochs", unit="epoch", disable=not progress)
+    tiles_done = 0
+    t_run = time.perf_counter()
+    epoch = start_epoch - 1
+    try:
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            if stopped_early:
+                break
+            t0 = time.perf_counter()
+            rng = np.random.default_rng([cfg.seed, epoch])
+            order = rng.permutation(np.asarray(train_idx))
+            model.train()
+            loss_sum = 0.0
+            # Equal-sized batches (sizes differ by at most one): never a lone sample, which
+            # BatchNorm cannot train on at a 1x1 bottleneck.
+            for b in np.array_split(order, steps_per_epoch):
+                srt = np.sort(b)  # memmap reads in file order, then back to the shuffled order
+                inv = np.argsort(np.argsort(b))
+                xb, yb = np.asarray(x[srt])[inv], np.asarray(y[srt])[inv]
+                xb, yb = augment(xb, yb, rng)
+                xt, tt, vt = _batch_tensors(xb, yb, norm, device, cuda)
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+                    lg = model(xt)
+                loss = bce_dice_loss(lg, tt, vt, cfg.dice_weight)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                loss_sum += float(loss.detach()) * len(b)
+                tiles_done += len(b)
+            val_loss, hist = validate(model, x, y, np.asarray(val_idx), norm, device, cfg, amp)
+            rep = accuracy_report(hist_confusion(hist, 0.5))
+            kappa = rep["kappa"] if rep["kappa"] is not None else 0.0
+            row = {
+                "epoch": epoch,
+                "lr": float(opt.param_groups[0]["lr"]),
+                "train_loss": loss_sum / n_train,
+                "val_loss": val_loss,
+                "val_kappa": float(kappa),
+                "val_oa": float(rep["overall_accuracy"] or 0.0),
+                "val_iou_mine": float(rep["iou_mine"] or 0.0),
+                "seconds": time.perf_counter() - t0,
+            }
+            history.append(row)
+            if kappa > best["kappa"] + 1e-9:
+                best.update(
+                    kappa=float(kappa),
+                    epoch=epoch,
+                    state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                    hist=hist,
+                    bad=0,
+                )
+            else:
+                best["bad"] += 1
+            if cfg.patience and best["bad"] >= cfg.patience:
+                stopped_early = True
+                best["stopped"] = True
+            _save_checkpoint(
+                ckpt_path,
+                {
+                    "run_key": run_key,
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "history": history,
+                    "best": best,
+                    "seconds": spent + time.perf_counter() - t_run,
+                },
+            )
+            write_log_csv(work_dir / "log.csv", history)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", kappa=f"{kappa:.3f}", best=f"{best['kappa']:.3f}")
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, row)
+            if stopped_early:
+                log.info("early stop after epoch %d: no better validation kappa for %d epochs", epoch, cfg.patience)
+                break
+    finally:
+        bar.close()
+    run_s = time.perf_counter() - t_run
+    return FitResult(
+        state_dict=best["state"],
+        history=history,
+        best_epoch=int(best["epoch"]),
+        best_kappa=float(best["kappa"]),
+        val_hist=best["hist"],
+        epochs_run=len(history),
+        stopped_early=stopped_early,
+        device=str(device),
+        amp=amp,
+        train_seconds=spent + run_s,
+        tiles_per_second=tiles_done / run_s if run_s > 0 and tiles_done else 0.0,
+    )
