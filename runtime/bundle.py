@@ -72,9 +72,11 @@ class GlcmParams:
         """Return a copy whose ``edges`` are filled (equal-width over ``db_range``) if empty."""
         if self.edges:
             return self
+        # Imported here: texture imports the compiled kernel, bundle must stay importable first.
+        from coalmine.runtime.texture import equal_width_edges
+
         lo, hi = self.db_range
-        step = (hi - lo) / self.levels
-        edges = tuple(float(lo + step * k) for k in range(1, self.levels))
+        edges = tuple(float(e) for e in equal_width_edges(lo, hi, self.levels))
         return replace(self, edges=edges, edges_method="equal_width")
 
 
