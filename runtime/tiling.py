@@ -1,0 +1,223 @@
+"""Blocks, tiles and the blending window for streamed, seam-free inference.
+
+A scene is processed in **blocks** (e.g. 1024 x 1024 px) so that memory depends on the
+block size, never on the scene size. Each block is read with a **halo** of context on every
+side (clipped at the scene edge) and then covered by overlapping **tiles** of the model's
+input size (a multiple of 32). Tile logits are blended with a smooth separable weight
+window: a raised-cosine ramp over the overlap and 1 in the tile's core. The ramp never
+reaches exactly 0, so at the scene border, where a pixel may be covered by a single tile,
+``sum(w * logit) / sum(w)`` is still defined and equals that tile's logit. Blending logits
+(not thresholded masks) and normalising by the weight sum makes the result a smooth
+partition-of-unity average: no seam where tiles meet.
+
+Only the core of each block (without its halo) is written, so every output pixel is
+written exactly once, and a block boundary sees at least ``halo`` pixels of context.
+
+Example:
+    >>> blocks = list(block_grid(3000, 2500, block=1024, halo=32))
+    >>> len(blocks), blocks[0].core, blocks[0].read
+    (9, Window(col_off=0, row_off=0, width=1024, height=1024), Window(col_off=0, row_off=0, width=1056, height=1056))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from rasterio.windows import Window
+
+from .errors import UsageError
+
+#: Smallest weight a tile pixel gets (at the outermost pixel of the ramp); keeps sums > 0.
+_MIN_WEIGHT = 1e-3
+
+
+@dataclass(frozen=True)
+class Block:
+    """One unit of streamed work.
+
+    Attributes:
+        core: the window of the scene this block writes (no halo).
+        read: the window read for it: ``core`` grown by the halo, clipped to the scene, and
+            widened (where the scene allows) to at least one tile in each direction.
+        index: running number of the block (row-major).
+    """
+
+    core: Window
+    read: Window
+    index: int
+
+    @property
+    def core_in_read(self) -> tuple[slice, slice]:
+        """Row/col slices that cut ``core`` out of an array covering ``read``."""
+        r0 = int(self.core.row_off - self.read.row_off)
+        c0 = int(self.core.col_off - self.read.col_off)
+        return slice(r0, r0 + int(self.core.height)), slice(c0, c0 + int(self.core.width))
+
+
+def check_tile(tile: int, overlap: int, multiple: int = 32, option: str = "--tile") -> None:
+    """Validate a tile size and overlap.
+
+    Raises:
+        UsageError: the tile is not a positive multiple of ``multiple`` or the overlap is not
+            in ``[0, tile / 2]``.
+    """
+    if tile <= 0 or tile % multiple:
+        lo = max(multiple, tile // multiple * multiple)
+        raise UsageError(
+            f"{option} {tile} is not a positive multiple of {multiple} (the network halves the "
+            f"size five times); use {lo} or {lo + multiple}"
+        )
+    if overlap < 0 or overlap > tile // 2:
+        raise UsageError(
+            f"--overlap {overlap} must be between 0 and half the tile ({tile // 2}); "
+            f"try {min(max(tile // 8, 0), tile // 2)}"
+        )
+
+
+def _axis_span(start: int, length: int, halo: int, total: int, tile: int) -> tuple[int, int]:
+    """Grow ``[start, start+length)`` by ``halo`` and to at least ``tile``, clipped to ``total``."""
+    lo = max(0, start - halo)
+    hi = min(total, start + length + halo)
+    if hi - lo < tile:
+        # Widen towards whichever side has room, so small edge blocks still see a full tile.
+        need = tile - (hi - lo)
+        grow_hi = min(need, total - hi)
+        hi += grow_hi
+        lo = max(0, lo - (need - grow_hi))
+    return lo, hi
+
+
+def block_grid(height: int, width: int, *, block: int, halo: int, tile: int = 0) -> Iterator[Block]:
+    """Blocks covering a ``height x width`` raster row by row.
+
+    Args:
+        height, width: raster size in pixels.
+        block: core size of a block (pixels); the last row/column of blocks may be smaller.
+        halo: context added on each side of the core when reading (clipped at the edge).
+        tile: inference tile size; a read window is widened to at least this where the
+            raster is large enough, so edge blocks are not padded needlessly.
+
+    Yields:
+        :class:`Block` in row-major order; the cores tile the raster exactly once.
+    """
+    if block <= 0:
+        raise UsageError(f"block size {block} must be positive")
+    idx = 0
+    for r in range(0, height, block):
+        h = min(block, height - r)
+        r0, r1 = _axis_span(r, h, halo, height, tile)
+        for c in range(0, width, block):
+            w = min(block, width - c)
+            c0, c1 = _axis_span(c, w, halo, width, tile)
+            yield Block(Window(c, r, w, h), Window(c0, r0, c1 - c0, r1 - r0), idx)
+            idx += 1
+
+
+def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles along one axis of ``length`` pixels.
+
+    Tiles step by ``tile - overlap``; the last one is placed flush with the end (so it may
+    overlap its neighbour by more than ``overlap``), hence no pixel is missed and no tile
+    reaches past the edge. When ``length <= tile`` there is one tile at 0 (the caller pads).
+
+    Example:
+        >>> tile_origins(600, 256, 32)
+        [0, 224, 344]
+    """
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    n = math.ceil((length - tile) / stride) + 1
+    starts = [i * stride for i in range(n - 1)] + [length - tile]
+    return sorted(set(starts))
+
+
+def weight_window(tile: int, overlap: int) -> np.ndarray:
+    """Separable blending weights for one ``tile x tile`` tile, float32, all > 0.
+
+    Along each axis the weight rises as a raised cosine over the first ``overlap`` pixels,
+    stays 1 in the core and falls symmetrically over the last ``overlap`` pixels. Sampling
+    at pixel centres (``i + 0.5``) and a floor of 1e-3 keep every weight strictly positive.
+
+    Example:
+        >>> w = weight_window(64, 16)
+        >>> float(w[32, 32]), bool(w.min() > 0), w.shape
+        (1.0, True, (64, 64))
+    """
+    ramp = np.ones(tile, dtype=np.float64)
+    if overlap > 0:
+        i = np.arange(overlap, dtype=np.float64)
+        rise = 0.5 - 0.5 * np.cos(np.pi * (i + 0.5) / overlap)
+        ramp[:overlap] = rise
+        ramp[tile - overlap :] = np.minimum(ramp[tile - overlap :], rise[::-1])
+    ramp = np.maximum(ramp, _MIN_WEIGHT)
+    return np.outer(ramp, ramp).astype(np.float32)
+
+
+def tiles_in(height: int, width: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """(row, col) origins of all tiles covering a ``height x width`` array (row-major)."""
+    return [(r, c) for r in tile_origins(height, tile, overlap) for c in tile_origins(width, tile, overlap)]
+
+
+def pad_to_tile(arr: np.ndarray, tile: int) -> np.ndarray:
+    """Pad a (band, row, col) array to at least ``tile`` rows and columns at the bottom/right.
+
+    Uses reflection where the array is large enough (the network then sees plausible
+    texture rather than a hard edge) and zeros otherwise (0 is the training mean after
+    normalisation). The caller crops the result back to the original size.
+    """
+    _, h, w = arr.shape
+    ph, pw = max(0, tile - h), max(0, tile - w)
+    if not ph and not pw:
+        return arr
+    mode = "reflect" if (ph < h and pw < w) else "constant"
+    return np.pad(arr, ((0, 0), (0, ph), (0, pw)), mode=mode)
+
+
+def predict_block(
+    x: np.ndarray,
+    infer: Callable[[np.ndarray], np.ndarray],
+    *,
+    tile: int,
+    overlap: int,
+    batch_size: int,
+    window: np.ndarray | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Blended logits for one normalised block.
+
+    Args:
+        x: normalised float32 (band, row, col) block (NaN already replaced).
+        infer: the backend call, float32 (N, C, tile, tile) -> logits (N, 1, tile, tile).
+        tile, overlap: tile size and overlap in pixels.
+        batch_size: tiles per ``infer`` call.
+        window: the weight window (``weight_window(tile, overlap)``), to reuse across blocks.
+        on_batch: called with the number of tiles after each batch (progress).
+
+    Returns:
+        float32 (row, col) logits of the same size as ``x``: ``sum(w * logit) / sum(w)``.
+    """
+    _, h, w = x.shape
+    xp = pad_to_tile(x, tile)
+    hp, wp = xp.shape[1:]
+    if window is None:
+        window = weight_window(tile, overlap)
+    acc = np.zeros((hp, wp), dtype=np.float32)
+    wsum = np.zeros((hp, wp), dtype=np.float32)
+    origins = tiles_in(hp, wp, tile, overlap)
+    buf = np.empty((min(batch_size, len(origins)), xp.shape[0], tile, tile), dtype=np.float32)
+    for k in range(0, len(origins), batch_size):
+        chunk = origins[k : k + batch_size]
+        for i, (r, c) in enumerate(chunk):
+            buf[i] = xp[:, r : r + tile, c : c + tile]
+        logits = infer(buf[: len(chunk)])
+        for i, (r, c) in enumerate(chunk):
+            acc[r : r + tile, c : c + tile] += window * logits[i, 0]
+            wsum[r : r + tile, c : c + tile] += window
+        if on_batch is not None:
+            on_batch(len(chunk))
+    np.divide(acc, wsum, out=acc)
+    return acc[:h, :w]
