@@ -1,0 +1,59 @@
+"""``coal-monitor CONFIG.toml``: process new scenes, update yearly areas, rebuild the reports.
+
+Made for cron and systemd timers: it does nothing when nothing is new, prints one status
+line on stderr, and its exit code says what happened:
+
+====  ======================================================================
+code  meaning
+====  ======================================================================
+0     every configured scene is processed (or unchanged); reports are fresh
+1     a data problem: at least one scene failed (the others are done and the
+      reports written), or the bundle/AOIs/scenes cannot be read
+2     a usage problem: bad configuration (unknown key, missing file, bad value)
+75    another coal-monitor run holds the output folder's lock; nothing done
+      (EX_TEMPFAIL: the next timer run will simply try again)
+130   interrupted (Ctrl-C); the next run resumes
+====  ======================================================================
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .options import CONTEXT_SETTINGS, handle_errors, quiet_opt, setup_logging, verbose_opt
+
+PROG = "coal-monitor"
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("config", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--retry-failed", is_flag=True, default=False,
+              help="Retry failed scenes even when they used up max_attempts.")
+@click.option("--dry-run", is_flag=True, default=False,
+              help="Only list what would be processed and why; write no outputs.")
+@verbose_opt
+@quiet_opt
+@handle_errors(PROG)
+def main(config: str, retry_failed: bool, dry_run: bool, verbose: int, quiet: bool) -> None:
+    """Monitor mined area over the scenes listed in CONFIG (a TOML file).
+
+    Processes only scenes that are new or changed since the last run (the SQLite ledger in
+    the output folder remembers), composes one mask per year, writes change maps between
+    consecutive years and regenerates the CSV/PNG/HTML reports. Exit codes: 0 ok, 1 a scene
+    or input failed, 2 bad configuration, 75 another run holds the lock.
+    """
+    setup_logging(verbose, quiet)
+    from ..monitor import load_config, run_monitor
+
+    cfg = load_config(config)
+    summary = run_monitor(cfg, retry_failed=retry_failed, dry_run=dry_run)
+    if dry_run:
+        todo = sum(v for k, v in summary.reasons.items() if k not in ("unchanged", "failed earlier"))
+        click.echo(f"{PROG}: dry run: {todo} scene(s) to process, {summary.unchanged} unchanged", err=True)
+        sys.exit(0)
+    for scene, err in summary.failures:
+        click.echo(f"{PROG}: failed: {scene}: {err}", err=True)
+    click.echo(f"{PROG}: {summary.status_line()}", err=True)
+    sys.exit(summary.exit_code)

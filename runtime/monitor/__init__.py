@@ -1,0 +1,22 @@
+"""Scheduled yearly monitoring of mined area: ``coal-monitor CONFIG.toml``.
+
+Modules, one concern each: :mod:`.config` (TOML, scene discovery), :mod:`.ledger` (SQLite
+ledger and run lock), :mod:`.pipeline` (the pure per-scene work and executors),
+:mod:`.scheduler` (the coordinator), :mod:`.yearly` (composites), :mod:`.change` (change
+maps), :mod:`.reports` (CSV, charts, HTML).
+
+Example:
+    >>> from coalmine.runtime.monitor import load_config, run_monitor   # doctest: +SKIP
+    >>> print(run_monitor(load_config("monitor.toml")).status_line())    # doctest: +SKIP
+"""
+
+from .config import MonitorConfig, SceneSpec, discover_scenes, load_config
+from .ledger import EXIT_LOCKED, Ledger, LedgerLockedError, RunLock
+from .pipeline import Executor, LocalExecutor, SceneResult, SceneTask, process_scene
+from .scheduler import MonitorSummary, plan, run_monitor
+
+__all__ = [
+    "EXIT_LOCKED", "Executor", "Ledger", "LedgerLockedError", "LocalExecutor", "MonitorConfig",
+    "MonitorSummary", "RunLock", "SceneResult", "SceneSpec", "SceneTask", "discover_scenes",
+    "load_config", "plan", "process_scene", "run_monitor",
+]

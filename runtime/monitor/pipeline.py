@@ -1,0 +1,216 @@
+"""Per-scene work of the monitor, and the executors that run it.
+
+:func:`process_scene` is a pure function of its :class:`SceneTask`: it reads the inputs,
+runs ``coalmine.runtime.run.run_scene`` into a temporary folder beside the final one,
+measures hectares per AOI on the mask, swaps the folder into place and returns a
+:class:`SceneResult`. It never touches the ledger, so it can run in this process
+(:class:`LocalExecutor`) or on a distributed worker (issue 8: a Dask executor with the same
+``run`` method); the coordinator alone registers results. Tasks and results are plain,
+picklable data.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+#: The function that maps one scene; tests and issue 8 may name another "module:function".
+DEFAULT_RUNNER = "coalmine.runtime.run:run_scene"
+
+
+@dataclass(frozen=True)
+class SceneTask:
+    """Everything a worker needs to process one scene (paths on storage it can read/write).
+
+    ``token`` identifies this attempt: the temporary folder carries it, and the coordinator
+    accepts the result only for the attempt it registered.
+    """
+
+    key: str
+    scene: str
+    date: str
+    bundle: str
+    out_dir: str
+    prefix: str
+    token: str
+    aois: str | None = None
+    aoi_name_field: str | None = None
+    s1: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    #: "module:function" (or a module-level function) with run_scene's signature.
+    runner: Any = DEFAULT_RUNNER
+
+
+@dataclass(frozen=True)
+class SceneResult:
+    """What a worker returns: output file names (relative to the scene folder), hectares
+    (``{"total": ha, "aois": {name: ha}}``), nodata share, backend, timings and seconds."""
+
+    key: str
+    token: str
+    out_dir: str
+    outputs: dict[str, str]
+    areas_ha: dict[str, Any]
+    nodata_share: float | None
+    backend: str | None
+    timings: dict[str, float]
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "outputs": self.outputs, "areas_ha": self.areas_ha, "nodata_share": self.nodata_share,
+            "backend": self.backend, "timings": self.timings, "seconds": self.seconds,
+        }
+
+
+def process_scene(task: SceneTask) -> SceneResult:
+    """Map one scene and measure its mined hectares per AOI; no ledger access.
+
+    Args:
+        task: the scene, bundle, final output folder and run options.
+
+    Returns:
+        The :class:`SceneResult`; the outputs are in ``task.out_dir`` when it returns.
+
+    Raises:
+        CoalmineError (or any error of the runner): the scene failed; no partial output
+        is left (the temporary folder is removed).
+
+    Example:
+        >>> r = process_scene(SceneTask(key="s", scene="scene.tif", date="2019-07-14",
+        ...     bundle="model", out_dir="out/scenes/2019-07-14_scene", prefix="scene",
+        ...     token="a1"))   # doctest: +SKIP
+        >>> r.areas_ha["total"]  # doctest: +SKIP
+    """
+    t0 = time.perf_counter()
+    final = Path(task.out_dir)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.partial-{task.token}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        pause_for_crash_test("before_run")
+        runner = resolve_runner(task.runner)
+        summary = runner(
+            task.scene, task.bundle, tmp, s1=task.s1, aoi=None, prefix=task.prefix, progress=False,
+            **task.options,
+        )
+        outputs = {k: Path(v).name for k, v in summary["outputs"].items() if v}
+        if "mask" not in outputs:
+            raise RuntimeError(f"runner {task.runner} returned no mask output for {task.scene}")
+        areas = _areas(tmp / outputs["mask"], task)
+        pause_for_crash_test("before_rename")
+        swap_into_place(tmp, final, task.token)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return SceneResult(
+        key=task.key,
+        token=task.token,
+        out_dir=str(final),
+        outputs=outputs,
+        areas_ha=areas,
+        nodata_share=_float(summary.get("nodata_share")),
+        backend=summary.get("backend") if isinstance(summary.get("backend"), str) else _name(summary.get("backend")),
+        timings={k: float(v) for k, v in (summary.get("timings") or {}).items() if isinstance(v, (int, float))},
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _areas(mask: Path, task: SceneTask) -> dict[str, Any]:
+    from ..aoi import read_aois
+    from ..areas import mask_areas_ha
+
+    aois = read_aois(task.aois, name_field=task.aoi_name_field) if task.aois else []
+    res = mask_areas_ha(mask, aois)
+    return {"total": float(res["total"]), "aois": {str(k): float(v) for k, v in res.get("aois", {}).items()}}
+
+
+def _float(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+def _name(v: Any) -> str | None:
+    if isinstance(v, dict):
+        return str(v.get("name") or v.get("kind") or v)
+    return None if v is None else str(v)
+
+
+def swap_into_place(tmp: Path, final: Path, token: str) -> None:
+    """Replace ``final`` by the complete folder ``tmp`` (two renames; the old copy is removed).
+
+    A kill between the renames leaves no ``final`` folder, which is harmless: the ledger has
+    not registered this attempt, so the scene is processed again.
+    """
+    old = final.parent / f".{final.name}.old-{token}"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def resolve_runner(spec: Any) -> Callable[..., dict[str, Any]]:
+    """Import ``module:function`` (a callable is returned as is)."""
+    if callable(spec):
+        return spec
+    mod, _, fn = str(spec).partition(":")
+    return getattr(importlib.import_module(mod), fn)
+
+
+# -- executors ----------------------------------------------------------------------------------
+
+
+class Executor(Protocol):
+    """Runs :func:`process_scene` over tasks; yields each task with its result or exception.
+
+    ``tasks`` is a lazy iterable: the coordinator marks a scene ``running`` in the ledger
+    when the executor pulls it, so a sequential executor should pull one at a time.
+    """
+
+    def run(
+        self, fn: Callable[[SceneTask], SceneResult], tasks: Iterable[SceneTask]
+    ) -> Iterator[tuple[SceneTask, SceneResult | BaseException]]: ...
+
+
+class LocalExecutor:
+    """Sequential, in this process (the default; the runner itself uses all cores)."""
+
+    name = "local"
+
+    def run(
+        self, fn: Callable[[SceneTask], SceneResult], tasks: Iterable[SceneTask]
+    ) -> Iterator[tuple[SceneTask, SceneResult | BaseException]]:
+        for task in tasks:
+            try:
+                yield task, fn(task)
+            except Exception as exc:  # one scene's failure must not stop the others
+                yield task, exc
+
+
+# -- test hook ----------------------------------------------------------------------------------
+
+_pause_counts: dict[str, int] = {}
+
+
+def pause_for_crash_test(phase: str) -> None:
+    """Crash-test hook: with ``COALMINE_MONITOR_TEST_PAUSE=phase:n`` the n-th arrival at
+    ``phase`` writes the file named by ``COALMINE_MONITOR_TEST_MARKER`` and sleeps, so a test
+    can SIGKILL the run at a known point. Does nothing when the variable is unset."""
+    spec = os.environ.get("COALMINE_MONITOR_TEST_PAUSE")
+    if not spec:
+        return
+    name, _, nth = spec.partition(":")
+    if name != phase:
+        return
+    _pause_counts[phase] = _pause_counts.get(phase, 0) + 1
+    if _pause_counts[phase] == int(nth or 1):
+        marker = os.environ.get("COALMINE_MONITOR_TEST_MARKER")
+        if marker:
+            Path(marker).write_text(phase)
+        time.sleep(float(os.environ.get("COALMINE_MONITOR_TEST_SLEEP", "60")))

@@ -1,0 +1,332 @@
+"""The coordinator of a monitoring run: lock, plan, process, compose, report.
+
+One run:
+
+1. takes the output folder's lock (a second run exits at once, code 75);
+2. lists the configured scenes and compares each with the ledger: new, changed input
+   (SHA-256, cheap size+mtime pre-check), other bundle or options, interrupted earlier
+   (``running``/``pending`` left by a killed run), failed with attempts left, or outputs
+   missing → to process; everything else is unchanged;
+3. hands the scenes to an executor (:class:`~.pipeline.LocalExecutor`, or issue 8's Dask
+   executor) and registers each result in one transaction as it arrives;
+4. rebuilds the yearly composites and change maps whose inputs changed;
+5. regenerates the reports from the ledger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._io import ensure_output_dir
+from ..errors import CoalmineError, ConfigError, UsageError
+from .config import MonitorConfig, SceneSpec, discover_scenes
+from .ledger import InputStat, Ledger, RunLock, fingerprint, hash_input
+from .pipeline import (
+    DEFAULT_RUNNER,
+    Executor,
+    LocalExecutor,
+    SceneTask,
+    pause_for_crash_test,
+    process_scene,
+)
+
+log = logging.getLogger("coalmine.monitor")
+
+SCENES_DIR = "scenes"
+YEARLY_DIR = "yearly"
+CHANGE_DIR = "change"
+
+
+@dataclass
+class PlanItem:
+    """One configured scene and what this run will do with it."""
+
+    spec: SceneSpec
+    reason: str
+    process: bool
+    row: dict[str, Any]
+
+
+@dataclass
+class MonitorSummary:
+    """What a run did (also the basis of the one-line status)."""
+
+    processed: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    given_up: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    report: Path | None = None
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every scene is done, 1 when any scene failed (this run or given up)."""
+        return 1 if (self.failed or self.given_up) else 0
+
+    def status_line(self) -> str:
+        new = self.processed
+        line = f"{new} new scene{'s' if new != 1 else ''} processed, {self.unchanged} unchanged, {self.failed} failed"
+        if self.given_up:
+            line += f" ({self.given_up} more failed earlier, not retried)"
+        if self.report is not None:
+            line += f"; report: {self.report}"
+        return line
+
+
+def run_monitor(
+    cfg: MonitorConfig,
+    *,
+    executor: Executor | None = None,
+    retry_failed: bool = False,
+    dry_run: bool = False,
+    runner: Any = DEFAULT_RUNNER,
+) -> MonitorSummary:
+    """Run the monitor once: process what is new or changed, then rebuild the reports.
+
+    Args:
+        cfg: the loaded configuration (:func:`~.config.load_config`).
+        executor: where scenes run; default sequentially in this process.
+        retry_failed: retry failed scenes even when they used up ``max_attempts``.
+        dry_run: only plan and log; nothing is processed or written except the ledger's
+            input fingerprints of scenes seen before (no outputs, no reports).
+        runner: ``module:function`` (or a function) mapping one scene (default ``run_scene``).
+
+    Returns:
+        A :class:`MonitorSummary` (counts, report path, exit code).
+
+    Raises:
+        LedgerLockedError: another run holds this output folder (exit code 75).
+        CoalmineError: bad configuration, bundle or AOIs (nothing processed).
+
+    Example:
+        >>> s = run_monitor(load_config("monitor.toml"))   # doctest: +SKIP
+        >>> print(s.status_line())                          # doctest: +SKIP
+    """
+    from ..bundle import load_bundle
+
+    out = ensure_output_dir(cfg.output, option="'output' in the configuration")
+    with RunLock(out):
+        bundle = load_bundle(cfg.bundle)
+        aois = read_config_aois(cfg)  # fail early on bad AOIs
+        specs = discover_scenes(cfg)
+        _clean_partials(out)
+        with Ledger(cfg.ledger_path) as led:
+            options = json.dumps(cfg.run, sort_keys=True)
+            items = plan(cfg, led, specs, bundle.bundle_id, options, retry_failed)
+            summary = MonitorSummary()
+            for it in items:
+                summary.reasons[it.reason] = summary.reasons.get(it.reason, 0) + 1
+                if not it.process:
+                    if it.reason == "failed earlier":
+                        summary.given_up += 1
+                    else:
+                        summary.unchanged += 1
+            todo = [it for it in items if it.process]
+            for it in items:
+                log.info("%s %s: %s", it.spec.date.isoformat(), it.spec.path.name, it.reason)
+            if dry_run:
+                return summary
+            run_id = led.start_run()
+            led.mark_pending([it.row for it in todo])
+            tasks = {it.row["key"]: _task(cfg, out, it, runner) for it in todo}
+
+            def claimed() -> Iterator[SceneTask]:
+                # Claim lazily: a scene is 'running' in the ledger only once the executor takes it.
+                for key, task in tasks.items():
+                    led.claim(key, task.token, run_id)
+                    yield task
+
+            try:
+                for task, res in (executor or LocalExecutor()).run(process_scene, claimed()):
+                    if isinstance(res, BaseException):
+                        msg = _one_line(res)
+                        led.fail(task.key, task.token, msg)
+                        summary.failed += 1
+                        summary.failures.append((task.scene, msg))
+                        log.warning("%s %s: FAILED: %s", task.date, Path(task.scene).name, msg)
+                        continue
+                    pause_for_crash_test("before_commit")
+                    done = res.as_dict()
+                    done["outputs"] = {"folder": Path(res.out_dir).relative_to(out).as_posix(), **res.outputs}
+                    if led.complete(task.key, task.token, done):
+                        summary.processed += 1
+                        log.info(
+                            "%s %s: done in %.1f s, %.2f ha mined", task.date, Path(task.scene).name,
+                            res.seconds, res.areas_ha["total"],
+                        )
+                keys = {s.key for s in specs}
+                from .change import update_changes
+                from .reports import write_reports
+                from .yearly import update_years
+
+                years = update_years(cfg, led, out, keys, aois)
+                update_changes(led, out, years)
+                summary.outputs = write_reports(cfg, led, out, keys, aois)
+                summary.report = summary.outputs.get("html")
+            except BaseException as exc:
+                led.finish_run(run_id, "interrupted", summary.processed, summary.unchanged, summary.failed, _one_line(exc))
+                raise
+            led.finish_run(
+                run_id, "failed" if summary.exit_code else "ok", summary.processed, summary.unchanged,
+                summary.failed, summary.status_line(),
+            )
+            return summary
+
+
+def plan(
+    cfg: MonitorConfig, led: Ledger, specs: list[SceneSpec], bundle_id: str, options: str, retry_failed: bool
+) -> list[PlanItem]:
+    """Decide for each configured scene whether this run processes it, and why.
+
+    Hashes are computed only when size, mtime or file count differ from the ledger's record.
+    """
+    items: list[PlanItem] = []
+    refresh: list[tuple[str, InputStat, InputStat | None]] = []
+    for spec in specs:
+        prev = led.scene(spec.key)
+        known = _stat(prev, "") if prev else None
+        st = fingerprint(spec.path, known)
+        s1st = None
+        if spec.s1 is not None:
+            s1_known = _stat(prev, "s1_") if prev and prev["s1_path"] == str(spec.s1) else None
+            s1st = fingerprint(spec.s1, s1_known)
+        row = {
+            "key": spec.key, "path": str(spec.path), "s1_path": str(spec.s1) if spec.s1 else None,
+            "date": spec.date.isoformat(), "year": spec.year, "size": st.size, "mtime_ns": st.mtime_ns,
+            "nfiles": st.nfiles, "sha256": st.sha256, "bundle_id": bundle_id, "options": options,
+            "s1_size": s1st.size if s1st else None, "s1_mtime_ns": s1st.mtime_ns if s1st else None,
+            "s1_nfiles": s1st.nfiles if s1st else None, "s1_sha256": s1st.sha256 if s1st else None,
+        }
+        if prev is None:
+            reason, process = "new", True
+        elif prev["sha256"] != st.sha256 or prev["s1_path"] != row["s1_path"] or prev["s1_sha256"] != row["s1_sha256"]:
+            reason, process = "input changed", True
+        elif prev["date"] != row["date"]:
+            reason, process = "date changed", True
+        elif prev["bundle_id"] != bundle_id or prev["options"] != options:
+            reason, process = "bundle or run options changed", True
+        elif prev["status"] == "done":
+            outputs = json.loads(prev["outputs"] or "{}")
+            mask = cfg.output / outputs.get("folder", "") / outputs.get("mask", "")
+            if outputs.get("mask") and mask.is_file():
+                reason, process = "unchanged", False
+                if not st.same_stat(known):
+                    refresh.append((spec.key, st, s1st))
+            else:
+                reason, process = "outputs missing", True
+        elif prev["status"] in ("running", "pending"):
+            reason, process = "interrupted earlier", True
+        elif retry_failed or prev["attempts"] < cfg.max_attempts:
+            reason, process = "retry after failure", True
+        else:
+            reason, process = "failed earlier", False
+        fresh = reason in ("new", "input changed", "date changed", "bundle or run options changed")
+        row["attempts"] = 0 if fresh or prev is None or retry_failed else prev["attempts"]
+        items.append(PlanItem(spec=spec, reason=reason, process=process, row=row))
+    if refresh:  # same content, touched file: remember the new mtime so the next run skips hashing
+        with led.tx() as c:
+            for key, st, s1st in refresh:
+                c.execute("UPDATE scenes SET size=?, mtime_ns=?, nfiles=? WHERE key=?", (st.size, st.mtime_ns, st.nfiles, key))
+                if s1st is not None:
+                    c.execute(
+                        "UPDATE scenes SET s1_size=?, s1_mtime_ns=?, s1_nfiles=? WHERE key=?",
+                        (s1st.size, s1st.mtime_ns, s1st.nfiles, key),
+                    )
+    return items
+
+
+def read_config_aois(cfg: MonitorConfig) -> list[Any]:
+    """The configuration's AOIs, each with a non-empty name from ``aoi_name_field``.
+
+    Raises:
+        ConfigError: a feature lacks the name field or has an empty name.
+        InputError: the file is not GeoJSON/GeoPackage or holds no polygons.
+    """
+    from ..aoi import read_aois
+
+    try:
+        aois = read_aois(cfg.aois, name_field=cfg.aoi_name_field)
+    except UsageError as exc:
+        raise ConfigError(
+            f"{cfg.source}: AOI file {cfg.aois} has a feature without the name field "
+            f"'{cfg.aoi_name_field}'; give every area a name there or set aoi_name_field "
+            f"to the attribute that names them ({exc})"
+        ) from exc
+    for i, a in enumerate(aois):
+        if not a.name.strip():
+            raise ConfigError(
+                f"{cfg.source}: feature {i} of AOI file {cfg.aois} has an empty '{cfg.aoi_name_field}'; "
+                "every area of interest needs a name for the report; fill it in or set "
+                "aoi_name_field to another attribute"
+            )
+    return aois
+
+
+def scene_folder(spec_date: str, path: str) -> str:
+    """Folder name of a scene's outputs: date, a readable stem and a short hash of the path."""
+    stem = Path(path).name
+    for suffix in (".tif", ".tiff", ".SAFE", ".vrt"):
+        if stem.lower().endswith(suffix.lower()):
+            stem = stem[: -len(suffix)]
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem)[:48] or "scene"
+    return f"{spec_date}_{stem}_{hashlib.sha256(path.encode()).hexdigest()[:8]}"
+
+
+def aoi_fingerprint(cfg: MonitorConfig) -> str:
+    return hash_input(cfg.aois) + "|" + str(cfg.aoi_name_field)
+
+
+def _task(cfg: MonitorConfig, out: Path, it: PlanItem, runner: Any) -> SceneTask:
+    folder = scene_folder(it.row["date"], it.row["path"])
+    return SceneTask(
+        key=it.row["key"],
+        scene=it.row["path"],
+        date=it.row["date"],
+        bundle=str(cfg.bundle),
+        out_dir=str(out / SCENES_DIR / folder),
+        prefix=folder.rsplit("_", 1)[0],
+        token=uuid.uuid4().hex[:12],
+        aois=str(cfg.aois),
+        aoi_name_field=cfg.aoi_name_field,
+        s1=it.row["s1_path"],
+        options=dict(cfg.run),
+        runner=runner,
+    )
+
+
+def _stat(row: Any, prefix: str) -> InputStat | None:
+    if row[prefix + "sha256"] is None:
+        return None
+    return InputStat(row[prefix + "size"], row[prefix + "mtime_ns"], row[prefix + "nfiles"], row[prefix + "sha256"])
+
+
+def _clean_partials(out: Path) -> None:
+    """Remove temporary folders/files left by a killed run (we hold the lock: none is live)."""
+    for sub in (SCENES_DIR, YEARLY_DIR, CHANGE_DIR, "reports"):
+        d = out / sub
+        if not d.is_dir():
+            continue
+        for p in d.iterdir():
+            if p.name.startswith(".") and (".partial" in p.name or ".old-" in p.name):
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if not isinstance(exc, CoalmineError):
+        text = f"{type(exc).__name__}: {text}"
+    return " ".join(text.split())
