@@ -1,0 +1,191 @@
+"""The target grid (the Sentinel-2 10 m grid) and reading any raster onto a window of it.
+
+Every input (20 m Sentinel-2 bands, the SCL mask, Sentinel-1 on its own grid or by GCPs) is
+brought onto the grid by :func:`read_onto_grid`, which reads only the source window that the
+target window needs (plus a margin for the resampling kernel) and warps it with
+``rasterio.warp.reproject``. The result for a pixel does not depend on the window it is read
+in, so blocks give the same values as a whole-scene read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from affine import Affine
+from rasterio.control import GroundControlPoint
+from rasterio.coords import BoundingBox
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.io import DatasetReader
+from rasterio.transform import array_bounds, from_gcps
+from rasterio.warp import reproject, transform_bounds
+from rasterio.windows import Window, from_bounds
+from rasterio.windows import transform as window_transform
+
+from ._raster import read_checked
+
+#: Source pixels read around the needed source window (bilinear needs 1; rounding and the
+#: non-linear CRS change need a little more).
+SOURCE_MARGIN = 3
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A raster grid: CRS, affine transform and size."""
+
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+
+    @property
+    def bounds(self) -> BoundingBox:
+        return BoundingBox(*array_bounds(self.height, self.width, self.transform))
+
+    @property
+    def res(self) -> tuple[float, float]:
+        return (abs(self.transform.a), abs(self.transform.e))
+
+    @property
+    def full(self) -> Window:
+        return Window(0, 0, self.width, self.height)
+
+    def clip(self, window: Window) -> Window:
+        """``window`` intersected with the grid (may be empty: width/height 0)."""
+        c0 = max(0, int(window.col_off))
+        r0 = max(0, int(window.row_off))
+        c1 = min(self.width, int(window.col_off + window.width))
+        r1 = min(self.height, int(window.row_off + window.height))
+        return Window(c0, r0, max(0, c1 - c0), max(0, r1 - r0))
+
+    def expand(self, window: Window, halo: int) -> Window:
+        """``window`` grown by ``halo`` pixels on each side, clipped to the grid."""
+        return self.clip(
+            Window(window.col_off - halo, window.row_off - halo, window.width + 2 * halo,
+                   window.height + 2 * halo)
+        )
+
+
+def check_window(grid: Grid, window: Window) -> Window:
+    """Validate that ``window`` has integer offsets/sizes and lies inside ``grid``."""
+    vals = (window.col_off, window.row_off, window.width, window.height)
+    if any(float(v) != int(v) for v in vals):
+        raise ValueError(f"window {window} must have whole-pixel offsets and sizes")
+    w = Window(*(int(v) for v in vals))
+    if w.width <= 0 or w.height <= 0 or grid.clip(w) != w:
+        raise ValueError(f"window {w} does not lie inside the {grid.width}x{grid.height} raster")
+    return w
+
+
+def source_georef(ds: DatasetReader) -> tuple[CRS, Affine | None, list[GroundControlPoint]]:
+    """CRS, transform (None when geocoded by GCPs) and GCPs of a dataset."""
+    gcps, gcrs = ds.gcps
+    if ds.crs is None and gcps:
+        return gcrs, None, list(gcps)
+    return ds.crs, ds.transform, []
+
+
+def source_bounds_in(ds: DatasetReader, crs: CRS) -> BoundingBox:
+    """Extent of ``ds`` expressed in ``crs`` (GCP rasters: the GCPs' extent)."""
+    scrs, st, gcps = source_georef(ds)
+    if st is None:
+        xs = [g.x for g in gcps]
+        ys = [g.y for g in gcps]
+        b = (min(xs), min(ys), max(xs), max(ys))
+    else:
+        b = array_bounds(ds.height, ds.width, st)
+    return BoundingBox(*transform_bounds(scrs, crs, *b, densify_pts=21))
+
+
+def read_onto_grid(
+    ds: DatasetReader,
+    band: int,
+    grid: Grid,
+    window: Window,
+    resampling: Resampling,
+    *,
+    option: str,
+    src_nodata: float | None = None,
+    convert: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray:
+    """Read ``band`` of ``ds`` resampled onto ``window`` of ``grid`` as float32 with NaN nodata.
+
+    Only the source pixels under the window (plus :data:`SOURCE_MARGIN`) are read. ``convert``
+    maps the float32 source values (nodata already NaN) before warping, e.g. dB -> linear power,
+    so the interpolation happens in the right units.
+
+    Args:
+        ds: open source dataset (CRS + transform, or GCPs).
+        band: 1-based band index.
+        grid: the target grid.
+        window: target window (inside ``grid``).
+        resampling: rasterio resampling method.
+        option: the CLI option naming the input, for error messages.
+        src_nodata: source nodata value (default: the dataset's).
+        convert: optional value transform applied before warping.
+
+    Returns:
+        float32 array (window.height, window.width).
+    """
+    h, w = int(window.height), int(window.width)
+    out = np.full((h, w), np.nan, dtype=np.float32)
+    dst_t = window_transform(window, grid.transform)
+    scrs, st, gcps = source_georef(ds)
+    nodata = ds.nodata if src_nodata is None else src_nodata
+
+    # Source window covering the target window.
+    b = array_bounds(h, w, dst_t)
+    sb = transform_bounds(grid.crs, scrs, *b, densify_pts=21)
+    approx = st if st is not None else from_gcps(gcps)
+    sw = from_bounds(*sb, transform=approx)
+    m = SOURCE_MARGIN if st is not None else SOURCE_MARGIN + int(0.1 * max(sw.width, sw.height)) + 8
+    c0 = max(0, int(np.floor(min(sw.col_off, sw.col_off + sw.width))) - m)
+    r0 = max(0, int(np.floor(min(sw.row_off, sw.row_off + sw.height))) - m)
+    c1 = min(ds.width, int(np.ceil(max(sw.col_off, sw.col_off + sw.width))) + m)
+    r1 = min(ds.height, int(np.ceil(max(sw.row_off, sw.row_off + sw.height))) + m)
+    if c1 <= c0 or r1 <= r0:
+        return out
+    src_win = Window(c0, r0, c1 - c0, r1 - r0)
+    src = read_checked(ds, option, band, window=src_win).astype(np.float32, copy=False)
+    if nodata is not None and not np.isnan(nodata):
+        src = np.where(src == np.float32(nodata), np.float32(np.nan), src)
+    if convert is not None:
+        src = convert(src)
+    if st is not None and scrs == grid.crs and _aligned(window_transform(src_win, st), dst_t):
+        # Same grid (e.g. 10 m bands, a stack): a plain crop is exact and skips the warper.
+        src_t = window_transform(src_win, st)
+        ro = int(round((dst_t.f - src_t.f) / st.e))
+        co = int(round((dst_t.c - src_t.c) / st.a))
+        sub = src[max(ro, 0): max(ro + h, 0), max(co, 0): max(co + w, 0)]
+        out[max(-ro, 0): max(-ro, 0) + sub.shape[0], max(-co, 0): max(-co, 0) + sub.shape[1]] = sub
+        return out
+    kw: dict[str, object] = {}
+    if st is None:
+        kw["gcps"] = [
+            GroundControlPoint(row=g.row - r0, col=g.col - c0, x=g.x, y=g.y, z=g.z) for g in gcps
+        ]
+    else:
+        kw["src_transform"] = window_transform(src_win, st)
+    reproject(
+        src,
+        out,
+        src_crs=scrs,
+        src_nodata=np.nan,
+        dst_transform=dst_t,
+        dst_crs=grid.crs,
+        dst_nodata=np.nan,
+        resampling=resampling,
+        **kw,
+    )
+    return out
+
+
+def _aligned(a: Affine, b: Affine) -> bool:
+    """Same pixel size and an origin offset of whole pixels (no resampling needed)."""
+    if not (np.isclose(a.a, b.a) and np.isclose(a.e, b.e) and a.b == 0 == b.b and a.d == 0 == b.d):
+        return False
+    cx = (b.c - a.c) / a.a
+    cy = (b.f - a.f) / a.e
+    return bool(abs(cx - round(cx)) < 1e-6 and abs(cy - round(cy)) < 1e-6)

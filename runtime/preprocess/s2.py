@@ -1,0 +1,403 @@
+"""Finding and reading Sentinel-2 L2A bands, and turning DN into surface reflectance.
+
+Three input forms are accepted:
+
+* a **multi-band GeoTIFF** whose band descriptions name the bands (``B02``, ``B2``, ``B8A`` ...);
+* a **folder of single-band files** (GeoTIFF or JP2) whose names contain the band
+  (``..._B02_10m.jp2``, ``B02.tif``), as in a SAFE ``IMG_DATA`` folder or an STAC/COG download;
+  when a band exists at several resolutions the finest is used;
+* a **SAFE folder** (``S2?_MSIL2A_*.SAFE``): its ``GRANULE/*/IMG_DATA`` bands and ``MTD_MSIL2A.xml``.
+
+The output grid is the grid of B02 (10 m). Bands on another grid (the 20 m bands) are resampled
+onto it when read (``S2Params.resampling``, bilinear by default).
+
+DN -> reflectance is ``(DN + offset) / scale`` with DN 0 = nodata. The offset comes, in this
+order, from an explicit ``s2_offset``; else the product metadata (``BOA_ADD_OFFSET`` in
+``MTD_MSIL2A.xml`` or in GeoTIFF tags, GDAL band scale/offset, the processing baseline in the
+metadata or in the SAFE name ``_N0400_``: -1000 from baseline 04.00 on); else it is guessed from
+the acquisition date in the file names (-1000 from 2022-01-25) with a warning. Where an explicit
+offset disagrees with the metadata, the explicit one is used and a warning says so. Negative
+reflectance (dark water after the offset) is clipped to 0.
+
+Level-1C products (top-of-atmosphere reflectance) are refused: the model is trained on L2A
+surface reflectance.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rasterio.enums import Resampling
+from rasterio.io import DatasetReader
+from rasterio.windows import Window
+
+from ..bands import S2_BANDS
+from ..bundle import S2Params
+from ..errors import BandError, InputError, UsageError
+from ._raster import check_crs, check_exists, open_raster
+from .grid import Grid, read_onto_grid
+
+log = logging.getLogger("coalmine.preprocess")
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt")
+#: Band token in a file name or band description: B02, B2, B8A (not B020, not AB02).
+_BAND_RE = re.compile(r"(?:^|[^A-Za-z0-9])B(8A|\d{1,2})(?=$|[^A-Za-z0-9])", re.IGNORECASE)
+_SCL_RE = re.compile(r"(?:^|[^A-Za-z0-9])SCL(?=$|[^A-Za-z0-9])", re.IGNORECASE)
+_L1C_RE = re.compile(r"(?:^|[^A-Za-z0-9])(MSIL1C|L1C)(?=$|[^A-Za-z0-9])", re.IGNORECASE)
+_DATE_RE = re.compile(r"(?<!\d)(20\d{2})(\d{2})(\d{2})T\d{6}")
+_BASELINE_NAME_RE = re.compile(r"_N(\d{2})(\d{2})_")
+#: Date from which L2A products carry the -1000 offset (processing baseline 04.00).
+OFFSET_START = "20220125"
+#: SCL classes masked to nodata: 0 no data, 1 saturated/defective, 3 cloud shadow,
+#: 8 cloud medium probability, 9 cloud high probability, 10 thin cirrus.
+SCL_MASKED = (0, 1, 3, 8, 9, 10)
+
+# band_id in MTD_MSIL2A.xml BOA_ADD_OFFSET follows the physical band order B01..B12 with B8A.
+_MTD_BAND_IDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10",
+                 "B11", "B12")
+
+
+def _norm_band(token: str) -> str:
+    t = token.upper()
+    return "B8A" if t == "8A" else f"B{int(t):02d}"
+
+
+def band_of(name: str) -> str | None:
+    """The Sentinel-2 band named in a file name or description (``'..._B8A_20m.jp2'`` -> 'B8A')."""
+    m = _BAND_RE.findall(Path(name).name if "/" in name else name)
+    return _norm_band(m[-1]) if m else None
+
+
+@dataclass
+class S2Metadata:
+    """What the product metadata says (anything unknown is None)."""
+
+    level: str | None = None  # "L2A" / "L1C"
+    baseline: str | None = None
+    offsets: dict[str, float] = field(default_factory=dict)
+    scale: float | None = None
+    date: str | None = None  # YYYYMMDD
+    source: str = ""
+
+
+@dataclass
+class S2Offset:
+    """The DN offset per band actually used, and where it came from."""
+
+    offsets: dict[str, float]
+    scale: float
+    source: str  # "explicit", "metadata: ...", "guess: ..."
+
+    @property
+    def value(self) -> float:
+        """The common offset (the first band's when they differ)."""
+        return self.offsets[S2_BANDS[0]]
+
+
+@dataclass
+class BandRef:
+    path: Path
+    index: int  # 1-based band in the file
+
+
+def _raster_files(folder: Path) -> list[Path]:
+    files = []
+    for p in sorted(folder.rglob("*")):
+        if p.suffix.lower() not in RASTER_SUFFIXES or not p.is_file():
+            continue
+        parts = {q.upper() for q in p.relative_to(folder).parts}
+        if "QI_DATA" in parts or p.name.upper().startswith("MSK_"):
+            continue  # detector footprints, quality masks: also named after bands
+        files.append(p)
+    return files
+
+
+def _find_mtd(path: Path) -> Path | None:
+    start = path if path.is_dir() else path.parent
+    for d in [start, *start.parents][:6]:
+        for name in ("MTD_MSIL2A.xml", "MTD_MSIL1C.xml"):
+            if (d / name).is_file():
+                return d / name
+    return None
+
+
+def _parse_mtd(mtd: Path) -> S2Metadata:
+    md = S2Metadata(source=mtd.name)
+    md.level = "L1C" if "L1C" in mtd.name.upper() else "L2A"
+    try:
+        root = ET.parse(mtd).getroot()
+    except (ET.ParseError, OSError) as exc:
+        raise InputError(f"Sentinel-2 metadata {mtd} cannot be parsed ({exc}); "
+                         "remove it or pass --s2-offset explicitly") from exc
+    for el in root.iter():
+        tag = el.tag.rsplit("}", 1)[-1]
+        text = (el.text or "").strip()
+        if tag == "PROCESSING_BASELINE" and text:
+            md.baseline = text
+        elif tag == "PRODUCT_TYPE" and text:
+            if "1C" in text.upper():
+                md.level = "L1C"
+        elif tag == "BOA_ADD_OFFSET" and text:
+            bid = int(el.attrib.get("band_id", "0"))
+            if 0 <= bid < len(_MTD_BAND_IDS):
+                md.offsets[_MTD_BAND_IDS[bid]] = float(text)
+        elif tag == "BOA_QUANTIFICATION_VALUE" and text:
+            md.scale = float(text)
+        elif tag == "PRODUCT_START_TIME" and text:
+            md.date = text[:10].replace("-", "")
+    return md
+
+
+def _metadata_from_tags(ds: DatasetReader) -> S2Metadata:
+    tags = {k.upper(): v for k, v in ds.tags().items()}
+    md = S2Metadata(source=f"tags of {Path(ds.name).name}")
+    if "PROCESSING_BASELINE" in tags:
+        md.baseline = tags["PROCESSING_BASELINE"]
+    if "BOA_ADD_OFFSET" in tags:
+        md.offsets = {b: float(tags["BOA_ADD_OFFSET"]) for b in S2_BANDS}
+    if "BOA_QUANTIFICATION_VALUE" in tags:
+        md.scale = float(tags["BOA_QUANTIFICATION_VALUE"])
+    level = (tags.get("PROCESSING_LEVEL", "") + tags.get("PRODUCT_TYPE", "")).upper()
+    if "1C" in level:
+        md.level = "L1C"
+    elif "2A" in level:
+        md.level = "L2A"
+    scale, off = ds.scales[0], ds.offsets[0]
+    if (scale not in (0.0, 1.0) or off != 0.0) and not md.offsets:
+        # GDAL band scale/offset: reflectance = DN * scale + offset
+        md.scale = 1.0 / scale
+        md.offsets = {b: off / scale for b in S2_BANDS}
+        md.source = f"band scale/offset of {Path(ds.name).name}"
+    return md
+
+
+class S2Reader:
+    """Sentinel-2 L2A bands of one product, read as reflectance on the B02 (10 m) grid.
+
+    Args:
+        path: multi-band GeoTIFF, folder of single-band files, or SAFE folder.
+        params: S2 parameters (scale, resampling) from the Preprocessing.
+        s2_offset: explicit DN offset (e.g. -1000) overriding the metadata.
+        allow_l1c: read Level-1C products anyway (tests of JP2 reading; never for the model).
+
+    Raises:
+        InputNotFoundError, RasterError, CRSError, BandError, InputError (L1C), UsageError.
+
+    Example:
+        >>> with S2Reader("S2A_MSIL2A_..SAFE") as s2:          # doctest: +SKIP
+        ...     refl = s2.read(Window(0, 0, 512, 512))        # (9, 512, 512) float32
+    """
+
+    def __init__(self, path: str | Path, params: S2Params | None = None, *,
+                 s2_offset: float | None = None, allow_l1c: bool = False) -> None:
+        self.path = check_exists(path, "--s2")
+        self.params = params or S2Params()
+        self._datasets: dict[Path, DatasetReader] = {}
+        try:
+            self.kind, self.band_refs, self.scl_ref = self._discover()
+            self.metadata = self._metadata()
+            if self.metadata.level == "L1C" and not allow_l1c:
+                raise InputError(
+                    f"--s2 {self.path} is a Sentinel-2 Level-1C product (top-of-atmosphere "
+                    "reflectance), not Level-2A (surface reflectance, which the model expects); "
+                    "use the L2A product of the same date or process this one with Sen2Cor"
+                )
+            ref = self._ds(self.band_refs["B02"].path)
+            check_crs(ref, "--s2")
+            if ref.crs is None:
+                raise BandError(f"--s2 band B02 in {ref.name} is geocoded by GCPs only; "
+                                "Sentinel-2 bands must be on a map grid (CRS + geotransform)")
+            self.grid = Grid(ref.crs, ref.transform, ref.width, ref.height)
+            for b, r in self.band_refs.items():
+                ds = self._ds(r.path)
+                check_crs(ds, "--s2")
+                if ds.crs != self.grid.crs:
+                    raise BandError(f"--s2 band {b} ({r.path.name}) is in {ds.crs}, B02 in "
+                                    f"{self.grid.crs}; all Sentinel-2 bands must share one CRS")
+            self.offset = self._resolve_offset(s2_offset)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- discovery -------------------------------------------------------------------------------
+    def _ds(self, p: Path) -> DatasetReader:
+        if p not in self._datasets:
+            self._datasets[p] = open_raster(p, "--s2")
+        return self._datasets[p]
+
+    def _discover(self) -> tuple[str, dict[str, BandRef], BandRef | None]:
+        p = self.path
+        if p.is_file():
+            ds = self._ds(p)
+            if ds.count == 1:
+                raise BandError(
+                    f"--s2 {p} is a single-band raster; pass the folder that holds all the "
+                    f"Sentinel-2 band files ({' '.join(S2_BANDS)}) or a multi-band GeoTIFF"
+                )
+            found: dict[str, BandRef] = {}
+            scl = None
+            for i, d in enumerate(ds.descriptions, start=1):
+                if not d:
+                    continue
+                if _SCL_RE.search(d):
+                    scl = BandRef(p, i)
+                b = band_of(d)
+                if b and b not in found:
+                    found[b] = BandRef(p, i)
+            if not found:
+                raise BandError(
+                    f"--s2 {p} has {ds.count} bands but no band descriptions naming them "
+                    "(B02, B03, ...); set the descriptions (e.g. gdal_edit.py or rasterio "
+                    "set_band_description) or pass a folder of single-band files"
+                )
+            self._check_complete(found)
+            return "multiband", found, scl
+        files = _raster_files(p)
+        kind = "safe" if p.name.upper().endswith(".SAFE") or _find_mtd(p) == p / "MTD_MSIL2A.xml" \
+            else "folder"
+        cands: dict[str, list[Path]] = {}
+        scl_files: list[Path] = []
+        for f in files:
+            if _SCL_RE.search(f.stem):
+                scl_files.append(f)
+                continue
+            b = band_of(f.stem)
+            if b:
+                cands.setdefault(b, []).append(f)
+        if not cands:
+            raise BandError(
+                f"--s2 folder {p} holds no raster files named after Sentinel-2 bands "
+                f"(expected names containing {', '.join(S2_BANDS)}, e.g. T50MLA_..._B02_10m.jp2)"
+            )
+        chosen = {b: BandRef(self._finest(fs), 1) for b, fs in cands.items()}
+        self._check_complete(chosen)
+        scl = BandRef(self._finest(scl_files), 1) if scl_files else None
+        return kind, chosen, scl
+
+    def _finest(self, files: list[Path]) -> Path:
+        if len(files) == 1:
+            return files[0]
+        return min(files, key=lambda f: (self._ds(f).res[0], str(f)))
+
+    def _check_complete(self, found: dict[str, BandRef]) -> None:
+        missing = [b for b in S2_BANDS if b not in found]
+        if missing:
+            have = ", ".join(sorted(found)) or "none"
+            raise BandError(
+                f"--s2 {self.path} lacks band(s) {', '.join(missing)} (found: {have}); the stack "
+                f"needs {' '.join(S2_BANDS)}: add the missing band file(s)"
+            )
+
+    # -- metadata and offset ---------------------------------------------------------------------
+    def _metadata(self) -> S2Metadata:
+        names = [str(self.path)] + [str(r.path) for r in self.band_refs.values()]
+        mtd = _find_mtd(self.path)
+        md = _parse_mtd(mtd) if mtd else _metadata_from_tags(self._ds(self.band_refs["B02"].path))
+        if md.level is None and any(_L1C_RE.search(n) for n in names):
+            md.level = "L1C"
+            md.source = md.source or "file names"
+        if md.baseline is None:
+            for n in names:
+                m = _BASELINE_NAME_RE.search(Path(n).name)
+                if m and "MSIL2A" in n.upper():
+                    md.baseline = f"{m.group(1)}.{m.group(2)}"
+                    md.source = f"product name {Path(n).name}"
+                    break
+        if md.date is None:
+            for n in names:
+                m = _DATE_RE.search(Path(n).name)
+                if m:
+                    md.date = "".join(m.groups())
+                    break
+        return md
+
+    def _resolve_offset(self, explicit: float | None) -> S2Offset:
+        md = self.metadata
+        scale = md.scale or self.params.scale
+        meta: dict[str, float] | None = None
+        why = ""
+        if md.offsets:
+            meta = {b: md.offsets.get(b, md.offsets.get("B02", 0.0)) for b in S2_BANDS}
+            why = f"metadata: BOA_ADD_OFFSET from {md.source}"
+        elif md.baseline is not None:
+            try:
+                base = float(md.baseline)
+            except ValueError:
+                base = None
+            if base is not None:
+                v = -1000.0 if base >= 4.0 else 0.0
+                meta = dict.fromkeys(S2_BANDS, v)
+                why = f"metadata: processing baseline {md.baseline} ({md.source})"
+        if explicit is not None:
+            if explicit > 0:
+                raise UsageError(
+                    f"--s2-offset {explicit:g} is positive; it is the BOA_ADD_OFFSET added to DN "
+                    "(reflectance = (DN + offset) / 10000): use -1000 for processing baseline "
+                    "04.00 and later, 0 before"
+                )
+            if meta is not None and any(v != explicit for v in meta.values()):
+                log.warning("--s2-offset %g overrides the product's own offset (%s says %g)",
+                            explicit, why, meta["B02"])
+            return S2Offset(dict.fromkeys(S2_BANDS, float(explicit)), scale, "explicit --s2-offset")
+        if meta is not None:
+            return S2Offset(meta, scale, why)
+        if md.date is not None:
+            v = -1000.0 if md.date >= OFFSET_START else 0.0
+            log.warning(
+                "no Sentinel-2 processing baseline found for %s; guessed offset %g from the "
+                "acquisition date %s (baseline 04.00 started 2022-01-25); pass --s2-offset to be sure",
+                self.path, v, md.date)
+            return S2Offset(dict.fromkeys(S2_BANDS, v), scale, f"guess: date {md.date}")
+        log.warning("no Sentinel-2 processing baseline or date found for %s; assuming offset 0 "
+                    "(products before 2022-01-25); pass --s2-offset -1000 for newer products",
+                    self.path)
+        return S2Offset(dict.fromkeys(S2_BANDS, 0.0), scale, "guess: no metadata")
+
+    # -- reading ---------------------------------------------------------------------------------
+    def read(self, window: Window) -> np.ndarray:
+        """Reflectance of the 9 bands on ``window`` of the B02 grid: float32 (9, h, w), NaN nodata."""
+        out = np.empty((len(S2_BANDS), int(window.height), int(window.width)), dtype=np.float32)
+        res = Resampling[self.params.resampling]
+        nd = self.params.nodata_dn
+        for i, b in enumerate(S2_BANDS):
+            r = self.band_refs[b]
+            dn = read_onto_grid(self._ds(r.path), r.index, self.grid, window, res, option="--s2",
+                                src_nodata=nd)
+            refl = (dn + np.float32(self.offset.offsets[b])) / np.float32(self.offset.scale)
+            np.maximum(refl, 0.0, out=refl)  # NaN stays NaN
+            out[i] = refl
+        out[:, np.isnan(out).any(axis=0)] = np.nan
+        return out
+
+    def scl_invalid(self, scl: BandRef | None, window: Window) -> np.ndarray:
+        """Boolean mask of pixels whose SCL class is masked (:data:`SCL_MASKED`)."""
+        ref = scl or self.scl_ref
+        if ref is None:
+            raise UsageError(f"--scl auto: no SCL file found in {self.path}; pass --scl PATH")
+        ds = self._ds(ref.path)
+        v = read_onto_grid(ds, ref.index, self.grid, window, Resampling.nearest, option="--scl",
+                           src_nodata=-1)
+        return np.isnan(v) | np.isin(v, SCL_MASKED)
+
+    def open_scl(self, path: str | Path) -> BandRef:
+        """Open an SCL raster given by path and check it covers the grid's CRS."""
+        p = check_exists(path, "--scl")
+        ds = self._ds(p)
+        check_crs(ds, "--scl")
+        return BandRef(p, 1)
+
+    def close(self) -> None:
+        for ds in self._datasets.values():
+            ds.close()
+        self._datasets.clear()
+
+    def __enter__(self) -> S2Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,337 @@
+"""Scene sources: a prepared 23-band stack, or raw Sentinel-2 + Sentinel-1 computed on the fly.
+
+:func:`open_scene` returns a :class:`SceneSource` either way; ``read(window)`` gives the
+float32 (23, h, w) stack of any window with NaN as nodata. For raw input the halos needed by the
+speckle filter and the GLCM are read internally (``Preprocessing.halo``), so a block equals the
+same window of a whole-scene computation: that is what lets ``coal-prepare``, ``coal-run`` and
+``coal-train`` stream scenes of any size in bounded memory.
+
+A pixel is valid iff all 23 values are finite; where any input is nodata (Sentinel-2 DN 0,
+masked SCL class, Sentinel-1 nodata, an index with a zero denominator, a GLCM window without a
+pair) all 23 bands are NaN.
+
+Example:
+    >>> with open_scene("S2_folder", s1="vv_db.tif") as src:     # doctest: +SKIP
+    ...     x = src.read(Window(0, 0, 512, 512))                  # (23, 512, 512)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rasterio.coords import BoundingBox
+from rasterio.crs import CRS
+from rasterio.windows import Window
+
+from ..bands import BAND_NAMES, N_BANDS
+from ..bundle import Preprocessing
+from ..errors import BandError, BundleError, InputError, UsageError
+from ._raster import check_crs, check_exists, open_raster, read_checked
+from .grid import Grid, check_window
+from .indices import compute_indices
+from .s1 import S1Reader
+from .s2 import S2Reader
+from .speckle import DEFAULT_ENL, lee_filter, power_to_db
+
+log = logging.getLogger("coalmine.preprocess")
+
+#: GeoTIFF tag holding the Preprocessing (JSON) a stack was made with.
+PREPROCESSING_TAG = "COALMINE_PREPROCESSING"
+#: Further tags: what was detected/decided for the raw inputs.
+INPUTS_TAG = "COALMINE_INPUTS"
+
+
+class SceneSource(ABC):
+    """A scene on the Sentinel-2 10 m grid that can be read window by window as the 23-band stack.
+
+    Attributes: ``crs``, ``transform``, ``width``, ``height``, ``bands`` (23 names), ``res``,
+    ``bounds``, ``preprocessing`` (the Preprocessing used or recorded; None for a stack without
+    the tag), ``path``.
+    """
+
+    path: Path
+    grid: Grid
+    bands: tuple[str, ...] = BAND_NAMES
+    preprocessing: Preprocessing | None
+
+    @property
+    def crs(self) -> CRS:
+        return self.grid.crs
+
+    @property
+    def transform(self) -> Any:
+        return self.grid.transform
+
+    @property
+    def width(self) -> int:
+        return self.grid.width
+
+    @property
+    def height(self) -> int:
+        return self.grid.height
+
+    @property
+    def res(self) -> tuple[float, float]:
+        return self.grid.res
+
+    @property
+    def bounds(self) -> BoundingBox:
+        return self.grid.bounds
+
+    @abstractmethod
+    def read(self, window: Window) -> np.ndarray:
+        """The float32 (23, h, w) stack of ``window`` (inside the scene), NaN = nodata."""
+
+    def check_preprocessing(self, prep: Preprocessing, what: str = "the bundle") -> None:
+        """Raise if this scene's GLCM parameters/edges differ from ``prep`` (a stack made otherwise).
+
+        Raises:
+            BundleError: the stack records other GLCM parameters than ``prep``.
+        """
+        mine = self.preprocessing
+        if mine is None:
+            log.warning("%s records no preprocessing (%s tag); cannot check it matches %s",
+                        self.path, PREPROCESSING_TAG, what)
+            return
+        a, b = mine.glcm, prep.glcm
+        diffs = [k for k in ("window", "distance", "levels") if getattr(a, k) != getattr(b, k)]
+        if len(a.edges) != len(b.edges) or not np.allclose(a.edges, b.edges, rtol=0, atol=1e-6):
+            diffs.append("edges")
+        if diffs:
+            raise BundleError(
+                f"scene {self.path} was prepared with other GLCM {', '.join(diffs)} than {what}; "
+                "prepare it again with the bundle's edges (coal-prepare --glcm-edges "
+                "bundle.json) or pass the raw inputs (--s2/--s1) instead of the stack"
+            )
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release open files."""
+
+    def __enter__(self) -> SceneSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class StackSource(SceneSource):
+    """A 23-band stack written by ``coal-prepare`` (recognised by its band descriptions)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.ds = open_raster(self.path, "scene")
+        try:
+            check_crs(self.ds, "scene")
+            if not is_stack(self.ds):
+                raise BandError(f"scene {self.path} is not a coalmine 23-band stack (its band "
+                                "descriptions are not the 23 band names); prepare it with coal-prepare")
+            self.grid = Grid(self.ds.crs, self.ds.transform, self.ds.width, self.ds.height)
+            self.preprocessing = _read_prep_tag(self.ds)
+        except BaseException:
+            self.ds.close()
+            raise
+
+    def read(self, window: Window) -> np.ndarray:
+        w = check_window(self.grid, window)
+        a = read_checked(self.ds, "scene", list(range(1, N_BANDS + 1)), window=w)
+        a = a.astype(np.float32, copy=False)
+        nd = self.ds.nodata
+        if nd is not None and not np.isnan(nd):
+            a[a == nd] = np.nan
+        a[:, ~np.isfinite(a).all(axis=0)] = np.nan
+        return a
+
+    def close(self) -> None:
+        self.ds.close()
+
+
+class Timers:
+    """Accumulated wall time per stage (seconds), for ``--timings`` and the benchmark."""
+
+    def __init__(self) -> None:
+        self.t: dict[str, float] = defaultdict(float)
+
+    def add(self, name: str, since: float) -> float:
+        now = time.perf_counter()
+        self.t[name] += now - since
+        return now
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in self.t.items()}
+
+
+class RawSource(SceneSource):
+    """Raw Sentinel-2 L2A + Sentinel-1 VV, computed into the stack window by window.
+
+    Args:
+        s2: Sentinel-2 input (multi-band GeoTIFF, folder, SAFE).
+        s1: Sentinel-1 VV sigma0 raster.
+        prep: preprocessing parameters (default: ``Preprocessing()``).
+        s2_offset: explicit S2 DN offset (overrides the metadata).
+        s1_units: "auto", "linear" or "db" (overrides ``prep.s1.units``).
+        scl: Sentinel-2 SCL raster, or "auto" to use the one in the S2 folder; None for no mask.
+        glcm_threads: threads for the GLCM kernel (None: all cores).
+    """
+
+    def __init__(self, s2: str | os.PathLike[str], s1: str | os.PathLike[str],
+                 prep: Preprocessing | None = None, *, s2_offset: float | None = None,
+                 s1_units: str | None = None, scl: str | os.PathLike[str] | None = None,
+                 glcm_threads: int | None = None) -> None:
+        from .. import texture  # the compiled kernel; imported here so stacks read without it
+
+        self._texture = texture
+        prep = prep or Preprocessing()
+        if prep.s1.speckle_filter not in ("lee", "none"):
+            raise UsageError(f"speckle filter {prep.s1.speckle_filter!r} is not one of lee, none")
+        if prep.s1.speckle_window < 1 or prep.s1.speckle_window % 2 == 0:
+            raise UsageError(f"--speckle-window {prep.s1.speckle_window} must be an odd number >= 1")
+        self.path = Path(s2)
+        self.timers = Timers()
+        self.glcm_threads = glcm_threads
+        self.s2 = S2Reader(s2, prep.s2, s2_offset=s2_offset)
+        try:
+            self.grid = self.s2.grid
+            self.scl = None
+            if scl is not None:
+                self.scl = None if str(scl) == "auto" else self.s2.open_scl(scl)
+                if str(scl) == "auto" and self.s2.scl_ref is None:
+                    raise UsageError(f"--scl auto: no SCL file found in {self.s2.path}; pass --scl PATH")
+            self.use_scl = scl is not None
+            self.s1 = S1Reader(s1, self.grid, prep.s1, units=s1_units)
+        except BaseException:
+            self.s2.close()
+            raise
+        # Record what was actually used: the detected S1 units.
+        self.preprocessing = replace(prep, s1=replace(prep.s1, units=self.s1.units))
+        self.edges = np.asarray(prep.glcm.edges, dtype=np.float64)
+        self.inputs = {
+            "s2": str(self.s2.path),
+            "s2_form": self.s2.kind,
+            "s2_offset": self.s2.offset.value,
+            "s2_offset_source": self.s2.offset.source,
+            "s2_scale": self.s2.offset.scale,
+            "s2_baseline": self.s2.metadata.baseline,
+            "s1": str(self.s1.ds.name),
+            "s1_units": self.s1.units,
+            "scl": None if not self.use_scl else str(self.scl.path if self.scl else "auto"),
+        }
+
+    def read(self, window: Window) -> np.ndarray:
+        w = check_window(self.grid, window)
+        prep = self.preprocessing
+        T = self.timers
+        t = time.perf_counter()
+        out = np.empty((N_BANDS, w.height, w.width), dtype=np.float32)
+        refl = self.s2.read(w)
+        t = T.add("read_s2", t)
+        s2_bad = np.isnan(refl).any(axis=0)
+        if self.use_scl:
+            s2_bad |= self.s2.scl_invalid(self.scl, w)
+            t = T.add("read_s2", t)
+        out[:9] = refl
+        out[9:12] = compute_indices(refl)
+        t = T.add("indices", t)
+
+        # S1 over the block + halo, so the speckle filter and the GLCM see the same context
+        # as in a whole-scene run.
+        region = self.grid.expand(w, prep.halo)
+        power = self.s1.read_power(region)
+        t = T.add("warp_s1", t)
+        if prep.s1.speckle_filter == "lee" and prep.s1.speckle_window > 1:
+            power = lee_filter(power, prep.s1.speckle_window, DEFAULT_ENL)
+        vv = power_to_db(power)
+        t = T.add("speckle", t)
+        ro, co = w.row_off - region.row_off, w.col_off - region.col_off
+        out[12] = vv[ro: ro + w.height, co: co + w.width]
+        g = prep.glcm
+        levels = self._texture.quantize(vv, self.edges)
+        out[13:] = self._texture.glcm_block(levels, (ro, co, w.height, w.width), g.levels,
+                                            window_size=g.window, distance=g.distance,
+                                            nodata=self._texture.NODATA,
+                                            threads=self.glcm_threads)
+        t = T.add("glcm", t)
+        bad = s2_bad | ~np.isfinite(out).all(axis=0)
+        out[:, bad] = np.nan
+        T.add("mask", t)
+        return out
+
+    def close(self) -> None:
+        self.s2.close()
+        self.s1.close()
+
+
+def is_stack(ds: Any) -> bool:
+    """True if an open dataset's band descriptions are the 23 band names, in order."""
+    return ds.count == N_BANDS and tuple(ds.descriptions) == BAND_NAMES
+
+
+def _read_prep_tag(ds: Any) -> Preprocessing | None:
+    raw = ds.tags().get(PREPROCESSING_TAG)
+    if not raw:
+        return None
+    try:
+        return Preprocessing.from_dict(json.loads(raw))
+    except (json.JSONDecodeError, BundleError) as exc:
+        raise InputError(f"scene {ds.name} has a damaged {PREPROCESSING_TAG} tag ({exc}); "
+                         "prepare it again with coal-prepare") from exc
+
+
+def open_scene(
+    scene: str | os.PathLike[str],
+    s1: str | os.PathLike[str] | None = None,
+    prep: Preprocessing | None = None,
+    *,
+    s2_offset: float | None = None,
+    s1_units: str | None = None,
+    scl: str | os.PathLike[str] | None = None,
+    glcm_threads: int | None = None,
+) -> SceneSource:
+    """Open a prepared stack or raw Sentinel-2 (+ Sentinel-1) input as a :class:`SceneSource`.
+
+    Args:
+        scene: a 23-band stack from coal-prepare (then ``s1`` must be None), or raw Sentinel-2
+            input: a multi-band GeoTIFF with band descriptions, a folder of band files, a SAFE.
+        s1: Sentinel-1 VV sigma0 raster (required for raw input).
+        prep: preprocessing for raw input (default ``Preprocessing()``); ignored for a stack
+            (use ``SceneSource.check_preprocessing`` to compare).
+        s2_offset, s1_units, scl, glcm_threads: see :class:`RawSource`.
+
+    Returns:
+        A :class:`StackSource` or :class:`RawSource` (close it, or use it as a context manager).
+
+    Raises:
+        InputNotFoundError: a path does not exist.
+        UsageError: ``s1`` given with a stack, or missing for raw input.
+        RasterError, CRSError, BandError, UnitsError, InputError: unusable inputs.
+
+    Example:
+        >>> with open_scene("scene.tif") as src:                   # doctest: +SKIP
+        ...     src.bands[12], src.read(Window(0, 0, 64, 64)).shape
+        ('VV', (23, 64, 64))
+    """
+    p = check_exists(scene, "scene")
+    if p.is_file():
+        ds = open_raster(p, "scene")
+        try:
+            stack = is_stack(ds)
+        finally:
+            ds.close()
+        if stack:
+            if s1 is not None:
+                raise UsageError(f"scene {p} is already a 23-band stack made by coal-prepare; "
+                                 "do not pass --s1 with it (it is only for raw Sentinel-2 input)")
+            return StackSource(p)
+    if s1 is None:
+        raise UsageError(f"scene {p} is raw Sentinel-2 input (not a 23-band stack); pass the "
+                         "Sentinel-1 VV raster with --s1, or prepare a stack with coal-prepare")
+    return RawSource(p, s1, prep, s2_offset=s2_offset, s1_units=s1_units, scl=scl,
+                     glcm_threads=glcm_threads)
