@@ -36,8 +36,9 @@ def open_raster(path: str | os.PathLike[str], option: str) -> DatasetReader:
         return rasterio.open(p)
     except RasterioIOError as exc:
         raise RasterError(
-            f"{option} {p} is not a raster GDAL can read ({_first_line(exc)}); "
-            "expected a GeoTIFF or JP2 file"
+            f"{option} {p} is not a raster GDAL can read, or is truncated or damaged "
+            f"({_first_line(exc)}); expected a complete GeoTIFF or JP2 file: copy or download "
+            "it again"
         ) from exc
 
 
@@ -74,5 +75,7 @@ def _crs_error(ds: DatasetReader, option: str) -> RasterError:
 
 
 def _first_line(exc: BaseException) -> str:
+    if "previous exception" in str(exc) and exc.__cause__ is not None:
+        exc = exc.__cause__  # GDAL's own words are in the cause
     s = str(exc).strip().splitlines()
     return s[0] if s else type(exc).__name__
