@@ -80,7 +80,7 @@ def expected_ha(mask: np.ndarray) -> dict[str, float]:
     }
 
 
-def oracle_run_scene(scene: Any, bundle: Any, out_dir: Any, *, s1: Any = None, aoi: Any = None,
+def oracle_run_scene(scene: Any, bundle: Any, out_dir: Any, *, s1: Any = None, aoi: Any = None, aoi_name_field: Any = None,
                      prefix: str | None = None, progress: bool = True, **kw: Any) -> dict[str, Any]:
     """A runner with run_scene's signature whose "prediction" is the scene's own truth mask.
 

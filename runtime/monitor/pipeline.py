@@ -12,6 +12,7 @@ picklable data.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import shutil
 import time
@@ -98,13 +99,18 @@ def process_scene(task: SceneTask) -> SceneResult:
         pause_for_crash_test("before_run")
         runner = resolve_runner(task.runner)
         summary = runner(
-            task.scene, task.bundle, tmp, s1=task.s1, aoi=None, prefix=task.prefix, progress=False,
-            **task.options,
+            task.scene, task.bundle, tmp, s1=task.s1, aoi=task.aois, aoi_name_field=task.aoi_name_field,
+            prefix=task.prefix, progress=False, **task.options,
         )
         outputs = {k: Path(v).name for k, v in summary["outputs"].items() if v}
         if "mask" not in outputs:
             raise RuntimeError(f"runner {task.runner} returned no mask output for {task.scene}")
-        areas = _areas(tmp / outputs["mask"], task)
+        areas = summary.get("areas_ha")
+        if not (isinstance(areas, dict) and "total" in areas and (not task.aois or "aois" in areas)):
+            areas = _areas(tmp / outputs["mask"], task)  # a runner that does not measure AOIs
+        areas = {"total": float(areas["total"]), "aois": {str(k): float(v) for k, v in areas.get("aois", {}).items()}}
+        if "summary" in outputs:
+            _fix_summary_paths(tmp / outputs["summary"], tmp, final)
         pause_for_crash_test("before_rename")
         swap_into_place(tmp, final, task.token)
     except BaseException:
@@ -130,6 +136,21 @@ def _areas(mask: Path, task: SceneTask) -> dict[str, Any]:
     aois = read_aois(task.aois, name_field=task.aoi_name_field) if task.aois else []
     res = mask_areas_ha(mask, aois)
     return {"total": float(res["total"]), "aois": {str(k): float(v) for k, v in res.get("aois", {}).items()}}
+
+
+def _fix_summary_paths(path: Path, tmp: Path, final: Path) -> None:
+    """Point the runner's summary JSON at the final folder instead of the temporary one."""
+    from ..bundle import write_json_atomic
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    outs = data.get("outputs")
+    if isinstance(outs, dict):
+        data["outputs"] = {k: (str(final / Path(v).name) if isinstance(v, str) and str(tmp) in v else v)
+                           for k, v in outs.items()}
+        write_json_atomic(path, data)
 
 
 def _float(v: Any) -> float | None:
