@@ -38,120 +38,137 @@ std::int64_t max_pairs(int w, int d) {
     return 2 * a * b + 2 * b * b;
 }
 
+// Per-pair statistics that depend only on the level pair, packed into int64 words so that one add
+// updates several sums. Every field's true value is a non-negative sum, so adding and subtracting
+// packed words never borrows across fields.
+//   kstat: bits 0..12 the pair count (≤ 3660), 13..32 Σ|a−b| (≤ 3660·254 < 2^20),
+//          33..62 Σ(a−b)² (≤ 3660·254² < 2^28);
+//   lstat: bits 0..23 Σ(a+b) (≤ 3660·508 < 2^24), from bit 24 Σ(a²+b²) (< 2^29).
+constexpr int kNpBits = 13, kC1Shift = 13, kC2Shift = 33, kS2Shift = 24;
+
+// A pair of levels is coded in 16 bits as (hi << 8) | lo with lo <= hi; the code also indexes the
+// per-thread cell array (65536 entries, of which only lo, hi < L are ever touched). Levels are
+// at most 254, so 0xFFFF is free to mark a pair with a nodata pixel.
+constexpr std::uint16_t kNoPair = 0xFFFF;
+constexpr std::size_t kCells = 65536;
+
 struct Tables {
-    int L = 0;
-    std::vector<std::int64_t> mlnm;   // round(v ln v · 2^40) for M-values v = 0..vmax
-    std::vector<std::int64_t> hom;    // round(2^40 / (1 + k²)) for k = 0..L-1
-    std::vector<std::int32_t> sq;     // a² for a = 0..L-1
+    // dmlnm[2v + diag]: change of Σ M ln M (fixed point) when a cell of M-value v gains one pair.
+    // An off-diagonal cell stands for two equal entries of M and grows by 1 per pair; a diagonal
+    // cell is one entry and grows by 2 (the pair is counted in both orders).
+    std::vector<std::int64_t> dmlnm;
+    std::vector<std::int64_t> mlnm;  // round(v ln v · 2^40) for M-values v (for N ln N)
+    std::vector<std::int64_t> hom;   // round(2^40 / (1 + k²)) for k = 0..255
 
-    Tables(int levels, std::int64_t vmax) : L(levels) {
+    explicit Tables(std::int64_t vmax) {
         mlnm.resize(static_cast<std::size_t>(vmax) + 3);
-        mlnm[0] = 0;
-        for (std::size_t v = 1; v < mlnm.size(); ++v) {
+        for (std::size_t v = 0; v < mlnm.size(); ++v) {
             const double x = static_cast<double>(v);
-            mlnm[v] = std::llround(x * std::log(x) * kFixed);
+            mlnm[v] = v == 0 ? 0 : std::llround(x * std::log(x) * kFixed);
         }
-        hom.resize(L);
-        sq.resize(L);
-        for (int k = 0; k < L; ++k) {
-            hom[k] = std::llround(kFixed / (1.0 + static_cast<double>(k) * k));
-            sq[k] = k * k;
+        dmlnm.resize(2 * static_cast<std::size_t>(vmax + 1));
+        for (std::int64_t v = 0; v <= vmax; ++v) {
+            dmlnm[2 * v] = 2 * (mlnm[v + 1] - mlnm[v]);
+            dmlnm[2 * v + 1] = mlnm[v + 2] - mlnm[v];
         }
+        hom.resize(256);
+        for (int k = 0; k < 256; ++k) hom[k] = std::llround(kFixed / (1.0 + static_cast<double>(k) * k));
     }
 };
 
-// The co-occurrence state of one window plus all running sums the ten features need.
-class Window {
-public:
-    Window(const Tables& t, std::int64_t vmax)
-        : t_(t),
-          L_(t.L),
-          cell_(static_cast<std::size_t>(t.L) * t.L, 0),
-          hist_(static_cast<std::size_t>(vmax) + 3, 0) {}
+// Running sums of one window. Kept in a plain struct so the hot loops can hold them in registers.
+struct Sums {
+    std::int64_t kstat = 0;  // packed pair count, Σ|a−b|, Σ(a−b)²
+    std::int64_t lstat = 0;  // packed Σ(a+b) (= Σ i·M), Σ(a²+b²) (= Σ i²·M)
+    std::int64_t sumsq = 0;  // Σ M²
+    std::int64_t mlnm = 0;   // Σ M ln M, fixed point
+    std::int64_t hom = 0;    // Σ over pairs of 1/(1 + (a−b)²), fixed point
+    std::int32_t maxv = 0;   // largest M-value of any cell
+};
 
-    void clear() {
-        std::fill(cell_.begin(), cell_.end(), 0);
-        std::fill(hist_.begin(), hist_.end(), 0);
-        maxv_ = 0;
-        np_ = s1_ = s2_ = c1_ = c2_ = sumsq_ = mlnm_ = hom_ = 0;
-    }
-
-    template <bool Add>
-    inline void pair(int a, int b) {
-        if (a > b) std::swap(a, b);
-        const int k = b - a;
-        const bool diag = (k == 0);
-        const int inc = diag ? 2 : 1;     // change of the M entry
-        const std::int64_t w = diag ? 1 : 2;  // how many entries of M the cell stands for
-        std::int32_t& c = cell_[static_cast<std::size_t>(a) * L_ + b];
-        const std::int32_t old = c;
-        const std::int32_t nw = Add ? old + inc : old - inc;
-        c = nw;
-        sumsq_ += w * (static_cast<std::int64_t>(nw) * nw - static_cast<std::int64_t>(old) * old);
-        mlnm_ += w * (t_.mlnm[nw] - t_.mlnm[old]);
-        --hist_[old];
-        ++hist_[nw];
-        const std::int64_t sgn = Add ? 1 : -1;
-        np_ += sgn;
-        s1_ += sgn * (a + b);
-        s2_ += sgn * (t_.sq[a] + t_.sq[b]);
-        c1_ += sgn * k;
-        c2_ += sgn * t_.sq[k];
-        hom_ += sgn * t_.hom[k];
+// Add (or remove) the n pairs whose codes are p[0..n-1]. `cell` holds the M-value of every cell,
+// `hist` the number of cells holding each M-value (count of counts, for the maximum).
+template <bool Add>
+inline void apply(Sums& s_io, std::int32_t* cell, std::int32_t* hist, const Tables& t,
+                  const std::uint16_t* p, std::ptrdiff_t n) {
+    Sums s = s_io;
+    const std::int64_t* dmlnm = t.dmlnm.data();
+    const std::int64_t* hom = t.hom.data();
+    for (std::ptrdiff_t i = 0; i < n; ++i) {
+        const std::uint32_t code = p[i];
+        if (code == kNoPair) continue;
+        const std::int64_t lo = code & 0xFF, hi = code >> 8, k = hi - lo;
+        const std::int32_t diag = (k == 0);
+        const std::int64_t kst = 1 | (k << kC1Shift) | ((k * k) << kC2Shift);
+        const std::int64_t lst = (lo + hi) | ((lo * lo + hi * hi) << kS2Shift);
+        const std::int32_t old = cell[code];
         if (Add) {
-            if (nw > maxv_) maxv_ = nw;
-        } else if (old == maxv_ && hist_[old] == 0) {
-            // The maximum can only fall; walk down to the next value still held by a cell.
-            while (maxv_ > 0 && hist_[maxv_] == 0) --maxv_;
+            const std::int32_t nw = old + 1 + diag;
+            cell[code] = nw;
+            --hist[old];
+            ++hist[nw];
+            // w·(nw² − old²) with w = 2 (off-diagonal, +1) or 1 (diagonal, +2)
+            s.sumsq += 4 * static_cast<std::int64_t>(old) + 2 + 2 * diag;
+            s.mlnm += dmlnm[2 * old + diag];
+            s.kstat += kst;
+            s.lstat += lst;
+            s.hom += hom[k];
+            s.maxv = nw > s.maxv ? nw : s.maxv;
+        } else {
+            const std::int32_t nw = old - 1 - diag;
+            cell[code] = nw;
+            ++hist[nw];
+            const std::int32_t left = --hist[old];
+            s.sumsq -= 4 * static_cast<std::int64_t>(nw) + 2 + 2 * diag;
+            s.mlnm -= dmlnm[2 * nw + diag];
+            s.kstat -= kst;
+            s.lstat -= lst;
+            s.hom -= hom[k];
+            if (old == s.maxv && left == 0) {
+                // The maximum can only fall; walk down to the next value still held by a cell.
+                while (s.maxv > 0 && hist[s.maxv] == 0) --s.maxv;
+            }
         }
     }
+    s_io = s;
+}
 
-    // Write the ten features of the current window into out[f * plane].
-    void emit(float* out, std::size_t plane) const {
-        if (np_ == 0) {
-            const float nan = std::numeric_limits<float>::quiet_NaN();
-            for (int f = 0; f < kFeatures; ++f) out[f * plane] = nan;
-            return;
-        }
-        const std::int64_t n = 2 * np_;  // entries of M: each pair counted in both orders
-        const double dn = static_cast<double>(n);
-        const double dnp = static_cast<double>(np_);
-        const double asm_ = static_cast<double>(sumsq_) / (dn * dn);
-        // -Σ p ln p = (N ln N − Σ M ln M) / N, both terms from the same fixed-point table, so
-        // the difference is exact integer arithmetic (a constant window gives exactly 0).
-        const double entropy = static_cast<double>(t_.mlnm[n] - mlnm_) * kInvFixed / dn;
-        // n²·variance and n²·covariance are exact integers: no cancellation.
-        const std::int64_t var_n2 = s2_ * n - s1_ * s1_;
-        const double corr =
-            var_n2 == 0 ? 1.0
-                        : 1.0 - static_cast<double>(c2_) * dn / static_cast<double>(var_n2);
-        out[0 * plane] = static_cast<float>(static_cast<double>(c2_) / dnp);
-        out[1 * plane] = static_cast<float>(static_cast<double>(c1_) / dnp);
-        out[2 * plane] = static_cast<float>(static_cast<double>(hom_) * kInvFixed / dnp);
-        out[3 * plane] = static_cast<float>(asm_);
-        out[4 * plane] = static_cast<float>(std::sqrt(asm_));
-        out[5 * plane] = static_cast<float>(static_cast<double>(maxv_) / dn);
-        out[6 * plane] = static_cast<float>(entropy > 0.0 ? entropy : 0.0);
-        out[7 * plane] = static_cast<float>(static_cast<double>(s1_) / dn);
-        out[8 * plane] = static_cast<float>(static_cast<double>(var_n2) / (dn * dn));
-        out[9 * plane] = static_cast<float>(corr);
+// Write the ten features of a window into out[f * plane].
+void emit(const Sums& s, const Tables& t, float* out, std::size_t plane) {
+    const std::int64_t np = s.kstat & ((std::int64_t{1} << kNpBits) - 1);  // unordered pairs
+    if (np == 0) {
+        const float nan = std::numeric_limits<float>::quiet_NaN();
+        for (int f = 0; f < kFeatures; ++f) out[f * plane] = nan;
+        return;
     }
-
-private:
-    const Tables& t_;
-    const int L_;
-    std::vector<std::int32_t> cell_;  // upper triangle (a <= b) used; M-value of the cell
-    std::vector<std::int32_t> hist_;  // number of cells holding each M-value (count of counts)
-    std::int32_t maxv_ = 0;           // largest M-value held by any cell
-    std::int64_t np_ = 0;             // unordered pairs (M sums to 2·np_)
-    std::int64_t s1_ = 0;             // Σ over pairs of a + b      (= Σ i·M)
-    std::int64_t s2_ = 0;             // Σ over pairs of a² + b²    (= Σ i²·M)
-    std::int64_t c1_ = 0;             // Σ over pairs of |a − b|    (= Σ |i−j|·M / 2)
-    std::int64_t c2_ = 0;             // Σ over pairs of (a − b)²   (= Σ (i−j)²·M / 2)
-    std::int64_t sumsq_ = 0;          // Σ M²
-    std::int64_t mlnm_ = 0;           // Σ M ln M, fixed point
-    std::int64_t hom_ = 0;            // Σ over pairs of 1/(1 + (a−b)²), fixed point
-};
+    const std::int64_t c1 = (s.kstat >> kC1Shift) & ((std::int64_t{1} << (kC2Shift - kC1Shift)) - 1);
+    const std::int64_t c2 = s.kstat >> kC2Shift;
+    const std::int64_t s1 = s.lstat & ((std::int64_t{1} << kS2Shift) - 1);
+    const std::int64_t s2 = s.lstat >> kS2Shift;
+    const std::int64_t n = 2 * np;  // entries of M: each pair counted in both orders
+    const double dn = static_cast<double>(n);
+    const double inv_np = 1.0 / static_cast<double>(np);
+    const double inv_n = 0.5 * inv_np;
+    const double asm_ = static_cast<double>(s.sumsq) * (inv_n * inv_n);
+    // −Σ p ln p = (N ln N − Σ M ln M) / N, both terms from the same fixed-point table, so the
+    // difference is exact integer arithmetic (a constant window gives exactly 0).
+    const double entropy = static_cast<double>(t.mlnm[n] - s.mlnm) * (kInvFixed * inv_n);
+    // N²·variance and N²·covariance are exact integers: no cancellation. Because M is symmetric,
+    // Σ ij·M = Σ i²·M − Σ (i−j)²·M / 2, so covariance = variance − contrast / 2.
+    const std::int64_t var_n2 = s2 * n - s1 * s1;
+    const double corr =
+        var_n2 == 0 ? 1.0 : 1.0 - static_cast<double>(c2) * dn / static_cast<double>(var_n2);
+    out[0 * plane] = static_cast<float>(static_cast<double>(c2) * inv_np);
+    out[1 * plane] = static_cast<float>(static_cast<double>(c1) * inv_np);
+    out[2 * plane] = static_cast<float>(static_cast<double>(s.hom) * (kInvFixed * inv_np));
+    out[3 * plane] = static_cast<float>(asm_);
+    out[4 * plane] = static_cast<float>(std::sqrt(asm_));
+    out[5 * plane] = static_cast<float>(static_cast<double>(s.maxv) * inv_n);
+    out[6 * plane] = static_cast<float>(entropy);
+    out[7 * plane] = static_cast<float>(static_cast<double>(s1) * inv_n);
+    out[8 * plane] = static_cast<float>(static_cast<double>(var_n2) * (inv_n * inv_n));
+    out[9 * plane] = static_cast<float>(corr);
+}
 
 // Pixel access through precomputed row pointers (arbitrary strides).
 struct Pixels {
@@ -160,65 +177,119 @@ struct Pixels {
     inline int at(std::ptrdiff_t r, std::ptrdiff_t c) const { return row[r][c * cs]; }
 };
 
-// Add (or remove) every pair that has one pixel in column c and the other inside the rectangle
-// rows [r0, r1] × columns [c0, c1]; the rectangle contains c. The partner column of the horizontal
-// and diagonal offsets is pc = c ± d: when removing the leftmost column c = c0 the partners lie at
-// c + d (valid if <= c1); when adding the rightmost column c = c1 they lie at c − d (valid if
-// >= c0). For the diagonals, (d,d) pairs then sit one way and (d,−d) pairs the other, so both
-// "partner d rows below" and "partner d rows above" appear. Vertical pairs lie inside column c.
-template <bool Add>
-void column_pairs(Window& win, const Pixels& px, std::ptrdiff_t c, std::ptrdiff_t pc, bool pc_ok,
-                  std::ptrdiff_t r0, std::ptrdiff_t r1, int d, int nodata) {
-    for (std::ptrdiff_t r = r0; r <= r1; ++r) {
-        const int a = px.at(r, c);
-        if (a == nodata) continue;
-        const bool below = r + d <= r1;
-        if (below) {
-            const int b = px.at(r + d, c);
-            if (b != nodata) win.pair<Add>(a, b);
-        }
-        if (pc_ok) {
-            int b = px.at(r, pc);
-            if (b != nodata) win.pair<Add>(a, b);
-            if (below) {
-                b = px.at(r + d, pc);
-                if (b != nodata) win.pair<Add>(a, b);
-            }
-            if (r - d >= r0) {
-                b = px.at(r - d, pc);
-                if (b != nodata) win.pair<Add>(a, b);
-            }
+// The pair codes of the rows a window spans, for the four offsets, each pair stored at its anchor
+// pixel: (0,d) at its left pixel, (d,0), (d,d) and (d,−d) at their upper pixel. Column-major with
+// 2W slots per column: row r goes to slots r % W and r % W + W, so the W most recent rows are
+// always contiguous from slot (first row) % W, and a column of a window is one contiguous run.
+class PairCodes {
+public:
+    enum Kind { kH = 0, kV = 1, kD = 2, kA = 3 };
+
+    PairCodes(const Pixels& px, int window, int d, int nodata, std::ptrdiff_t col_a,
+              std::ptrdiff_t col_b, std::ptrdiff_t row_b)
+        : px_(px), w_(window), d_(d), nodata_(nodata), ca_(col_a), cb_(col_b), rb_(row_b),
+          stride_(2 * static_cast<std::ptrdiff_t>(window)) {
+        for (auto& k : codes_) k.assign(static_cast<std::size_t>((cb_ - ca_) * stride_), kNoPair);
+    }
+
+    // Compute the codes anchored on row r (all rows of the window up to r must follow in order).
+    void load_row(std::ptrdiff_t r) {
+        const std::ptrdiff_t s0 = r % w_, s1 = s0 + w_;
+        const bool below = r + d_ < rb_;
+        for (std::ptrdiff_t c = ca_; c < cb_; ++c) {
+            const int a = px_.at(r, c);
+            const std::size_t o = static_cast<std::size_t>((c - ca_) * stride_);
+            const std::uint16_t h = c + d_ < cb_ ? code(a, px_.at(r, c + d_)) : kNoPair;
+            const std::uint16_t v = below ? code(a, px_.at(r + d_, c)) : kNoPair;
+            const std::uint16_t dd = below && c + d_ < cb_ ? code(a, px_.at(r + d_, c + d_)) : kNoPair;
+            const std::uint16_t ad = below && c - d_ >= ca_ ? code(a, px_.at(r + d_, c - d_)) : kNoPair;
+            codes_[kH][o + s0] = codes_[kH][o + s1] = h;
+            codes_[kV][o + s0] = codes_[kV][o + s1] = v;
+            codes_[kD][o + s0] = codes_[kD][o + s1] = dd;
+            codes_[kA][o + s0] = codes_[kA][o + s1] = ad;
         }
     }
-}
+
+    // Codes of `kind` anchored in column c on rows r0, r0+1, ... (contiguous).
+    const std::uint16_t* column(Kind kind, std::ptrdiff_t c, std::ptrdiff_t r0) const {
+        return codes_[kind].data() + (c - ca_) * stride_ + r0 % w_;
+    }
+
+private:
+    inline std::uint16_t code(int a, int b) const {
+        if (a == nodata_ || b == nodata_) return kNoPair;
+        const int lo = a < b ? a : b, hi = a ^ b ^ lo;
+        return static_cast<std::uint16_t>((hi << 8) | lo);
+    }
+
+    const Pixels& px_;
+    const std::ptrdiff_t w_, d_;
+    const int nodata_;
+    const std::ptrdiff_t ca_, cb_, rb_, stride_;
+    std::vector<std::uint16_t> codes_[4];
+};
 
 // Features of output rows [y_begin, y_end) (raster coordinates) of the region.
+//
+// The window slides along each row. Moving one column right removes every pair with a pixel in
+// the leaving column c0 and adds every pair with a pixel in the entering column c1, where "in the
+// window" means BOTH pixels are: for (0,d), (d,d) and (d,−d) the partner of a pixel in column c0
+// sits in column c0 + d (it must be <= c1), of one in c1 in column c1 − d (>= c0). The windows
+// are clipped to the raster, so near its edges a step may only remove or only add a column.
 void compute_rows(const Raster& ras, const Region& g, const Params& p, const Pixels& px,
                   const Tables& t, std::int64_t vmax, std::ptrdiff_t y_begin, std::ptrdiff_t y_end,
                   float* out) {
-    const int h = p.window / 2, d = p.distance, nodata = p.nodata;
+    const std::ptrdiff_t h = p.window / 2, d = p.distance;
     const std::size_t plane = static_cast<std::size_t>(g.height) * g.width;
-    Window win(t, vmax);
     const std::ptrdiff_t x_begin = g.col_off, x_end = g.col_off + g.width;
+    // Pixels any window of these output rows can reach.
+    const std::ptrdiff_t col_a = std::max<std::ptrdiff_t>(0, x_begin - h);
+    const std::ptrdiff_t col_b = std::min<std::ptrdiff_t>(ras.cols, x_end + h);
+    const std::ptrdiff_t row_b = std::min<std::ptrdiff_t>(ras.rows, y_end + h);
+    PairCodes codes(px, p.window, p.distance, p.nodata, col_a, col_b, row_b);
+    std::vector<std::int32_t> cell(kCells, 0);
+    std::vector<std::int32_t> hist(static_cast<std::size_t>(vmax) + 3, 0);
+    std::ptrdiff_t next_row = std::max<std::ptrdiff_t>(0, y_begin - h);
+
     for (std::ptrdiff_t y = y_begin; y < y_end; ++y) {
-        // Each row starts from an empty window; rows are independent, so threads need no sharing.
-        win.clear();
         const std::ptrdiff_t r0 = std::max<std::ptrdiff_t>(0, y - h);
         const std::ptrdiff_t r1 = std::min<std::ptrdiff_t>(ras.rows - 1, y + h);
-        std::ptrdiff_t c0 = std::max<std::ptrdiff_t>(0, x_begin - h);
-        std::ptrdiff_t c1 = c0 - 1;  // rectangle [c0, c1] is empty
+        for (; next_row <= r1; ++next_row) codes.load_row(next_row);
+        const std::ptrdiff_t n_all = r1 - r0 + 1;  // anchors of (0,d) pairs
+        const std::ptrdiff_t n_low = n_all - d;    // anchors of pairs reaching d rows down
+        // Each row starts from an empty window; rows are independent, so threads share nothing.
+        for (int hi = 0; hi < p.n_levels; ++hi) std::fill_n(cell.begin() + (hi << 8), p.n_levels, 0);
+        std::fill(hist.begin(), hist.end(), 0);
+        Sums s;
+        std::int32_t* cl = cell.data();
+        std::int32_t* hs = hist.data();
+        std::ptrdiff_t c0 = col_a, c1 = col_a - 1;  // the window's columns [c0, c1], empty
         float* orow = out + static_cast<std::size_t>(y - g.row_off) * g.width;
         for (std::ptrdiff_t x = x_begin; x < x_end; ++x) {
             const std::ptrdiff_t want0 = std::max<std::ptrdiff_t>(0, x - h);
             const std::ptrdiff_t want1 = std::min<std::ptrdiff_t>(ras.cols - 1, x + h);
-            for (; c0 < want0; ++c0) {
-                column_pairs<false>(win, px, c0, c0 + d, c0 + d <= c1, r0, r1, d, nodata);
+            for (; c0 < want0; ++c0) {  // remove column c0
+                if (n_low > 0) apply<false>(s, cl, hs, t, codes.column(PairCodes::kV, c0, r0), n_low);
+                if (c0 + d <= c1) {
+                    apply<false>(s, cl, hs, t, codes.column(PairCodes::kH, c0, r0), n_all);
+                    if (n_low > 0) {
+                        apply<false>(s, cl, hs, t, codes.column(PairCodes::kD, c0, r0), n_low);
+                        apply<false>(s, cl, hs, t, codes.column(PairCodes::kA, c0 + d, r0), n_low);
+                    }
+                }
             }
-            while (c1 < want1) {
+            while (c1 < want1) {  // add column c1 + 1
                 ++c1;
-                column_pairs<true>(win, px, c1, c1 - d, c1 - d >= c0, r0, r1, d, nodata);
+                if (n_low > 0) apply<true>(s, cl, hs, t, codes.column(PairCodes::kV, c1, r0), n_low);
+                if (c1 - d >= c0) {
+                    apply<true>(s, cl, hs, t, codes.column(PairCodes::kH, c1 - d, r0), n_all);
+                    if (n_low > 0) {
+                        apply<true>(s, cl, hs, t, codes.column(PairCodes::kD, c1 - d, r0), n_low);
+                        apply<true>(s, cl, hs, t, codes.column(PairCodes::kA, c1, r0), n_low);
+                    }
+                }
             }
-            win.emit(orow + (x - x_begin), plane);
+            emit(s, t, orow + (x - x_begin), plane);
         }
     }
 }
@@ -358,7 +429,7 @@ void compute(const Raster& raster, const Region& region, const Params& params, f
                     std::max<std::ptrdiff_t>(0, region.col_off - h),
                     std::min<std::ptrdiff_t>(raster.cols, region.col_off + region.width + h));
     const std::int64_t vmax = 2 * max_pairs(params.window, params.distance);
-    const Tables tables(params.n_levels, vmax);
+    const Tables tables(vmax);
     parallel_bands(region.height, params.threads, [&](int, std::ptrdiff_t b, std::ptrdiff_t e) {
         compute_rows(raster, region, params, px, tables, vmax, region.row_off + b,
                      region.row_off + e, out);
