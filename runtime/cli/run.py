@@ -1,0 +1,78 @@
+"""``coal-run``: map open-pit coal mines in one scene and measure them in hectares.
+
+Thin: parse options, call :func:`coalmine.runtime.run.run_scene`, print the summary JSON
+on stdout. Progress and the backend choice go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..errors import UsageError
+from .options import CONTEXT_SETTINGS, handle_errors, quiet_opt, setup_logging, verbose_opt
+
+
+def _batch(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise UsageError(f"--batch-size {value!r} must be a positive integer or 'auto'")
+    return n
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("scene", type=click.Path(path_type=str))
+@click.option("--s1", type=click.Path(path_type=str), default=None,
+              help="Sentinel-1 VV sigma0 file, when SCENE is raw Sentinel-2 input (not a stack).")
+@click.option("--bundle", "-b", "bundle", type=click.Path(path_type=str), required=True,
+              help="Model bundle folder (bundle.json + model.onnx).")
+@click.option("--out", "-o", "out", type=click.Path(path_type=str), default=".",
+              help="Output folder for *_prob.tif, *_mask.tif, *_mines.geojson, *_summary.json.")
+@click.option("--aoi", type=click.Path(path_type=str), default=None,
+              help="Areas of interest (GeoJSON or GeoPackage, any CRS): hectares per area.")
+@click.option("--aoi-name-field", default=None, help="AOI property with the area's name [default: name].")
+@click.option("--backend", type=click.Choice(["auto", "tensorrt", "cuda", "cpu"]), default="auto",
+              help="Inference backend; auto picks the fastest that works and says why.")
+@click.option("--tile", type=int, default=None,
+              help="Inference tile in px, a multiple of 32 [default: max(bundle tile, 256)].")
+@click.option("--overlap", type=int, default=None, help="Tile overlap in px [default: the bundle's].")
+@click.option("--batch-size", "batch_size", default="auto",
+              help="Tiles per inference call, or 'auto' (fits the GPU memory budget; 4 on CPU).")
+@click.option("--gpu-mem", "gpu_mem", type=float, default=6.0, help="GPU memory budget in GiB.")
+@click.option("--threshold", type=float, default=None, help="Mine probability threshold [default: the bundle's].")
+@click.option("--min-area", "min_area", type=float, default=0.0,
+              help="Minimum mapping unit for the polygons, in hectares.")
+@click.option("--prefix", default=None, help="Output file prefix [default: the scene's file name].")
+@click.option("--block", type=int, default=1024, help="Block size in px (memory is bounded by it).")
+@click.option("--threads", type=int, default=None, help="CPU threads for ONNX Runtime [default: all cores].")
+@verbose_opt
+@quiet_opt
+@handle_errors("coal-run")
+def main(scene: str, s1: str | None, bundle: str, out: str, aoi: str | None, aoi_name_field: str | None,
+         backend: str, tile: int | None, overlap: int | None, batch_size: str, gpu_mem: float,
+         threshold: float | None, min_area: float, prefix: str | None, block: int, threads: int | None,
+         verbose: int, quiet: bool) -> None:
+    """Map open-pit coal mines in SCENE and measure them in hectares.
+
+    SCENE is a 23-band stack written by coal-prepare, or raw Sentinel-2 L2A input (multi-band
+    GeoTIFF, folder of band files or SAFE folder) together with --s1.
+
+    \b
+    Example:
+      coal-run scene.tif --bundle models/tapin --out maps --aoi districts.gpkg
+    """
+    setup_logging(verbose, quiet)
+    from ..run import run_scene
+
+    summary = run_scene(
+        scene, bundle, out, s1=s1, aoi=aoi, aoi_name_field=aoi_name_field, backend=backend, tile=tile,
+        overlap=overlap, batch_size=_batch(batch_size), gpu_mem_gb=gpu_mem, threshold=threshold,
+        min_area_ha=min_area, prefix=prefix, progress=not quiet, block=block, threads=threads,
+    )
+    click.echo(json.dumps(summary, indent=2))

@@ -1,0 +1,223 @@
+"""Output rasters and polygons of ``coal-run``, written under temporary names.
+
+- ``*_prob.tif``: uint8 probability, ``round(p * 250)`` (0..250, so 1 step = 0.004),
+  255 = nodata. Quantising to 250 steps keeps a one-byte COG and exact decimal reading
+  (value / 250).
+- ``*_mask.tif``: uint8 0/1, 255 = nodata. It is defined **from the quantised probability**:
+  ``mask = prob_u8 >= ceil(threshold * 250)``, so thresholding the probability COG at
+  ``threshold`` in QGIS reproduces the mask exactly, pixel for pixel.
+- Both are written window by window into a tiled GeoTIFF, then converted with rio-cogeo's
+  ``cog_translate`` (overviews: average for the probability, nearest for the mask) into a
+  hidden temporary file, and renamed when every output is complete (:class:`OutputSet`).
+- ``*_mines.geojson``: the mask's mine polygons in EPSG:4326 with ``area_ha`` (geodesic).
+  Polygonisation uses GDAL's polygonizer on the mask **band on disk**
+  (``rasterio.features.shapes(rasterio.band(ds, 1))``), which scans the raster line by line:
+  memory follows the number and size of polygons, not the scene size, and polygons that
+  cross block or strip boundaries come out whole (no merging step, no decimation). Features
+  are streamed to the file one by one. Polygons smaller than the minimum mapping unit are
+  left out of the GeoJSON (the raster hectares are not filtered; the summary gives both).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from ._io import ensure_output_dir
+from .areas import geodesic_area_ha
+from .errors import OutputError
+
+log = logging.getLogger("coalmine.runtime.outputs")
+
+PROB_SCALE = 250
+NODATA = 255
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def quantize_prob(prob: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """uint8 probability ``round(p * 250)``, 255 where not ``valid``.
+
+    Example:
+        >>> quantize_prob(np.array([[0.0, 0.5, 1.0]]), np.array([[True, True, False]])).tolist()
+        [[0, 125, 255]]
+    """
+    q = np.rint(np.clip(prob, 0.0, 1.0) * PROB_SCALE).astype(np.uint8)
+    q[~valid] = NODATA
+    return q
+
+
+def mask_level(threshold: float) -> int:
+    """Smallest quantised probability counted as mine: ``ceil(threshold * 250)``.
+
+    Example:
+        >>> mask_level(0.5), mask_level(0.3)
+        (125, 75)
+    """
+    return int(math.ceil(threshold * PROB_SCALE - 1e-9))
+
+
+def mask_from_prob(q: np.ndarray, threshold: float) -> np.ndarray:
+    """0/1 mask from a quantised probability (255 stays 255)."""
+    m = (q >= mask_level(threshold)).astype(np.uint8)
+    m[q == NODATA] = NODATA
+    return m
+
+
+class OutputSet:
+    """The rasters and files of one run, under temporary names until :meth:`commit`.
+
+    Args:
+        out_dir: output folder (created; must be writable).
+        prefix: file name prefix, e.g. the scene's stem.
+        crs, transform, width, height: the input grid (copied exactly to the rasters).
+
+    Use as a context manager: on an exception every temporary file is removed and no
+    final file is touched.
+
+    Example:
+        >>> with OutputSet("out", "scene", crs, transform, w, h) as outs:  # doctest: +SKIP
+        ...     outs.write(window, prob_u8, mask_u8)
+        ...     outs.finish_rasters(); outs.commit()
+    """
+
+    def __init__(self, out_dir: str | os.PathLike[str], prefix: str, crs: Any, transform: Any,
+                 width: int, height: int, tags: dict[str, str] | None = None) -> None:
+        self.out_dir = ensure_output_dir(out_dir)
+        self.prefix = prefix
+        self.final = {
+            "prob": self.out_dir / f"{prefix}_prob.tif",
+            "mask": self.out_dir / f"{prefix}_mask.tif",
+            "mines": self.out_dir / f"{prefix}_mines.geojson",
+            "summary": self.out_dir / f"{prefix}_summary.json",
+        }
+        self._temps: list[Path] = []
+        self.tmp: dict[str, Path] = {k: self._temp(v.name) for k, v in self.final.items()}
+        self.stage = {"prob": self._temp(f"{prefix}_prob.stage.tif"), "mask": self._temp(f"{prefix}_mask.stage.tif")}
+        profile = {
+            "driver": "GTiff", "dtype": "uint8", "count": 1, "width": width, "height": height,
+            "crs": crs, "transform": transform, "nodata": NODATA, "tiled": True,
+            "blockxsize": 256, "blockysize": 256, "compress": "deflate", "BIGTIFF": "IF_SAFER",
+        }
+        self.tags = tags or {}
+        try:
+            self._ds = {k: rasterio.open(p, "w", **profile) for k, p in self.stage.items()}
+        except (rasterio.errors.RasterioIOError, OSError) as exc:
+            self.abort()
+            raise OutputError(f"cannot write into {self.out_dir} ({exc}); choose another --out") from exc
+
+    def _temp(self, name: str) -> Path:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial" + Path(name).suffix, dir=self.out_dir)
+        os.close(fd)
+        p = Path(tmp)
+        os.chmod(p, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
+        self._temps.append(p)
+        return p
+
+    def write(self, window: Window, prob_u8: np.ndarray, mask_u8: np.ndarray) -> None:
+        """Write one window of both rasters (called from the writer thread only)."""
+        self._ds["prob"].write(prob_u8, 1, window=window)
+        self._ds["mask"].write(mask_u8, 1, window=window)
+
+    def close_stage(self) -> None:
+        """Close the staging GeoTIFFs (idempotent)."""
+        for k, ds in list(getattr(self, "_ds", {}).items()):
+            if not ds.closed:
+                ds.close()
+            self._ds.pop(k)
+
+    def finish_rasters(self) -> None:
+        """Turn the staging rasters into COGs under their temporary final names."""
+        from rio_cogeo.cogeo import cog_translate
+        from rio_cogeo.profiles import cog_profiles
+
+        self.close_stage()
+        resampling = {"prob": "average", "mask": "nearest"}
+        for k in ("prob", "mask"):
+            try:
+                cog_translate(
+                    str(self.stage[k]), str(self.tmp[k]), cog_profiles.get("deflate"), nodata=NODATA,
+                    overview_resampling=resampling[k], in_memory=False, quiet=True,
+                    additional_cog_metadata=self.tags or None,
+                )
+            except Exception as exc:  # noqa: BLE001 - GDAL/rio-cogeo raise various types
+                raise OutputError(f"cannot write the COG {self.final[k]} ({exc}); check free disk space") from exc
+            self.stage[k].unlink(missing_ok=True)
+
+    def write_mines(self, mask_path: Path | None = None, *, min_area_ha: float = 0.0) -> dict[str, Any]:
+        """Polygonise the mask into ``*_mines.geojson`` (temporary name); return counts.
+
+        Returns:
+            ``{"polygons": n_kept, "dropped_below_mmu": n, "area_ha": sum of kept areas}``.
+        """
+        from rasterio.features import shapes
+        from rasterio.warp import transform_geom
+
+        mask_path = mask_path or self.tmp["mask"]
+        kept = dropped = 0
+        total = 0.0
+        with rasterio.open(mask_path) as ds, open(self.tmp["mines"], "w", encoding="utf-8") as f:
+            f.write('{"type": "FeatureCollection", "name": ' + json.dumps(self.prefix + "_mines")
+                    + ', "features": [\n')
+            band = rasterio.band(ds, 1)
+            for geom, value in shapes(band, mask=band, connectivity=4, transform=ds.transform):
+                if int(value) != 1:
+                    continue  # nodata (255) regions are polygonised too, and skipped here
+                g = transform_geom(ds.crs, "EPSG:4326", geom, precision=7)
+                area = geodesic_area_ha(g)
+                if area < min_area_ha:
+                    dropped += 1
+                    continue
+                kept += 1
+                total += area
+                feat = {"type": "Feature", "id": kept, "properties": {"id": kept, "area_ha": round(area, 4)},
+                        "geometry": g}
+                f.write(("" if kept == 1 else ",\n") + json.dumps(feat, separators=(",", ":")))
+            f.write("\n]}\n")
+        return {"polygons": kept, "dropped_below_mmu": dropped, "area_ha": total}
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """Write the summary JSON under its temporary name."""
+        with open(self.tmp["summary"], "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2, allow_nan=False)
+            f.write("\n")
+
+    def commit(self) -> dict[str, Path]:
+        """Rename every temporary output to its final name; return the final paths."""
+        for k, final in self.final.items():
+            os.replace(self.tmp[k], final)
+            self._temps.remove(self.tmp[k])
+        self.abort()  # remove leftovers (staging files)
+        return dict(self.final)
+
+    def abort(self) -> None:
+        """Remove every temporary file (used on failure)."""
+        try:
+            self.close_stage()
+        except Exception:  # noqa: BLE001 - closing a broken dataset must not hide the cause
+            pass
+        for p in self._temps:
+            p.unlink(missing_ok=True)
+            for side in p.parent.glob(p.name + ".*"):
+                side.unlink(missing_ok=True)
+        self._temps.clear()
+
+    def __enter__(self) -> OutputSet:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is not None:
+            self.abort()

@@ -1,0 +1,186 @@
+"""Pixel and polygon areas in hectares, AOI reading and mined hectares per AOI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from coalmine.runtime.aoi import Aoi, read_aois
+from coalmine.runtime.areas import geodesic_area_ha, mask_areas_ha, pixel_areas_ha
+from coalmine.runtime.errors import CRSError, InputError, InputNotFoundError, UsageError
+from factories import box, write_gpkg
+from pyproj import Geod
+from rasterio.crs import CRS
+from rasterio.warp import transform_geom
+
+GEOD = Geod(ellps="WGS84")
+
+
+def geod_ha(geom4326):
+    """Independent reference: pyproj geodesic area of a (densified) lon/lat polygon."""
+    ring = geom4326["coordinates"][0]
+    a, _ = GEOD.polygon_area_perimeter([p[0] for p in ring], [p[1] for p in ring])
+    return abs(a) / 1e4
+
+
+def write_mask(path, mask, crs, transform):
+    with rasterio.open(path, "w", driver="GTiff", dtype="uint8", count=1, height=mask.shape[0],
+                       width=mask.shape[1], crs=crs, transform=transform, nodata=255) as ds:
+        ds.write(mask, 1)
+    return path
+
+
+def test_projected_pixel_area_is_constant():
+    a = pixel_areas_ha(CRS.from_epsg(32750), Affine(10, 0, 300000, 0, -10, 9700000), 5, 7)
+    assert a.shape == (5, 1)
+    np.testing.assert_array_equal(a, 0.01)
+    # A CRS in US survey feet: the linear unit is converted, not assumed to be metres.
+    ft = pixel_areas_ha(CRS.from_epsg(2263), Affine(10, 0, 0, 0, -10, 0), 1, 1)
+    assert ft[0, 0] == pytest.approx(100 * 0.3048006096**2 / 1e4, rel=1e-6)
+
+
+@pytest.mark.parametrize("lat0", [-2.5, 45.0, 70.0])
+def test_geographic_cell_areas_match_geodesic_polygons(lat0):
+    res = 0.01
+    tr = Affine(res, 0, 115.0, 0, -res, lat0)
+    a = pixel_areas_ha("EPSG:4326", tr, 50, 10, window=rasterio.windows.Window(0, 10, 10, 40))
+    assert a.shape == (40, 1)
+    for k in (0, 39):
+        top = lat0 - res * (10 + k)
+        cell = box(115.0, top - res, 115.0 + res, top, n=200)  # dense edges follow the parallels
+        assert a[k, 0] == pytest.approx(geod_ha(cell), rel=1e-4)
+    # Cells shrink towards the pole: row 0 is nearer the pole in the north, farther in the south.
+    assert (a[0, 0] < a[-1, 0]) if lat0 > 0 else (a[0, 0] > a[-1, 0])
+
+
+def test_rotated_geographic_grid_refused():
+    with pytest.raises(CRSError, match="rotated geographic grids are not supported"):
+        pixel_areas_ha("EPSG:4326", Affine(0.01, 0.001, 0, 0.001, -0.01, 0), 2, 2)
+
+
+def test_geodesic_area_with_hole():
+    outer = box(115.0, -3.0, 115.1, -2.9, n=50)
+    hole = box(115.02, -2.98, 115.04, -2.96, n=50)
+    poly = {"type": "Polygon", "coordinates": [outer["coordinates"][0], hole["coordinates"][0][::-1]]}
+    assert geodesic_area_ha(poly) == pytest.approx(geod_ha(outer) - geod_ha(hole), rel=1e-9)
+    multi = {"type": "MultiPolygon", "coordinates": [outer["coordinates"], hole["coordinates"]]}
+    assert geodesic_area_ha(multi) == pytest.approx(geod_ha(outer) + geod_ha(hole), rel=1e-9)
+
+
+@pytest.mark.parametrize("grid", ["utm", "geographic"])
+def test_mask_areas_against_geodesic_aoi_area(tmp_path, grid):
+    # All-mine mask; an AOI inside it: mined ha in the AOI must equal its geodesic area.
+    if grid == "utm":
+        crs, tr, shape = CRS.from_epsg(32750), Affine(10, 0, 300000, 0, -10, 9700000), (400, 500)
+    else:
+        crs, tr, shape = CRS.from_epsg(4326), Affine(1e-4, 0, 115.0, 0, -1e-4, -2.70), (400, 500)
+    mask = np.ones(shape, np.uint8)
+    mask[:, :7] = 255  # some nodata
+    p = write_mask(tmp_path / "m.tif", mask, crs, tr)
+    x0, y1 = tr @ (40, 30)
+    x1, y0 = tr @ (460, 370)
+    aoi_native = box(x0, y0, x1, y1, n=100)
+    aoi_4326 = transform_geom(crs, "EPSG:4326", aoi_native) if grid == "utm" else aoi_native
+    aoi_3857 = transform_geom("EPSG:4326", "EPSG:3857", aoi_4326)
+    res = mask_areas_ha(p, [Aoi("a", aoi_4326, CRS.from_epsg(4326)), Aoi("a", aoi_3857, CRS.from_epsg(3857))])
+    ref = geod_ha(aoi_4326)
+    assert res["aois"]["a"] == pytest.approx(ref, rel=0.005)
+    assert res["aois"]["a#2"] == pytest.approx(ref, rel=0.005)  # any CRS, reprojected
+    # Total: mine pixels x pixel area, and against the scene footprint's geodesic area.
+    px = pixel_areas_ha(crs, tr, *shape)
+    assert res["pixels"]["mine"] == (mask == 1).sum()
+    assert res["total"] == pytest.approx(float(((mask == 1).sum(axis=1) * px[:, 0]).sum()), rel=1e-12)
+    fx0, fy1 = tr @ (7, 0)
+    fx1, fy0 = tr @ shape[::-1]
+    foot = box(fx0, fy0, fx1, fy1, n=200)
+    foot = transform_geom(crs, "EPSG:4326", foot) if grid == "utm" else foot
+    assert res["total"] == pytest.approx(geod_ha(foot), rel=0.005)
+    assert res["pixels"]["nodata"] == 7 * shape[0]
+
+
+def test_aoi_outside_scene_counts_zero_with_warning(tmp_path, caplog):
+    tr = Affine(10, 0, 300000, 0, -10, 9700000)
+    p = write_mask(tmp_path / "m.tif", np.ones((50, 50), np.uint8), CRS.from_epsg(32750), tr)
+    far = Aoi("far", box(10.0, 50.0, 10.1, 50.1), CRS.from_epsg(4326))
+    res = mask_areas_ha(p, [far])
+    assert res["aois"] == {"far": 0.0}
+    assert any("AOI 'far' does not overlap the scene" in w for w in res["warnings"])
+    assert "does not overlap" in caplog.text
+
+
+def test_strips_give_the_same_result(tmp_path):
+    rng = np.random.default_rng(3)
+    m = (rng.random((333, 101)) > 0.6).astype(np.uint8)
+    p = write_mask(tmp_path / "m.tif", m, "EPSG:4326", Affine(1e-3, 0, 100, 0, -1e-3, 10))
+    a = Aoi("x", box(100.01, 9.8, 100.09, 9.95, n=20), CRS.from_epsg(4326))
+    one = mask_areas_ha(p, [a], strip_rows=1000)
+    many = mask_areas_ha(p, [a], strip_rows=7)
+    assert one["total"] == pytest.approx(many["total"], rel=1e-12)
+    assert one["aois"]["x"] == pytest.approx(many["aois"]["x"], rel=1e-12)
+    assert one["aoi_pixels"] == many["aoi_pixels"] and one["aoi_pixels"]["x"] > 0
+
+
+# -- reading AOIs -----------------------------------------------------------------------------
+def test_read_geojson_feature_collection_names_and_crs(tmp_path):
+    fc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"name": "Tapin", "district": "T"}, "geometry": box(115, -3, 115.1, -2.9)},
+        {"type": "Feature", "id": 7, "properties": {}, "geometry": {
+            "type": "GeometryCollection", "geometries": [box(115, -3, 115.1, -2.9), box(116, -3, 116.1, -2.9)]}},
+    ]}
+    p = tmp_path / "a.geojson"
+    p.write_text(json.dumps(fc))
+    aois = read_aois(p)
+    assert [a.name for a in aois] == ["Tapin", "7"]
+    assert aois[0].crs == CRS.from_epsg(4326)
+    assert aois[1].geometry["type"] == "MultiPolygon" and len(aois[1].geometry["coordinates"]) == 2
+    with pytest.raises(UsageError, match="--aoi-name-field 'district' is not a property of feature 2"):
+        read_aois(p, name_field="district")
+    legacy = {"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32750"}},
+              "features": [{"type": "Feature", "properties": {"name": "u"}, "geometry": box(3e5, 9.69e6, 3.1e5, 9.7e6)}]}
+    p.write_text(json.dumps(legacy))
+    assert read_aois(p)[0].crs == CRS.from_epsg(32750)
+
+
+@pytest.mark.parametrize("envelope", [True, False])
+def test_read_geopackage(tmp_path, envelope):
+    g1 = box(300000, 9690000, 301000, 9691000)
+    g2 = {"type": "MultiPolygon", "coordinates": [box(302000, 9690000, 303000, 9691000)["coordinates"]]}
+    p = write_gpkg(tmp_path / "a.gpkg", [({"name": "pit A", "kab": "Tapin"}, g1), ({"name": "pit B", "kab": "Banjar"}, g2)],
+                   epsg=32750, envelope=envelope)
+    aois = read_aois(p)
+    assert [a.name for a in aois] == ["pit A", "pit B"]
+    assert aois[0].crs == CRS.from_epsg(32750)
+    assert aois[0].geometry["coordinates"] == [[list(map(float, c)) for c in g1["coordinates"][0]]]
+    assert aois[1].geometry["type"] == "MultiPolygon"
+    assert [a.name for a in read_aois(p, name_field="kab")] == ["Tapin", "Banjar"]
+    with pytest.raises(UsageError, match="layer 'nope' is not in GeoPackage"):
+        read_aois(p, layer="nope")
+
+
+def test_read_geopackage_written_by_gdal_matches(tmp_path, realdata):
+    # A point layer from a real file is refused with the feature named.
+    pts = realdata / "tapin_mines" / "tapin_gcmt_points.geojson"
+    with pytest.raises(InputError, match="feature 1 of .* is a Point; an AOI must be a Polygon"):
+        read_aois(pts)
+
+
+@pytest.mark.parametrize("name,content,exc,msg", [
+    ("missing.geojson", None, InputNotFoundError, "AOI file .*missing.geojson does not exist"),
+    ("bad.geojson", "{not json", InputError, "is not valid GeoJSON"),
+    ("empty.geojson", '{"type": "FeatureCollection", "features": []}', InputError, "holds no polygon features"),
+    ("line.geojson", json.dumps({"type": "LineString", "coordinates": [[0, 0], [1, 1]]}), InputError,
+     "is a LineString; an AOI must be a Polygon or MultiPolygon"),
+    ("a.shp", "x", InputError, "is neither GeoJSON .* nor GeoPackage"),
+    ("fake.gpkg", "this is not sqlite", InputError, "is not a GeoPackage"),
+    ("crs.geojson", json.dumps({"type": "Polygon", "crs": {"type": "name", "properties": {"name": "EPSG:999999"}},
+                                "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}), InputError, "unrecognised CRS"),
+])
+def test_bad_aoi_files_refused(tmp_path, name, content, exc, msg):
+    p = tmp_path / name
+    if content is not None:
+        p.write_text(content)
+    with pytest.raises(exc, match=msg):
+        read_aois(p)

@@ -1,0 +1,181 @@
+"""Inference backends: ONNX Runtime CPU, refusals, the auto policy, TensorRT manifest logic."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from coalmine.runtime.backends import make_backend
+from coalmine.runtime.backends import onnx as ort_backend
+from coalmine.runtime.backends import tensorrt as trt_backend
+from coalmine.runtime.bundle import load_bundle
+from coalmine.runtime.errors import BackendError, BundleError, MissingDependencyError, UsageError
+from coalmine.runtime.run import auto_batch_size
+from factories import make_tiny_bundle
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    return make_tiny_bundle(tmp_path / "b", kind="linear", bias=0.25)
+
+
+def test_cpu_backend_matches_numpy(bundle):
+    x = np.random.default_rng(0).standard_normal((3, 23, 32, 48)).astype(np.float32)
+    be, why = make_backend(bundle, "cpu", tile=32, max_batch=4)
+    with be:
+        y = be.infer(x)
+        d = be.describe()
+    assert y.shape == (3, 1, 32, 48) and y.dtype == np.float32
+    np.testing.assert_allclose(y[:, 0], x.sum(axis=1) / np.sqrt(23) + 0.25, rtol=1e-5, atol=1e-5)
+    assert be.name == "onnxruntime-cpu" and d["providers"] == ["CPUExecutionProvider"]
+    assert d["intra_op_threads"] == ort_backend.cpu_cores()
+    assert "cpu requested" in why
+
+
+def test_auto_explains_every_skipped_backend(bundle):
+    be, why = make_backend(bundle, "auto", tile=64, max_batch=4)
+    be.close()
+    assert be.name == "onnxruntime-cpu"
+    assert "tensorrt skipped:" in why and "'tensorrt'" in why
+    assert "onnxruntime-cuda skipped:" in why and "CUDAExecutionProvider" in why
+    assert why.endswith("auto chose onnxruntime-cpu (always available)")
+
+
+def test_unknown_backend_refused(bundle):
+    with pytest.raises(UsageError, match="--backend 'gpu' is not one of auto, tensorrt, cuda, cpu"):
+        make_backend(bundle, "gpu", tile=64, max_batch=4)
+
+
+def test_cuda_requested_without_provider_refused(bundle):
+    with pytest.raises(BackendError, match="--backend cuda cannot run: this onnxruntime has no CUDAExecutionProvider"):
+        make_backend(bundle, "cuda", tile=64, max_batch=4)
+
+
+def test_cuda_provider_that_silently_falls_back_is_refused(bundle, monkeypatch):
+    # Pretend the build offers CUDA: the real CPU-only ORT then creates the session on the CPU
+    # (its silent fallback, onnxruntime #23372). get_providers() reveals it and we refuse.
+    monkeypatch.setattr(ort_backend, "cuda_availability", lambda: (True, "pretend"))
+    with pytest.raises(BackendError, match="did not load the CUDA provider .*session providers: \\['CPUExecutionProvider'\\]"):
+        make_backend(bundle, "cuda", tile=64, max_batch=4)
+
+
+def test_tensorrt_requested_without_package_names_the_install(bundle):
+    with pytest.raises(MissingDependencyError, match="pip install 'coalmine\\[tensorrt\\]'"):
+        make_backend(bundle, "tensorrt", tile=64, max_batch=4)
+
+
+def test_corrupt_onnx_refused(bundle):
+    (bundle.path / "model.onnx").write_bytes(b"not a protobuf at all")
+    with pytest.raises(BundleError, match="ONNX Runtime cannot load .*model.onnx .*re-export the bundle"):
+        make_backend(bundle, "cpu", tile=64, max_batch=4)
+
+
+def test_missing_onnx_refused(bundle):
+    (bundle.path / "model.onnx").unlink()
+    with pytest.raises(BundleError, match="lacks its onnx model file model.onnx; run: coal-export"):
+        make_backend(bundle, "cpu", tile=64, max_batch=4)
+
+
+def test_input_name_mismatch_refused(tmp_path):
+    b = make_tiny_bundle(tmp_path / "b")
+    d = json.loads((b.path / "bundle.json").read_text())
+    d["model"]["input_name"] = "x"
+    (b.path / "bundle.json").write_text(json.dumps(d))
+    with pytest.raises(BundleError, match="has inputs \\['input'\\] but bundle.json names the input 'x'"):
+        make_backend(load_bundle(b.path), "cpu", tile=64, max_batch=4)
+
+
+def test_auto_batch_size():
+    n, why = auto_batch_size(256, on_gpu=True, gpu_mem_gb=6.0, tiles_per_block=100)
+    assert n == 64 and "capped at 64" in why
+    n2, _ = auto_batch_size(512, on_gpu=True, gpu_mem_gb=2.0, tiles_per_block=100)
+    assert n2 == int((2 * 2**30 - 2**30) // (512 * 512 * 600))  # memory bound, not the cap
+    assert auto_batch_size(512, on_gpu=True, gpu_mem_gb=1.0, tiles_per_block=100)[0] == 1
+    assert auto_batch_size(256, on_gpu=False, gpu_mem_gb=6.0, tiles_per_block=100)[0] == 4
+    assert auto_batch_size(256, on_gpu=False, gpu_mem_gb=6.0, tiles_per_block=2) == (
+        2, "CPU backend: fixed batch 4, limited to the 2 tiles of a block")
+
+
+# -- TensorRT manifest logic (pure Python; runs without tensorrt) -----------------------------
+DEV = {"gpu_name": "NVIDIA GeForce RTX 2060", "compute_capability": "7.5"}
+
+
+def _entry(**kw):
+    e = {"file": "m.engine", "onnx_sha256": "abc", "gpu_name": DEV["gpu_name"], "compute_capability": "7.5",
+         "tensorrt_version": "10.13.0", "tile": 256, "max_batch": 8}
+    e.update(kw)
+    return e
+
+
+def test_engine_manifest_selection(tmp_path):
+    eng = tmp_path / "engines"
+    eng.mkdir()
+    (eng / "m.engine").write_bytes(b"plan")
+    (eng / "old.engine").write_bytes(b"plan")
+    entries = [_entry(file="old.engine", compute_capability="8.6", gpu_name="RTX 3060",
+                      tensorrt_version="10.3.0"), _entry()]
+    (eng / "manifest.json").write_text(json.dumps({"engines": entries}))
+    kw = dict(onnx_sha256="abc", device=DEV, trt_version="10.13.0", tile=256)
+    path, rejected = trt_backend.select_engine(eng, **kw, max_batch=8)
+    assert path == eng / "m.engine"
+    assert rejected == ["old.engine: built for compute capability 8.6 (RTX 3060), this GPU is 7.5 "
+                        "(NVIDIA GeForce RTX 2060); built with TensorRT 10.3.0, this is TensorRT 10.13.0"]
+    path, rejected = trt_backend.select_engine(eng, **{**kw, "trt_version": "11.0.0"}, max_batch=16)
+    assert path is None and len(rejected) == 2
+    assert "built with TensorRT 10.13.0, this is TensorRT 11.0.0" in rejected[1]
+    assert "built for batches up to 8, the run needs 16" in rejected[1]
+    (eng / "m.engine").unlink()
+    path, rejected = trt_backend.select_engine(eng, **kw)
+    assert path is None and "engine file m.engine listed in the manifest is missing" in rejected[1]
+
+
+def test_engine_mismatch_reasons():
+    assert trt_backend.entry_mismatches(_entry(), onnx_sha256="abc", device=DEV, trt_version="10.13.0",
+                                        tile=256) == []
+    why = trt_backend.entry_mismatches(_entry(tile=128), onnx_sha256="zzz", device=DEV,
+                                       trt_version="10.13.0", tile=256)
+    assert why == ["built from a different ONNX file (sha256 differs)", "built for tile 128, the run uses tile 256"]
+
+
+def test_bad_manifest_refused(tmp_path):
+    (tmp_path / "manifest.json").write_text("{oops")
+    with pytest.raises(BundleError, match="engine manifest .* is not valid JSON .*delete it to rebuild"):
+        trt_backend.read_manifest(tmp_path)
+    assert trt_backend.read_manifest(tmp_path / "none") == {"engines": []}
+
+
+def test_engine_source_prefers_fp16(bundle):
+    assert trt_backend.engine_source(bundle).name == "model.onnx"
+    (bundle.path / "model.fp16.onnx").write_bytes((bundle.path / "model.onnx").read_bytes())
+    assert trt_backend.engine_source(bundle).name == "model.fp16.onnx"
+
+
+@pytest.mark.tensorrt
+def test_tensorrt_engine_matches_onnxruntime(tmp_path):
+    b = make_tiny_bundle(tmp_path / "b", kind="conv")
+    x = np.random.default_rng(1).standard_normal((3, 23, 64, 64)).astype(np.float32)
+    with make_backend(b, "cpu", tile=64, max_batch=4)[0] as cpu:
+        ref = cpu.infer(x)
+    be, why = make_backend(b, "tensorrt", tile=64, max_batch=4)
+    with be:
+        y = be.infer(x)
+    np.testing.assert_allclose(y, ref, atol=1e-2, rtol=1e-2)
+    manifest = trt_backend.read_manifest(b.engines_dir)["engines"]
+    assert manifest and manifest[0]["onnx_sha256"] == trt_backend.sha256_file(b.path / "model.onnx")
+    assert "built now" in why
+    # Second time: found in the manifest, not rebuilt.
+    be2, why2 = make_backend(b, "tensorrt", tile=64, max_batch=4)
+    be2.close()
+    assert "from the manifest" in why2
+
+
+@pytest.mark.gpu
+def test_onnxruntime_cuda_matches_cpu(tmp_path):
+    b = make_tiny_bundle(tmp_path / "b", kind="conv")
+    x = np.random.default_rng(1).standard_normal((2, 23, 64, 64)).astype(np.float32)
+    with make_backend(b, "cpu", tile=64, max_batch=4)[0] as cpu:
+        ref = cpu.infer(x)
+    with make_backend(b, "cuda", tile=64, max_batch=4, gpu_mem_gb=1.0)[0] as gpu:
+        assert gpu.describe()["providers"][0] == "CUDAExecutionProvider"
+        np.testing.assert_allclose(gpu.infer(x), ref, atol=1e-3, rtol=1e-3)
