@@ -86,51 +86,85 @@ struct Sums {
     std::int32_t maxv = 0;   // largest M-value of any cell
 };
 
-// Add (or remove) the n pairs whose codes are p[0..n-1]. `cell` holds the M-value of every cell,
-// `hist` the number of cells holding each M-value (count of counts, for the maximum).
+// One pair entering (Add) or leaving the window. `cell` holds the M-value of every cell, `hist` the
+// number of cells holding each M-value (count of counts, for the maximum).
 template <bool Add>
-inline void apply(Sums& s_io, std::int32_t* cell, std::int32_t* hist, const Tables& t,
-                  const std::uint16_t* p, std::ptrdiff_t n) {
-    Sums s = s_io;
-    const std::int64_t* dmlnm = t.dmlnm.data();
-    const std::int64_t* hom = t.hom.data();
-    for (std::ptrdiff_t i = 0; i < n; ++i) {
-        const std::uint32_t code = p[i];
-        if (code == kNoPair) continue;
-        const std::int64_t lo = code & 0xFF, hi = code >> 8, k = hi - lo;
-        const std::int32_t diag = (k == 0);
-        const std::int64_t kst = 1 | (k << kC1Shift) | ((k * k) << kC2Shift);
-        const std::int64_t lst = (lo + hi) | ((lo * lo + hi * hi) << kS2Shift);
-        const std::int32_t old = cell[code];
-        if (Add) {
-            const std::int32_t nw = old + 1 + diag;
-            cell[code] = nw;
-            --hist[old];
-            ++hist[nw];
-            // w·(nw² − old²) with w = 2 (off-diagonal, +1) or 1 (diagonal, +2)
-            s.sumsq += 4 * static_cast<std::int64_t>(old) + 2 + 2 * diag;
-            s.mlnm += dmlnm[2 * old + diag];
-            s.kstat += kst;
-            s.lstat += lst;
-            s.hom += hom[k];
-            s.maxv = nw > s.maxv ? nw : s.maxv;
-        } else {
-            const std::int32_t nw = old - 1 - diag;
-            cell[code] = nw;
-            ++hist[nw];
-            const std::int32_t left = --hist[old];
-            s.sumsq -= 4 * static_cast<std::int64_t>(nw) + 2 + 2 * diag;
-            s.mlnm -= dmlnm[2 * nw + diag];
-            s.kstat -= kst;
-            s.lstat -= lst;
-            s.hom -= hom[k];
-            if (old == s.maxv && left == 0) {
-                // The maximum can only fall; walk down to the next value still held by a cell.
-                while (s.maxv > 0 && hist[s.maxv] == 0) --s.maxv;
-            }
+inline void step(Sums& s, std::int32_t* cell, std::int32_t* hist, const std::int64_t* dmlnm,
+                 const std::int64_t* hom, std::uint32_t code) {
+    if (code == kNoPair) return;
+    const std::int64_t lo = code & 0xFF, hi = code >> 8, k = hi - lo;
+    const std::int32_t diag = (k == 0);
+    const std::int64_t kst = 1 | (k << kC1Shift) | ((k * k) << kC2Shift);
+    const std::int64_t lst = (lo + hi) | ((lo * lo + hi * hi) << kS2Shift);
+    const std::int32_t old = cell[code];
+    if (Add) {
+        const std::int32_t nw = old + 1 + diag;
+        cell[code] = nw;
+        --hist[old];
+        ++hist[nw];
+        // w·(nw² − old²) with w = 2 (off-diagonal, +1) or 1 (diagonal, +2)
+        s.sumsq += 4 * static_cast<std::int64_t>(old) + 2 + 2 * diag;
+        s.mlnm += dmlnm[2 * old + diag];
+        s.kstat += kst;
+        s.lstat += lst;
+        s.hom += hom[k];
+        s.maxv = nw > s.maxv ? nw : s.maxv;
+    } else {
+        const std::int32_t nw = old - 1 - diag;
+        cell[code] = nw;
+        ++hist[nw];
+        const std::int32_t left = --hist[old];
+        s.sumsq -= 4 * static_cast<std::int64_t>(nw) + 2 + 2 * diag;
+        s.mlnm -= dmlnm[2 * nw + diag];
+        s.kstat -= kst;
+        s.lstat -= lst;
+        s.hom -= hom[k];
+        if (old == s.maxv && left == 0) {
+            // The maximum can only fall; walk down to the next value still held by a cell.
+            while (s.maxv > 0 && hist[s.maxv] == 0) --s.maxv;
         }
     }
-    s_io = s;
+}
+
+// The state of one sliding window: its cells, count of counts and running sums.
+struct WindowState {
+    std::vector<std::int32_t> cell;
+    std::vector<std::int32_t> hist;
+    Sums s;
+    WindowState(std::int64_t vmax) : cell(kCells, 0), hist(static_cast<std::size_t>(vmax) + 3, 0) {}
+    void clear(int levels) {
+        for (int hi = 0; hi < levels; ++hi) std::fill_n(cell.begin() + (hi << 8), levels, 0);
+        std::fill(hist.begin(), hist.end(), 0);
+        s = Sums();
+    }
+};
+
+// Apply the na codes at pa to window A and the nb codes at pb to window B. The two windows are
+// interleaved pair by pair: each window's updates form a chain through memory (cell, then count of
+// counts), and two independent chains let the processor overlap them.
+template <bool Add, bool Two>
+inline void apply(WindowState& A, const std::uint16_t* pa, std::ptrdiff_t na, WindowState& B,
+                  const std::uint16_t* pb, std::ptrdiff_t nb, const Tables& t) {
+    const std::int64_t* dmlnm = t.dmlnm.data();
+    const std::int64_t* hom = t.hom.data();
+    Sums sa = A.s;
+    std::int32_t* ca = A.cell.data();
+    std::int32_t* ha = A.hist.data();
+    std::ptrdiff_t i = 0;
+    if (Two) {
+        Sums sb = B.s;
+        std::int32_t* cb = B.cell.data();
+        std::int32_t* hb = B.hist.data();
+        const std::ptrdiff_t m = na < nb ? na : nb;
+        for (; i < m; ++i) {
+            step<Add>(sa, ca, ha, dmlnm, hom, pa[i]);
+            step<Add>(sb, cb, hb, dmlnm, hom, pb[i]);
+        }
+        for (std::ptrdiff_t j = i; j < nb; ++j) step<Add>(sb, cb, hb, dmlnm, hom, pb[j]);
+        B.s = sb;
+    }
+    for (; i < na; ++i) step<Add>(sa, ca, ha, dmlnm, hom, pa[i]);
+    A.s = sa;
 }
 
 // Write the ten features of a window into out[f * plane].
@@ -179,20 +213,22 @@ struct Pixels {
 
 // The pair codes of the rows a window spans, for the four offsets, each pair stored at its anchor
 // pixel: (0,d) at its left pixel, (d,0), (d,d) and (d,−d) at their upper pixel. Column-major with
-// 2W slots per column: row r goes to slots r % W and r % W + W, so the W most recent rows are
-// always contiguous from slot (first row) % W, and a column of a window is one contiguous run.
+// 2n slots per column for a ring of n rows: row r goes to slots r % n and r % n + n, so the n most
+// recent rows are always contiguous from slot (first row) % n, and a column of a window is one
+// contiguous run.
 class PairCodes {
 public:
     enum Kind { kH = 0, kV = 1, kD = 2, kA = 3 };
 
-    PairCodes(const Pixels& px, int window, int d, int nodata, std::ptrdiff_t col_a,
+    PairCodes(const Pixels& px, int ring_rows, int d, int nodata, std::ptrdiff_t col_a,
               std::ptrdiff_t col_b, std::ptrdiff_t row_b)
-        : px_(px), w_(window), d_(d), nodata_(nodata), ca_(col_a), cb_(col_b), rb_(row_b),
-          stride_(2 * static_cast<std::ptrdiff_t>(window)) {
+        : px_(px), w_(ring_rows), d_(d), nodata_(nodata), ca_(col_a), cb_(col_b), rb_(row_b),
+          stride_(2 * static_cast<std::ptrdiff_t>(ring_rows)) {
         for (auto& k : codes_) k.assign(static_cast<std::size_t>((cb_ - ca_) * stride_), kNoPair);
     }
 
-    // Compute the codes anchored on row r (all rows of the window up to r must follow in order).
+    // Compute the codes anchored on row r (rows must be loaded in increasing order; codes only
+    // pair pixels inside columns [col_a, col_b) and rows below row_b).
     void load_row(std::ptrdiff_t r) {
         const std::ptrdiff_t s0 = r % w_, s1 = s0 + w_;
         const bool below = r + d_ < rb_;
@@ -223,73 +259,87 @@ private:
     }
 
     const Pixels& px_;
-    const std::ptrdiff_t w_, d_;
+    const std::ptrdiff_t w_, d_;  // ring rows, distance
     const int nodata_;
     const std::ptrdiff_t ca_, cb_, rb_, stride_;
     std::vector<std::uint16_t> codes_[4];
 };
 
-// Features of output rows [y_begin, y_end) (raster coordinates) of the region.
+// Slide the window along output row y (and y + 1 as well when Two), writing features to out.
 //
-// The window slides along each row. Moving one column right removes every pair with a pixel in
-// the leaving column c0 and adds every pair with a pixel in the entering column c1, where "in the
-// window" means BOTH pixels are: for (0,d), (d,d) and (d,−d) the partner of a pixel in column c0
-// sits in column c0 + d (it must be <= c1), of one in c1 in column c1 − d (>= c0). The windows
-// are clipped to the raster, so near its edges a step may only remove or only add a column.
-void compute_rows(const Raster& ras, const Region& g, const Params& p, const Pixels& px,
-                  const Tables& t, std::int64_t vmax, std::ptrdiff_t y_begin, std::ptrdiff_t y_end,
-                  float* out) {
+// Moving one column right removes every pair with a pixel in the leaving column c0 and adds every
+// pair with a pixel in the entering column c1, where "in the window" means BOTH pixels are: for
+// (0,d), (d,d) and (d,−d) the partner of a pixel in column c0 sits in column c0 + d (it must be
+// <= c1), that of a pixel in c1 in column c1 − d (>= c0). Windows are clipped to the raster, so
+// near its edges a step may only remove or only add a column.
+template <bool Two>
+void slide_rows(const Raster& ras, const Region& g, const Params& p, const Tables& t,
+                const PairCodes& codes, std::ptrdiff_t col_a, std::ptrdiff_t y, WindowState& A,
+                WindowState& B, float* out) {
     const std::ptrdiff_t h = p.window / 2, d = p.distance;
     const std::size_t plane = static_cast<std::size_t>(g.height) * g.width;
     const std::ptrdiff_t x_begin = g.col_off, x_end = g.col_off + g.width;
-    // Pixels any window of these output rows can reach.
-    const std::ptrdiff_t col_a = std::max<std::ptrdiff_t>(0, x_begin - h);
-    const std::ptrdiff_t col_b = std::min<std::ptrdiff_t>(ras.cols, x_end + h);
-    const std::ptrdiff_t row_b = std::min<std::ptrdiff_t>(ras.rows, y_end + h);
-    PairCodes codes(px, p.window, p.distance, p.nodata, col_a, col_b, row_b);
-    std::vector<std::int32_t> cell(kCells, 0);
-    std::vector<std::int32_t> hist(static_cast<std::size_t>(vmax) + 3, 0);
-    std::ptrdiff_t next_row = std::max<std::ptrdiff_t>(0, y_begin - h);
+    // Window rows of output rows y (A) and y + 1 (B).
+    const std::ptrdiff_t ra = std::max<std::ptrdiff_t>(0, y - h);
+    const std::ptrdiff_t rb = std::max<std::ptrdiff_t>(0, y + 1 - h);
+    const std::ptrdiff_t na = std::min<std::ptrdiff_t>(ras.rows - 1, y + h) - ra + 1;
+    const std::ptrdiff_t nb = std::min<std::ptrdiff_t>(ras.rows - 1, y + 1 + h) - rb + 1;
+    // (0,d) pairs are anchored on every window row, the others on all but the last d.
+    const std::ptrdiff_t la = std::max<std::ptrdiff_t>(0, na - d);
+    const std::ptrdiff_t lb = std::max<std::ptrdiff_t>(0, nb - d);
+    using K = PairCodes::Kind;
+    auto col = [&](K kind, std::ptrdiff_t c, std::ptrdiff_t r0) { return codes.column(kind, c, r0); };
+    A.clear(p.n_levels);
+    if (Two) B.clear(p.n_levels);
+    std::ptrdiff_t c0 = col_a, c1 = col_a - 1;  // the windows' columns [c0, c1], empty
+    float* orow = out + static_cast<std::size_t>(y - g.row_off) * g.width - x_begin;
+    for (std::ptrdiff_t x = x_begin; x < x_end; ++x) {
+        const std::ptrdiff_t want0 = std::max<std::ptrdiff_t>(0, x - h);
+        const std::ptrdiff_t want1 = std::min<std::ptrdiff_t>(ras.cols - 1, x + h);
+        for (; c0 < want0; ++c0) {  // remove column c0
+            apply<false, Two>(A, col(K::kV, c0, ra), la, B, col(K::kV, c0, rb), lb, t);
+            if (c0 + d <= c1) {
+                apply<false, Two>(A, col(K::kH, c0, ra), na, B, col(K::kH, c0, rb), nb, t);
+                apply<false, Two>(A, col(K::kD, c0, ra), la, B, col(K::kD, c0, rb), lb, t);
+                apply<false, Two>(A, col(K::kA, c0 + d, ra), la, B, col(K::kA, c0 + d, rb), lb, t);
+            }
+        }
+        while (c1 < want1) {  // add column c1 + 1
+            ++c1;
+            apply<true, Two>(A, col(K::kV, c1, ra), la, B, col(K::kV, c1, rb), lb, t);
+            if (c1 - d >= c0) {
+                apply<true, Two>(A, col(K::kH, c1 - d, ra), na, B, col(K::kH, c1 - d, rb), nb, t);
+                apply<true, Two>(A, col(K::kD, c1 - d, ra), la, B, col(K::kD, c1 - d, rb), lb, t);
+                apply<true, Two>(A, col(K::kA, c1, ra), la, B, col(K::kA, c1, rb), lb, t);
+            }
+        }
+        emit(A.s, t, orow + x, plane);
+        if (Two) emit(B.s, t, orow + g.width + x, plane);
+    }
+}
 
-    for (std::ptrdiff_t y = y_begin; y < y_end; ++y) {
-        const std::ptrdiff_t r0 = std::max<std::ptrdiff_t>(0, y - h);
-        const std::ptrdiff_t r1 = std::min<std::ptrdiff_t>(ras.rows - 1, y + h);
-        for (; next_row <= r1; ++next_row) codes.load_row(next_row);
-        const std::ptrdiff_t n_all = r1 - r0 + 1;  // anchors of (0,d) pairs
-        const std::ptrdiff_t n_low = n_all - d;    // anchors of pairs reaching d rows down
-        // Each row starts from an empty window; rows are independent, so threads share nothing.
-        for (int hi = 0; hi < p.n_levels; ++hi) std::fill_n(cell.begin() + (hi << 8), p.n_levels, 0);
-        std::fill(hist.begin(), hist.end(), 0);
-        Sums s;
-        std::int32_t* cl = cell.data();
-        std::int32_t* hs = hist.data();
-        std::ptrdiff_t c0 = col_a, c1 = col_a - 1;  // the window's columns [c0, c1], empty
-        float* orow = out + static_cast<std::size_t>(y - g.row_off) * g.width;
-        for (std::ptrdiff_t x = x_begin; x < x_end; ++x) {
-            const std::ptrdiff_t want0 = std::max<std::ptrdiff_t>(0, x - h);
-            const std::ptrdiff_t want1 = std::min<std::ptrdiff_t>(ras.cols - 1, x + h);
-            for (; c0 < want0; ++c0) {  // remove column c0
-                if (n_low > 0) apply<false>(s, cl, hs, t, codes.column(PairCodes::kV, c0, r0), n_low);
-                if (c0 + d <= c1) {
-                    apply<false>(s, cl, hs, t, codes.column(PairCodes::kH, c0, r0), n_all);
-                    if (n_low > 0) {
-                        apply<false>(s, cl, hs, t, codes.column(PairCodes::kD, c0, r0), n_low);
-                        apply<false>(s, cl, hs, t, codes.column(PairCodes::kA, c0 + d, r0), n_low);
-                    }
-                }
-            }
-            while (c1 < want1) {  // add column c1 + 1
-                ++c1;
-                if (n_low > 0) apply<true>(s, cl, hs, t, codes.column(PairCodes::kV, c1, r0), n_low);
-                if (c1 - d >= c0) {
-                    apply<true>(s, cl, hs, t, codes.column(PairCodes::kH, c1 - d, r0), n_all);
-                    if (n_low > 0) {
-                        apply<true>(s, cl, hs, t, codes.column(PairCodes::kD, c1 - d, r0), n_low);
-                        apply<true>(s, cl, hs, t, codes.column(PairCodes::kA, c1, r0), n_low);
-                    }
-                }
-            }
-            emit(s, t, orow + (x - x_begin), plane);
+// Features of output rows [y_begin, y_end) (raster coordinates) of the region, two rows at a time.
+// Each row starts from an empty window, so rows are independent and threads share nothing.
+void compute_rows(const Raster& ras, const Region& g, const Params& p, const Pixels& px,
+                  const Tables& t, std::int64_t vmax, std::ptrdiff_t y_begin, std::ptrdiff_t y_end,
+                  float* out) {
+    const std::ptrdiff_t h = p.window / 2;
+    // Pixels any window of these output rows can reach.
+    const std::ptrdiff_t col_a = std::max<std::ptrdiff_t>(0, g.col_off - h);
+    const std::ptrdiff_t col_b = std::min<std::ptrdiff_t>(ras.cols, g.col_off + g.width + h);
+    const std::ptrdiff_t row_b = std::min<std::ptrdiff_t>(ras.rows, y_end + h);
+    // The ring keeps W + 1 rows: the windows of two consecutive output rows.
+    PairCodes codes(px, p.window + 1, p.distance, p.nodata, col_a, col_b, row_b);
+    WindowState A(vmax), B(vmax);
+    std::ptrdiff_t next_row = std::max<std::ptrdiff_t>(0, y_begin - h);
+    for (std::ptrdiff_t y = y_begin; y < y_end; y += 2) {
+        const bool two = y + 1 < y_end;
+        const std::ptrdiff_t last = std::min<std::ptrdiff_t>(ras.rows - 1, y + h + (two ? 1 : 0));
+        for (; next_row <= last; ++next_row) codes.load_row(next_row);
+        if (two) {
+            slide_rows<true>(ras, g, p, t, codes, col_a, y, A, B, out);
+        } else {
+            slide_rows<false>(ras, g, p, t, codes, col_a, y, A, B, out);
         }
     }
 }
