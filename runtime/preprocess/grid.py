@@ -2,24 +2,29 @@
 
 Every input (20 m Sentinel-2 bands, the SCL mask, Sentinel-1 on its own grid or by GCPs) is
 brought onto the grid by :func:`read_onto_grid`, which reads only the source window that the
-target window needs (plus a margin for the resampling kernel) and warps it with
-``rasterio.warp.reproject``. The result for a pixel does not depend on the window it is read
-in, so blocks give the same values as a whole-scene read.
+target window needs (plus a margin for the resampling kernel). Inputs on the same grid are
+cropped; inputs in the same CRS on another grid are warped with ``rasterio.warp.reproject``
+(exact: the transformation is affine); bilinear resampling across a CRS change or from GCPs uses
+exact transformations on a lattice fixed to the whole grid (GDAL's warper approximates them per
+request). Either way the value of a pixel does not depend on the window it is read in, so
+blocks give the same values as a whole-scene read, bit for bit.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from affine import Affine
+from pyproj import Transformer
 from rasterio.control import GroundControlPoint
 from rasterio.coords import BoundingBox
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.io import DatasetReader
-from rasterio.transform import array_bounds, from_gcps
+from rasterio.transform import GCPTransformer, array_bounds, from_gcps
 from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window, from_bounds
 from rasterio.windows import transform as window_transform
@@ -161,6 +166,8 @@ def read_onto_grid(
         sub = src[max(ro, 0): max(ro + h, 0), max(co, 0): max(co + w, 0)]
         out[max(-ro, 0): max(-ro, 0) + sub.shape[0], max(-co, 0): max(-co, 0) + sub.shape[1]] = sub
         return out
+    if resampling == Resampling.bilinear and (st is None or scrs != grid.crs):
+        return _bilinear_other_crs(src, src_win, st, gcps, scrs, grid, window)
     kw: dict[str, object] = {}
     if st is None:
         kw["gcps"] = [
@@ -189,3 +196,84 @@ def _aligned(a: Affine, b: Affine) -> bool:
     cx = (b.c - a.c) / a.a
     cy = (b.f - a.f) / a.e
     return bool(abs(cx - round(cx)) < 1e-6 and abs(cy - round(cy)) < 1e-6)
+
+
+#: Spacing (target pixels) of the global lattice on which exact CRS transformations are computed.
+LATTICE = 16
+
+
+@functools.lru_cache(maxsize=16)
+def _transformer(dst: str, src: str) -> Transformer:
+    return Transformer.from_crs(CRS.from_wkt(dst), CRS.from_wkt(src), always_xy=True)
+
+
+def _bilinear_other_crs(src: np.ndarray, src_win: Window, st: Affine | None,
+                        gcps: list[GroundControlPoint], scrs: CRS, grid: Grid,
+                        window: Window) -> np.ndarray:
+    """Bilinear resampling from a source in another CRS (or geocoded by GCPs), same for any window.
+
+    GDAL's warper approximates the CRS transformation per request (error threshold 0.125 px),
+    so two windows would disagree in the last digits. Here the exact transformation (pyproj) is
+    evaluated on a lattice fixed to the *whole* target grid (every :data:`LATTICE` pixels) and
+    interpolated linearly in between (sub-millimetre error for UTM/geographic pairs), so a
+    pixel's source position, and thus its value, does not depend on the window. Neighbours that
+    are NaN or outside the source get no weight; the weights of the others are renormalised.
+    """
+    h, w = int(window.height), int(window.width)
+    r0, c0 = int(window.row_off), int(window.col_off)
+    L = LATTICE
+    lr0, lc0 = (r0 // L) * L, (c0 // L) * L
+    nr = (r0 + h - 1 - lr0) // L + 2
+    nc = (c0 + w - 1 - lc0) // L + 2
+    rows = lr0 + L * np.arange(nr, dtype=np.float64)
+    cols = lc0 + L * np.arange(nc, dtype=np.float64)
+    T = grid.transform
+    cc, rr = np.meshgrid(cols + 0.5, rows + 0.5)
+    x = T.c + T.a * cc + T.b * rr
+    y = T.f + T.d * cc + T.e * rr
+    if scrs != grid.crs:
+        x, y = _transformer(grid.crs.to_wkt(), scrs.to_wkt()).transform(x, y)
+    if st is not None:
+        inv = ~st
+        scol = inv.c + inv.a * x + inv.b * y
+        srow = inv.f + inv.d * x + inv.e * y
+    else:  # GCP polynomial, evaluated exactly at the lattice nodes
+        srow, scol = GCPTransformer(gcps).rowcol(x.ravel(), y.ravel(), op=lambda v: v)
+        srow = np.asarray(srow, dtype=np.float64).reshape(x.shape)
+        scol = np.asarray(scol, dtype=np.float64).reshape(x.shape)
+    scol = scol - 0.5  # pixel-centre coordinates of the source
+    srow = srow - 0.5
+    # per-pixel lattice cell and fraction (depend on the global row/col only)
+    pr = np.arange(r0, r0 + h)
+    pc = np.arange(c0, c0 + w)
+    ir, fr = (pr - lr0) // L, ((pr - lr0) % L) / L
+    ic, fc = (pc - lc0) // L, ((pc - lc0) % L) / L
+    fr, fc = fr[:, None], fc[None, :]
+
+    def lerp(a: np.ndarray) -> np.ndarray:
+        top = a[ir][:, ic] * (1 - fc) + a[ir][:, ic + 1] * fc
+        bot = a[ir + 1][:, ic] * (1 - fc) + a[ir + 1][:, ic + 1] * fc
+        return top * (1 - fr) + bot * fr
+
+    qc = lerp(scol) - src_win.col_off
+    qr = lerp(srow) - src_win.row_off
+    out = np.full((h, w), np.nan, dtype=np.float32)
+    sh, sw = src.shape
+    inside = (qr >= -0.5) & (qr <= sh - 0.5) & (qc >= -0.5) & (qc <= sw - 0.5)
+    i0 = np.floor(qr).astype(np.int64)
+    j0 = np.floor(qc).astype(np.int64)
+    ty, tx = qr - i0, qc - j0
+    num = np.zeros((h, w), dtype=np.float64)
+    den = np.zeros((h, w), dtype=np.float64)
+    for di, wy in ((0, 1 - ty), (1, ty)):
+        for dj, wx in ((0, 1 - tx), (1, tx)):
+            ii, jj = i0 + di, j0 + dj
+            ok = inside & (ii >= 0) & (ii < sh) & (jj >= 0) & (jj < sw)
+            v = np.where(ok, src[np.clip(ii, 0, sh - 1), np.clip(jj, 0, sw - 1)], np.nan)
+            good = np.isfinite(v)
+            wgt = np.where(good, wy * wx, 0.0)
+            num += np.where(good, v, 0.0) * wgt
+            den += wgt
+    has = inside & (den > 0)
+    out[has] = (num[has] / den[has]).astype(np.float32)
+    return out

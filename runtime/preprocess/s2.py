@@ -49,7 +49,7 @@ RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt")
 _BAND_RE = re.compile(r"(?:^|[^A-Za-z0-9])B(8A|\d{1,2})(?=$|[^A-Za-z0-9])", re.IGNORECASE)
 _SCL_RE = re.compile(r"(?:^|[^A-Za-z0-9])SCL(?=$|[^A-Za-z0-9])", re.IGNORECASE)
 _L1C_RE = re.compile(r"(?:^|[^A-Za-z0-9])(MSIL1C|L1C)(?=$|[^A-Za-z0-9])", re.IGNORECASE)
-_DATE_RE = re.compile(r"(?<!\d)(20\d{2})(\d{2})(\d{2})T\d{6}")
+_DATE_RE = re.compile(r"(?<!\d)(20\d{2})(\d{2})(\d{2})T\d{4,6}")
 _BASELINE_NAME_RE = re.compile(r"_N(\d{2})(\d{2})_")
 #: Date from which L2A products carry the -1000 offset (processing baseline 04.00).
 OFFSET_START = "20220125"
