@@ -183,7 +183,7 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     """Type-check one scalar setting against the dataclass default's type."""
     default = TrainConfig.__dataclass_fields__[key].default
     if key in _PATH_KEYS:
-        if not isinstance(value, str):
+        if not isinstance(value, (str, Path)):
             raise ConfigError(f"{where}: '{key}' must be a path string, got {value!r}")
         return Path(value)
     if key == "threshold":
