@@ -76,13 +76,29 @@ struct Tables {
     }
 };
 
-// Running sums of one window. Kept in a plain struct so the hot loops can hold them in registers.
-struct Sums {
+// The sums that are linear in the pairs (a sum over pairs of a function of the pair alone).
+struct Lin {
     std::int64_t kstat = 0;  // packed pair count, Σ|a−b|, Σ(a−b)²
     std::int64_t lstat = 0;  // packed Σ(a+b) (= Σ i·M), Σ(a²+b²) (= Σ i²·M)
+    std::int64_t hom = 0;    // Σ over pairs of 1/(1 + (a−b)²), fixed point
+    inline void add(const Lin& o) { kstat += o.kstat; lstat += o.lstat; hom += o.hom; }
+    inline void sub(const Lin& o) { kstat -= o.kstat; lstat -= o.lstat; hom -= o.hom; }
+};
+
+inline Lin lin_of(std::uint32_t code, const std::int64_t* hom) {
+    Lin l;
+    if (code == kNoPair) return l;
+    const std::int64_t lo = code & 0xFF, hi = code >> 8, k = hi - lo;
+    l.kstat = 1 | (k << kC1Shift) | ((k * k) << kC2Shift);
+    l.lstat = (lo + hi) | ((lo * lo + hi * hi) << kS2Shift);
+    l.hom = hom[k];
+    return l;
+}
+
+// The sums that need the cells: Σ M², Σ M ln M and max M.
+struct Sums {
     std::int64_t sumsq = 0;  // Σ M²
     std::int64_t mlnm = 0;   // Σ M ln M, fixed point
-    std::int64_t hom = 0;    // Σ over pairs of 1/(1 + (a−b)²), fixed point
     std::int32_t maxv = 0;   // largest M-value of any cell
 };
 
@@ -90,35 +106,29 @@ struct Sums {
 // number of cells holding each M-value (count of counts, for the maximum).
 template <bool Add>
 inline void step(Sums& s, std::int32_t* cell, std::int32_t* hist, const std::int64_t* dmlnm,
-                 const std::int64_t* hom, std::uint32_t code) {
+                 std::uint32_t code) {
     if (code == kNoPair) return;
-    const std::int64_t lo = code & 0xFF, hi = code >> 8, k = hi - lo;
-    const std::int32_t diag = (k == 0);
-    const std::int64_t kst = 1 | (k << kC1Shift) | ((k * k) << kC2Shift);
-    const std::int64_t lst = (lo + hi) | ((lo * lo + hi * hi) << kS2Shift);
+    const std::int32_t diag = ((code ^ (code >> 8)) & 0xFF) == 0;
     const std::int32_t old = cell[code];
     if (Add) {
         const std::int32_t nw = old + 1 + diag;
         cell[code] = nw;
         --hist[old];
         ++hist[nw];
-        // w·(nw² − old²) with w = 2 (off-diagonal, +1) or 1 (diagonal, +2)
-        s.sumsq += 4 * static_cast<std::int64_t>(old) + 2 + 2 * diag;
-        s.mlnm += dmlnm[2 * old + diag];
-        s.kstat += kst;
-        s.lstat += lst;
-        s.hom += hom[k];
+        // With j = 2·old + diag: w·(nw² − old²) = 2j + 2 for w = 2 (off-diagonal, +1) and for
+        // w = 1 (diagonal, +2) alike.
+        const std::int64_t j = 2 * static_cast<std::int64_t>(old) + diag;
+        s.sumsq += 2 * j + 2;
+        s.mlnm += dmlnm[j];
         s.maxv = nw > s.maxv ? nw : s.maxv;
     } else {
         const std::int32_t nw = old - 1 - diag;
         cell[code] = nw;
         ++hist[nw];
         const std::int32_t left = --hist[old];
-        s.sumsq -= 4 * static_cast<std::int64_t>(nw) + 2 + 2 * diag;
-        s.mlnm -= dmlnm[2 * nw + diag];
-        s.kstat -= kst;
-        s.lstat -= lst;
-        s.hom -= hom[k];
+        const std::int64_t j = 2 * static_cast<std::int64_t>(nw) + diag;
+        s.sumsq -= 2 * j + 2;
+        s.mlnm -= dmlnm[j];
         if (old == s.maxv && left == 0) {
             // The maximum can only fall; walk down to the next value still held by a cell.
             while (s.maxv > 0 && hist[s.maxv] == 0) --s.maxv;
@@ -126,59 +136,18 @@ inline void step(Sums& s, std::int32_t* cell, std::int32_t* hist, const std::int
     }
 }
 
-// The state of one sliding window: its cells, count of counts and running sums.
-struct WindowState {
-    std::vector<std::int32_t> cell;
-    std::vector<std::int32_t> hist;
-    Sums s;
-    WindowState(std::int64_t vmax) : cell(kCells, 0), hist(static_cast<std::size_t>(vmax) + 3, 0) {}
-    void clear(int levels) {
-        for (int hi = 0; hi < levels; ++hi) std::fill_n(cell.begin() + (hi << 8), levels, 0);
-        std::fill(hist.begin(), hist.end(), 0);
-        s = Sums();
-    }
-};
-
-// Apply the na codes at pa to window A and the nb codes at pb to window B. The two windows are
-// interleaved pair by pair: each window's updates form a chain through memory (cell, then count of
-// counts), and two independent chains let the processor overlap them.
-template <bool Add, bool Two>
-inline void apply(WindowState& A, const std::uint16_t* pa, std::ptrdiff_t na, WindowState& B,
-                  const std::uint16_t* pb, std::ptrdiff_t nb, const Tables& t) {
-    const std::int64_t* dmlnm = t.dmlnm.data();
-    const std::int64_t* hom = t.hom.data();
-    Sums sa = A.s;
-    std::int32_t* ca = A.cell.data();
-    std::int32_t* ha = A.hist.data();
-    std::ptrdiff_t i = 0;
-    if (Two) {
-        Sums sb = B.s;
-        std::int32_t* cb = B.cell.data();
-        std::int32_t* hb = B.hist.data();
-        const std::ptrdiff_t m = na < nb ? na : nb;
-        for (; i < m; ++i) {
-            step<Add>(sa, ca, ha, dmlnm, hom, pa[i]);
-            step<Add>(sb, cb, hb, dmlnm, hom, pb[i]);
-        }
-        for (std::ptrdiff_t j = i; j < nb; ++j) step<Add>(sb, cb, hb, dmlnm, hom, pb[j]);
-        B.s = sb;
-    }
-    for (; i < na; ++i) step<Add>(sa, ca, ha, dmlnm, hom, pa[i]);
-    A.s = sa;
-}
-
 // Write the ten features of a window into out[f * plane].
-void emit(const Sums& s, const Tables& t, float* out, std::size_t plane) {
-    const std::int64_t np = s.kstat & ((std::int64_t{1} << kNpBits) - 1);  // unordered pairs
+void emit(const Lin& l, const Sums& s, const Tables& t, float* out, std::size_t plane) {
+    const std::int64_t np = l.kstat & ((std::int64_t{1} << kNpBits) - 1);  // unordered pairs
     if (np == 0) {
         const float nan = std::numeric_limits<float>::quiet_NaN();
         for (int f = 0; f < kFeatures; ++f) out[f * plane] = nan;
         return;
     }
-    const std::int64_t c1 = (s.kstat >> kC1Shift) & ((std::int64_t{1} << (kC2Shift - kC1Shift)) - 1);
-    const std::int64_t c2 = s.kstat >> kC2Shift;
-    const std::int64_t s1 = s.lstat & ((std::int64_t{1} << kS2Shift) - 1);
-    const std::int64_t s2 = s.lstat >> kS2Shift;
+    const std::int64_t c1 = (l.kstat >> kC1Shift) & ((std::int64_t{1} << (kC2Shift - kC1Shift)) - 1);
+    const std::int64_t c2 = l.kstat >> kC2Shift;
+    const std::int64_t s1 = l.lstat & ((std::int64_t{1} << kS2Shift) - 1);
+    const std::int64_t s2 = l.lstat >> kS2Shift;
     const std::int64_t n = 2 * np;  // entries of M: each pair counted in both orders
     const double dn = static_cast<double>(n);
     const double inv_np = 1.0 / static_cast<double>(np);
@@ -194,7 +163,7 @@ void emit(const Sums& s, const Tables& t, float* out, std::size_t plane) {
         var_n2 == 0 ? 1.0 : 1.0 - static_cast<double>(c2) * dn / static_cast<double>(var_n2);
     out[0 * plane] = static_cast<float>(static_cast<double>(c2) * inv_np);
     out[1 * plane] = static_cast<float>(static_cast<double>(c1) * inv_np);
-    out[2 * plane] = static_cast<float>(static_cast<double>(s.hom) * (kInvFixed * inv_np));
+    out[2 * plane] = static_cast<float>(static_cast<double>(l.hom) * (kInvFixed * inv_np));
     out[3 * plane] = static_cast<float>(asm_);
     out[4 * plane] = static_cast<float>(std::sqrt(asm_));
     out[5 * plane] = static_cast<float>(static_cast<double>(s.maxv) * inv_n);
@@ -211,6 +180,9 @@ struct Pixels {
     inline int at(std::ptrdiff_t r, std::ptrdiff_t c) const { return row[r][c * cs]; }
 };
 
+enum Kind { kH = 0, kV = 1, kD = 2, kA = 3 };
+constexpr int kKinds = 4;
+
 // The pair codes of the rows a window spans, for the four offsets, each pair stored at its anchor
 // pixel: (0,d) at its left pixel, (d,0), (d,d) and (d,−d) at their upper pixel. Column-major with
 // 2n slots per column for a ring of n rows: row r goes to slots r % n and r % n + n, so the n most
@@ -218,8 +190,6 @@ struct Pixels {
 // contiguous run.
 class PairCodes {
 public:
-    enum Kind { kH = 0, kV = 1, kD = 2, kA = 3 };
-
     PairCodes(const Pixels& px, int ring_rows, int d, int nodata, std::ptrdiff_t col_a,
               std::ptrdiff_t col_b, std::ptrdiff_t row_b)
         : px_(px), w_(ring_rows), d_(d), nodata_(nodata), ca_(col_a), cb_(col_b), rb_(row_b),
@@ -247,9 +217,15 @@ public:
     }
 
     // Codes of `kind` anchored in column c on rows r0, r0+1, ... (contiguous).
-    const std::uint16_t* column(Kind kind, std::ptrdiff_t c, std::ptrdiff_t r0) const {
+    const std::uint16_t* column(int kind, std::ptrdiff_t c, std::ptrdiff_t r0) const {
         return codes_[kind].data() + (c - ca_) * stride_ + r0 % w_;
     }
+    // Codes of `kind` anchored on row r: element i (column col_a + i) at [i * stride()].
+    const std::uint16_t* row(int kind, std::ptrdiff_t r) const {
+        return codes_[kind].data() + r % w_;
+    }
+    std::ptrdiff_t stride() const { return stride_; }
+    std::ptrdiff_t cols() const { return cb_ - ca_; }
 
 private:
     inline std::uint16_t code(int a, int b) const {
@@ -262,7 +238,98 @@ private:
     const std::ptrdiff_t w_, d_;  // ring rows, distance
     const int nodata_;
     const std::ptrdiff_t ca_, cb_, rb_, stride_;
-    std::vector<std::uint16_t> codes_[4];
+    std::vector<std::uint16_t> codes_[kKinds];
+};
+
+// Per column, the linear sums of one kind of pair over a range of anchor rows [lo, hi). When the
+// window moves down, rows leaving the range are subtracted (before the ring overwrites them) and
+// rows entering are added, so a column event costs one Lin add instead of one per pair.
+struct ColumnSums {
+    std::ptrdiff_t lo = 0, hi = 0;
+    std::vector<Lin> col;
+
+    // Drop the rows of [lo, hi) outside [nlo, nhi). Call before the ring loads new rows.
+    void shrink(const PairCodes& codes, int kind, std::ptrdiff_t nlo, std::ptrdiff_t nhi,
+                const std::int64_t* hom) {
+        for (std::ptrdiff_t r = lo; r < hi; ++r)
+            if (r < nlo || r >= nhi) apply_row<false>(codes, kind, r, hom);
+    }
+    // Add the rows of [nlo, nhi) not yet in [lo, hi); the range becomes [nlo, nhi).
+    void grow(const PairCodes& codes, int kind, std::ptrdiff_t nlo, std::ptrdiff_t nhi,
+              const std::int64_t* hom) {
+        for (std::ptrdiff_t r = nlo; r < nhi; ++r)
+            if (r < lo || r >= hi) apply_row<true>(codes, kind, r, hom);
+        lo = nlo;
+        hi = nhi;
+    }
+
+private:
+    template <bool Add>
+    void apply_row(const PairCodes& codes, int kind, std::ptrdiff_t r, const std::int64_t* hom) {
+        const std::uint16_t* p = codes.row(kind, r);
+        const std::ptrdiff_t st = codes.stride();
+        for (std::size_t i = 0; i < col.size(); ++i) {
+            const Lin l = lin_of(p[static_cast<std::ptrdiff_t>(i) * st], hom);
+            if (Add) col[i].add(l); else col[i].sub(l);
+        }
+    }
+};
+
+// The state of one sliding window: its cells, count of counts, running sums, and the column sums
+// of its current rows.
+struct WindowState {
+    std::vector<std::int32_t> cell;
+    std::vector<std::int32_t> hist;
+    Sums s;
+    Lin lin;
+    ColumnSums cs[kKinds];
+    WindowState(std::int64_t vmax, std::ptrdiff_t cols)
+        : cell(kCells, 0), hist(static_cast<std::size_t>(vmax) + 3, 0) {
+        for (auto& c : cs) c.col.assign(static_cast<std::size_t>(cols), Lin());
+    }
+    void clear(int levels) {
+        for (int hi = 0; hi < levels; ++hi) std::fill_n(cell.begin() + (hi << 8), levels, 0);
+        std::fill(hist.begin(), hist.end(), 0);
+        s = Sums();
+        lin = Lin();
+    }
+};
+
+// Apply the na codes at pa to window A and the nb codes at pb to window B. The two windows are
+// interleaved pair by pair: each window's updates form a chain through memory (cell, then count of
+// counts), and two independent chains let the processor overlap them.
+template <bool Add, bool Two>
+inline void apply(WindowState& A, const std::uint16_t* pa, std::ptrdiff_t na, WindowState& B,
+                  const std::uint16_t* pb, std::ptrdiff_t nb, const std::int64_t* dmlnm) {
+    Sums sa = A.s;
+    std::int32_t* ca = A.cell.data();
+    std::int32_t* ha = A.hist.data();
+    std::ptrdiff_t i = 0;
+    if (Two) {
+        Sums sb = B.s;
+        std::int32_t* cb = B.cell.data();
+        std::int32_t* hb = B.hist.data();
+        const std::ptrdiff_t m = na < nb ? na : nb;
+        for (; i < m; ++i) {
+            step<Add>(sa, ca, ha, dmlnm, pa[i]);
+            step<Add>(sb, cb, hb, dmlnm, pb[i]);
+        }
+        for (std::ptrdiff_t j = i; j < nb; ++j) step<Add>(sb, cb, hb, dmlnm, pb[j]);
+        B.s = sb;
+    }
+    for (; i < na; ++i) step<Add>(sa, ca, ha, dmlnm, pa[i]);
+    A.s = sa;
+}
+
+// Anchor rows [lo, hi) of each kind of pair for the window of output row y.
+struct AnchorRows {
+    std::ptrdiff_t r0, n_all, n_low;  // first row; (0,d) anchors; anchors reaching d rows down
+    AnchorRows(std::ptrdiff_t y, std::ptrdiff_t h, std::ptrdiff_t d, std::ptrdiff_t rows) {
+        r0 = std::max<std::ptrdiff_t>(0, y - h);
+        n_all = std::min<std::ptrdiff_t>(rows - 1, y + h) - r0 + 1;
+        n_low = std::max<std::ptrdiff_t>(0, n_all - d);
+    }
+    std::ptrdiff_t count(int kind) const { return kind == kH ? n_all : n_low; }
 };
 
 // Slide the window along output row y (and y + 1 as well when Two), writing features to out.
@@ -271,75 +338,105 @@ private:
 // pair with a pixel in the entering column c1, where "in the window" means BOTH pixels are: for
 // (0,d), (d,d) and (d,−d) the partner of a pixel in column c0 sits in column c0 + d (it must be
 // <= c1), that of a pixel in c1 in column c1 − d (>= c0). Windows are clipped to the raster, so
-// near its edges a step may only remove or only add a column.
+// near its edges a step may only remove or only add a column. The cells see every pair; the
+// linear sums take whole column runs from the column sums.
 template <bool Two>
-void slide_rows(const Raster& ras, const Region& g, const Params& p, const Tables& t,
+void slide_rows(const Region& g, const Params& p, std::ptrdiff_t raster_cols, const Tables& t,
                 const PairCodes& codes, std::ptrdiff_t col_a, std::ptrdiff_t y, WindowState& A,
-                WindowState& B, float* out) {
+                WindowState& B, const AnchorRows& ar, const AnchorRows& br, float* out) {
     const std::ptrdiff_t h = p.window / 2, d = p.distance;
     const std::size_t plane = static_cast<std::size_t>(g.height) * g.width;
     const std::ptrdiff_t x_begin = g.col_off, x_end = g.col_off + g.width;
-    // Window rows of output rows y (A) and y + 1 (B).
-    const std::ptrdiff_t ra = std::max<std::ptrdiff_t>(0, y - h);
-    const std::ptrdiff_t rb = std::max<std::ptrdiff_t>(0, y + 1 - h);
-    const std::ptrdiff_t na = std::min<std::ptrdiff_t>(ras.rows - 1, y + h) - ra + 1;
-    const std::ptrdiff_t nb = std::min<std::ptrdiff_t>(ras.rows - 1, y + 1 + h) - rb + 1;
-    // (0,d) pairs are anchored on every window row, the others on all but the last d.
-    const std::ptrdiff_t la = std::max<std::ptrdiff_t>(0, na - d);
-    const std::ptrdiff_t lb = std::max<std::ptrdiff_t>(0, nb - d);
-    using K = PairCodes::Kind;
-    auto col = [&](K kind, std::ptrdiff_t c, std::ptrdiff_t r0) { return codes.column(kind, c, r0); };
+    const std::int64_t* dmlnm = t.dmlnm.data();
+    const std::ptrdiff_t ra = ar.r0, rb = br.r0;
+    const std::ptrdiff_t na = ar.n_all, nb = br.n_all, la = ar.n_low, lb = br.n_low;
+    auto col = [&](int kind, std::ptrdiff_t c, std::ptrdiff_t r0) { return codes.column(kind, c, r0); };
+    auto lin = [&](WindowState& w, int kind, std::ptrdiff_t c) -> const Lin& {
+        return w.cs[kind].col[static_cast<std::size_t>(c - col_a)];
+    };
     A.clear(p.n_levels);
     if (Two) B.clear(p.n_levels);
     std::ptrdiff_t c0 = col_a, c1 = col_a - 1;  // the windows' columns [c0, c1], empty
     float* orow = out + static_cast<std::size_t>(y - g.row_off) * g.width - x_begin;
     for (std::ptrdiff_t x = x_begin; x < x_end; ++x) {
         const std::ptrdiff_t want0 = std::max<std::ptrdiff_t>(0, x - h);
-        const std::ptrdiff_t want1 = std::min<std::ptrdiff_t>(ras.cols - 1, x + h);
+        const std::ptrdiff_t want1 = std::min<std::ptrdiff_t>(raster_cols - 1, x + h);
         for (; c0 < want0; ++c0) {  // remove column c0
-            apply<false, Two>(A, col(K::kV, c0, ra), la, B, col(K::kV, c0, rb), lb, t);
+            apply<false, Two>(A, col(kV, c0, ra), la, B, col(kV, c0, rb), lb, dmlnm);
+            A.lin.sub(lin(A, kV, c0));
+            if (Two) B.lin.sub(lin(B, kV, c0));
             if (c0 + d <= c1) {
-                apply<false, Two>(A, col(K::kH, c0, ra), na, B, col(K::kH, c0, rb), nb, t);
-                apply<false, Two>(A, col(K::kD, c0, ra), la, B, col(K::kD, c0, rb), lb, t);
-                apply<false, Two>(A, col(K::kA, c0 + d, ra), la, B, col(K::kA, c0 + d, rb), lb, t);
+                apply<false, Two>(A, col(kH, c0, ra), na, B, col(kH, c0, rb), nb, dmlnm);
+                apply<false, Two>(A, col(kD, c0, ra), la, B, col(kD, c0, rb), lb, dmlnm);
+                apply<false, Two>(A, col(kA, c0 + d, ra), la, B, col(kA, c0 + d, rb), lb, dmlnm);
+                A.lin.sub(lin(A, kH, c0));
+                A.lin.sub(lin(A, kD, c0));
+                A.lin.sub(lin(A, kA, c0 + d));
+                if (Two) {
+                    B.lin.sub(lin(B, kH, c0));
+                    B.lin.sub(lin(B, kD, c0));
+                    B.lin.sub(lin(B, kA, c0 + d));
+                }
             }
         }
         while (c1 < want1) {  // add column c1 + 1
             ++c1;
-            apply<true, Two>(A, col(K::kV, c1, ra), la, B, col(K::kV, c1, rb), lb, t);
+            apply<true, Two>(A, col(kV, c1, ra), la, B, col(kV, c1, rb), lb, dmlnm);
+            A.lin.add(lin(A, kV, c1));
+            if (Two) B.lin.add(lin(B, kV, c1));
             if (c1 - d >= c0) {
-                apply<true, Two>(A, col(K::kH, c1 - d, ra), na, B, col(K::kH, c1 - d, rb), nb, t);
-                apply<true, Two>(A, col(K::kD, c1 - d, ra), la, B, col(K::kD, c1 - d, rb), lb, t);
-                apply<true, Two>(A, col(K::kA, c1, ra), la, B, col(K::kA, c1, rb), lb, t);
+                apply<true, Two>(A, col(kH, c1 - d, ra), na, B, col(kH, c1 - d, rb), nb, dmlnm);
+                apply<true, Two>(A, col(kD, c1 - d, ra), la, B, col(kD, c1 - d, rb), lb, dmlnm);
+                apply<true, Two>(A, col(kA, c1, ra), la, B, col(kA, c1, rb), lb, dmlnm);
+                A.lin.add(lin(A, kH, c1 - d));
+                A.lin.add(lin(A, kD, c1 - d));
+                A.lin.add(lin(A, kA, c1));
+                if (Two) {
+                    B.lin.add(lin(B, kH, c1 - d));
+                    B.lin.add(lin(B, kD, c1 - d));
+                    B.lin.add(lin(B, kA, c1));
+                }
             }
         }
-        emit(A.s, t, orow + x, plane);
-        if (Two) emit(B.s, t, orow + g.width + x, plane);
+        emit(A.lin, A.s, t, orow + x, plane);
+        if (Two) emit(B.lin, B.s, t, orow + g.width + x, plane);
     }
 }
 
 // Features of output rows [y_begin, y_end) (raster coordinates) of the region, two rows at a time.
-// Each row starts from an empty window, so rows are independent and threads share nothing.
+// Each row pair starts from empty windows, so rows are independent and threads share nothing.
 void compute_rows(const Raster& ras, const Region& g, const Params& p, const Pixels& px,
                   const Tables& t, std::int64_t vmax, std::ptrdiff_t y_begin, std::ptrdiff_t y_end,
                   float* out) {
-    const std::ptrdiff_t h = p.window / 2;
+    const std::ptrdiff_t h = p.window / 2, d = p.distance;
     // Pixels any window of these output rows can reach.
     const std::ptrdiff_t col_a = std::max<std::ptrdiff_t>(0, g.col_off - h);
     const std::ptrdiff_t col_b = std::min<std::ptrdiff_t>(ras.cols, g.col_off + g.width + h);
     const std::ptrdiff_t row_b = std::min<std::ptrdiff_t>(ras.rows, y_end + h);
     // The ring keeps W + 1 rows: the windows of two consecutive output rows.
     PairCodes codes(px, p.window + 1, p.distance, p.nodata, col_a, col_b, row_b);
-    WindowState A(vmax), B(vmax);
+    WindowState A(vmax, col_b - col_a), B(vmax, col_b - col_a);
+    const std::int64_t* hom = t.hom.data();
     std::ptrdiff_t next_row = std::max<std::ptrdiff_t>(0, y_begin - h);
     for (std::ptrdiff_t y = y_begin; y < y_end; y += 2) {
         const bool two = y + 1 < y_end;
+        const AnchorRows ar(y, h, d, ras.rows), br(y + 1, h, d, ras.rows);
+        // Column sums follow the windows' rows: drop leaving rows while the ring still has them,
+        // load the new rows, then add the entering ones.
+        for (int k = 0; k < kKinds; ++k) {
+            A.cs[k].shrink(codes, k, ar.r0, ar.r0 + ar.count(k), hom);
+            if (two) B.cs[k].shrink(codes, k, br.r0, br.r0 + br.count(k), hom);
+        }
         const std::ptrdiff_t last = std::min<std::ptrdiff_t>(ras.rows - 1, y + h + (two ? 1 : 0));
         for (; next_row <= last; ++next_row) codes.load_row(next_row);
+        for (int k = 0; k < kKinds; ++k) {
+            A.cs[k].grow(codes, k, ar.r0, ar.r0 + ar.count(k), hom);
+            if (two) B.cs[k].grow(codes, k, br.r0, br.r0 + br.count(k), hom);
+        }
         if (two) {
-            slide_rows<true>(ras, g, p, t, codes, col_a, y, A, B, out);
+            slide_rows<true>(g, p, ras.cols, t, codes, col_a, y, A, B, ar, br, out);
         } else {
-            slide_rows<false>(ras, g, p, t, codes, col_a, y, A, B, out);
+            slide_rows<false>(g, p, ras.cols, t, codes, col_a, y, A, B, ar, br, out);
         }
     }
 }
