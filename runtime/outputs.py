@@ -106,15 +106,19 @@ class OutputSet:
         }
         self._temps: list[Path] = []
         self.tmp: dict[str, Path] = {k: self._temp(v.name) for k, v in self.final.items()}
-        self.stage = {"prob": self._temp(f"{prefix}_prob.stage.tif"), "mask": self._temp(f"{prefix}_mask.stage.tif")}
+        self.stage = {"prob": self._temp(f"{prefix}_prob.stage.tif"), "mask": self._temp(f"{prefix}_mask.stage.tif"),
+                      "mines": self._temp(f"{prefix}_mines.stage.tif")}
         profile = {
             "driver": "GTiff", "dtype": "uint8", "count": 1, "width": width, "height": height,
             "crs": crs, "transform": transform, "nodata": NODATA, "tiled": True,
             "blockxsize": 256, "blockysize": 256, "compress": "deflate", "BIGTIFF": "IF_SAFER",
         }
         self.tags = tags or {}
+        # "mines" (1 = mine, 0 = anything else, no nodata) only feeds the polygonizer, so that
+        # nodata areas are not traced into polygons that would then be thrown away.
+        profiles = {"prob": profile, "mask": profile, "mines": {**profile, "nodata": None, "nbits": 1}}
         try:
-            self._ds = {k: rasterio.open(p, "w", **profile) for k, p in self.stage.items()}
+            self._ds = {k: rasterio.open(p, "w", **profiles[k]) for k, p in self.stage.items()}
         except (rasterio.errors.RasterioIOError, OSError) as exc:
             self.abort()
             raise OutputError(f"cannot write into {self.out_dir} ({exc}); choose another --out") from exc
@@ -131,20 +135,24 @@ class OutputSet:
         """Write one window of both rasters (called from the writer thread only)."""
         self._ds["prob"].write(prob_u8, 1, window=window)
         self._ds["mask"].write(mask_u8, 1, window=window)
+        self._ds["mines"].write((mask_u8 == 1).view(np.uint8), 1, window=window)
 
-    def close_stage(self) -> None:
-        """Close the staging GeoTIFFs (idempotent)."""
-        for k, ds in list(getattr(self, "_ds", {}).items()):
-            if not ds.closed:
-                ds.close()
-            self._ds.pop(k)
+    def _close_one(self, key: str) -> None:
+        ds = getattr(self, "_ds", {}).pop(key, None)
+        if ds is not None and not ds.closed:
+            ds.close()
+
+    def close_stage(self, keys: tuple[str, ...] = ("prob", "mask", "mines")) -> None:
+        """Close staging GeoTIFFs (idempotent)."""
+        for k in keys:
+            self._close_one(k)
 
     def finish_rasters(self) -> None:
         """Turn the staging rasters into COGs under their temporary final names."""
         from rio_cogeo.cogeo import cog_translate
         from rio_cogeo.profiles import cog_profiles
 
-        self.close_stage()
+        self.close_stage(("prob", "mask"))
         resampling = {"prob": "average", "mask": "nearest"}
         for k in ("prob", "mask"):
             try:
@@ -156,9 +164,14 @@ class OutputSet:
             except Exception as exc:  # noqa: BLE001 - GDAL/rio-cogeo raise various types
                 raise OutputError(f"cannot write the COG {self.final[k]} ({exc}); check free disk space") from exc
             self.stage[k].unlink(missing_ok=True)
+        self._close_one("mines")
 
     def write_mines(self, mask_path: Path | None = None, *, min_area_ha: float = 0.0) -> dict[str, Any]:
-        """Polygonise the mask into ``*_mines.geojson`` (temporary name); return counts.
+        """Polygonise the mine pixels into ``*_mines.geojson`` (temporary name); return counts.
+
+        Args:
+            mask_path: a raster where 1 = mine (default: the run's staged 1-bit mine raster).
+            min_area_ha: polygons below this geodesic area are left out.
 
         Returns:
             ``{"polygons": n_kept, "dropped_below_mmu": n, "area_ha": sum of kept areas}``.
@@ -166,7 +179,7 @@ class OutputSet:
         from rasterio.features import shapes
         from rasterio.warp import transform_geom
 
-        mask_path = mask_path or self.tmp["mask"]
+        mask_path = mask_path or self.stage["mines"]
         kept = dropped = 0
         total = 0.0
         with rasterio.open(mask_path) as ds, open(self.tmp["mines"], "w", encoding="utf-8") as f:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 
 from .aoi import Aoi, read_aois
 from .areas import mask_areas_ha, pixel_areas_ha
@@ -60,6 +61,28 @@ GPU_RESERVED_BYTES = 1 << 30
 #: CPU batch: ONNX Runtime CPU throughput is flat beyond a few tiles; small batches keep RSS low.
 CPU_BATCH = 4
 MAX_BATCH = 64
+#: GDAL block cache for a run, in MB (GDAL's default is 5 % of RAM).
+GDAL_CACHE_MB = 256
+
+
+def aligned_block(block: int, tile: int, overlap: int) -> int:
+    """The block core size nearest to ``block`` whose read window is tiled without waste.
+
+    A read window of ``core + 2 * overlap`` pixels is covered exactly by tiles when it equals
+    ``tile + k * (tile - overlap)``; otherwise the last tile is pulled back and overlaps its
+    neighbour by more than needed. E.g. block 1024, tile 256, overlap 32 -> core 1088 (read 1152,
+    5 tiles) instead of core 1024 (read 1088, also 5 tiles).
+
+    Example:
+        >>> aligned_block(1024, 256, 32), aligned_block(2048, 512, 32)
+        (1088, 1888)
+    """
+    stride = tile - overlap
+    k = max(0, (block + 2 * overlap - tile) // stride)
+    lo = tile + k * stride - 2 * overlap
+    hi = lo + stride
+    core = hi if (hi - block) < (block - lo) else lo  # the nearer one (memory moves by < 1 stride)
+    return max(core, 32)
 
 
 def auto_batch_size(tile: int, *, on_gpu: bool, gpu_mem_gb: float, tiles_per_block: int) -> tuple[int, str]:
@@ -80,8 +103,9 @@ def auto_batch_size(tile: int, *, on_gpu: bool, gpu_mem_gb: float, tiles_per_blo
         why = (f"GPU budget {gpu_mem_gb:.1f} GiB - 1 GiB reserved at ~{per_tile / 1e6:.0f} MB per "
                f"{tile} px tile fits {fit} tiles (capped at {MAX_BATCH})")
     else:
-        n = CPU_BATCH
-        why = f"CPU backend: fixed batch {CPU_BATCH}"
+        # 4 tiles of 256 px (0.26 Mpx) per call; fewer for larger tiles to keep RSS low.
+        n = max(1, int(CPU_BATCH * (256 / tile) ** 2))
+        why = f"CPU backend: {n} tile(s) of {tile} px per call (~0.26 Mpx)"
     if tiles_per_block < n:
         n = max(1, tiles_per_block)
         why += f", limited to the {tiles_per_block} tiles of a block"
@@ -246,6 +270,19 @@ def run_scene(
         OutputError: the output folder cannot be written.
         BackendError: the requested backend cannot run.
     """
+    # GDAL's block cache defaults to 5 % of RAM; cap it so the scene reader, the staging
+    # rasters and the COG step stay within the block-bounded memory budget.
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        return _run_scene(scene, bundle, out_dir, s1=s1, aoi=aoi, aoi_name_field=aoi_name_field,
+                          backend=backend, tile=tile, overlap=overlap, batch_size=batch_size,
+                          gpu_mem_gb=gpu_mem_gb, threshold=threshold, min_area_ha=min_area_ha,
+                          prefix=prefix, progress=progress, block=block, threads=threads)
+
+
+def _run_scene(scene: Any, bundle: Any, out_dir: Any, *, s1: Any, aoi: Any, aoi_name_field: str | None,
+               backend: str, tile: int | None, overlap: int | None, batch_size: int | str, gpu_mem_gb: float,
+               threshold: float | None, min_area_ha: float, prefix: str | None, progress: bool, block: int,
+               threads: int | None) -> dict[str, Any]:
     t_start = time.perf_counter()
     timer = _Timer()
     if not isinstance(bundle, Bundle):
@@ -275,6 +312,7 @@ def run_scene(
         if prefix is None:
             prefix = Path(str(scene_path)).stem if scene_path else "scene"
         H, W = int(source.height), int(source.width)
+        block = aligned_block(block, tile, overlap)
         blocks = list(block_grid(H, W, block=block, halo=overlap, tile=tile))
         tiles_per = [len(tiles_in(max(int(b.read.height), tile), max(int(b.read.width), tile), tile, overlap))
                      for b in blocks]

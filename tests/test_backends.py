@@ -93,8 +93,9 @@ def test_auto_batch_size():
     assert n2 == int((2 * 2**30 - 2**30) // (512 * 512 * 600))  # memory bound, not the cap
     assert auto_batch_size(512, on_gpu=True, gpu_mem_gb=1.0, tiles_per_block=100)[0] == 1
     assert auto_batch_size(256, on_gpu=False, gpu_mem_gb=6.0, tiles_per_block=100)[0] == 4
+    assert auto_batch_size(512, on_gpu=False, gpu_mem_gb=6.0, tiles_per_block=100)[0] == 1
     assert auto_batch_size(256, on_gpu=False, gpu_mem_gb=6.0, tiles_per_block=2) == (
-        2, "CPU backend: fixed batch 4, limited to the 2 tiles of a block")
+        2, "CPU backend: 4 tile(s) of 256 px per call (~0.26 Mpx), limited to the 2 tiles of a block")
 
 
 # -- TensorRT manifest logic (pure Python; runs without tensorrt) -----------------------------

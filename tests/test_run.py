@@ -21,7 +21,8 @@ from coalmine.runtime.errors import (
     UsageError,
 )
 from coalmine.runtime.outputs import mask_level
-from coalmine.runtime.run import run_scene
+from coalmine.runtime.run import aligned_block, run_scene
+from coalmine.runtime.tiling import tile_origins
 from factories import DEFAULT_TRANSFORM, StackSource, box, make_stack, make_tiny_bundle, write_stack
 from rasterio.crs import CRS
 from rasterio.warp import transform_geom
@@ -323,3 +324,31 @@ def test_real_unet_resnet34_end_to_end(tmp_path):
     prob, _, _ = read1(tmp_path / "o" / "u_prob.tif")
     assert prob.shape == (80, 100) and (prob[:5, :5] == 255).all() and (prob[5:] <= 250).all()
     assert s["tiling"]["tiles"] == 4
+
+
+def test_raw_inputs_equal_the_prepared_stack(tmp_path):
+    # Raw Sentinel-2 + Sentinel-1 preprocessed block by block inside coal-run give the same
+    # maps as the stack coal-prepare writes from the same inputs.
+    from coalmine.runtime.preprocess import prepare_scene
+    from coalmine.train.synth import make_scene
+
+    sc = make_scene(tmp_path / "synth", 2019, seed=11, size=128)
+    bundle = make_tiny_bundle(tmp_path / "b", kind="conv", seed=2, tile=64, overlap=16)
+    stack = prepare_scene(sc.s2_dir, sc.s1_path, tmp_path / "stack.tif", bundle.preprocessing, progress=False)
+    a = run_scene(sc.s2_dir, bundle, tmp_path / "raw", s1=sc.s1_path, tile=64, block=64, progress=False,
+                  prefix="x")
+    b = run_scene(stack, bundle, tmp_path / "stk", tile=64, block=64, progress=False, prefix="x")
+    pa, prof_a, _ = read1(tmp_path / "raw" / "x_prob.tif")
+    pb, prof_b, _ = read1(tmp_path / "stk" / "x_prob.tif")
+    assert prof_a["transform"] == prof_b["transform"] == sc.transform
+    assert (pa != pb).mean() < 0.001 and np.abs(pa.astype(int) - pb).max() <= 1
+    assert a["nodata_share"] == b["nodata_share"]
+    assert a["s1"] == str(sc.s1_path)
+
+
+@pytest.mark.parametrize("block,tile,overlap", [(1024, 256, 32), (2048, 512, 64), (96, 64, 16), (700, 128, 0)])
+def test_aligned_block_reads_are_tiled_without_pulled_back_tiles(block, tile, overlap):
+    core = aligned_block(block, tile, overlap)
+    assert abs(core - block) <= (tile - overlap) / 2 + 1
+    starts = tile_origins(core + 2 * overlap, tile, overlap)
+    assert np.all(np.diff(starts) == tile - overlap)  # the last tile is not pulled back
