@@ -168,6 +168,15 @@ def read_onto_grid(
         return out
     if resampling == Resampling.bilinear and (st is None or scrs != grid.crs):
         return _bilinear_other_crs(src, src_win, st, gcps, scrs, grid, window)
+    if resampling == Resampling.bilinear and _axis_aligned(st) and _axis_aligned(grid.transform):
+        # Same CRS, other pixel size/origin (the 20 m bands, S1 on a shifted grid): separable
+        # bilinear from each pixel's global row/col, several times faster than GDAL's warper.
+        T = grid.transform
+        cols = np.arange(window.col_off, window.col_off + w, dtype=np.float64) + 0.5
+        rows = np.arange(window.row_off, window.row_off + h, dtype=np.float64) + 0.5
+        qc = (T.c + T.a * cols - st.c) / st.a - 0.5 - c0
+        qr = (T.f + T.e * rows - st.f) / st.e - 0.5 - r0
+        return _bilinear_separable(src, qr, qc)
     kw: dict[str, object] = {}
     if st is None:
         kw["gcps"] = [
@@ -257,23 +266,74 @@ def _bilinear_other_crs(src: np.ndarray, src_win: Window, st: Affine | None,
 
     qc = lerp(scol) - src_win.col_off
     qr = lerp(srow) - src_win.row_off
-    out = np.full((h, w), np.nan, dtype=np.float32)
+    return _bilinear(src, qr, qc)
+
+
+def _axis_aligned(t: Affine | None) -> bool:
+    return t is not None and t.b == 0 and t.d == 0
+
+
+def _bilinear_separable(src: np.ndarray, qr: np.ndarray, qc: np.ndarray) -> np.ndarray:
+    """Bilinear sampling at rows ``qr`` (h,) x columns ``qc`` (w,) (pixel-centre coordinates).
+
+    Same rule as :func:`_bilinear` (NaN and outside neighbours get no weight, the others are
+    renormalised), computed rows first, then columns, in float32: a few passes over the data.
+    The arithmetic for a pixel depends only on its source neighbours and its global position,
+    so any window gives the same value.
+    """
     sh, sw = src.shape
+    good = np.isfinite(src)
+    v = np.where(good, src, np.float32(0.0)).astype(np.float32, copy=False)
+    g = good.astype(np.float32)
+
+    def axis_weights(q: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        i0 = np.floor(q).astype(np.int64)
+        t = (q - i0).astype(np.float32)
+        w0 = np.where((i0 >= 0) & (i0 < n), np.float32(1.0) - t, np.float32(0.0))
+        w1 = np.where((i0 + 1 >= 0) & (i0 + 1 < n), t, np.float32(0.0))
+        return np.clip(i0, 0, n - 1), np.clip(i0 + 1, 0, n - 1), w0, w1
+
+    r0, r1, wr0, wr1 = axis_weights(qr, sh)
+    c0, c1, wc0, wc1 = axis_weights(qc, sw)
+    wr0, wr1 = wr0[:, None], wr1[:, None]
+    vr = v.take(r0, axis=0) * wr0 + v.take(r1, axis=0) * wr1
+    gr = g.take(r0, axis=0) * wr0 + g.take(r1, axis=0) * wr1
+    num = vr.take(c0, axis=1) * wc0 + vr.take(c1, axis=1) * wc1
+    den = gr.take(c0, axis=1) * wc0 + gr.take(c1, axis=1) * wc1
+    inside = ((qr >= -0.5) & (qr <= sh - 0.5))[:, None] & ((qc >= -0.5) & (qc <= sw - 0.5))[None, :]
+    out = np.full(num.shape, np.nan, dtype=np.float32)
+    has = inside & (den > 0)
+    np.divide(num, den, out=out, where=has)
+    return out
+
+
+def _bilinear(src: np.ndarray, qr: np.ndarray, qc: np.ndarray) -> np.ndarray:
+    """Sample ``src`` bilinearly at pixel-centre coordinates (``qr``, ``qc``), float32 result.
+
+    ``qr``/``qc`` are (h, w) arrays, or (h, 1) and (1, w) for a separable (axis-aligned) mapping.
+    Neighbours that are NaN or outside ``src`` get no weight; the others' weights are
+    renormalised; a point outside the source (by more than half a pixel) is NaN.
+    """
+    sh, sw = src.shape
+    sep = qr.shape[1] == 1 and qc.shape[0] == 1
     inside = (qr >= -0.5) & (qr <= sh - 0.5) & (qc >= -0.5) & (qc <= sw - 0.5)
     i0 = np.floor(qr).astype(np.int64)
     j0 = np.floor(qc).astype(np.int64)
     ty, tx = qr - i0, qc - j0
-    num = np.zeros((h, w), dtype=np.float64)
-    den = np.zeros((h, w), dtype=np.float64)
+    shape = np.broadcast_shapes(qr.shape, qc.shape)
+    num = np.zeros(shape, dtype=np.float64)
+    den = np.zeros(shape, dtype=np.float64)
     for di, wy in ((0, 1 - ty), (1, ty)):
         for dj, wx in ((0, 1 - tx), (1, tx)):
             ii, jj = i0 + di, j0 + dj
             ok = inside & (ii >= 0) & (ii < sh) & (jj >= 0) & (jj < sw)
-            v = np.where(ok, src[np.clip(ii, 0, sh - 1), np.clip(jj, 0, sw - 1)], np.nan)
-            good = np.isfinite(v)
+            ic, jc = np.clip(ii, 0, sh - 1), np.clip(jj, 0, sw - 1)
+            v = src.take(ic[:, 0], axis=0).take(jc[0], axis=1) if sep else src[ic, jc]
+            good = ok & np.isfinite(v)
             wgt = np.where(good, wy * wx, 0.0)
             num += np.where(good, v, 0.0) * wgt
             den += wgt
+    out = np.full(shape, np.nan, dtype=np.float32)
     has = inside & (den > 0)
     out[has] = (num[has] / den[has]).astype(np.float32)
     return out

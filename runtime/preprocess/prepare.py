@@ -79,6 +79,9 @@ def stack_profile(src: Any, compress: str | None = None) -> dict[str, Any]:
         "blockxsize": TILE,
         "blockysize": TILE,
         "compress": compress or _compression(),
+        # level 1: several times faster than the default 9 for a few % larger files
+        "zstd_level": 1,
+        "zlevel": 1,
         "predictor": 3,
         "interleave": "pixel",
         "BIGTIFF": "IF_SAFER",

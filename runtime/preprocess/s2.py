@@ -371,7 +371,7 @@ class S2Reader:
             refl = (dn + np.float32(self.offset.offsets[b])) / np.float32(self.offset.scale)
             np.maximum(refl, 0.0, out=refl)  # NaN stays NaN
             out[i] = refl
-        out[:, np.isnan(out).any(axis=0)] = np.nan
+        np.copyto(out, np.float32(np.nan), where=np.isnan(out.sum(axis=0))[None])
         return out
 
     def scl_invalid(self, scl: BandRef | None, window: Window) -> np.ndarray:

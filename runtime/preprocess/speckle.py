@@ -25,11 +25,11 @@ def box_sum(a: np.ndarray, size: int) -> np.ndarray:
     """Sum over a ``size x size`` window centred on each pixel (clipped at the edges).
 
     Args:
-        a: 2-D float64 array without NaN.
+        a: 2-D float array without NaN.
         size: odd window size >= 1.
 
     Returns:
-        float64 array of the same shape.
+        array of the same shape and dtype.
     """
     r = size // 2
     h, w = a.shape
@@ -76,23 +76,26 @@ def lee_filter(power: np.ndarray, window: int = 5, enl: float = DEFAULT_ENL) -> 
         raise ValueError(f"the speckle window must be an odd number >= 1, got {window}")
     if not enl > 0:
         raise ValueError(f"ENL must be > 0, got {enl}")
-    x = power.astype(np.float64)
-    valid = np.isfinite(x)
     if window == 1:
         return power.astype(np.float32, copy=True)
-    x0 = np.where(valid, x, 0.0)
-    n = box_sum(valid.astype(np.float64), window)
+    # float32 is enough: sigma0 spans a few decades and a window holds at most a few hundred
+    # values; the variance is clipped at 0 against rounding.
+    x = power.astype(np.float32, copy=False)
+    valid = np.isfinite(x)
+    x0 = np.where(valid, x, np.float32(0.0))
+    n = box_sum(valid.astype(np.float32), window)
     s1 = box_sum(x0, window)
     s2 = box_sum(x0 * x0, window)
     with np.errstate(invalid="ignore", divide="ignore"):
-        m = s1 / n
-        v = np.maximum(s2 / n - m * m, 0.0)
-        cu2 = 1.0 / enl
-        vx = (v - m * m * cu2) / (1.0 + cu2)
-        k = np.clip(np.where(v > 0, vx / v, 0.0), 0.0, 1.0)
+        inv_n = np.float32(1.0) / n
+        m = s1 * inv_n
+        v = np.maximum(s2 * inv_n - m * m, np.float32(0.0))
+        cu2 = np.float32(1.0 / enl)
+        vx = (v - m * m * cu2) / (np.float32(1.0) + cu2)
+        k = np.clip(np.where(v > 0, vx / v, np.float32(0.0)), 0.0, 1.0).astype(np.float32)
     out = m + k * (x0 - m)
     out[~valid] = np.nan
-    return out.astype(np.float32)
+    return out.astype(np.float32, copy=False)
 
 
 def power_to_db(power: np.ndarray) -> np.ndarray:

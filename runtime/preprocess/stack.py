@@ -259,8 +259,9 @@ class RawSource(SceneSource):
                                             nodata=self._texture.NODATA,
                                             threads=self.glcm_threads)
         t = T.add("glcm", t)
-        bad = s2_bad | ~np.isfinite(out).all(axis=0)
-        out[:, bad] = np.nan
+        # any band NaN (or inf) -> the sum is not finite: one pass instead of 23 isfinite maps
+        bad = s2_bad | ~np.isfinite(out.sum(axis=0, dtype=np.float32))
+        np.copyto(out, np.float32(np.nan), where=bad[None])
         T.add("mask", t)
         return out
 
