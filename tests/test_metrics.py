@@ -89,3 +89,18 @@ def test_bad_matrix_refused() -> None:
 def test_prediction_out_of_range_refused() -> None:
     with pytest.raises(InputError, match=r"predicted classes must lie in 0\.\.1"):
         confusion_matrix(np.array([2, 0]), np.array([1, 0]))
+
+
+def test_table_layout_of_the_study() -> None:
+    from coalmine.train.report import format_report
+
+    text = format_report(accuracy_report(np.array([[TN, FN], [FP, TP]])), "Table 2")
+    lines = text.splitlines()
+    assert lines[0] == "Table 2"
+    assert lines[1].split()[:5] == ["map", "/", "reference", "mine", "(coal)"]
+    # mine row: correct, false mine, row total, user's accuracy
+    assert lines[2].split() == ["mine", "(coal)", "4,190", "326", "4,516", "92.8", "%"]
+    assert lines[3].split() == ["no", "mine", "378", "21,786", "22,164", "98.3", "%"]
+    assert lines[4].split() == ["total", "4,568", "22,112", "26,680"]
+    assert lines[5].split() == ["producer", "acc.", "91.7", "%", "98.5", "%"]
+    assert "overall accuracy 97.4 %" in lines[6] and "kappa 0.907" in lines[6]
