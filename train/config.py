@@ -109,7 +109,7 @@ class TrainConfig:
     #: Recommended overlap for inference tiles, stored in the bundle.
     overlap: int = 32
     #: Validation tiles saved raw in the bundle for export parity/calibration (at most).
-    max_val_tiles: int = 64
+    max_val_tiles: int = 32
     #: Patch cache folder (None: <out>.work/cache beside the output).
     cache_dir: Path | None = None
 

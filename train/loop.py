@@ -307,6 +307,7 @@ def fit(
     device = resolve_device(cfg.device)
     cuda = device.type == "cuda"
     amp = bool(cfg.amp and cuda)
+    det_before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     if not cuda:
         torch.use_deterministic_algorithms(True, warn_only=True)
     else:
@@ -431,6 +432,7 @@ def fit(
                 break
     finally:
         bar.close()
+        torch.use_deterministic_algorithms(det_before[0], warn_only=det_before[1])
     run_s = time.perf_counter() - t_run
     return FitResult(
         state_dict=best["state"],
