@@ -27,16 +27,29 @@ from .options import CONTEXT_SETTINGS, handle_errors, quiet_opt, setup_logging, 
 PROG = "coal-monitor"
 
 
+def quiet_runner_logs(verbose: int) -> None:
+    """Keep coal-run's per-scene details (backend choice, paths) for -v: the monitor logs one
+    line per scene itself, which is what a timer's journal should show."""
+    import logging
+
+    if not verbose:
+        logging.getLogger("coalmine.runtime.run").setLevel(logging.WARNING)
+
+
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("config", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--retry-failed", is_flag=True, default=False,
               help="Retry failed scenes even when they used up max_attempts.")
 @click.option("--dry-run", is_flag=True, default=False,
               help="Only list what would be processed and why; write no outputs.")
+@click.option("--scheduler", metavar="ADDRESS", default=None,
+              help="Run the scenes as Dask tasks: a scheduler address (tcp://HOST:8786), a scheduler "
+                   "JSON file, or local:N for N local worker processes. Default: [cluster] scheduler "
+                   "in CONFIG, else one scene at a time in this process.")
 @verbose_opt
 @quiet_opt
 @handle_errors(PROG)
-def main(config: str, retry_failed: bool, dry_run: bool, verbose: int, quiet: bool) -> None:
+def main(config: str, retry_failed: bool, dry_run: bool, scheduler: str | None, verbose: int, quiet: bool) -> None:
     """Monitor mined area over the scenes listed in CONFIG (a TOML file).
 
     Processes only scenes that are new or changed since the last run (the SQLite ledger in
@@ -45,10 +58,13 @@ def main(config: str, retry_failed: bool, dry_run: bool, verbose: int, quiet: bo
     or input failed, 2 bad configuration, 75 another run holds the lock.
     """
     setup_logging(verbose, quiet)
+    quiet_runner_logs(verbose)
     from ..monitor import load_config, run_monitor
+    from ..monitor.cluster import open_executor
 
     cfg = load_config(config)
-    summary = run_monitor(cfg, retry_failed=retry_failed, dry_run=dry_run)
+    with open_executor(cfg, scheduler, dry_run=dry_run) as executor:
+        summary = run_monitor(cfg, retry_failed=retry_failed, dry_run=dry_run, executor=executor)
     if dry_run:
         todo = sum(v for k, v in summary.reasons.items() if k not in ("unchanged", "failed earlier"))
         click.echo(f"{PROG}: dry run: {todo} scene(s) to process, {summary.unchanged} unchanged", err=True)
