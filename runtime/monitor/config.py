@@ -30,6 +30,9 @@ Example ``monitor.toml``::
     s1_folder = "incoming/s1"          # optional pairing with the nearest Sentinel-1 date
     s1_glob = "S1*_VV.tif"
     s1_max_days = 12
+
+    [cluster]                          # optional: scenes as Dask tasks (see cluster.py)
+    scheduler = "tcp://10.0.0.5:8786"  # or "local:4", or a scheduler JSON file
 """
 
 from __future__ import annotations
@@ -63,9 +66,18 @@ RUN_OPTIONS: dict[str, tuple[type, ...]] = {
     "min_area_ha": (int, float),
 }
 
+#: Options of ``[cluster]`` (issue 8: scenes as Dask tasks, see ``cluster.py``) and their types.
+CLUSTER_OPTIONS: dict[str, tuple[type, ...]] = {
+    "scheduler": (str,),
+    "retries": (int,),
+    "max_in_flight": (int,),
+    "gpu": (bool, str),
+    "connect_timeout": (int, float),
+}
+
 _TOP_KEYS = {
     "title", "bundle", "aois", "aoi_name_field", "output", "ledger", "yearly_rule",
-    "max_attempts", "run", "scenes", "search",
+    "max_attempts", "run", "scenes", "search", "cluster",
 }
 _SCENE_KEYS = {"path", "date", "s1"}
 _SEARCH_KEYS = {
@@ -134,6 +146,8 @@ class MonitorConfig:
     run: dict[str, Any] = field(default_factory=dict)
     scenes: tuple[SceneSpec, ...] = ()
     searches: tuple[SearchSpec, ...] = ()
+    #: ``[cluster]`` settings (validated types; ranges checked by ``cluster.DaskExecutor``).
+    cluster: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ledger_path(self) -> Path:
@@ -196,6 +210,15 @@ def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
             want = " or ".join(t.__name__ for t in RUN_OPTIONS[k])
             raise ConfigError(f"{src}: run.{k} must be {want}, got {v!r}")
 
+    cluster = raw.get("cluster", {})
+    if not isinstance(cluster, dict):
+        raise ConfigError(f"{src}: 'cluster' must be a table ([cluster]), got {type(cluster).__name__}")
+    _refuse_unknown(cluster, set(CLUSTER_OPTIONS), src, "cluster.")
+    for k, v in cluster.items():
+        if (isinstance(v, bool) and bool not in CLUSTER_OPTIONS[k]) or not isinstance(v, CLUSTER_OPTIONS[k]):
+            want = " or ".join(t.__name__ for t in CLUSTER_OPTIONS[k])
+            raise ConfigError(f"{src}: cluster.{k} must be {want}, got {v!r}")
+
     scenes = tuple(_scene(i, s, base, src) for i, s in enumerate(_tables(raw, "scenes", src)))
     searches = tuple(_search(i, s, base, src) for i, s in enumerate(_tables(raw, "search", src)))
     if not scenes and not searches:
@@ -217,6 +240,7 @@ def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
         run=dict(run),
         scenes=scenes,
         searches=searches,
+        cluster=dict(cluster),
     )
 
 
