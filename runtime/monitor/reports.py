@@ -279,6 +279,7 @@ th,td{border-bottom:1px solid #e3e0da;padding:5px 8px;text-align:right}
 th{background:#efebe4;font-weight:600}
 th:first-child,td:first-child{text-align:left}
 tr.total td{font-weight:600;border-top:2px solid #bbb}
+td small{color:inherit;opacity:.85}
 td.failed{color:#b2182b;font-weight:600}td.done{color:#1a7837}
 img.chart{max-width:100%;display:block;margin:6px 0}
 .maps{display:flex;flex-wrap:wrap;gap:12px}
@@ -380,19 +381,20 @@ def render_html(
     if changes:
         parts.append("<h2>Year-over-year change</h2>")
         pairs = list(zip(years, years[1:], strict=False))
-        head = "".join(f"<th>{a}→{b} (ha)</th><th>{a}→{b} (%)</th>" for a, b in pairs)
+        areas = [*names, TOTAL]
+        head = "".join(f"<th>{e(n)}</th>" for n in areas)
         by = {(c["area"], c["from_year"]): c for c in changes}
         rows = []
-        for n in [*names, TOTAL]:
+        for a, b in pairs:
             cells = []
-            for a, _b in pairs:
+            for n in areas:
                 c = by[(n, a)]
                 cls = "up" if c["change_ha"] > 0 else "down" if c["change_ha"] < 0 else ""
-                cells.append(f'<td class="{cls}">{c["change_ha"]:+,.1f}</td><td class="{cls}">{_fmt_pct(c["change_pct"])}</td>')
-            tr = ' class="total"' if n == TOTAL else ""
-            rows.append(f"<tr{tr}><td>{e(n)}</td>{''.join(cells)}</tr>")
-        parts.append(f"<table><thead><tr><th>Area</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
-        parts.append('<p class="note">Percentages are relative to the earlier year; “–” where it had no mined area.</p>')
+                cells.append(f'<td class="{cls}">{c["change_ha"]:+,.1f} ha<br><small>{_fmt_pct(c["change_pct"])}</small></td>')
+            rows.append(f"<tr><td>{a} → {b}</td>{''.join(cells)}</tr>")
+        parts.append(f"<table><thead><tr><th>Years</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+        parts.append('<p class="note">Change in hectares and, below it, in percent of the earlier year '
+                     "(“–” where the earlier year had no mined area). Red: more mined land, green: less.</p>")
 
     if change_maps:
         parts.append("<h2>Where the change happened</h2>")
