@@ -39,7 +39,7 @@ from coalmine.runtime.errors import BackendError, BundleError, OutputError, Usag
 from . import engine as _engine
 from .fp16 import convert_fp16
 from .int8 import quantize_int8
-from .onnx_export import export_onnx, other_shape_batch
+from .onnx_export import SOURCE_KEY, export_onnx, other_shape_batch, read_metadata, sha256_of
 from .parity import (
     FP16_TOLERANCES,
     FP32_TOLERANCES,
@@ -141,6 +141,11 @@ def load_val_tiles(bundle: Bundle, max_tiles: int = MAX_GATE_TILES) -> tuple[np.
         raise BundleError(f"{p}: 'x' has shape {x.shape}, expected (N, {nb}, H, W) with N ≥ 1")
     if y.shape != (x.shape[0],) + x.shape[2:]:
         raise BundleError(f"{p}: 'y' has shape {y.shape}, expected {(x.shape[0],) + x.shape[2:]}")
+    if not np.isfinite(x).all(axis=1).any():
+        raise BundleError(
+            f"{p}: the validation tiles contain no valid pixel (every pixel has a NaN band), so "
+            "no parity check is possible; re-create the bundle with coal-train"
+        )
     m = bundle.model.size_multiple
     h, w = (x.shape[2] // m) * m, (x.shape[3] // m) * m
     if h == 0 or w == 0:
@@ -260,6 +265,22 @@ def export_bundle(
         names["onnx_fp16"] = bundle.files["onnx_fp16"]
     if int8:
         names["onnx_int8"] = bundle.files["onnx_int8"]
+    # An FP16/INT8 file made from older weights would outlive this export and be picked up by
+    # coal-run (and by the engine build): refresh it in the same transaction.
+    model_sha = sha256_of(bundle.file("pytorch"))
+    for key in ("onnx_fp16", "onnx_int8"):
+        if key not in names and bundle.has(key):
+            try:
+                source = read_metadata(bundle.file(key)).get(SOURCE_KEY)
+            except Exception:  # noqa: BLE001 - an unreadable file is as stale as an old one
+                source = None
+            if source != model_sha:
+                log.warning(
+                    "%s was made from other weights than %s; re-creating it too",
+                    bundle.files[key], bundle.files["pytorch"],
+                )
+                names[key] = bundle.files[key]
+    fp16, int8 = "onnx_fp16" in names, "onnx_int8" in names
 
     with ExitStack() as stack:
         staged = {key: _staging(bundle, key, stack) for key in names}

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from coalmine.runtime.errors import BundleError
 
-from .onnx_export import META_PREFIX, set_metadata
+from .onnx_export import META_PREFIX, read_metadata, set_metadata
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +200,7 @@ def convert_fp16(
     set_metadata(
         converted,
         {
+            **read_metadata(src),
             f"{META_PREFIX}precision": "fp16 (fp32 inputs/outputs)",
             f"{META_PREFIX}fp32_nodes": ",".join(sorted(keep)),
         },

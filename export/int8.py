@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from coalmine.runtime.errors import BundleError
 
-from .onnx_export import META_PREFIX, set_metadata
+from .onnx_export import META_PREFIX, read_metadata, set_metadata
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def quantize_int8(
         "calibration_tiles": int(len(calib)),
         "fp32_nodes": exclude,
     }
-    set_metadata(q, {f"{META_PREFIX}precision": "int8 QDQ (fp32 inputs/outputs)"})
+    set_metadata(q, {**read_metadata(src), f"{META_PREFIX}precision": "int8 QDQ (fp32 inputs/outputs)"})
     onnx.save(q, str(dst))
     # quantize_static leaves an augmented calibration model beside its output in some versions.
     for side in dst.parent.glob("augmented_model*.onnx"):

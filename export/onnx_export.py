@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import warnings
@@ -28,12 +29,28 @@ log = logging.getLogger(__name__)
 OPSET = 17
 #: Name of the metadata key prefix in the ONNX file.
 META_PREFIX = "coalmine."
+#: Metadata key holding the SHA-256 of the model.pt an ONNX file was made from.
+SOURCE_KEY = f"{META_PREFIX}source_model_sha256"
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def bundle_metadata(bundle: Bundle) -> dict[str, str]:
-    """The bundle facts stored in the ONNX ``metadata_props`` (all values are strings)."""
+    """The bundle facts stored in the ONNX ``metadata_props`` (all values are strings).
+
+    ``coalmine.source_model_sha256`` (the SHA-256 of ``model.pt``) is carried over into the
+    FP16 and INT8 files, so an export can tell when they were made from older weights.
+    """
     return {
         f"{META_PREFIX}bundle_id": bundle.bundle_id,
+        SOURCE_KEY: sha256_of(bundle.file("pytorch")),
         f"{META_PREFIX}bands": json.dumps(list(bundle.bands)),
         f"{META_PREFIX}normalization": json.dumps(
             {"mean": list(bundle.normalization.mean), "std": list(bundle.normalization.std)}

@@ -26,7 +26,7 @@ from coalmine.export._toy import make_toy_bundle
 from coalmine.export.api import export_bundle, parse_size
 from coalmine.export.cli import main
 from coalmine.export.fp16 import FP16_MAX, HEADROOM, convert_fp16, risky_nodes
-from coalmine.export.onnx_export import export_onnx, read_metadata
+from coalmine.export.onnx_export import SOURCE_KEY, export_onnx, read_metadata
 from coalmine.export.parity import (
     FP16_TOLERANCES,
     ParityError,
@@ -150,6 +150,8 @@ def test_fp32_fp16_int8_exports_pass_parity(bundle_dir: Path, caplog: pytest.Log
     ops = {n.op_type for n in onnx.load(str(b.file("onnx_int8"))).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert res["settings"]["onnx_int8"]["weights"] == "int8 per-channel"
+    for key in ("onnx", "onnx_fp16", "onnx_int8"):  # all carry the weights' fingerprint
+        assert read_metadata(b.file(key))[SOURCE_KEY] == _sha(b.file("pytorch"))
 
     # Stale engine found, reported and said on stderr; the engine step was skipped with a reason.
     assert res["stale_engines"][0]["file"] == "old.engine"
@@ -397,12 +399,19 @@ def test_cli_help_shows_defaults() -> None:
 
 def test_cli_exports_fp32_and_says_engine_skipped(bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(export_engine, "tensorrt_status", lambda: (False, "no CUDA GPU (test)"))
+    # An FP16 file left from other weights must not outlive a re-export: it is re-created.
+    (bundle_dir / "model.fp16.onnx").write_bytes(b"fp16 from an older model.pt")
     r = CliRunner().invoke(main, [str(bundle_dir), "--json"])
     assert r.exit_code == 0, r.output
     assert "TensorRT engine skipped: no CUDA GPU (test)" in r.stderr
+    assert "model.fp16.onnx was made from other weights than model.pt; re-creating it too" in r.stderr
     data = json.loads(r.stdout)
     assert data["reports"]["onnx"]["passed"] and data["engine"]["built"] is False
-    assert (bundle_dir / "model.onnx").is_file() and not (bundle_dir / "model.fp16.onnx").exists()
+    assert data["reports"]["onnx_fp16"]["passed"]
+    assert not (bundle_dir / "model.int8.onnx").exists()
+    meta16 = read_metadata(bundle_dir / "model.fp16.onnx")
+    assert meta16[SOURCE_KEY] == _sha(bundle_dir / "model.pt")
+    assert meta16["coalmine.bundle_id"] == "toy-unet-resnet34"
 
 
 @pytest.mark.parametrize(
@@ -435,6 +444,11 @@ def test_cli_bad_bundles(bundle_dir: Path, tmp_path: Path) -> None:
     np.savez(bundle_dir / "val_tiles.npz", x=np.zeros((2, 5, 64, 64), np.float32), y=np.zeros((2, 64, 64), np.uint8))
     r = CliRunner().invoke(main, [str(bundle_dir)])
     assert r.exit_code == 1 and "'x' has shape (2, 5, 64, 64), expected (N, 23, H, W)" in r.stderr
+
+    np.savez(bundle_dir / "val_tiles.npz", x=np.full((2, 23, 64, 64), np.nan, np.float32),
+             y=np.zeros((2, 64, 64), np.uint8))
+    r = CliRunner().invoke(main, [str(bundle_dir)])
+    assert r.exit_code == 1 and "the validation tiles contain no valid pixel" in r.stderr
 
     (bundle_dir / "model.pt").unlink()
     r = CliRunner().invoke(main, [str(bundle_dir)])
