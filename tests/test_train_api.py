@@ -50,11 +50,21 @@ def series(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(series, tmp_path_factory):
+    """Trained through the CLI (CliRunner) from a TOML config: 2017-2018 train, 2019 test."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("train")
-    specs = [SceneSpec(s.s2_dir, s.label_path, s.s1_path, "test" if s.year == 2019 else "train") for s in series]
-    out = train(_cfg(specs), root / "bundle", progress=False)
-    return out
+    lines = ["tile = 64", "block_tiles = 2", "epochs = 5", "batch_size = 4", "lr = 0.002", "warmup_epochs = 1",
+             "patience = 0", 'device = "cpu"', "overlap = 16", "max_val_tiles = 8", "seed = 0"]
+    for s in series:
+        lines += ["[[scene]]", f'scene = "{s.s2_dir}"', f's1 = "{s.s1_path}"', f'labels = "{s.label_path}"']
+        if s.year == 2019:
+            lines.append('split = "test"')
+    cfg = root / "train.toml"
+    cfg.write_text("\n".join(lines) + "\n")
+    r = CliRunner().invoke(main, [str(cfg), "--out", str(root / "bundle"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == str(root / "bundle")
+    return root / "bundle"
 
 
 def test_bundle_is_complete_and_loads(trained) -> None:
@@ -122,6 +132,33 @@ def test_evaluate_whole_held_out_scene_through_the_cli(trained, series, tmp_path
 def test_evaluate_without_scenes_refused(trained) -> None:
     with pytest.raises(UsageError, match="no scene to evaluate"):
         evaluate(trained, [], progress=False)
+
+
+def test_interrupted_run_resumes_to_the_same_bundle(series, tmp_path) -> None:
+    torch.set_num_threads(1)
+    specs = [SceneSpec(s.s2_dir, s.label_path, s.s1_path) for s in series[:1]]
+    cfg = _cfg(specs, epochs=2, max_patches=10, cache_dir=tmp_path / "cache")
+    full = train(cfg, tmp_path / "full", progress=False)
+
+    class Stop(Exception):
+        pass
+
+    def stop(epoch, row):
+        if epoch == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(cfg, tmp_path / "b", progress=False, on_epoch_end=stop)
+    assert not (tmp_path / "b").exists() and (tmp_path / "b.work" / "checkpoint.pt").is_file()
+    assert not list(tmp_path.glob(".b.partial-*"))
+    resumed = train(cfg, tmp_path / "b", progress=False, resume=True)
+    a = torch.load(full / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(resumed / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ra, rb = (json.loads((p / "report.json").read_text()) for p in (full, resumed))
+    assert ra["validation"] == rb["validation"]
+    rows = [[ln.split(",")[:-1] for ln in (p / "log.csv").read_text().splitlines()] for p in (full, resumed)]
+    assert len(rows[0]) == 3 and rows[0] == rows[1]  # header + 2 epochs; all but the seconds column
 
 
 def test_output_exists_refused(trained) -> None:
