@@ -110,6 +110,19 @@ def failing_runner(scene: Any, bundle: Any, out_dir: Any, **kw: Any) -> dict[str
     return oracle_run_scene(scene, bundle, out_dir, **kw)
 
 
+def fake_scene(task: SceneTask) -> SceneResult:
+    """A stand-in for process_scene: writes a mask file, sleeps a little, returns a result."""
+    import time
+
+    out = Path(task.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "m.tif").write_bytes(b"x")
+    time.sleep(0.2)
+    return SceneResult(key=task.key, token=task.token, out_dir=str(out), outputs={"mask": "m.tif"},
+                       areas_ha={"total": 0.0, "aois": {}}, nodata_share=0.0, backend="fake", timings={},
+                       seconds=0.2)
+
+
 # -- helpers --------------------------------------------------------------------------------------
 
 
@@ -224,6 +237,28 @@ def test_failing_task_is_retried_then_recorded_failed_and_the_others_finish(tmp_
     assert rows["S2_20190715_scene.tif"] == ("failed", "S2_20190715_scene.tif: band B04 is all nodata; check the input")
     assert [st for n, (st, _) in sorted(rows.items()) if "2018" not in n and "2019" not in n] == ["done"] * 3
     assert "GPU fell off the bus" in s.report.read_text()
+
+
+@pytest.mark.parametrize("max_in_flight, bound", [(1, 1), (0, 4)])  # 0: 2 threads + 1 queued per worker
+def test_tasks_are_pulled_lazily_and_in_flight_work_is_bounded(tmp_path, address, max_in_flight, bound):
+    (tmp_path / "bundle").mkdir()
+    pulled, done, most = [], [], [0]
+
+    def tasks():
+        for i in range(8):
+            most[0] = max(most[0], len(pulled) - len(done) + 1)
+            pulled.append(i)
+            yield SceneTask(key=f"k{i}", scene=str(tmp_path / f"s{i}.tif"), date="2019-07-14",
+                            bundle=str(tmp_path / "bundle"), out_dir=str(tmp_path / "out" / "scenes" / f"s{i}"),
+                            prefix=f"s{i}", token=f"t{i}")
+
+    (tmp_path / "out").mkdir()
+    with DaskExecutor(address, max_in_flight=max_in_flight) as ex:
+        for task, res in ex.run(fake_scene, tasks()):
+            assert isinstance(res, SceneResult) and res.key == task.key
+            done.append(task.key)
+    assert sorted(done) == [f"k{i}" for i in range(8)]
+    assert most[0] == bound  # never more scenes claimed than the bound, and the bound is used
 
 
 def test_workers_that_cannot_see_the_storage_are_refused(tmp_path, address):

@@ -227,9 +227,8 @@ class DaskExecutor:
         except ValueError as exc:  # distributed's own address parser
             self.close()
             raise UsageError(f"--scheduler {a.value} is not a Dask scheduler address ({_first_line(exc)})") from exc
-        info = self.client.scheduler_info()
         log.info(
-            "Dask scheduler %s: %d worker(s)%s", self.client.scheduler.address, len(info.get("workers", {})),
+            "Dask scheduler %s: %d worker(s)%s", self.client.scheduler.address, len(_workers(self.client)),
             f", dashboard {self.client.dashboard_link}" if a.kind == "local" and self._has_dashboard() else "",
         )
         return self
@@ -266,12 +265,12 @@ class DaskExecutor:
         self.connect()
         from distributed import as_completed
 
-        workers = self.client.scheduler_info().get("workers", {})
+        workers = _workers(self.client)
         has_gpu = any(float((w.get("resources") or {}).get("GPU", 0)) > 0 for w in workers.values())
         source = iter(tasks)
         inflight: dict[Any, tuple[SceneTask, int]] = {}
         ac = as_completed()
-        limit = self.max_in_flight
+        limit = self.max_in_flight or 1  # until the first task says whether scenes use GPUs
 
         def submit(task: SceneTask, attempt: int) -> None:
             res = task_resources(task, self.gpu, has_gpu)
@@ -283,12 +282,16 @@ class DaskExecutor:
             ac.add(fut)
 
         def pull() -> bool:
+            nonlocal limit
             task = next(source, None)
             if task is None:
                 return False
             check_task_paths(task)
             self._check_workers_see(task)
-            if task_resources(task, self.gpu, has_gpu) and not has_gpu and workers:
+            wants_gpu = bool(task_resources(task, self.gpu, has_gpu))
+            if not self.max_in_flight:
+                limit = default_in_flight(workers, wants_gpu)
+            if wants_gpu and not has_gpu and workers:
                 raise UsageError(
                     f"run.backend = {task.options.get('backend', 'auto')!r} (or cluster gpu = true) needs GPU "
                     f"workers but none of the {len(workers)} worker(s) at {self.client.scheduler.address} "
@@ -297,8 +300,6 @@ class DaskExecutor:
             submit(task, 0)
             return True
 
-        if not limit:
-            limit = default_in_flight(workers, has_gpu and self.gpu is not False)
         try:
             while len(inflight) < limit and pull():
                 pass
@@ -445,6 +446,15 @@ def _import_distributed() -> Any:
             "distributed", "cluster", "running coal-monitor on a Dask cluster (--scheduler / [cluster])"
         ) from exc
     return distributed
+
+
+def _workers(client: Any) -> dict[str, Any]:
+    """Every worker's info (older distributed returned only 5 unless asked for all)."""
+    try:
+        info = client.scheduler_info(n_workers=-1)
+    except TypeError:  # distributed before the n_workers argument
+        info = client.scheduler_info()
+    return dict(info.get("workers", {}))
 
 
 def _missing_paths(paths: tuple[str, ...]) -> list[str]:
