@@ -1,11 +1,12 @@
 """A small, briefly fitted bundle for tests and benchmarks when no trained bundle is at hand.
 
 A randomly initialised U-Net gives near-constant logits far from the threshold, so every
-conversion "agrees" with it and a parity gate would prove nothing. This module makes raw
-23-band tiles whose values look like a prepared stack (reflectance, indices, VV in dB, GLCM
-textures, NaN nodata), draws "mine" blobs into them, fits the U-Net-ResNet34 for a few
-steps and re-estimates the BatchNorm statistics, so the mask is mixed, follows the input and
-has plenty of pixels near the decision threshold. It is not a model of anything real.
+conversion "agrees" with it and a parity gate would prove nothing. This module cuts raw
+23-band tiles from generated Tapin-like scenes run through the real preprocessing
+(``coalmine.train.synth`` + ``prepare_scene``; or, with ``source="generated"``, from a quick
+stand-in that mimics a stack's value ranges), fits the U-Net-ResNet34 for a few steps and
+re-estimates the BatchNorm statistics, so the mask is mixed, follows the input and has plenty
+of pixels near the decision threshold. It is not a model of anything real.
 
 Example:
     >>> from coalmine.export._toy import make_toy_bundle
@@ -71,6 +72,44 @@ def make_tiles(
     return x, y
 
 
+def synth_tiles(
+    n: int, size: int, *, seed: int = 0, work_dir: str | Path | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tiles cut from a generated Tapin-like scene run through the real preprocessing.
+
+    ``coalmine.train.synth.make_scene`` writes Sentinel-2 L2A-like DN bands, a Sentinel-1
+    sigma0 raster on another grid and labels; ``coal-prepare``'s ``prepare_scene`` turns them into
+    the 23-band stack (reflectance, indices, VV dB, speckle filter, GLCM). The tiles with the
+    most mine pixels come first, so a small set still has both classes.
+
+    Returns:
+        ``x`` float32 (n, 23, size, size) raw with NaN nodata, ``y`` uint8 (n, size, size).
+    """
+    import tempfile
+
+    import rasterio
+    from coalmine.runtime.preprocess import prepare_scene
+    from coalmine.train.synth import make_scene
+
+    side = int(np.ceil(np.sqrt(max(n, 1) * 2))) * size  # twice the tiles needed, to choose from
+    side += side % 2
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        sc = make_scene(tmp, 2019, seed=seed, size=side)
+        stack = prepare_scene(sc.s2_dir, sc.s1_path, Path(tmp) / "stack.tif", progress=False)
+        with rasterio.open(stack) as ds:
+            full = ds.read().astype(np.float32)
+        with rasterio.open(sc.label_path) as ds:
+            lab = ds.read(1)
+    k = side // size
+    xs = full[:, : k * size, : k * size].reshape(23, k, size, k, size).transpose(1, 3, 0, 2, 4)
+    ys = lab[: k * size, : k * size].reshape(k, size, k, size).transpose(0, 2, 1, 3)
+    xs, ys = xs.reshape(k * k, 23, size, size), ys.reshape(k * k, size, size)
+    # Pixels without a valid input are nodata in the labels too.
+    ys = np.where(np.isfinite(xs).all(axis=1), ys, 255).astype(np.uint8)
+    order = np.argsort(-(ys == 1).sum(axis=(1, 2)), kind="stable")[:n]
+    return np.ascontiguousarray(xs[order]), np.ascontiguousarray(ys[order])
+
+
 def fit_normalization(x: np.ndarray) -> Normalization:
     """Per-band mean/std of raw tiles, ignoring NaN (what coal-train stores)."""
     mean = np.nanmean(x, axis=(0, 2, 3)).astype(np.float64)
@@ -88,6 +127,7 @@ def make_toy_bundle(
     seed: int = 0,
     bundle_id: str = "toy-unet-resnet34",
     threads: int | None = 1,
+    source: str = "synth",
 ) -> Path:
     """Write a bundle (bundle.json, model.pt, val_tiles.npz) with a briefly fitted U-Net.
 
@@ -98,6 +138,8 @@ def make_toy_bundle(
         steps: optimiser steps on 32 x 32 training tiles (20 take a few seconds on 2 cores).
         seed: seed for data and weights.
         bundle_id: identifier stored in bundle.json.
+        source: "synth" (tiles from ``coalmine.train.synth`` scenes through ``prepare_scene``:
+            the real preprocessing chain) or "generated" (:func:`make_tiles`, no rasterio work).
         threads: torch intra-op threads while fitting (restored afterwards; None = leave as is).
             One thread is several times faster than two contending ones on a shared small VM.
 
@@ -110,12 +152,12 @@ def make_toy_bundle(
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _make(Path(out_dir), n_val, tile, steps, seed, bundle_id)
+        return _make(Path(out_dir), n_val, tile, steps, seed, bundle_id, source)
     finally:
         torch.set_num_threads(saved_threads)
 
 
-def _make(out: Path, n_val: int, tile: int, steps: int, seed: int, bundle_id: str) -> Path:
+def _make(out: Path, n_val: int, tile: int, steps: int, seed: int, bundle_id: str, source: str) -> Path:
     import torch
     from coalmine.train.model import build_model, save_model
 
@@ -123,7 +165,12 @@ def _make(out: Path, n_val: int, tile: int, steps: int, seed: int, bundle_id: st
     torch.manual_seed(seed)
     spec = ModelSpec()
     model = build_model(spec)
-    xt, yt = make_tiles(32, 32, seed=seed + 1)
+    if source == "synth":
+        xt, yt = synth_tiles(64, 32, seed=seed + 1)
+        xv, yv = synth_tiles(n_val, tile, seed=seed + 2)
+    else:
+        xt, yt = make_tiles(32, 32, seed=seed + 1)
+        xv, yv = make_tiles(n_val, tile, seed=seed + 2)
     norm = fit_normalization(xt)
     xt_n = torch.from_numpy(norm.apply(xt))
     target = torch.from_numpy((yt == 1).astype(np.float32))[:, None]
@@ -150,7 +197,6 @@ def _make(out: Path, n_val: int, tile: int, steps: int, seed: int, bundle_id: st
             model(xt_n[i : i + 8])
     model.eval()
     save_model(model, spec, out / "model.pt")
-    xv, yv = make_tiles(n_val, tile, seed=seed + 2)
     np.savez_compressed(out / "val_tiles.npz", x=xv, y=yv)
     Bundle(
         path=out,
@@ -161,6 +207,6 @@ def _make(out: Path, n_val: int, tile: int, steps: int, seed: int, bundle_id: st
         model=spec,
         tile_size=tile,
         overlap=min(32, tile // 4),
-        training={"note": "toy bundle: a few optimiser steps on generated tiles", "seed": seed},
+        training={"note": f"toy bundle: a few optimiser steps on {source} tiles", "seed": seed},
     ).save()
     return out
