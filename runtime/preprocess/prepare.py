@@ -83,7 +83,7 @@ def stack_profile(src: Any, compress: str | None = None) -> dict[str, Any]:
         "zstd_level": 1,
         "zlevel": 1,
         "predictor": 3,
-        "interleave": "pixel",
+        "interleave": "band",
         "BIGTIFF": "IF_SAFER",
         "NUM_THREADS": "ALL_CPUS",
     }
