@@ -337,6 +337,29 @@ def test_cli_cogs_and_options(synth, stack, tmp_path):
     assert r.exit_code == 2 and "either --glcm-edges or --db-range" in r.stderr
 
 
+def test_cli_bundle_preprocessing(synth, tmp_path):
+    from coalmine.runtime.bundle import Bundle, Normalization
+
+    prep = Preprocessing(s1=S1Params(speckle_window=7),
+                         glcm=GlcmParams(db_range=(-28.0, 2.0), levels=16).with_default_edges())
+    Bundle(path=tmp_path / "bundle", bundle_id="t", bands=BAND_NAMES, preprocessing=prep,
+           normalization=Normalization.identity()).save()
+    out = tmp_path / "b.tif"
+    r = CliRunner().invoke(main, ["--s2", str(synth.s2_dir), "--s1", str(synth.s1_path), "-o",
+                                  str(out), "--glcm-edges", str(tmp_path / "bundle"), "-q"])
+    assert r.exit_code == 0, r.output
+    with rasterio.open(out) as ds:
+        got = Preprocessing.from_dict(json.loads(ds.tags()[PREPROCESSING_TAG]))
+    assert got.glcm == prep.glcm and got.s1.speckle_window == 7  # the bundle's, whole
+    r = CliRunner().invoke(main, ["--s2", str(synth.s2_dir), "--s1", str(synth.s1_path), "-o",
+                                  str(out), "--glcm-edges", str(tmp_path / "bundle"),
+                                  "--speckle-window", "3", "-q"])
+    assert r.exit_code == 0, r.output
+    with rasterio.open(out) as ds:
+        got = Preprocessing.from_dict(json.loads(ds.tags()[PREPROCESSING_TAG]))
+    assert got.glcm == prep.glcm and got.s1.speckle_window == 3  # the command line wins
+
+
 def test_subprocess_run(synth, tmp_path):
     out = tmp_path / "sub.tif"
     exe = Path(sys.executable).parent / "coal-prepare"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -10,8 +11,12 @@ import click
 from .options import CONTEXT_SETTINGS, handle_errors, quiet_opt, setup_logging, verbose_opt
 
 
-def _glcm_from_file(path: Path):  # noqa: ANN202 - returns GlcmParams
-    """GLCM parameters from a bundle (folder or bundle.json), a JSON list/dict, or a text list."""
+def _prep_from_file(path: Path):  # noqa: ANN202 - returns (GlcmParams, Preprocessing | None)
+    """GLCM parameters from a bundle (folder or bundle.json), a JSON list/dict, or a text list.
+
+    For a bundle, its whole Preprocessing is returned too, so the stack is made exactly as the
+    training data was (speckle filter included).
+    """
     from ..bundle import BUNDLE_JSON, GlcmParams, load_bundle
     from ..errors import InputNotFoundError, UsageError
 
@@ -19,7 +24,8 @@ def _glcm_from_file(path: Path):  # noqa: ANN202 - returns GlcmParams
         raise InputNotFoundError(f"--glcm-edges {path} does not exist; give a bundle folder, "
                                  "its bundle.json, or a JSON/text file of bin edges")
     if path.is_dir() or path.name == BUNDLE_JSON:
-        return load_bundle(path).preprocessing.glcm
+        prep = load_bundle(path).preprocessing
+        return prep.glcm, prep
     text = path.read_text(encoding="utf-8", errors="replace")
     try:
         data = json.loads(text)
@@ -35,7 +41,7 @@ def _glcm_from_file(path: Path):  # noqa: ANN202 - returns GlcmParams
     if len(edges) < 1 or any(a >= b for a, b in zip(edges, edges[1:], strict=False)):
         raise UsageError(f"--glcm-edges {path}: the {len(edges)} edges must be strictly increasing")
     return GlcmParams(levels=len(edges) + 1, edges=edges, edges_method="given",
-                      db_range=(edges[0], edges[-1]))
+                      db_range=(edges[0], edges[-1])), None
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -55,7 +61,8 @@ def _glcm_from_file(path: Path):  # noqa: ANN202 - returns GlcmParams
               help="Speckle filter ('none' for input that is already filtered).")
 @click.option("--speckle-window", type=int, default=5, help="Lee filter window (odd).")
 @click.option("--glcm-edges", type=click.Path(path_type=Path), default=None,
-              help="GLCM bin edges: a model bundle (folder or bundle.json) or a JSON/text list "
+              help="GLCM bin edges: a model bundle (folder or bundle.json; its whole preprocessing "
+                   "is used, speckle settings included, unless given here) or a JSON/text list "
                    "of dB thresholds.  [default: equal width over --db-range]")
 @click.option("--db-range", type=(float, float), default=None,
               help="dB range for equal-width GLCM edges.  [default: -25 5]")
@@ -85,8 +92,9 @@ def main(s2: Path, s1: Path, out: Path, s2_offset: float | None, s1_units: str, 
 
     if glcm_edges is not None and db_range is not None:
         raise UsageError("give either --glcm-edges or --db-range, not both")
+    bundle_prep = None
     if glcm_edges is not None:
-        glcm = _glcm_from_file(glcm_edges)
+        glcm, bundle_prep = _prep_from_file(glcm_edges)
     elif db_range is not None:
         lo, hi = db_range
         if not lo < hi:
@@ -94,10 +102,22 @@ def main(s2: Path, s1: Path, out: Path, s2_offset: float | None, s1_units: str, 
         glcm = GlcmParams(db_range=(lo, hi)).with_default_edges()
     else:
         glcm = GlcmParams().with_default_edges()
-    prep = Preprocessing(
-        s1=S1Params(units=s1_units, speckle_filter=speckle, speckle_window=speckle_window),
-        glcm=glcm,
-    )
+    if bundle_prep is not None:
+        # A bundle's preprocessing is used whole; options given on the command line still win.
+        ctx = click.get_current_context()
+        given = {n for n in ("speckle", "speckle_window")
+                 if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE}
+        s1p = bundle_prep.s1
+        s1p = replace(s1p, units=s1_units,
+                      speckle_filter=speckle if "speckle" in given else s1p.speckle_filter,
+                      speckle_window=(speckle_window if "speckle_window" in given
+                                      else s1p.speckle_window))
+        prep = replace(bundle_prep, s1=s1p)
+    else:
+        prep = Preprocessing(
+            s1=S1Params(units=s1_units, speckle_filter=speckle, speckle_window=speckle_window),
+            glcm=glcm,
+        )
     t: dict[str, object] = {}
     path = prepare_scene(s2, s1, out, prep, s2_offset=s2_offset, s1_units=s1_units, scl=scl,
                          block=block, cog=cog, progress=not quiet, timings=t)

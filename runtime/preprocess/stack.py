@@ -190,6 +190,7 @@ class RawSource(SceneSource):
 
         self._texture = texture
         prep = prep or Preprocessing()
+        prep = replace(prep, glcm=prep.glcm.with_default_edges())
         if prep.s1.speckle_filter not in ("lee", "none"):
             raise UsageError(f"speckle filter {prep.s1.speckle_filter!r} is not one of lee, none")
         if prep.s1.speckle_window < 1 or prep.s1.speckle_window % 2 == 0:
