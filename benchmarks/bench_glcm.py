@@ -61,10 +61,6 @@ def levels_image(n: int, seed: int = 0) -> np.ndarray:
     return quantize(synthetic_vv_db(n, n, seed), EDGES)
 
 
-def best_time(fn, repeat: int) -> float:
-    return best_times(fn, repeat)[0]
-
-
 def best_times(fn, repeat: int) -> tuple[float, float]:
     """Best wall time and best CPU time (all threads of this process) over `repeat` runs.
 
@@ -160,10 +156,11 @@ def numpy_vectorised(levels: np.ndarray, d: int, chunk: int = 2048) -> np.ndarra
 # --- the whole-scene run --------------------------------------------------------------------------
 
 
-def scene_run(size: int, d: int, block: int = 512) -> tuple[float, float, float]:
+def scene_run(size: int, d: int, block: int = 512) -> tuple[float, float, float, float]:
     """Texture a size x size scene in row blocks via glcm_block; only a checksum is kept.
 
-    Returns (seconds for the GLCM only, seconds for synthesis + quantization, checksum).
+    Returns (wall and CPU seconds for the GLCM only, seconds for synthesis + quantization,
+    checksum).
     """
     levels = np.empty((size, size), np.uint8)
     t0 = time.perf_counter()
@@ -172,14 +169,15 @@ def scene_run(size: int, d: int, block: int = 512) -> tuple[float, float, float]
         levels[r : r + n] = quantize(synthetic_vv_db(n, size, seed=1, row_off=r), EDGES)
     t_make = time.perf_counter() - t0
     checksum = 0.0
-    t_glcm = 0.0
+    t_glcm = c_glcm = 0.0
     for r in range(0, size, block):
         n = min(block, size - r)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         f = glcm_block(levels, (r, 0, n, size), L, window_size=W, distance=d)
         t_glcm += time.perf_counter() - t0
+        c_glcm += time.process_time() - c0
         checksum += float(np.nansum(f[FEATURES.index("entropy")], dtype=np.float64))
-    return t_glcm, t_make, checksum
+    return t_glcm, c_glcm, t_make, checksum
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,19 +209,20 @@ def main(argv: list[str] | None = None) -> int:
         cpu1, work = img.size / c1 / 1e6, c1 / cn
 
         crop = np.ascontiguousarray(img[:n_numpy, :n_numpy])
-        t_np = best_time(lambda d=d, crop=crop: numpy_vectorised(crop, d), 1)
-        np_rate = crop.size / t_np / 1e6
+        t_np, c_np = best_times(lambda d=d, crop=crop: numpy_vectorised(crop, d), 1)
+        np_rate, np_cpu = crop.size / t_np / 1e6, crop.size / c_np / 1e6
         ref = numpy_vectorised(crop, d)
         agree_np = np.allclose(glcm_features(crop, L, W, d), ref, rtol=1e-5, atol=1e-6, equal_nan=True)
 
         skc = np.ascontiguousarray(img[:n_sk, :n_sk])
-        t_sk = best_time(lambda d=d, skc=skc: skimage_per_window(skc, d), 1)
-        sk_rate = skc.size / t_sk / 1e6
+        t_sk, c_sk = best_times(lambda d=d, skc=skc: skimage_per_window(skc, d), 1)
+        sk_rate, sk_cpu = skc.size / t_sk / 1e6, skc.size / c_sk / 1e6
         sk = skimage_per_window(skc, d)
         ours_sk = glcm_features(skc, L, W, d)[[0, 1, 2, 3, 4, 6, 7, 8, 9]]
         agree_sk = np.allclose(ours_sk, sk, rtol=1e-5, atol=1e-6)
 
-        rows.append((d, ours1, oursn, sk_rate, np_rate, agree_sk, agree_np, cpu1, work))
+        rows.append((d, ours1, oursn, sk_rate, np_rate, agree_sk, agree_np,
+                     (cpu1, work, sk_cpu, np_cpu)))
 
     print()
     print(f"GLCM textures, L={L}, W={W}, synthetic speckled VV; Mpx/s (best of {repeat}); "
@@ -233,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
            f"{'ours/SNAP*':>10} | agree sk/np")
     print(hdr)
     print("-" * len(hdr))
-    for d, o1, on, sk, npr, a_sk, a_np, _, _ in rows:
+    for d, o1, on, sk, npr, a_sk, a_np, _ in rows:
         print(f"{d:>2} | {o1:>10.2f} | {on:>10.2f} | {on / o1:>7.2f}x | {sk:>9.5f} | {npr:>9.4f} | "
               f"{o1 / sk:>11.0f}x | {o1 / npr:>9.0f}x | {o1 / 0.2:>9.1f}x | "
               f"{'yes' if a_sk else 'NO'}/{'yes' if a_np else 'NO'}")
@@ -241,9 +240,11 @@ def main(argv: list[str] | None = None) -> int:
           " speed-up = all cores / 1 thread (wall clock)")
     print()
     print("CPU-time view (less sensitive to other work on a shared machine):")
-    for d, *_, cpu1, work in rows:
-        print(f"  d={d}: 1 thread {cpu1:.2f} Mpx per CPU-second; CPU seconds 1 thread / {cores} "
-              f"threads = {work:.2f} (1.00 = threading adds no work)")
+    for d, *_, (cpu1, work, sk_cpu, np_cpu) in rows:
+        print(f"  d={d}: Mpx per CPU-second: ours 1 thread {cpu1:.2f}, skimage {sk_cpu:.5f}, "
+              f"NumPy {np_cpu:.4f}; ours/skimage {cpu1 / sk_cpu:.0f}x, ours/NumPy "
+              f"{cpu1 / np_cpu:.0f}x; CPU seconds 1 thread / {cores} threads = {work:.2f} "
+              f"(1.00 = threading adds no work)")
     print(f"  load average (1 min) before / after: {load0:.1f} / {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores")
 
@@ -254,11 +255,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"whole scene {SCENE}x{SCENE} ({SCENE * SCENE / 1e6:.1f} Mpx), {cores} threads, "
               f"row blocks of 512 via glcm_block:")
         for d in (1, 4):
-            t_glcm, t_make, checksum = scene_run(size, d)
+            t_glcm, c_glcm, t_make, checksum = scene_run(size, d)
             how = "measured" if scale == 1 else f"measured on {size}x{size}, extrapolated x{scale:.0f}"
-            print(f"  d={d}: GLCM {t_glcm * scale:6.1f} s ({how}; "
-                  f"{size * size / t_glcm / 1e6:.2f} Mpx/s), synthesis+quantize {t_make * scale:.1f} s, "
-                  f"entropy checksum {checksum:.6e}")
+            print(f"  d={d}: GLCM {t_glcm * scale:6.1f} s wall ({how}; "
+                  f"{size * size / t_glcm / 1e6:.2f} Mpx/s), {c_glcm * scale:.1f} CPU-s "
+                  f"(≈ {c_glcm * scale / cores:.1f} s wall on {cores} idle cores); "
+                  f"synthesis+quantize {t_make * scale:.1f} s; entropy checksum {checksum:.6e}")
     return 0
 
 

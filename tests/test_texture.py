@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 
@@ -278,6 +279,30 @@ def test_concurrent_calls_from_python_threads():
     with ThreadPoolExecutor(6) as pool:
         together = list(pool.map(work, range(6)))
     assert all(same_bits(a, b) for a, b in zip(alone, together, strict=True))
+
+
+def test_gil_is_released_during_the_loop():
+    # While a worker thread is inside the kernel, this thread must keep running: with the GIL
+    # held, no timestamp of ours could fall strictly inside the worker's call.
+    img = random_levels(np.random.default_rng(21), (500, 500), 32, holes=0.0)
+    span: list[float] = []
+
+    def work():
+        t0 = time.perf_counter()
+        glcm_features(img, 32, 9, 4, threads=1)
+        span.extend([t0, time.perf_counter()])
+
+    worker = threading.Thread(target=work)
+    stamps = []
+    worker.start()
+    while worker.is_alive():
+        stamps.append(time.perf_counter())
+        time.sleep(0.001)
+    worker.join()
+    t0, t1 = span
+    margin = 0.1 * (t1 - t0)
+    inside = [t for t in stamps if t0 + margin < t < t1 - margin]
+    assert len(inside) >= 3, (t1 - t0, len(stamps))
 
 
 def test_strided_input_gives_same_result():
