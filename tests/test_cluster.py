@@ -162,6 +162,17 @@ def series(tmp_path_factory):
     return root / "series"
 
 
+@pytest.fixture(scope="module")
+def local_ref(tmp_path_factory, series) -> Path:
+    """The synthetic project monitored by the local path (CLI, no scheduler): the reference."""
+    from coalmine.runtime.cli.monitor import main
+
+    local = _synth_project(tmp_path_factory.mktemp("ref") / "local", series)
+    res = CliRunner().invoke(main, [str(local / "monitor.toml"), "-q"])
+    assert res.exit_code == 0, res.output
+    return local
+
+
 def _synth_project(root: Path, series: Path, cluster: str = "") -> Path:
     root.mkdir(parents=True)
     shutil.copytree(series, root / "series")
@@ -174,14 +185,12 @@ def _synth_project(root: Path, series: Path, cluster: str = "") -> Path:
 # -- results identical to the local run ---------------------------------------------------------
 
 
-def test_cluster_run_equals_local_run_through_the_cli(tmp_path, series, address):
+def test_cluster_run_equals_local_run_through_the_cli(tmp_path, series, address, local_ref):
     """Real run_scene on 3 synthetic raw scenes: the [cluster] table, then --scheduler."""
     from coalmine.runtime.cli.monitor import main
 
-    local = _synth_project(tmp_path / "local", series)
+    local = local_ref
     dask = _synth_project(tmp_path / "dask", series, f'[cluster]\nscheduler = "{address}"\nretries = 1\n')
-    res = CliRunner().invoke(main, [str(local / "monitor.toml"), "-q"])
-    assert res.exit_code == 0, res.output
     with distributed.Client(address) as c, distributed.get_task_stream(client=c) as ts:
         res = CliRunner().invoke(main, [str(dask / "monitor.toml"), "-q"])
     assert res.exit_code == 0, res.output
@@ -311,6 +320,40 @@ def test_gpu_tasks_ask_for_one_gpu():
     assert default_in_flight(workers, gpu=False) == 6 + 2  # one per thread + one queued per worker
 
 
+def test_gpu_worker_maps_while_cpu_workers_prepare(tmp_path, series, local_ref):
+    """A worker started as the README says (dask worker ADDRESS --resources GPU=1) takes every
+    scene task, one at a time; the raw scenes' preprocessing runs on the CPU worker
+    (--resources CPU=1); the
+    ledger equals the local run's. (The "GPU" worker maps on the CPU here: gpu = true forces
+    the resource request with backend = "cpu".)"""
+    local = local_ref
+    p = _synth_project(tmp_path / "dask", series)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  resources={"CPU": 1}) as lc:
+        gpu = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dask"), "worker", lc.scheduler_address, "--nthreads", "1",
+             "--resources", "GPU=1", "--no-dashboard"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            with distributed.Client(lc.scheduler_address) as c:
+                c.wait_for_workers(2, timeout=60)
+                gpu_worker = next(a for a, w in c.scheduler_info()["workers"].items() if w["resources"].get("GPU"))
+                with distributed.get_task_stream(client=c) as ts, DaskExecutor(lc.scheduler_address, gpu=True) as ex:
+                    s = run_monitor(load_config(p / "monitor.toml"), executor=ex)
+        finally:
+            gpu.terminate()
+            gpu.wait(30)
+    assert (s.processed, s.failed) == (3, 0)
+    where = [(str(t["key"]).split("-")[1], t["worker"]) for t in ts.data if str(t["key"]).startswith("coal-")]
+    assert sorted(k for k, _ in where) == ["prepare"] * 3 + ["scene"] * 3
+    assert all(w != gpu_worker for k, w in where if k == "prepare")
+    assert all(w == gpu_worker for k, w in where if k == "scene")
+    assert _ledger(p) == _ledger(local)
+    assert _reports(p) == _reports(local)
+    assert _partials(p) == []  # the hand-over stacks are removed
+
+
 def test_gpu_backend_without_gpu_workers_is_refused(tmp_path, address):
     p = make_mask_project(tmp_path / "p")
     write_config(p["config"], extra='[run]\nbackend = "tensorrt"\n')
@@ -350,7 +393,7 @@ def test_cluster_config_keys_are_checked(tmp_path):
     p = make_mask_project(tmp_path / "p")
     for extra, message in [
         ("[cluster]\nworkers = 4\n", "unknown key 'cluster.workers'; known keys in cluster: connect_timeout, gpu, "
-                                     "max_in_flight, retries, scheduler"),
+                                     "max_in_flight, prepare_on_cpu, retries, scheduler"),
         ("[cluster]\nretries = true\n", "cluster.retries must be int, got True"),
         ("[cluster]\nscheduler = 8786\n", "cluster.scheduler must be str, got 8786"),
     ]:

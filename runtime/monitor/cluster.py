@@ -20,7 +20,10 @@ What the executor adds:
   coordinator records that scene failed while the others go on;
 - GPUs: a task that will run on a GPU backend asks for the worker resource ``{"GPU": 1}``,
   so a worker started with ``dask worker ADDRESS --resources GPU=1`` runs one scene at a
-  time on its GPU;
+  time on its GPU; when the cluster also has preprocessing workers (started with
+  ``--resources CPU=1``), a raw scene's preprocessing (``coal-prepare``: S1 warp, speckle
+  filter, GLCM) runs there first as its own task, and the GPU task maps the prepared stack,
+  so GPUs do not wait on the CPU work;
 - shared storage: tasks carry absolute paths only, the workers are checked to see the
   bundle, AOIs and output folder, and every result's mask must be visible to the
   coordinator before it is accepted.
@@ -32,6 +35,7 @@ dask and distributed are imported only here and only when a cluster is asked for
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -156,6 +160,8 @@ class DaskExecutor:
         gpu: "auto" (ask ``{"GPU": 1}`` for GPU backends, and for ``backend = "auto"`` when
             any worker advertises a GPU), True (always) or False (never).
         connect_timeout: seconds to wait for the scheduler.
+        prepare_on_cpu: for GPU tasks on raw inputs, run the preprocessing as a separate task
+            on the workers that advertise the ``CPU`` resource, when there are any.
         base: folder a relative scheduler file is relative to.
 
     Raises (on connect):
@@ -178,6 +184,7 @@ class DaskExecutor:
         max_in_flight: int = 0,
         gpu: bool | str = "auto",
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        prepare_on_cpu: bool = True,
         base: Path | None = None,
         label: str = "--scheduler",
     ) -> None:
@@ -194,6 +201,7 @@ class DaskExecutor:
         self.max_in_flight = max_in_flight
         self.gpu = gpu
         self.connect_timeout = float(connect_timeout)
+        self.prepare_on_cpu = bool(prepare_on_cpu)
         self.client: Any = None
         self._cluster: Any = None
         self._checked: set[tuple[str, ...]] = set()
@@ -266,18 +274,29 @@ class DaskExecutor:
         from distributed import as_completed
 
         workers = _workers(self.client)
-        has_gpu = any(float((w.get("resources") or {}).get("GPU", 0)) > 0 for w in workers.values())
+        has_gpu = any(_gpus(w) > 0 for w in workers.values())
+        # Workers offering preprocessing slots; a resource (not an address list) survives restarts.
+        cpu_workers = any(float((w.get("resources") or {}).get("CPU", 0)) > 0 for w in workers.values())
         source = iter(tasks)
         inflight: dict[Any, tuple[SceneTask, int]] = {}
+        stacks: dict[str, Path] = {}
         ac = as_completed()
         limit = self.max_in_flight or 1  # until the first task says whether scenes use GPUs
 
         def submit(task: SceneTask, attempt: int) -> None:
             res = task_resources(task, self.gpu, has_gpu)
-            fut = self.client.submit(
-                fn, task, key=f"coal-scene-{Path(task.scene).name}-{task.token}-{attempt}", pure=False,
-                resources=res,
-            )
+            key = f"{Path(task.scene).name}-{task.token}-{attempt}"
+            if res and task.s1 is not None and cpu_workers and self.prepare_on_cpu:
+                # A temporary name the monitor's start-up clean-up removes if we are killed.
+                stack = Path(task.out_dir).parent / f".{Path(task.out_dir).name}.partial-stack-{task.token}-{attempt}.tif"
+                stacks[task.key] = stack
+                prep = self.client.submit(
+                    prepare_stack, task, str(stack), key=f"coal-prepare-{key}", pure=False, resources={"CPU": 1}
+                )
+                fut = self.client.submit(process_prepared, fn, task, prep, key=f"coal-scene-{key}", pure=False,
+                                         resources=res)
+            else:
+                fut = self.client.submit(fn, task, key=f"coal-scene-{key}", pure=False, resources=res)
             inflight[fut] = (task, attempt)
             ac.add(fut)
 
@@ -305,6 +324,9 @@ class DaskExecutor:
                 pass
             for fut in ac:
                 task, attempt = inflight.pop(fut)
+                stack = stacks.pop(task.key, None)
+                if stack is not None:  # the prepared stack was only a hand-over between two tasks
+                    stack.unlink(missing_ok=True)
                 try:
                     res = fut.result()
                 except Exception as exc:
@@ -345,6 +367,28 @@ class DaskExecutor:
         self._checked.add(paths)
 
 
+def prepare_stack(task: SceneTask, stack: str) -> str:
+    """Worker side (CPU): write the 23-band stack of a raw scene with the bundle's preprocessing.
+
+    Returns:
+        ``stack``, for :func:`process_prepared`.
+    """
+    from ..bundle import load_bundle
+    from ..preprocess import prepare_scene
+
+    prepare_scene(task.scene, task.s1, stack, load_bundle(task.bundle).preprocessing, progress=False)
+    return stack
+
+
+def process_prepared(fn: Callable[[SceneTask], SceneResult], task: SceneTask, stack: str) -> SceneResult:
+    """Worker side (GPU): ``fn`` (:func:`~.pipeline.process_scene`) on the prepared stack.
+
+    The stack holds exactly what the raw inputs would give (the preprocessing is
+    window-exact), so the result equals mapping the raw scene.
+    """
+    return fn(dataclasses.replace(task, scene=stack, s1=None))
+
+
 def task_resources(task: SceneTask, gpu: bool | str, cluster_has_gpu: bool) -> dict[str, float]:
     """The Dask worker resources a scene's task asks for: ``{"GPU": 1}`` or nothing.
 
@@ -369,7 +413,7 @@ def default_in_flight(workers: dict[str, Any], gpu: bool) -> int:
     if not workers:
         return 2
     if gpu:
-        slots = sum(int(float((w.get("resources") or {}).get("GPU", 0))) for w in workers.values())
+        slots = sum(int(_gpus(w)) for w in workers.values())
     else:
         slots = sum(int(w.get("nthreads", 1)) for w in workers.values())
     return max(1, slots) + len(workers)
@@ -455,6 +499,10 @@ def _workers(client: Any) -> dict[str, Any]:
     except TypeError:  # distributed before the n_workers argument
         info = client.scheduler_info()
     return dict(info.get("workers", {}))
+
+
+def _gpus(worker: dict[str, Any]) -> float:
+    return float((worker.get("resources") or {}).get("GPU", 0))
 
 
 def _missing_paths(paths: tuple[str, ...]) -> list[str]:

@@ -73,6 +73,7 @@ CLUSTER_OPTIONS: dict[str, tuple[type, ...]] = {
     "max_in_flight": (int,),
     "gpu": (bool, str),
     "connect_timeout": (int, float),
+    "prepare_on_cpu": (bool,),
 }
 
 _TOP_KEYS = {
