@@ -95,3 +95,17 @@ def test_refusals(tmp_path) -> None:
         "type": "Polygon", "coordinates": [[(10, 50), (11, 50), (11, 51), (10, 50)]]}}))
     with pytest.raises(InputError, match="do not overlap scene"):
         labels_on_grid(far_poly, GEO)
+
+
+def test_geopackage_polygons_with_label_field(tmp_path) -> None:
+    from factories import write_gpkg
+
+    def sq(a, b, n):
+        return {"type": "Polygon", "coordinates": [[(a, b), (a + n, b), (a + n, b - n), (a, b - n), (a, b)]]}
+
+    p = write_gpkg(tmp_path / "mines.gpkg", [({"cls": 1}, sq(X0, Y0, 200)), ({"cls": 0}, sq(X0 + 300, Y0, 100))],
+                   epsg=32750)
+    lab = labels_on_grid(p, GEO)
+    assert lab[:20, :20].all() and lab[:10, 30:40].all() and int(lab.sum()) == 400 + 100
+    lab = labels_on_grid(p, GEO, label_field="cls")
+    assert lab[:20, :20].all() and lab[:10, 30:40].max() == 0 and int(lab.sum()) == 400
