@@ -86,21 +86,31 @@ def run_prepare(s2: Path, s1: Path, out: Path, block: int) -> dict:
     cmd = [str(exe), "--s2", str(s2), "--s1", str(s1), "-o", str(out), "--block", str(block),
            "--timings", str(tj), "-q"]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    ps = psutil.Process(proc.pid)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            rss = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(True))
-            peak = max(peak, rss)
-        except psutil.Error:
-            pass
-        time.sleep(0.1)
-    wall = time.perf_counter() - t0
-    _, err = proc.communicate()
+    with open(out.with_suffix(".err"), "w+b") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        ps = psutil.Process(proc.pid)
+        peak = 0
+        # poll RSS (with any children) until the process ends, then reap it with wait4 for the
+        # kernel's own peak RSS and CPU seconds
+        while True:
+            try:
+                rss = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(True))
+                peak = max(peak, rss)
+            except psutil.Error:
+                pass
+            pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            time.sleep(0.1)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        msg = err.read().decode(errors="replace")
     if proc.returncode:
-        raise SystemExit(f"coal-prepare failed ({proc.returncode}): {err.decode()[-2000:]}")
-    return {"wall": wall, "peak_rss": peak, "timings": json.loads(tj.read_text()),
+        raise SystemExit(f"coal-prepare failed ({proc.returncode}): {msg[-2000:]}")
+    peak = max(peak, ru.ru_maxrss * 1024)  # ru_maxrss is in KiB on Linux
+    cpu = ru.ru_utime + ru.ru_stime
+    return {"wall": wall, "peak_rss": peak, "cpu": cpu, "timings": json.loads(tj.read_text()),
             "out_bytes": out.stat().st_size, "cmd": " ".join(cmd)}
 
 
@@ -122,22 +132,26 @@ def main() -> None:
             r = run_prepare(s2, s1, d / "scene.tif", args.block)
             r.update(size=size, gen=gen)
             rows.append(r)
-            for p in list(s2.iterdir()) + [s1, d / "scene.tif"]:
+            for p in [*s2.iterdir(), s1, d / "scene.tif"]:
                 p.unlink()  # free the disk before the next size
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
     print(f"coal-prepare benchmark  (cpus={os.cpu_count()}, block={args.block}, "
           f"load avg at end={os.getloadavg()[0]:.1f})")
-    hdr = f"{'scene':>13} {'Mpx':>7} {'wall s':>8} {'Mpx/s':>7} {'peak RSS MB':>12} {'out MB':>8}"
+    hdr = (f"{'scene':>13} {'Mpx':>7} {'wall s':>8} {'CPU s':>8} {'CPU/2 s':>8} {'Mpx/s':>7} "
+           f"{'peak RSS MB':>12} {'out MB':>8}")
     print(hdr)
     for r in rows:
         mpx = r["size"] ** 2 / 1e6
-        print(f"{r['size']:>6}x{r['size']:<6} {mpx:7.1f} {r['wall']:8.1f} {mpx / r['wall']:7.2f} "
-              f"{r['peak_rss'] / 2**20:12.0f} {r['out_bytes'] / 2**20:8.0f}")
+        print(f"{r['size']:>6}x{r['size']:<6} {mpx:7.1f} {r['wall']:8.1f} {r['cpu']:8.1f} "
+              f"{r['cpu'] / 2:8.1f} {mpx / r['wall']:7.2f} {r['peak_rss'] / 2**20:12.0f} "
+              f"{r['out_bytes'] / 2**20:8.0f}")
+    print("(CPU/2: the wall time this work needs on two otherwise idle cores if both are kept busy)")
     base, full = rows
     print(f"ratio full/quarter: pixels {full['size']**2 / base['size']**2:.2f}, "
-          f"time {full['wall'] / base['wall']:.2f}, peak RSS {full['peak_rss'] / base['peak_rss']:.2f}")
+          f"time {full['wall'] / base['wall']:.2f}, CPU {full['cpu'] / base['cpu']:.2f}, "
+          f"peak RSS {full['peak_rss'] / base['peak_rss']:.2f}")
     t = full["timings"]
     stages = ["read_s2", "warp_s1", "speckle", "indices", "glcm", "mask", "write"]
     print(f"stage seconds of the {full['size']} px run (compute runs in a worker thread while "
