@@ -231,3 +231,32 @@ def test_cli_subprocess_refuses_mismatched_options(tmp_path) -> None:
     r = subprocess.run([sys.executable, "-m", "coalmine.train.cli", "--help"], capture_output=True, text=True,
                        env=env, timeout=120)
     assert r.returncode == 0 and "evaluate" in r.stdout and "train" in r.stdout
+
+
+def test_raw_scenes_trained_with_stacks_use_the_stacks_glcm_edges(series, tmp_path) -> None:
+    from dataclasses import replace
+
+    from coalmine.runtime.bundle import Preprocessing
+    from coalmine.runtime.preprocess import open_scene, prepare_scene
+    from coalmine.train.api import _prepare_patches, data_fingerprint
+    from rasterio.windows import Window
+
+    prep = Preprocessing()
+    prep = replace(prep, glcm=replace(prep.glcm, edges=(), db_range=(-20.0, 0.0)).with_default_edges())
+    assert prep.glcm.edges != Preprocessing().glcm.edges
+    a, b = series[0], series[1]
+    stack = prepare_scene(a.s2_dir, a.s1_path, tmp_path / "a.tif", prep, progress=False)
+    specs = (SceneSpec(stack, a.label_path), SceneSpec(b.s2_dir, b.label_path, b.s1_path, "test"))
+    cfg = _cfg(specs, max_patches=6)
+    ps, _ = _prepare_patches(cfg, tmp_path / "work", data_fingerprint(specs), False)
+    assert ps.meta["edges_source"] == "stack"
+    assert Preprocessing.from_dict(ps.meta["preprocessing"]).glcm.edges == prep.glcm.edges
+    j = int(ps.indices("test")[0])
+    p = ps.patches[j]
+    w = Window(p.col, p.row, 64, 64)
+    with open_scene(b.s2_dir, b.s1_path, prep=prep) as src:
+        want = src.read(w)
+    with open_scene(b.s2_dir, b.s1_path, prep=Preprocessing()) as src:
+        other = src.read(w)
+    np.testing.assert_array_equal(ps.x[j], want)
+    assert not np.allclose(ps.x[j][13:], other[13:], equal_nan=True)  # GLCM bands depend on the edges

@@ -236,11 +236,13 @@ def _prepare_patches(cfg: TrainConfig, work: Path, fingerprint: str, progress: b
         )
         if edge_source == "equal_frequency":
             prep = _equal_frequency_prep(prep, srcs, plan, cfg.tile, cfg.seed)
-            # Re-open the raw scenes with the final edges: the GLCM bands depend on them.
+        if edge_source != "equal_width":
+            # Re-open the raw scenes with the final edges (from the training VV, or those of the
+            # stacks they are trained with): the GLCM bands depend on them. equal_width is the
+            # Preprocessing() they were opened with.
             for i, s in enumerate(cfg.scenes):
-                srcs[i] = stack.enter_context(contextlib.closing(_open(s, prep)))
-        elif edge_source == "equal_width":
-            pass  # the default Preprocessing() already has the equal-width edges
+                if s.s1 is not None:
+                    srcs[i] = stack.enter_context(contextlib.closing(_open(s, prep)))
 
         def read(i: int, window: Any) -> np.ndarray:
             return srcs[i].read(window)
