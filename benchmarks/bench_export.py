@@ -6,8 +6,8 @@ via ``torch.cuda.max_memory_allocated``), ONNX Runtime CUDA on the fp16 model an
 engine where tensorrt is installed; elsewhere it prints "not available" with the reason.
 
 Without ``--bundle`` a toy bundle is made (``coalmine.export._toy``: U-Net-ResNet34, 23 bands,
-briefly fitted on generated tiles so the mask is mixed). Every model sees the same normalised
-tiles; each timing is the best of ``--repeat`` passes after one warm-up batch.
+briefly fitted so the mask is mixed). The timed tiles are cut from a generated Tapin-like scene
+run through ``prepare_scene``; every model sees the same normalised tiles; each timing is the best of ``--repeat`` passes after one warm-up batch.
 
 Usage:
     python benchmarks/bench_export.py [--bundle DIR] [--tiles 32] [--tile 128] [--batch 8] [--threads N]
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args(argv)
 
-    from coalmine.export._toy import make_tiles
+    from coalmine.export._toy import synth_tiles
     from coalmine.export.api import export_bundle
     from coalmine.runtime.bundle import load_bundle
 
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         export_bundle(bdir, fp16=True, int8=True, engine=False, progress=False)
         t_export = time.perf_counter() - t0
         bundle = load_bundle(bdir)
-        raw, _ = make_tiles(args.tiles, args.tile, seed=123)
+        raw, _ = synth_tiles(args.tiles, args.tile, seed=123)
         x = bundle.normalization.apply(raw)
         print(f"coal-export benchmark: {args.tiles} tiles of 23x{args.tile}x{args.tile}, batch {args.batch}, "
               f"{args.threads} CPU threads, best of {args.repeat}; export (fp32+fp16+int8 with gates) took "

@@ -72,18 +72,16 @@ def make_tiles(
     return x, y
 
 
-def synth_tiles(
-    n: int, size: int, *, seed: int = 0, work_dir: str | Path | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Tiles cut from a generated Tapin-like scene run through the real preprocessing.
+def synth_stack(side: int, *, seed: int = 0, work_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A generated Tapin-like scene run through the real preprocessing.
 
     ``coalmine.train.synth.make_scene`` writes Sentinel-2 L2A-like DN bands, a Sentinel-1
     sigma0 raster on another grid and labels; ``coal-prepare``'s ``prepare_scene`` turns them into
-    the 23-band stack (reflectance, indices, VV dB, speckle filter, GLCM). The tiles with the
-    most mine pixels come first, so a small set still has both classes.
+    the 23-band stack (reflectance, indices, VV dB, speckle filter, GLCM).
 
     Returns:
-        ``x`` float32 (n, 23, size, size) raw with NaN nodata, ``y`` uint8 (n, size, size).
+        the stack float32 (23, side, side) with NaN nodata and the labels uint8 (side, side),
+        255 wherever the label or any band is nodata.
     """
     import tempfile
 
@@ -91,7 +89,6 @@ def synth_tiles(
     from coalmine.runtime.preprocess import prepare_scene
     from coalmine.train.synth import make_scene
 
-    side = int(np.ceil(np.sqrt(max(n, 1) * 2))) * size  # twice the tiles needed, to choose from
     side += side % 2
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         sc = make_scene(tmp, 2019, seed=seed, size=side)
@@ -100,13 +97,41 @@ def synth_tiles(
             full = ds.read().astype(np.float32)
         with rasterio.open(sc.label_path) as ds:
             lab = ds.read(1)
-    k = side // size
-    xs = full[:, : k * size, : k * size].reshape(23, k, size, k, size).transpose(1, 3, 0, 2, 4)
-    ys = lab[: k * size, : k * size].reshape(k, size, k, size).transpose(0, 2, 1, 3)
-    xs, ys = xs.reshape(k * k, 23, size, size), ys.reshape(k * k, size, size)
-    # Pixels without a valid input are nodata in the labels too.
-    ys = np.where(np.isfinite(xs).all(axis=1), ys, 255).astype(np.uint8)
-    order = np.argsort(-(ys == 1).sum(axis=(1, 2)), kind="stable")[:n]
+    lab = np.where(np.isfinite(full).all(axis=0), lab, 255).astype(np.uint8)
+    return full, lab
+
+
+def cut_tiles(full: np.ndarray, lab: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut a (C, H, W) stack and its (H, W) labels into non-overlapping size x size tiles."""
+    c = full.shape[0]
+    ky, kx = full.shape[1] // size, full.shape[2] // size
+    xs = full[:, : ky * size, : kx * size].reshape(c, ky, size, kx, size).transpose(1, 3, 0, 2, 4)
+    ys = lab[: ky * size, : kx * size].reshape(ky, size, kx, size).transpose(0, 2, 1, 3)
+    return xs.reshape(ky * kx, c, size, size), ys.reshape(ky * kx, size, size)
+
+
+def synth_tiles(
+    n: int,
+    size: int,
+    *,
+    seed: int = 0,
+    prefer_mines: bool = True,
+    work_dir: str | Path | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` tiles of ``size`` cut from :func:`synth_stack` (a scene with twice as many tiles).
+
+    With ``prefer_mines`` the tiles with the most mine pixels are taken (a small validation set
+    still has both classes); otherwise a random choice (the natural class balance).
+
+    Returns:
+        ``x`` float32 (n, 23, size, size) raw with NaN nodata, ``y`` uint8 (n, size, size).
+    """
+    side = int(np.ceil(np.sqrt(max(n, 1) * 2))) * size
+    xs, ys = cut_tiles(*synth_stack(side, seed=seed, work_dir=work_dir), size)
+    if prefer_mines:
+        order = np.argsort(-(ys == 1).sum(axis=(1, 2)), kind="stable")[:n]
+    else:
+        order = np.random.default_rng(seed).permutation(len(ys))[:n]
     return np.ascontiguousarray(xs[order]), np.ascontiguousarray(ys[order])
 
 
@@ -166,10 +191,14 @@ def _make(out: Path, n_val: int, tile: int, steps: int, seed: int, bundle_id: st
     spec = ModelSpec()
     model = build_model(spec)
     if source == "synth":
-        xt, yt = synth_tiles(64, 32, seed=seed + 1)
+        full, lab = synth_stack(max(384, 3 * tile), seed=seed + 1)
+        xt, yt = cut_tiles(full, lab, 32)
+        xb, _ = cut_tiles(full, lab, tile)
+        del full, lab
         xv, yv = synth_tiles(n_val, tile, seed=seed + 2)
     else:
-        xt, yt = make_tiles(32, 32, seed=seed + 1)
+        xt, yt = make_tiles(64, 32, seed=seed + 1)
+        xb, _ = make_tiles(8, tile, seed=seed + 3)
         xv, yv = make_tiles(n_val, tile, seed=seed + 2)
     norm = fit_normalization(xt)
     xt_n = torch.from_numpy(norm.apply(xt))
@@ -186,15 +215,17 @@ def _make(out: Path, n_val: int, tile: int, steps: int, seed: int, bundle_id: st
         opt.zero_grad()
         loss.backward()
         opt.step()
-    # A few steps leave BatchNorm running statistics far from the data; re-estimate them
-    # as a cumulative average so eval-mode outputs are sensible.
+    # A few steps leave BatchNorm running statistics far from the data; re-estimate them as a
+    # cumulative average over training-scene tiles at the bundle's tile size (at 32 x 32 the
+    # deepest feature map is 1 x 1 and its statistics do not carry over to larger tiles).
     for mod in model.modules():
         if isinstance(mod, torch.nn.BatchNorm2d):
             mod.reset_running_stats()
             mod.momentum = None
+    xb_n = torch.from_numpy(norm.apply(xb))
     with torch.no_grad():
-        for i in range(0, len(xt_n), 8):
-            model(xt_n[i : i + 8])
+        for i in range(0, min(len(xb_n), 16), 4):
+            model(xb_n[i : i + 4])
     model.eval()
     save_model(model, spec, out / "model.pt")
     np.savez_compressed(out / "val_tiles.npz", x=xv, y=yv)
