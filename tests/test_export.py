@@ -96,7 +96,9 @@ class _ScaledInput:
 
 
 # -- the gated exports -----------------------------------------------------------------------
-def test_fp32_fp16_int8_exports_pass_parity(bundle_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_fp32_fp16_int8_exports_pass_parity(
+    bundle_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A fabricated manifest: an engine built from an older model.onnx must be reported stale.
     engines = bundle_dir / "engines"
     engines.mkdir()
@@ -105,6 +107,7 @@ def test_fp32_fp16_int8_exports_pass_parity(bundle_dir: Path, caplog: pytest.Log
         "file": "old.engine", "onnx": "model.onnx", "onnx_sha256": "0" * 64, "gpu_name": "RTX 2060",
         "compute_capability": "7.5", "tensorrt_version": "10.13.0", "tile": 64, "max_batch": 8}]}))
     caplog.set_level(logging.INFO, logger="coalmine")
+    monkeypatch.setattr(export_engine, "tensorrt_status", lambda: (False, "no TensorRT (test)"))
     res = export_bundle(bundle_dir, fp16=True, int8=True, engine=False, progress=True)
 
     b = load_bundle(bundle_dir)
@@ -307,7 +310,11 @@ def test_compare_reports_nan_iou_and_agreement() -> None:
 
 
 # -- stale engine manifest (no TensorRT needed) -------------------------------------------------
-def test_stale_engine_manifest_detected(toy_bundle: Path, tmp_path: Path) -> None:
+def test_stale_engine_manifest_detected(
+    toy_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As on a machine without TensorRT (also where one is installed, to keep the test exact).
+    monkeypatch.setattr(export_engine, "tensorrt_status", lambda: (False, "no TensorRT (test)"))
     b_dir = tmp_path / "b"
     b_dir.mkdir()
     shutil.copy(toy_bundle / "bundle.json", b_dir)
