@@ -7,10 +7,11 @@
    Wall time of ``run_monitor`` with the default local executor (the baseline) and with a
    ``DaskExecutor`` on a LocalCluster of N single-threaded worker processes (started
    before timing; its start-up is shown separately). The ledgers must agree.
-2. Scheduling overhead per scene: a no-op runner (copies a 64 x 64 mask) through
-   ``run_monitor`` locally, through the cluster one scene at a time (``max_in_flight=1``,
-   so the difference to local is the per-scene cost of going through Dask: submit,
-   pickling, the worker round trip, the result back), and through the cluster in parallel.
+2. Scheduling overhead per scene: the executors alone on 40 no-op scene tasks (the function
+   writes a mask file and returns a result, no mapping): ``LocalExecutor`` vs ``DaskExecutor``
+   with one task in flight (so the difference is the per-scene cost of going through Dask:
+   submit, pickling, the worker round trip, the shared-storage checks, the result back) and
+   with the default bound (the two workers in parallel). Median of 3 repeats after a warm-up.
 
 Usage:
     python benchmarks/bench_cluster.py                     # 8 scenes of 256 px, 2 workers
@@ -36,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from factories import make_tiny_bundle  # noqa: E402
-from test_monitor_data import write_aois, write_mask  # noqa: E402
+from test_monitor_data import write_aois  # noqa: E402
 
 CONFIG = """\
 title = "bench"
@@ -57,11 +58,31 @@ s1_date_regex = 'synth_(?P<year>\\d{{4}})_S1'
 """
 
 
-def noop_runner(scene: Any, bundle: Any, out_dir: Any, *, prefix: str | None = None, **kw: Any) -> dict[str, Any]:
-    """A runner that does no mapping: copies a prepared 64 x 64 mask (scheduling cost only)."""
-    out = Path(out_dir) / f"{prefix}_mask.tif"
-    shutil.copyfile(Path(bundle) / "noop_mask.tif", out)
-    return {"outputs": {"mask": str(out)}, "nodata_share": 0.0, "backend": "noop", "timings": {}}
+def noop_scene(task: Any) -> Any:
+    """A scene function that maps nothing: writes a tiny mask file and returns its result."""
+    from coalmine.runtime.monitor import SceneResult
+
+    out = Path(task.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "mask.tif").write_bytes(b"0")
+    return SceneResult(key=task.key, token=task.token, out_dir=str(out), outputs={"mask": "mask.tif"},
+                       areas_ha={"total": 0.0, "aois": {}}, nodata_share=0.0, backend="noop", timings={},
+                       seconds=0.0)
+
+
+def noop_tasks(root: Path, bundle: Path, n: int, rep: str) -> list[Any]:
+    from coalmine.runtime.monitor import SceneTask
+
+    return [SceneTask(key=f"k{i}", scene=str(root / f"s{i}.tif"), date="2019-07-14", bundle=str(bundle),
+                      out_dir=str(root / "noop" / "scenes" / f"s{rep}_{i}"), prefix=f"s{i}", token=f"t{rep}_{i}")
+            for i in range(n)]
+
+
+def timed_executor(ex: Any, tasks: list[Any]) -> float:
+    t = time.perf_counter()
+    for _task, res in ex.run(noop_scene, iter(tasks)):
+        assert not isinstance(res, BaseException), res
+    return time.perf_counter() - t
 
 
 def write_config(root: Path, name: str, series: Path, bundle: Path, aois: Path) -> Path:
@@ -78,12 +99,11 @@ def areas(root: Path, name: str) -> list[tuple[str, str, float]]:
     return rows
 
 
-def timed_run(cfg: Path, executor: Any = None, runner: Any = None) -> tuple[float, Any]:
+def timed_run(cfg: Path, executor: Any = None) -> tuple[float, Any]:
     from coalmine.runtime.monitor import load_config, run_monitor
 
-    kw = {"runner": runner} if runner is not None else {}
     t = time.perf_counter()
-    s = run_monitor(load_config(cfg), executor=executor, **kw)
+    s = run_monitor(load_config(cfg), executor=executor)
     return time.perf_counter() - t, s
 
 
@@ -98,6 +118,7 @@ def main() -> None:
 
     import distributed
     import numpy as np
+    from coalmine.runtime.monitor import LocalExecutor
     from coalmine.runtime.monitor.cluster import DaskExecutor
     from coalmine.train.synth import make_series
 
@@ -107,13 +128,12 @@ def main() -> None:
         years = range(2022 - args.scenes, 2022)
         make_series(root / "series", years, seed=11, size=args.size)
         bundle = make_tiny_bundle(root / "bundle", kind="conv").path
-        write_mask(bundle / "noop_mask.tif", (np.arange(64 * 64).reshape(64, 64) % 3 == 0).astype("uint8"))
+        (root / "noop").mkdir()
         aois = write_aois(root / "aois.geojson")
         print(f"# {args.scenes} synthetic scenes of {args.size} x {args.size} px made in "
               f"{time.perf_counter() - t:.1f} s; {os.cpu_count()} CPU(s), {platform.machine()}, "
               f"Python {platform.python_version()}, distributed {distributed.__version__}", flush=True)
-        cfg = {n: write_config(root, n, root / "series", bundle, aois)
-               for n in ("local", "dask", "noop_local", "noop_serial", "noop_dask")}
+        cfg = {n: write_config(root, n, root / "series", bundle, aois) for n in ("local", "dask")}
 
         t_local, s_local = timed_run(cfg["local"])
         t = time.perf_counter()
@@ -125,30 +145,33 @@ def main() -> None:
             work = [t for t in ts.data if str(t["key"]).startswith("coal-scene-")]
             compute = [sum(s["stop"] - s["start"] for s in t["startstops"] if s["action"] == "compute")
                        for t in work]
-            t_noop_local, _ = timed_run(cfg["noop_local"], runner=noop_runner)
             serial = DaskExecutor(ex.client.scheduler.address, max_in_flight=1).connect()
+            k = 40
+            times: dict[str, list[float]] = {"local": [], "serial": [], "dask": []}
             try:
-                t_noop_serial, _ = timed_run(cfg["noop_serial"], serial, runner=noop_runner)
+                for rep in range(4):  # repeat 0 is the warm-up
+                    for name, e in (("local", LocalExecutor()), ("serial", serial), ("dask", ex)):
+                        t = timed_executor(e, noop_tasks(root, bundle, k, f"{name}{rep}"))
+                        if rep:
+                            times[name].append(t / k)
             finally:
                 serial.close()
-            t_noop_dask, _ = timed_run(cfg["noop_dask"], ex, runner=noop_runner)
         finally:
             ex.close()
+        per = {name: float(np.median(v)) for name, v in times.items()}
         same = areas(root, "local") == areas(root, "dask") and s_local.processed == s_dask.processed == args.scenes
         n = args.scenes
-        rows = [
-            ("real scenes, local sequential (baseline)", t_local, 1.0),
-            (f"real scenes, LocalCluster {args.workers} workers", t_dask, t_local / t_dask),
-            ("no-op runner, local sequential (baseline)", t_noop_local, 1.0),
-            ("no-op runner, cluster, 1 scene in flight", t_noop_serial, t_noop_local / t_noop_serial),
-            (f"no-op runner, cluster, {args.workers} workers", t_noop_dask, t_noop_local / t_noop_dask),
-        ]
-        print(f"\n| run ({n} scenes) | wall s | speed-up vs local |\n|---|---:|---:|")
-        for name, sec, ratio in rows:
-            print(f"| {name} | {sec:.2f} | {ratio:.2f}x |")
-        overhead = (t_noop_serial - t_noop_local) / n
+        print(f"\n| run_monitor, {n} real scenes | wall s | speed-up vs local |\n|---|---:|---:|")
+        print(f"| local sequential (baseline) | {t_local:.2f} | 1.00x |")
+        print(f"| LocalCluster, {args.workers} worker processes | {t_dask:.2f} | {t_local / t_dask:.2f}x |")
+        print(f"\n| executor alone, {k} no-op scenes | ms per scene | vs local |\n|---|---:|---:|")
+        print(f"| LocalExecutor (baseline) | {per['local'] * 1000:.1f} | 1.00x |")
+        print(f"| DaskExecutor, 1 scene in flight | {per['serial'] * 1000:.1f} | {per['local'] / per['serial']:.2f}x |")
+        print(f"| DaskExecutor, default bound ({args.workers} workers) | {per['dask'] * 1000:.1f} | "
+              f"{per['local'] / per['dask']:.2f}x |")
+        overhead = per["serial"] - per["local"]
         print(f"\nLocalCluster start-up ({args.workers} worker processes): {t_start:.2f} s (not in the times above)")
-        print(f"scheduling overhead per scene (cluster serial - local, no-op runner): {overhead * 1000:.0f} ms")
+        print(f"scheduling overhead per scene (1 in flight, minus local): {overhead * 1000:.0f} ms")
         if compute:
             print(f"real scenes: mean task compute on a worker {np.mean(compute):.2f} s; "
                   f"local mean per scene {t_local / n:.2f} s (incl. composites and reports)")
@@ -156,8 +179,7 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps({
                 "scenes": n, "size": args.size, "workers": args.workers, "t_local": t_local, "t_dask": t_dask,
-                "ratio": t_local / t_dask, "t_startup": t_start, "t_noop_local": t_noop_local,
-                "t_noop_serial": t_noop_serial, "t_noop_dask": t_noop_dask, "overhead_per_scene": overhead,
+                "ratio": t_local / t_dask, "t_startup": t_start, "noop_per_scene": per, "overhead_per_scene": overhead,
                 "task_compute_mean": float(np.mean(compute)) if compute else None, "identical": same,
             }, indent=1))
         if not same:

@@ -280,7 +280,7 @@ class DaskExecutor:
         source = iter(tasks)
         inflight: dict[Any, tuple[SceneTask, int]] = {}
         stacks: dict[str, Path] = {}
-        ac = as_completed()
+        ac = as_completed(loop=self.client.loop)  # not the default client's: another may be newer
         limit = self.max_in_flight or 1  # until the first task says whether scenes use GPUs
 
         def submit(task: SceneTask, attempt: int) -> None:
