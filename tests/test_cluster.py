@@ -66,7 +66,7 @@ s1_date_regex = 'synth_(?P<year>\\d{{4}})_S1'
 def cluster():
     """One LocalCluster of 2 worker processes (1 thread each) for the whole module."""
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
     ) as lc:
         yield lc
 
@@ -214,12 +214,15 @@ def test_cluster_run_equals_local_run_through_the_cli(tmp_path, series, address,
 # -- failures --------------------------------------------------------------------------------------
 
 
-def test_worker_killed_mid_task_is_rescheduled_and_the_ledger_is_exact(tmp_path, address):
+def test_worker_killed_mid_task_is_rescheduled_and_the_ledger_is_exact(tmp_path):
+    """On its own LocalCluster started by the executor (--scheduler local:2)."""
     ref = make_mask_project(tmp_path / "ref")
     run_monitor(load_config(ref["config"]), runner=oracle_run_scene)
     p = make_mask_project(tmp_path / "p")
-    with DaskExecutor(address) as ex:
+    with DaskExecutor("local:2") as ex:
+        assert len(ex.client.scheduler_info()["workers"]) == 2
         s = run_monitor(load_config(p["config"]), runner=kill_once_runner, executor=ex)
+    assert ex.client is None  # the LocalCluster is shut down with the executor
     killed = p["root"] / "marks" / "killed"
     assert killed.is_file() and int(killed.read_text()) != os.getpid()  # a worker process died
     assert (s.processed, s.failed, s.exit_code) == (5, 0, 0)
@@ -328,7 +331,7 @@ def test_gpu_worker_maps_while_cpu_workers_prepare(tmp_path, series, local_ref):
     the resource request with backend = "cpu".)"""
     local = local_ref
     p = _synth_project(tmp_path / "dask", series)
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
                                   resources={"CPU": 1}) as lc:
         gpu = subprocess.Popen(
             [str(Path(sys.executable).parent / "dask"), "worker", lc.scheduler_address, "--nthreads", "1",

@@ -218,7 +218,7 @@ class DaskExecutor:
             if a.kind == "local":
                 self._cluster = distributed.LocalCluster(
                     n_workers=a.n_workers, threads_per_worker=1, processes=True,
-                    dashboard_address=":0" if importlib.util.find_spec("bokeh") else None,
+                    dashboard_address=":0",  # a free port: never clash with another cluster
                 )
                 self.client = distributed.Client(self._cluster, timeout=self.connect_timeout)
             elif a.kind == "file":
