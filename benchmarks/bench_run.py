@@ -120,6 +120,10 @@ def write_big_sparse_stack(path: Path, size: int, every: int = 6, block: int = 5
     from factories import DEFAULT_TRANSFORM, PREP_TAG, UTM50S
     from rasterio.windows import Window
 
+    if path.is_file():  # reuse a stack from an earlier run in the same --workdir
+        with rasterio.open(path) as ds:
+            if ds.width == size and ds.height == size:
+                return path
     pattern = make_stack(block, block, seed=1, scale=12.0)
     prof = {"driver": "GTiff", "dtype": "float32", "count": 23, "width": size, "height": size, "crs": UTM50S,
             "transform": DEFAULT_TRANSFORM, "nodata": float("nan"), "tiled": True, "blockxsize": block,
@@ -158,6 +162,7 @@ def main() -> None:
     ap.add_argument("--full", type=int, default=10980, help="side of the tiny-model memory stack")
     ap.add_argument("--skip-full", action="store_true")
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--sections", default="1,2,3", help="which sections to run, e.g. 3")
     a = ap.parse_args()
     if a.quick:
         a.tiles, a.crop, a.full = 4, 512, 2048
@@ -166,11 +171,21 @@ def main() -> None:
     print(f"# bench_run  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  {platform.processor() or platform.machine()}"
           f", {cores()} cores, python {platform.python_version()}  workdir {work}")
     print("# the machine is shared with other work: figures are indicative")
+    sections = {int(x) for x in a.sections.split(",")}
+    onnx_path = unet_onnx(work / "unet.onnx", tile=a.tile, seed=0)
+    if 1 in sections:
+        section1(a, onnx_path)
+    if 2 in sections:
+        section2(a, work, onnx_path)
+    if 3 in sections:
+        section3(a, work)
+    print("\ntarget: peak RSS < 2048 MB whatever the scene size; ORT >= 1.5x PyTorch eager")
 
+
+def section1(a: argparse.Namespace, onnx_path: Path) -> None:
     import onnxruntime
     import torch
 
-    onnx_path = unet_onnx(work / "unet.onnx", tile=a.tile, seed=0)
     print(f"\n## 1. U-Net-ResNet34 throughput, same weights and tiles (torch {torch.__version__}, "
           f"onnxruntime {onnxruntime.__version__}, {cores()} threads each)\n")
     print("| tile | batch | tiles | PyTorch eager Mpx/s | ORT CPU Mpx/s | ORT / PyTorch | max |logit diff| |")
@@ -179,6 +194,8 @@ def main() -> None:
         print(f"| {r['tile']} | {r['batch']} | {r['tiles']} | {r['torch_mpx_s']:.3f} | {r['ort_mpx_s']:.3f} | "
               f"{r['ratio']:.2f}x | {r['max_abs_logit_diff']:.1e} |")
 
+
+def section2(a: argparse.Namespace, work: Path, onnx_path: Path) -> None:
     print(f"\n## 2. End to end, U-Net-ResNet34, {a.crop} x {a.crop} stack, tile {a.tile}, ORT CPU\n")
     unet_b = make_tiny_bundle(work / "unet_bundle", onnx_file=onnx_path, tile=128, overlap=32, bundle_id="bench-unet")
     crop = write_stack(work / f"crop{a.crop}.tif", make_stack(a.crop, a.crop, seed=3, scale=20.0), block=512)
@@ -196,6 +213,9 @@ def main() -> None:
     print(f"\nextrapolated full 10980² scene with this U-Net on this machine: {full_px / 1e6 / (mpx / wall) / 3600:.1f} h "
           f"(= {full_px / 1e6:.0f} Mpx / {mpx / wall:.3f} Mpx/s; not measured)")
 
+
+
+def section3(a: argparse.Namespace, work: Path) -> None:
     print("\n## 3. Peak RSS vs scene size (tiny 1x1-conv model, tile 256, block 1024)\n")
     tiny = make_tiny_bundle(work / "tiny_bundle", kind="linear", tile=256, overlap=32, bundle_id="bench-tiny")
     sizes = [a.crop] + ([] if a.skip_full else [a.full])
@@ -210,7 +230,6 @@ def main() -> None:
         print(f"| {size}² | {stack.stat().st_size / 1e6:.0f} | {wall:.1f} | {size * size / 1e6 / wall:.1f} | "
               f"{s['_peak_rss_mb']:.0f} | {s['nodata_share']:.2f} | {stage_table(s)} |")
         print(f"<!-- stack written in {t_make:.0f} s -->")
-    print("\ntarget: peak RSS < 2048 MB whatever the scene size; ORT >= 1.5x PyTorch eager")
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ def pixel_areas_ha(
         >>> from affine import Affine
         >>> a = pixel_areas_ha("EPSG:4326", Affine(0.0001, 0, 115, 0, -0.0001, -2), 4, 4)
         >>> round(float(a[0, 0]) * 1e4, 1)   # m² of a 0.0001° cell near the equator
-        122.8
+        123.0
     """
     if crs is None or not str(crs):
         raise CRSError("the raster has no CRS, so pixel areas are unknown; assign one with gdal_edit.py -a_srs")

@@ -94,7 +94,7 @@ def auto_batch_size(tile: int, *, on_gpu: bool, gpu_mem_gb: float, tiles_per_blo
 
     Example:
         >>> auto_batch_size(256, on_gpu=True, gpu_mem_gb=6.0, tiles_per_block=25)
-        (25, 'GPU budget 6.0 GiB - 1 GiB reserved at ~39 MB per 256 px tile fits 64 tiles (capped at 64), limited to the 25 tiles of a block')
+        (25, 'GPU budget 6.0 GiB - 1 GiB reserved at ~39 MB per 256 px tile fits 136 tiles (capped at 64), limited to the 25 tiles of a block')
     """
     if on_gpu:
         per_tile = tile * tile * GPU_BYTES_PER_PIXEL
