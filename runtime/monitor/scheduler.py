@@ -98,8 +98,8 @@ def run_monitor(
         cfg: the loaded configuration (:func:`~.config.load_config`).
         executor: where scenes run; default sequentially in this process.
         retry_failed: retry failed scenes even when they used up ``max_attempts``.
-        dry_run: only plan and log; nothing is processed or written except the ledger's
-            input fingerprints of scenes seen before (no outputs, no reports).
+        dry_run: only plan and log what would be processed and why; no scene is processed
+            and no output or report is written.
         runner: ``module:function`` (or a function) mapping one scene (default ``run_scene``).
 
     Returns:
@@ -133,8 +133,9 @@ def run_monitor(
                     else:
                         summary.unchanged += 1
             todo = [it for it in items if it.process]
-            for it in items:
-                log.info("%s %s: %s", it.spec.date.isoformat(), it.spec.path.name, it.reason)
+            for it in items:  # unchanged scenes only with -v: a timer's journal shows what happened
+                log.log(logging.INFO if it.process else logging.DEBUG, "%s %s: %s", it.spec.date.isoformat(),
+                        it.spec.path.name, it.reason)
             if dry_run:
                 return summary
             run_id = led.start_run()

@@ -1,0 +1,120 @@
+"""coal-demo: AOIs from the Tapin mine points, planted mines, refusals, and the whole chain
+(quick settings) end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+from coalmine.train.demo import (
+    builtin_sites,
+    main,
+    mine_plans_at,
+    sites_from_points,
+    write_aoi_file,
+)
+
+
+@pytest.fixture
+def points(realdata):
+    return realdata / "tapin_mines" / "tapin_gcmt_points.geojson"
+
+
+def test_sites_follow_the_tapin_layout(points):
+    sites, origin = sites_from_points(points, 256)
+    names = [s.name for s in sites]
+    assert names == ["AGM Coal Mine", "BRE / NAL Coal Mines", "EBL Coal Mine"]  # BRE+NAL 200 m apart
+    by = {s.name: s for s in sites}
+    # the real layout: AGM lies north-east of BRE/NAL, EBL west of them
+    assert by["AGM Coal Mine"].col > by["BRE / NAL Coal Mines"].col > by["EBL Coal Mine"].col
+    assert by["AGM Coal Mine"].row < by["BRE / NAL Coal Mines"].row
+    # uniform scale: ratio of distances equals the real one (AGM-BRE vs BRE-EBL, about 7.4 / 7.5 km)
+    from pyproj import Geod
+
+    g = Geod(ellps="WGS84")
+    real = g.inv(115.259809, -2.889157, 115.225696, -2.944753)[2] / g.inv(115.225696, -2.944753, 115.151507, -2.95744)[2]
+    a, b, e = by["AGM Coal Mine"], by["BRE / NAL Coal Mines"], by["EBL Coal Mine"]
+    scaled = math.hypot(a.row - b.row, a.col - b.col) / math.hypot(b.row - e.row, b.col - e.col)
+    assert scaled == pytest.approx(real, rel=0.02)
+    for s in sites:  # inside the scene with the whole AOI
+        assert s.half <= s.row <= 256 - s.half and s.half <= s.col <= 256 - s.half
+    # the scene is centred on the points in EPSG:32750 (about 2.9 S, 115.2 E)
+    from pyproj import Transformer
+
+    lon, lat = Transformer.from_crs("EPSG:32750", "EPSG:4326", always_xy=True).transform(
+        origin[0] + 1280, origin[1] - 1280)
+    assert 115.15 < lon < 115.25 and -2.96 < lat < -2.88
+    assert origin[0] % 60 == 0 and origin[1] % 60 == 0
+
+
+def test_planted_mines_lie_in_their_aois(points, tmp_path):
+    from coalmine.train.synth import make_scene
+
+    size = 128
+    sites, origin = sites_from_points(points, size)
+    plans = mine_plans_at(sites, seed=0, size=size)
+    aoi_path = write_aoi_file(tmp_path / "aois.geojson", sites, origin)
+    assert [f["properties"]["name"] for f in json.loads(aoi_path.read_text())["features"]] == [s.name for s in sites]
+    inside = np.zeros((size, size), dtype=bool)
+    band = np.zeros((size, size), dtype=bool)  # a margin around each AOI: no mine may spill into it
+    for s in sites:
+        band[max(0, int(s.row - s.half) - 6):int(s.row + s.half) + 6, max(0, int(s.col - s.half) - 6):int(s.col + s.half) + 6] = True
+    for s in sites:
+        inside[int(s.row - s.half):int(s.row + s.half), int(s.col - s.half):int(s.col + s.half)] = True
+    band &= ~inside
+    per_year = []
+    for year in (2016, 2019, 2021):
+        sc = make_scene(tmp_path, year, seed=0, size=size, plans=plans, origin=origin, cloud_cover=0)
+        with rasterio.open(sc.label_path) as ds:
+            lab = ds.read(1)
+            assert ds.transform.c == origin[0] and ds.transform.f == origin[1]
+        assert not ((lab == 1) & band).any()  # AOI mines stay inside, other mines stay away
+        per_year.append([int(((lab == 1) & (np.abs(np.arange(size)[:, None] - s.row) < s.half)
+                              & (np.abs(np.arange(size)[None, :] - s.col) < s.half)).sum()) for s in sites])
+    per_year = np.array(per_year)
+    assert (per_year[-1] > 0).all()  # every AOI has a mine by 2021
+    assert (np.diff(per_year, axis=0) != 0).any()  # and the areas change over the years
+
+
+def test_builtin_sites_without_points_file():
+    sites = builtin_sites(seed=3, size=256)
+    assert sites and all(s.name.startswith("Pit ") for s in sites)
+    assert all(0 <= s.row < 256 and 0 <= s.col < 256 for s in sites)
+
+
+def test_demo_refusals(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.docx").write_text("precious")
+    r = CliRunner().invoke(main, ["--out", str(tmp_path / "mine"), "--quick"])
+    assert r.exit_code == 2
+    assert "exists and is not a coal-demo folder; choose a new or empty folder" in r.stderr
+    assert (tmp_path / "mine" / "thesis.docx").read_text() == "precious"
+    r = CliRunner().invoke(main, ["--out", str(tmp_path / "d"), "--mines", str(tmp_path / "none.geojson")])
+    assert r.exit_code == 1 and "--mines" in r.stderr and "does not exist" in r.stderr
+    r = CliRunner().invoke(main, ["--out", str(tmp_path / "d"), "--size", "101"])
+    assert r.exit_code == 2 and "--size 101 must be even" in r.stderr
+
+
+@pytest.mark.slow
+def test_demo_quick_end_to_end(tmp_path, points):
+    out = tmp_path / "demo"
+    r = CliRunner().invoke(main, ["--out", str(out), "--quick", "--seed", "1", "--mines", str(points), "-q"])
+    assert r.exit_code == 0, r.output
+    report = out / "monitor" / "report.html"
+    assert r.stdout.strip() == str(report.resolve())
+    page = report.read_text(encoding="utf-8")
+    for name in ("AGM Coal Mine", "BRE / NAL Coal Mines", "EBL Coal Mine"):
+        assert name in page
+    assert all(str(y) in page for y in range(2016, 2022))
+    assert (out / "model" / "model.onnx").is_file() and (out / "model" / "bundle.json").is_file()
+    assert len(list((out / "monitor" / "change").glob("change_*.tif"))) == 5
+    # the written monitor.toml is a working configuration: a second run has nothing to do
+    from coalmine.runtime.cli.monitor import main as monitor_main
+
+    r2 = CliRunner().invoke(monitor_main, [str(out / "monitor.toml"), "-q"])
+    assert r2.exit_code == 0
+    assert "0 new scenes processed, 6 unchanged, 0 failed" in r2.stderr

@@ -1,0 +1,390 @@
+"""``coal-demo``: the whole chain on a generated Tapin-like series, end to end, on this machine.
+
+Steps (each logged on stderr with its time; the report path goes to stdout):
+
+1. **Data** — a synthetic Sentinel-2 L2A + Sentinel-1 σ⁰ series 2016–2021 near Tapin Regency
+   (EPSG:32750, :mod:`coalmine.train.synth`), with label rasters, mines that grow, open late
+   or shrink under reclamation.
+2. **Areas of interest** — one square AOI around each open-pit coal mine of the Global Coal
+   Mine Tracker points in ``../shared/realdata/tapin_mines/tapin_gcmt_points.geojson`` (found
+   beside the working directory or the source checkout, or given with ``--mines``).
+   The file's 14 points spread over about 57 km × 99 km; the demo takes those of the Tapin
+   Regency mining area (within 12 km of 115.20 °E, 2.92 °S: AGM, BRE, NAL and EBL, about
+   12 km × 7 km) and maps their *layout* into the scene: projected to UTM 50S and scaled
+   uniformly about their centre into the inner 60 % of the scene (at most 1:1, so a
+   ``--size`` of about 2000 px puts them at their true positions); the scene is centred on
+   them. Points closer than one AOI (BRE and NAL, 200 m apart) share one AOI named after both. A synthetic mine is planted at each AOI's centre, so every
+   AOI watches a mine with its own life (growth, late opening or reclamation). Without the
+   file, built-in AOIs named "Pit 1", "Pit 2"… surround the generator's own mines.
+3. **Training** — a small U-Net-ResNet34 (:func:`coalmine.train.api.train`) briefly on three of
+   the years, on the CPU unless CUDA is present.
+4. **Export** — ONNX with its parity check (:func:`coalmine.export.api.export_bundle`).
+5. **Monitoring** — ``monitor.toml`` is written into the demo folder (a real configuration you
+   can edit and re-run with ``coal-monitor``) and run: ledger, yearly areas, change maps,
+   charts and ``monitor/report.html``.
+
+Example:
+    coal-demo --out ./coalmine-demo        # then open ./coalmine-demo/monitor/report.html
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from coalmine.runtime.cli.options import (
+    CONTEXT_SETTINGS,
+    handle_errors,
+    quiet_opt,
+    setup_logging,
+    verbose_opt,
+)
+from coalmine.runtime.errors import InputError, UsageError
+
+log = logging.getLogger("coalmine.demo")
+
+PROG = "coal-demo"
+YEARS = tuple(range(2016, 2022))
+#: Years the demo model is trained on (the monitor then maps all years).
+TRAIN_YEARS = (2016, 2018, 2021)
+MARKER = ".coal-demo"
+#: Centre (lon, lat) and radius of the Tapin Regency mining area the demo scene stands for.
+FOCUS = (115.20, -2.92)
+FOCUS_RADIUS_M = 12000.0
+POINTS_REL = Path("shared") / "realdata" / "tapin_mines" / "tapin_gcmt_points.geojson"
+
+
+# -- mine points -> AOIs and mine plans ------------------------------------------------------------
+
+
+def find_mine_points(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The GCMT Tapin points file: ``explicit`` if given, else looked up as
+    ``shared/realdata/tapin_mines/...`` in the working directory and its parents, then beside
+    the source checkout. None when not found.
+
+    Raises:
+        InputError: ``explicit`` was given but does not exist.
+    """
+    if explicit is not None:
+        p = Path(explicit)
+        if not p.is_file():
+            raise InputError(f"--mines {p} does not exist; give the GeoJSON of mine points or leave the option out")
+        return p
+    here = Path.cwd().resolve()
+    for base in [here, *here.parents, *Path(__file__).resolve().parents]:
+        for cand in (base / POINTS_REL, base / ".." / POINTS_REL):
+            if cand.is_file():
+                return cand.resolve()
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoSite:
+    """One AOI of the demo: its name, centre (row, col on the S2 grid) and half-size in pixels."""
+
+    name: str
+    row: float
+    col: float
+    half: float
+
+
+def sites_from_points(points_path: Path, size: int) -> tuple[list[DemoSite], tuple[float, float]]:
+    """Map the Tapin mine points' layout into a ``size`` px scene; merge points closer than an AOI.
+
+    The points within :data:`FOCUS_RADIUS_M` of :data:`FOCUS` (the Tapin Regency mining area)
+    are used (all points when none is that close). Their layout is scaled uniformly about its
+    centre into the inner 60 % of the scene, at most 1:1 (10 m per pixel): with ``--size``
+    large enough (about 2000 px) the AOIs sit at their true positions.
+
+    Returns:
+        (sites, origin): the AOIs and the scene's upper-left corner in EPSG:32750 metres (the
+        scene is centred on the points used, snapped to 60 m like Sentinel-2 grids).
+    """
+    from pyproj import Transformer
+
+    data = json.loads(points_path.read_text(encoding="utf-8"))
+    to_utm = Transformer.from_crs("EPSG:4326", "EPSG:32750", always_xy=True)
+    fx, fy = to_utm.transform(*FOCUS)
+    pts: list[tuple[str, float, float]] = []
+    for f in data.get("features", []):
+        g = f.get("geometry") or {}
+        if g.get("type") != "Point":
+            continue
+        props = f.get("properties") or {}
+        name = str(props.get("Mine Name") or props.get("name") or f"Mine {len(pts) + 1}")
+        x, y = to_utm.transform(*g["coordinates"][:2])
+        pts.append((name, x, y))
+    if not pts:
+        raise InputError(f"{points_path} holds no point features; give a GeoJSON of mine points with --mines")
+    near = [p for p in pts if math.hypot(p[1] - fx, p[2] - fy) <= FOCUS_RADIUS_M]
+    if near:
+        log.info("demo extent: %d of %d mine points lie in the Tapin mining area (%s)", len(near), len(pts),
+                 ", ".join(sorted(p[0] for p in near)))
+        pts = near
+    xs, ys = [p[1] for p in pts], [p[2] for p in pts]
+    cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+    extent = max(max(xs) - min(xs), max(ys) - min(ys), 1.0)
+    scale = min(0.1, 0.6 * size / extent)  # pixels per metre: never larger than the real 10 m grid
+    half = max(6.0, size / 5)
+    placed: list[tuple[list[str], float, float]] = []
+    for name, x, y in sorted(pts, key=lambda p: (-p[2], p[1])):  # north to south, west to east
+        col = size / 2 + (x - cx) * scale
+        row = size / 2 - (y - cy) * scale
+        for group in placed:
+            if math.hypot(group[1] - row, group[2] - col) < 1.5 * half:
+                group[0].append(name)
+                break
+        else:
+            placed.append(([name], row, col))
+    sites = [DemoSite(_site_name(names), row, col, half) for names, row, col in placed]
+    x0 = round((cx - size * 5.0) / 60.0) * 60.0
+    y0 = round((cy + size * 5.0) / 60.0) * 60.0
+    return sites, (x0, y0)
+
+
+def _site_name(names: list[str]) -> str:
+    short = [n.replace(" Coal Mine", "") for n in dict.fromkeys(names)]
+    return " / ".join(short) + (" Coal Mine" if len(short) == 1 else " Coal Mines")
+
+
+def builtin_sites(seed: int, size: int) -> list[DemoSite]:
+    """AOIs around the generator's own mines when no mine points file is found."""
+    from .synth import mine_plan
+
+    half = max(6.0, size / 5)
+    return [DemoSite(f"Pit {i + 1}", p.row, p.col, half) for i, p in enumerate(mine_plan(seed, size, YEARS))]
+
+
+def mine_plans_at(sites: list[DemoSite], seed: int, size: int) -> list[Any]:
+    """Mine plans for the demo scene.
+
+    The generator's mine lives (growth, late opening, reclamation) are re-planted at the AOI
+    sites, scaled so that each mine stays inside its AOI at its largest. The generator's own
+    mines that lie well away from every AOI are kept too (same scale): unmonitored mines that
+    count in the whole-extent total and give the model more to learn from.
+    """
+    from .synth import mine_plan
+
+    base = mine_plan(seed, size, YEARS)
+    half = sites[0].half if sites else max(6.0, size / 5)
+
+    def scaled(p: Any, row: float, col: float, salt: int) -> Any:
+        peak = max(p.radii.values()) or 1.0
+        k = 0.4 * half / peak  # dumps and the wobbly outline reach about 2.3 radii
+        return dataclasses.replace(p, row=row, col=col, radii={y: r * k for y, r in p.radii.items()},
+                                   seed=p.seed + salt)
+
+    plans = [scaled(base[i % len(base)], s.row, s.col, i) for i, s in enumerate(sites)]
+    for j, p in enumerate(base):
+        clear = all(max(abs(p.row - s.row), abs(p.col - s.col)) > 2.2 * half for s in sites)
+        inside = half <= p.row <= size - half and half <= p.col <= size - half
+        if clear and inside:
+            plans.append(scaled(p, p.row, p.col, 100 + j))
+    return plans
+
+
+def write_aoi_file(path: Path, sites: list[DemoSite], origin: tuple[float, float]) -> Path:
+    """The demo AOIs as GeoJSON in lon/lat (squares around the sites)."""
+    from pyproj import Transformer
+
+    to_ll = Transformer.from_crs("EPSG:32750", "EPSG:4326", always_xy=True)
+    feats = []
+    for s in sites:
+        x0, y0 = origin[0] + (s.col - s.half) * 10.0, origin[1] - (s.row - s.half) * 10.0
+        x1, y1 = origin[0] + (s.col + s.half) * 10.0, origin[1] - (s.row + s.half) * 10.0
+        ring = [list(to_ll.transform(x, y)) for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0))]
+        feats.append({"type": "Feature", "properties": {"name": s.name},
+                      "geometry": {"type": "Polygon", "coordinates": [ring]}})
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": feats}, indent=1), encoding="utf-8")
+    return path
+
+
+# -- the chain ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoSettings:
+    """Demo sizes; ``quick()`` gives the seconds-long variant used by tests."""
+
+    size: int = 256
+    epochs: int = 8
+    seed: int = 0
+    tile: int = 64
+    batch_size: int = 4
+    max_patches: int = 96
+    years: tuple[int, ...] = YEARS
+
+    def quick(self) -> DemoSettings:
+        return dataclasses.replace(self, size=min(self.size, 128), epochs=1, max_patches=24)
+
+
+def run_demo(out: Path, settings: DemoSettings, mines: str | os.PathLike[str] | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """Run the chain into ``out``; returns paths and the monitor summary.
+
+    Raises:
+        UsageError: ``out`` exists, is not empty and was not made by coal-demo.
+        CoalmineError: from any step (naming the step's input).
+    """
+    from coalmine.runtime.monitor import load_config, run_monitor
+
+    from .synth import make_scene
+
+    out = _prepare_out(out)
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    # 1 + 2: sites, data
+    points = find_mine_points(mines)
+    if points is not None:
+        sites, origin = sites_from_points(points, settings.size)
+        log.info("AOIs: %d sites from the %s mine points (layout scaled into the scene)", len(sites), points.name)
+    else:
+        from .synth import DEFAULT_ORIGIN
+
+        sites, origin = builtin_sites(settings.seed, settings.size), DEFAULT_ORIGIN
+        log.info("AOIs: mine points file not found (%s); using %d built-in sites", POINTS_REL, len(sites))
+    plans = mine_plans_at(sites, settings.seed, settings.size)
+    data = out / "data"
+    scenes = [make_scene(data / "series", y, seed=settings.seed, size=settings.size, plans=plans, origin=origin)
+              for y in settings.years]
+    aoi_file = write_aoi_file(data / "aois.geojson", sites, origin)
+    timings["data"] = time.perf_counter() - t0
+    log.info("[1/4] generated %d scenes of %d x %d px (%s) in %.1f s", len(scenes), settings.size,
+             settings.size, f"{settings.years[0]}-{settings.years[-1]}", timings["data"])
+
+    # 3: training
+    t = time.perf_counter()
+    bundle = _train(scenes, out / "model", settings, progress)
+    timings["train"] = time.perf_counter() - t
+    log.info("[2/4] trained %s in %.1f s", bundle.name, timings["train"])
+
+    # 4: export
+    t = time.perf_counter()
+    from coalmine.export.api import export_bundle
+
+    export_bundle(bundle, engine=False, progress=progress)
+    timings["export"] = time.perf_counter() - t
+    log.info("[3/4] exported ONNX in %.1f s", timings["export"])
+
+    # 5: monitoring
+    t = time.perf_counter()
+    cfg_path = write_monitor_config(out / "monitor.toml", bundle, aoi_file, data / "series")
+    summary = run_monitor(load_config(cfg_path))
+    timings["monitor"] = time.perf_counter() - t
+    log.info("[4/4] monitored: %s (%.1f s)", summary.status_line(), timings["monitor"])
+    timings["total"] = time.perf_counter() - t0
+    return {"report": summary.report, "config": cfg_path, "bundle": bundle, "summary": summary,
+            "timings": timings, "sites": sites, "points": points}
+
+
+def _prepare_out(out: Path) -> Path:
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).exists():
+            raise UsageError(
+                f"--out {out} exists and is not a coal-demo folder; choose a new or empty folder "
+                "(coal-demo replaces the contents of its own folders only)"
+            )
+        for sub in ("data", "model", "model.work", "monitor", "monitor.toml"):
+            p = out / sub
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by coal-demo; the demo may replace this folder's contents\n")
+    return out
+
+
+def _train(scenes: list[Any], bundle_dir: Path, s: DemoSettings, progress: bool) -> Path:
+    from .api import train
+    from .config import SceneSpec, TrainConfig
+
+    specs = tuple(
+        SceneSpec(scene=sc.s2_dir, labels=sc.label_path, s1=sc.s1_path)
+        for sc in scenes if sc.year in TRAIN_YEARS
+    ) or tuple(SceneSpec(scene=sc.s2_dir, labels=sc.label_path, s1=sc.s1_path) for sc in scenes)
+    cfg = TrainConfig(
+        scenes=specs, tile=s.tile, epochs=s.epochs, batch_size=s.batch_size, seed=s.seed,
+        max_patches=s.max_patches, warmup_epochs=min(1, s.epochs - 1), patience=0, block_tiles=1,
+        stride=s.tile // 2, buffer=0, val_fraction=0.25, overlap=16, max_val_tiles=8, lr=2e-3,
+        background_ratio=0.25, device="auto",
+    )
+    return train(cfg, bundle_dir, progress=progress, overwrite=True)
+
+
+def write_monitor_config(path: Path, bundle: Path, aois: Path, series: Path) -> Path:
+    """A ``coal-monitor`` configuration for the demo series (relative paths, commented)."""
+    base = path.parent
+    rel = lambda p: Path(os.path.relpath(p, base)).as_posix()  # noqa: E731
+    path.write_text(
+        "# coal-monitor configuration written by coal-demo; edit and run: coal-monitor monitor.toml\n"
+        'title = "Tapin Regency — synthetic demo series"\n'
+        f'bundle = "{rel(bundle)}"\n'
+        f'aois = "{rel(aois)}"\n'
+        'aoi_name_field = "name"\n'
+        'output = "monitor"\n'
+        'yearly_rule = "max_extent"   # max_extent | median | majority | latest\n\n'
+        "[run]\n"
+        'backend = "auto"\n\n'
+        "# every Sentinel-2 folder synth_<year>_S2, paired with the Sentinel-1 file of the same year\n"
+        "[[search]]\n"
+        f'folder = "{rel(series)}"\n'
+        'glob = "synth_*_S2"\n'
+        "date_regex = 'synth_(?P<year>\\d{4})_S2'\n"
+        f's1_folder = "{rel(series)}"\n'
+        's1_glob = "synth_*_S1_VV_sigma0_linear.tif"\n'
+        "s1_date_regex = 'synth_(?P<year>\\d{4})_S1'\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+# -- CLI -----------------------------------------------------------------------------------------------
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("coalmine-demo"),
+              help="Demo folder (created; a previous demo there is replaced).")
+@click.option("--size", type=click.IntRange(64, 4096), default=DemoSettings.size,
+              help="Scene width and height in 10 m pixels (even).")
+@click.option("--epochs", type=click.IntRange(1, 1000), default=DemoSettings.epochs, help="Training epochs.")
+@click.option("--seed", type=int, default=DemoSettings.seed, help="Seed of the landscape, mines and training.")
+@click.option("--quick", is_flag=True, default=False,
+              help="Seconds instead of minutes: 128 px scenes, 1 epoch (the result is a rough map).")
+@click.option("--mines", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="GeoJSON of mine points for the AOIs [default: ../shared/realdata/tapin_mines/"
+                   "tapin_gcmt_points.geojson when found, else built-in AOIs].")
+@verbose_opt
+@quiet_opt
+@handle_errors(PROG)
+def main(out: Path, size: int, epochs: int, seed: int, quick: bool, mines: Path | None, verbose: int,
+         quiet: bool) -> None:
+    """Run the whole chain on a generated Tapin-like series: synthetic Sentinel-2/1 scenes
+    2016-2021 -> train a small model -> export to ONNX -> coal-monitor -> HTML report.
+
+    Prints the report's path on stdout; progress and timings go to stderr.
+    """
+    setup_logging(verbose, quiet)
+    from coalmine.runtime.cli.monitor import quiet_runner_logs
+
+    quiet_runner_logs(verbose)
+    if size % 2:
+        raise UsageError(f"--size {size} must be even (the 20 m bands halve it)")
+    settings = DemoSettings(size=size, epochs=epochs, seed=seed)
+    if quick:
+        settings = settings.quick()
+    res = run_demo(out, settings, mines=mines, progress=not quiet)
+    click.echo(f"{PROG}: done in {res['timings']['total']:.0f} s; open the report in a browser:", err=True)
+    click.echo(str(Path(res["report"]).resolve()))
+    sys.exit(res["summary"].exit_code)
