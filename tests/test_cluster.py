@@ -123,6 +123,14 @@ def fake_scene(task: SceneTask) -> SceneResult:
                        seconds=0.2)
 
 
+def stamped_scene(task: SceneTask) -> SceneResult:
+    """fake_scene that first records (wall clock) when it started."""
+    import time
+
+    Path(task.out_dir).parent.joinpath("started").write_text(repr(time.time()))
+    return fake_scene(task)
+
+
 # -- helpers --------------------------------------------------------------------------------------
 
 
@@ -150,7 +158,7 @@ def _reports(root: Path) -> dict[str, str]:
 
 
 def _partials(root: Path) -> list[Path]:
-    return [p for p in (root / "out" / "scenes").iterdir() if p.name.startswith(".")]
+    return [p for p in (root / "out" / "scenes").iterdir() if p.name.startswith(".") and p.name != ".locks"]
 
 
 @pytest.fixture(scope="module")
@@ -271,6 +279,37 @@ def test_tasks_are_pulled_lazily_and_in_flight_work_is_bounded(tmp_path, address
             done.append(task.key)
     assert sorted(done) == [f"k{i}" for i in range(8)]
     assert most[0] == bound  # never more scenes claimed than the bound, and the bound is used
+
+
+def test_an_abandoned_attempt_finishes_before_a_new_attempt_starts(tmp_path, address):
+    """A killed coordinator's attempt still running on a long-lived cluster holds the scene's
+    lock (as run_exclusive does; here the test holds it): the new attempt waits for it."""
+    import fcntl
+    import threading
+    import time
+
+    (tmp_path / "bundle").mkdir()
+    out = tmp_path / "out" / "scenes" / "s0"
+    (out.parent / ".locks").mkdir(parents=True)
+    task = SceneTask(key="k", scene=str(tmp_path / "s0.tif"), date="2019-07-14", bundle=str(tmp_path / "bundle"),
+                     out_dir=str(out), prefix="s0", token="new")
+    fh = open(out.parent / ".locks" / "s0.lock", "a")
+    fcntl.flock(fh, fcntl.LOCK_EX)
+    released: list[float] = []
+
+    def release_later():
+        time.sleep(1.5)
+        released.append(time.time())
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+    th = threading.Thread(target=release_later)
+    th.start()
+    with DaskExecutor(address) as ex:
+        [(t, res)] = list(ex.run(stamped_scene, iter([task])))
+    th.join()
+    assert isinstance(res, SceneResult)
+    assert float((out.parent / "started").read_text()) >= released[0]  # it waited for the lock
 
 
 def test_workers_that_cannot_see_the_storage_are_refused(tmp_path, address):

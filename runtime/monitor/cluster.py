@@ -26,7 +26,11 @@ What the executor adds:
   so GPUs do not wait on the CPU work;
 - shared storage: tasks carry absolute paths only, the workers are checked to see the
   bundle, AOIs and output folder, and every result's mask must be visible to the
-  coordinator before it is accepted.
+  coordinator before it is accepted;
+- one attempt per scene folder at a time: a task holds an exclusive lock on its scene's lock
+  file (``scenes/.locks/``) while it runs, so an attempt abandoned by a killed coordinator
+  that is still running on a long-lived cluster finishes (or fails) before the new run's
+  attempt starts, and the folder the ledger registers is the one written last.
 
 dask and distributed are imported only here and only when a cluster is asked for, so
 ``coalmine.runtime`` works without them (``pip install 'coalmine[cluster]'`` adds them).
@@ -296,7 +300,8 @@ class DaskExecutor:
                 fut = self.client.submit(process_prepared, fn, task, prep, key=f"coal-scene-{key}", pure=False,
                                          resources=res)
             else:
-                fut = self.client.submit(fn, task, key=f"coal-scene-{key}", pure=False, resources=res)
+                fut = self.client.submit(run_exclusive, fn, task, key=f"coal-scene-{key}", pure=False,
+                                         resources=res)
             inflight[fut] = (task, attempt)
             ac.add(fut)
 
@@ -386,7 +391,28 @@ def process_prepared(fn: Callable[[SceneTask], SceneResult], task: SceneTask, st
     The stack holds exactly what the raw inputs would give (the preprocessing is
     window-exact), so the result equals mapping the raw scene.
     """
-    return fn(dataclasses.replace(task, scene=stack, s1=None))
+    return run_exclusive(fn, dataclasses.replace(task, scene=stack, s1=None))
+
+
+def run_exclusive(fn: Callable[[SceneTask], SceneResult], task: SceneTask) -> SceneResult:
+    """Worker side: ``fn(task)`` while holding the scene folder's lock (see the module doc).
+
+    The lock is ``flock`` on ``<output>/scenes/.locks/<folder>.lock`` (NFSv4 and most cluster
+    file systems honour it across machines; Lustre needs the ``flock`` mount option). Where
+    ``fcntl`` does not exist (Windows workers) the task runs unlocked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return fn(task)
+    locks = Path(task.out_dir).parent / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{Path(task.out_dir).name}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # waits while an abandoned attempt at this scene still runs
+        try:
+            return fn(task)
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def task_resources(task: SceneTask, gpu: bool | str, cluster_has_gpu: bool) -> dict[str, float]:
