@@ -219,6 +219,47 @@ def test_cluster_run_equals_local_run_through_the_cli(tmp_path, series, address,
     assert "0 new scenes processed, 3 unchanged, 0 failed" in res.stderr
 
 
+def test_coordinator_killed_mid_run_then_restarted_equals_the_local_run(tmp_path, series, address, local_ref):
+    """SIGKILL the coal-monitor process while its LocalCluster workers are inside scenes: the
+    workers go with it (no orphans), and a restart on another cluster finishes the work."""
+    import signal
+    import time
+
+    import psutil
+
+    p = _synth_project(tmp_path / "p", series)
+    marker = tmp_path / "paused"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COALMINE_MONITOR_TEST")}
+    env.update(COALMINE_MONITOR_TEST_PAUSE="before_run:1", COALMINE_MONITOR_TEST_MARKER=str(marker),
+               COALMINE_MONITOR_TEST_SLEEP="120")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "coal-monitor"), str(p / "monitor.toml"), "-q", "--scheduler", "local:2"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    t0 = time.monotonic()
+    while not marker.exists():  # a worker is inside a scene, paused
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() - t0 < 120, "the run never reached a scene"
+        time.sleep(0.1)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert len(children) >= 2  # the worker processes
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert alive == []  # no orphaned workers keep mapping
+    con = sqlite3.connect(p / "out" / "ledger.sqlite")
+    assert con.execute("SELECT count(*) FROM scenes WHERE status='running'").fetchone()[0] >= 1
+    con.close()
+
+    from coalmine.runtime.cli.monitor import main
+
+    res = CliRunner().invoke(main, [str(p / "monitor.toml"), "-q", "--scheduler", address])
+    assert res.exit_code == 0, res.output
+    assert _ledger(p) == _ledger(local_ref)
+    assert _reports(p) == _reports(local_ref)
+    assert _partials(p) == []
+
+
 # -- failures --------------------------------------------------------------------------------------
 
 
