@@ -515,6 +515,21 @@ def test_unreachable_scheduler_is_one_line_in_a_real_subprocess(tmp_path):
     assert not (p["root"] / "out").exists()  # nothing was started or written
 
 
+def test_cli_refuses_a_bad_scheduler_and_a_dry_run_does_not_connect(tmp_path):
+    from coalmine.runtime.cli.monitor import main
+
+    p = make_mask_project(tmp_path / "p")
+    res = CliRunner().invoke(main, [str(p["config"]), "--scheduler", "http://10.0.0.5:8787"])
+    assert res.exit_code == 2
+    assert res.stderr.strip() == (
+        "coal-monitor: error: --scheduler 'http://10.0.0.5:8787' looks like the Dask dashboard (a web page); "
+        "give the scheduler's own address instead, usually tcp://10.0.0.5:8786")
+    res = CliRunner().invoke(main, [str(p["config"]), "--scheduler", "tcp://127.0.0.1:9", "--dry-run"])
+    assert res.exit_code == 0, res.output  # nothing to run, so no connection attempt
+    assert "dry run: 5 scene(s) to process" in res.stderr
+    assert "--scheduler ADDRESS" in CliRunner().invoke(main, ["--help"]).output
+
+
 def test_unreachable_scheduler_error_class():
     with pytest.raises(SchedulerUnavailableError, match="no Dask scheduler answered within 0.5 s"):
         DaskExecutor("tcp://127.0.0.1:9", connect_timeout=0.5).connect()

@@ -167,11 +167,12 @@ class DaskExecutor:
         prepare_on_cpu: for GPU tasks on raw inputs, run the preprocessing as a separate task
             on the workers that advertise the ``CPU`` resource, when there are any.
         base: folder a relative scheduler file is relative to.
+        label: how messages name the address (``--scheduler`` or ``cluster.scheduler``).
 
-    Raises (on connect):
-        MissingDependencyError: distributed is not installed (with the pip command).
-        UsageError: a malformed address.
-        SchedulerUnavailableError: nothing answers at the address.
+    Raises:
+        UsageError: a malformed address or an out-of-range setting (at construction).
+        MissingDependencyError: distributed is not installed, with the pip command (on connect).
+        SchedulerUnavailableError: nothing answers at the address (on connect).
 
     Example:
         >>> with DaskExecutor("local:2") as ex:                       # doctest: +SKIP
@@ -193,6 +194,7 @@ class DaskExecutor:
         label: str = "--scheduler",
     ) -> None:
         self.address = parse_scheduler(scheduler, base, label)
+        self.label = label
         if retries < 0:
             raise UsageError(f"cluster retries must be >= 0, got {retries}")
         if max_in_flight < 0:
@@ -232,13 +234,13 @@ class DaskExecutor:
         except (OSError, TimeoutError) as exc:
             self.close()
             raise SchedulerUnavailableError(
-                f"--scheduler {a.value}: no Dask scheduler answered within {self.connect_timeout:g} s "
+                f"{self.label} {a.value}: no Dask scheduler answered within {self.connect_timeout:g} s "
                 f"({_first_line(exc)}); start one with 'dask scheduler' and pass the address it prints "
-                "(tcp://HOST:8786), or use --scheduler local:N"
+                "(tcp://HOST:8786), or use local:N"
             ) from exc
         except ValueError as exc:  # distributed's own address parser
             self.close()
-            raise UsageError(f"--scheduler {a.value} is not a Dask scheduler address ({_first_line(exc)})") from exc
+            raise UsageError(f"{self.label} {a.value} is not a Dask scheduler address ({_first_line(exc)})") from exc
         log.info(
             "Dask scheduler %s: %d worker(s)%s", self.client.scheduler.address, len(_workers(self.client)),
             f", dashboard {self.client.dashboard_link}" if a.kind == "local" and self._has_dashboard() else "",
