@@ -101,3 +101,34 @@ def test_subprocess_run_without_torch(tmp_path, setup):
     r = subprocess.run([str(exe), str(tmp_path / "missing.tif"), "--bundle", str(bundle.path)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "missing.tif" in r.stderr
+
+
+@pytest.mark.realdata
+def test_real_bigearthnet_raw_inputs_with_geopackage_aoi(realdata, tmp_path):
+    # Real Sentinel-2 L2A band files + Sentinel-1 VV (dB) from BigEarthNet, preprocessed on the
+    # fly by coal-run; an AOI GeoPackage in EPSG:4326 over the patch's west half.
+    import rasterio
+    from coalmine.runtime.areas import pixel_areas_ha
+    from factories import write_gpkg
+    from rasterio.warp import transform_geom
+
+    ben = realdata / "bigearthnet"
+    s2 = next(p for p in ben.glob("S2*_87_48") if p.is_dir())
+    s1 = next(next(p for p in ben.glob("S1*_87_48") if p.is_dir()).glob("*_VV.tif"))
+    bundle = make_tiny_bundle(tmp_path / "b", kind="conv", tile=64, overlap=16)
+    with rasterio.open(next(s2.glob("*_B02.tif"))) as ref:
+        crs, tr, w, h = ref.crs, ref.transform, ref.width, ref.height
+    x0, y1 = tr @ (0, 0)
+    x1, y0 = tr @ (w // 2, h)
+    west = transform_geom(crs, "EPSG:4326", box(x0, y0, x1, y1, n=30))
+    aoi = write_gpkg(tmp_path / "aoi.gpkg", [({"name": "west"}, west)])
+    r = CliRunner().invoke(main, [str(s2), "--s1", str(s1), "-b", str(bundle.path), "-o", str(tmp_path / "o"),
+                                  "--tile", "64", "--aoi", str(aoi), "-q", "--prefix", "ben"])
+    assert r.exit_code == 0, r.stderr
+    s = json.loads(r.stdout)
+    with rasterio.open(tmp_path / "o" / "ben_mask.tif") as ds:
+        assert ds.crs == crs and ds.transform == tr
+        m = ds.read(1)
+    assert s["nodata_share"] < 0.01
+    west_ha = float((m[:, : w // 2] == 1).sum()) * float(pixel_areas_ha(crs, tr, h, w)[0, 0])
+    assert s["areas_ha"]["aois"]["west"] == pytest.approx(west_ha, rel=0.02)
