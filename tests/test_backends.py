@@ -180,3 +180,62 @@ def test_onnxruntime_cuda_matches_cpu(tmp_path):
     with make_backend(b, "cuda", tile=64, max_batch=4, gpu_mem_gb=1.0)[0] as gpu:
         assert gpu.describe()["providers"][0] == "CUDAExecutionProvider"
         np.testing.assert_allclose(gpu.infer(x), ref, atol=1e-3, rtol=1e-3)
+
+
+def _fake_trt(monkeypatch, *, builder: bool):
+    import types
+
+    fake = types.SimpleNamespace(__version__="10.13.0")
+    if builder:
+        fake.Builder = object
+    monkeypatch.setattr(trt_backend, "_trt", lambda: fake)
+    monkeypatch.setattr(trt_backend, "_cudart", lambda: object())
+    monkeypatch.setattr(trt_backend, "device_info", lambda device=0: dict(DEV))
+
+
+def _foreign_engine(bundle):
+    bundle.engines_dir.mkdir()
+    (bundle.engines_dir / "old.engine").write_bytes(b"plan")
+    entry = _entry(file="old.engine", onnx_sha256=trt_backend.sha256_file(bundle.path / "model.onnx"),
+                   compute_capability="8.6", gpu_name="RTX 3060", tile=64)
+    (bundle.engines_dir / "manifest.json").write_text(json.dumps({"engines": [entry]}))
+
+
+def test_engine_for_another_gpu_refused_without_builder(bundle, monkeypatch):
+    _fake_trt(monkeypatch, builder=False)
+    _foreign_engine(bundle)
+    ok, why = trt_backend.availability(bundle, tile=64)
+    assert not ok and "no builder" in why
+    with pytest.raises(BackendError) as e:
+        make_backend(bundle, "tensorrt", tile=64, max_batch=4)
+    msg = str(e.value)
+    assert "no TensorRT engine in" in msg and "fits NVIDIA GeForce RTX 2060 (compute 7.5)" in msg
+    assert "old.engine: built for compute capability 8.6 (RTX 3060)" in msg
+    assert "has no builder to rebuild it" in msg
+    # auto says so and moves on to the next backend
+    be, reason = make_backend(bundle, "auto", tile=64, max_batch=4)
+    be.close()
+    assert "tensorrt skipped: no matching engine and this TensorRT install has no builder" in reason
+
+
+def test_engine_for_another_gpu_rebuilt_with_builder(bundle, monkeypatch):
+    _fake_trt(monkeypatch, builder=True)
+    _foreign_engine(bundle)
+    (bundle.path / "model.fp16.onnx").write_bytes((bundle.path / "model.onnx").read_bytes())
+    built = {}
+
+    def fake_build(src, engines_dir, *, tile, max_batch, workspace_bytes, timing_cache=None):
+        built.update(src=src.name, tile=tile, max_batch=max_batch, workspace=workspace_bytes)
+        return engines_dir / "new.engine"
+
+    def fake_init(self, engine_path, *, tile, max_batch, origin=""):
+        self.engine_path, self.origin, self.fixed_tile, self.max_batch = engine_path, origin, tile, max_batch
+
+    monkeypatch.setattr(trt_backend, "build_engine", fake_build)
+    monkeypatch.setattr(trt_backend.TensorRTBackend, "__init__", fake_init)
+    monkeypatch.setattr(trt_backend.TensorRTBackend, "close", lambda self: None)
+    be, why = make_backend(bundle, "auto", tile=64, max_batch=8, gpu_mem_gb=3.0)
+    assert be.name == "tensorrt" and be.fixed_tile == 64
+    assert built == {"src": "model.fp16.onnx", "tile": 64, "max_batch": 8, "workspace": 1 << 29}
+    assert why.startswith("auto chose tensorrt: no engine for NVIDIA GeForce RTX 2060 yet, the TensorRT builder")
+    assert "engine new.engine built now from model.fp16.onnx" in why
