@@ -114,3 +114,14 @@ def test_bundle_missing_folder_and_json(tmp_path):
     b = _bundle(tmp_path)
     with pytest.raises(errors.BundleError, match="coal-export"):
         b.file("onnx")
+
+
+def test_setup_logging_resets_levels_left_by_an_earlier_command():
+    import logging
+
+    from coalmine.runtime.cli.options import setup_logging
+
+    child = logging.getLogger("coalmine.runtime.some_stage")
+    child.setLevel(logging.WARNING)  # as a command that quiets a stage would
+    setup_logging(verbose=0, quiet=False)
+    assert child.getEffectiveLevel() == logging.INFO

@@ -40,6 +40,11 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     root.addHandler(h)
     root.setLevel(level)
     root.propagate = False
+    # One call configures the whole coalmine logger tree for one command: levels that an
+    # earlier command in the same process set on child loggers must not leak into this one.
+    for name, lg in logging.Logger.manager.loggerDict.items():
+        if name.startswith("coalmine.") and isinstance(lg, logging.Logger):
+            lg.setLevel(logging.NOTSET)
 
 
 def handle_errors(prog: str) -> Callable[[F], F]:
