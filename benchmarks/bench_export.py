@@ -7,7 +7,8 @@ engine where tensorrt is installed; elsewhere it prints "not available" with the
 
 Without ``--bundle`` a toy bundle is made (``coalmine.export._toy``: U-Net-ResNet34, 23 bands,
 briefly fitted so the mask is mixed). The timed tiles are cut from a generated Tapin-like scene
-run through ``prepare_scene``; every model sees the same normalised tiles; each timing is the best of ``--repeat`` passes after one warm-up batch.
+run through ``prepare_scene``; every model sees the same normalised tiles; each timing is the
+best of ``--repeat`` passes after one warm-up batch, the CPU models taking turns pass by pass.
 
 Usage:
     python benchmarks/bench_export.py [--bundle DIR] [--tiles 32] [--tile 128] [--batch 8] [--threads N]
@@ -55,6 +56,25 @@ def _agreement(a: np.ndarray, b: np.ndarray, logit_thr: float) -> float:
     return float(np.mean((a > logit_thr) == (b > logit_thr)))
 
 
+def _time_interleaved(fns: dict, x: np.ndarray, batch: int, repeat: int) -> dict:
+    """Like :func:`_time` for several models, taking turns pass by pass.
+
+    On a shared machine the load changes minute by minute; interleaving the passes gives every
+    model the same mix of quiet and busy moments instead of favouring whichever ran first.
+    """
+    for fn in fns.values():
+        fn(x[:batch])
+    best = dict.fromkeys(fns, float("inf"))
+    outs = {}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            parts = [fn(x[i : i + batch]) for i in range(0, len(x), batch)]
+            best[name] = min(best[name], time.perf_counter() - t0)
+            outs[name] = np.concatenate(parts)
+    return {name: (best[name], outs[name]) for name in fns}
+
+
 def cpu_rows(bundle, x: np.ndarray, batch: int, threads: int, repeat: int) -> list[tuple]:
     import torch
     from coalmine.train.model import load_model
@@ -67,16 +87,17 @@ def cpu_rows(bundle, x: np.ndarray, batch: int, threads: int, repeat: int) -> li
         with torch.inference_mode():
             return model(torch.from_numpy(a)).numpy()
 
-    rows = []
-    t_pt, y_pt = _time(torch_fn, x, batch, repeat)
-    rows.append(("PyTorch eager fp32 (CPU)", t_pt, None, "baseline"))
     _, f32 = _ort(bundle.file("onnx"), threads)
-    t_32, y_32 = _time(f32, x, batch, repeat)
-    rows.append(("ONNX Runtime fp32 (CPU)", t_32, _agreement(y_32, y_pt, thr), f"{t_pt / t_32:.2f}x PyTorch (target >= 1.5x)"))
     _, f8 = _ort(bundle.file("onnx_int8"), threads)
-    t_8, y_8 = _time(f8, x, batch, repeat)
-    rows.append(("ONNX Runtime INT8 QDQ (CPU)", t_8, _agreement(y_8, y_32, thr), f"{t_32 / t_8:.2f}x ORT fp32 (target >= 2x)"))
-    return rows
+    res = _time_interleaved({"pt": torch_fn, "f32": f32, "i8": f8}, x, batch, repeat)
+    (t_pt, y_pt), (t_32, y_32), (t_8, y_8) = res["pt"], res["f32"], res["i8"]
+    return [
+        ("PyTorch eager fp32 (CPU)", t_pt, None, "baseline"),
+        ("ONNX Runtime fp32 (CPU)", t_32, _agreement(y_32, y_pt, thr),
+         f"{t_pt / t_32:.2f}x PyTorch (target >= 1.5x)"),
+        ("ONNX Runtime INT8 QDQ (CPU)", t_8, _agreement(y_8, y_32, thr),
+         f"{t_32 / t_8:.2f}x ORT fp32 (target >= 2x)"),
+    ]
 
 
 def cuda_rows(bundle, x: np.ndarray, batch: int, repeat: int, tile: int) -> list[tuple] | str:
@@ -150,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tile", type=int, default=128, help="tile size (the study's training tile is 128)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args(argv)
 
     from coalmine.export._toy import synth_tiles
