@@ -272,7 +272,8 @@ class DaskExecutor:
         """Submit ``fn(task)`` for each task (pulled lazily), yield results as they complete.
 
         Raises:
-            UsageError: a task carries a relative path (workers could not resolve it).
+            UsageError: a task carries a relative path (workers could not resolve it), or
+                tasks need GPUs and none of the connected workers has the ``GPU`` resource.
             OutputError: the workers cannot see the bundle, AOIs or output folder (no
                 shared storage).
         """
@@ -344,7 +345,10 @@ class DaskExecutor:
                         )
                         submit(task, attempt + 1)
                         continue
-                    yield task, _reported(exc, attempt + 1)
+                    if attempt:
+                        log.warning("%s %s: giving up after %d attempts", task.date, Path(task.scene).name,
+                                    attempt + 1)
+                    yield task, _reported(exc)
                 else:
                     yield task, _visible(res)
                 while len(inflight) < limit and pull():
@@ -391,7 +395,8 @@ def process_prepared(fn: Callable[[SceneTask], SceneResult], task: SceneTask, st
     """Worker side (GPU): ``fn`` (:func:`~.pipeline.process_scene`) on the prepared stack.
 
     The stack holds exactly what the raw inputs would give (the preprocessing is
-    window-exact), so the result equals mapping the raw scene.
+    window-exact), so the result equals mapping the raw scene. (The scene's summary JSON
+    names the temporary stack as its input; the ledger keeps the raw input's path.)
     """
     return run_exclusive(fn, dataclasses.replace(task, scene=stack, s1=None))
 
@@ -542,7 +547,7 @@ def _killed(exc: BaseException) -> bool:
     return type(exc).__name__ == "KilledWorker"
 
 
-def _reported(exc: BaseException, attempts: int) -> BaseException:
+def _reported(exc: BaseException) -> BaseException:
     """The error the coordinator records: lost workers explained, the rest as raised."""
     if _killed(exc):
         return WorkerLostError(
