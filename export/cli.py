@@ -42,8 +42,8 @@ def main(bundle: str, fp16: bool, int8: bool, engine: bool | None, max_batch: in
     """Export the model BUNDLE (folder written by coal-train) to ONNX and TensorRT, in place.
 
     Each artefact is compared with its reference on the bundle's validation tiles and written
-    only if it passes (ONNX fp32 vs PyTorch: max |Δlogit| ≤ 1e-3 and ≥ 99.9 % mask agreement,
-    also at a second input shape). A failed check keeps the previous files and exits 1.
+    only if it passes (ONNX fp32 vs PyTorch: |Δlogit| ≤ 1e-3 + 1e-3·|logit| and ≥ 99.9 % mask
+    agreement, also at a second input shape). A failed check keeps the previous files and exits 1.
 
     \b
     Example:

@@ -122,7 +122,8 @@ def test_fp32_fp16_int8_exports_pass_parity(
     # The gate is meaningful: a mixed mask that follows the labels, not a constant map.
     r32 = res["reports"]["onnx"]
     assert 0.5 < r32["reference_iou"] < 1.0
-    assert r32["max_abs_logit"] <= 1e-3 and r32["mask_agreement"] >= 0.999
+    assert r32["logit_tolerance_used"] <= 1.0 and r32["mask_agreement"] >= 0.999
+    assert r32["max_abs_logit"] <= 1e-3 * (1 + 20)  # toy logits stay within about ±20
     assert [64, 64] in [s[2:] for s in r32["shapes"]]
     assert any(s[2:] != [64, 64] for s in r32["shapes"]), "no check at a second shape"
     assert res["reports"]["onnx_fp16"]["iou_drop_points"] <= 1.0
@@ -179,7 +180,7 @@ def test_wrong_input_scale_is_caught_and_previous_onnx_kept(
         export_bundle(bundle_dir, fp16=True, engine=False, progress=False)
     msg = str(ei.value)
     assert msg.startswith("model.onnx failed its parity gate against pytorch-fp32")
-    assert "max |Δlogit|" in msg and "exceeds the tolerance 0.001" in msg
+    assert "max |Δlogit|" in msg and "exceeds the tolerance 0.001 + 0.001·|logit| (worst pixel:" in msg
     assert isinstance(ei.value, BundleError) and ei.value.exit_code == 1
     assert previous.read_bytes() == b"previous good export"
     assert not (bundle_dir / "model.fp16.onnx").exists()
@@ -303,6 +304,28 @@ def test_compare_reports_nan_iou_and_agreement() -> None:
     assert any(f.startswith("IoU drop (points)") for f in rep.failures)
     with pytest.raises(ParityError, match=r"m.onnx failed its parity gate.*mask agreement .* below"):
         rep.raise_if_failed()
+
+    # The FP32 rule is numpy.allclose's: |Δ| ≤ atol + rtol·|ref|. Float32 rounding on logits of
+    # ±300 passes; the same absolute error on a logit near the threshold does not.
+    big = _Fn(lambda a: a * 300.0, "ref")
+    rep = compare(big, _Fn(lambda a: a * 300.0 * (1 + 2e-6), "cand"), x,
+                  tol=Tolerances(max_abs_logit=1e-3, rtol=1e-3), artefact="m.onnx")
+    assert rep.passed and rep.max_abs_logit > 1e-3 and rep.logit_tolerance_used < 1.0
+
+    def near_zero_off(a: np.ndarray) -> np.ndarray:
+        b = a * 300.0
+        b[0, 0, 0, 0] = 1e-4 + 2e-3
+        return b
+
+    def near_zero(a: np.ndarray) -> np.ndarray:
+        b = a * 300.0
+        b[0, 0, 0, 0] = 1e-4
+        return b
+
+    rep = compare(_Fn(near_zero, "ref"), _Fn(near_zero_off, "cand"), x,
+                  tol=Tolerances(max_abs_logit=1e-3, rtol=1e-3), artefact="m.onnx")
+    assert not rep.passed and rep.logit_at_worst == pytest.approx(1e-4)
+    assert rep.failures[0].startswith("max |Δlogit| 0.002 exceeds the tolerance 0.001 + 0.001·|logit|")
 
     ok = compare(ref, _Fn(lambda a: a + 1e-5, "cand"), [x, x[:1, :, :, :16]],
                  tol=Tolerances(max_abs_logit=1e-4, min_mask_agreement=0.99), artefact="m.onnx")
