@@ -359,9 +359,13 @@ class S2Reader:
         return S2Offset(dict.fromkeys(S2_BANDS, 0.0), scale, "guess: no metadata")
 
     # -- reading ---------------------------------------------------------------------------------
-    def read(self, window: Window) -> np.ndarray:
-        """Reflectance of the 9 bands on ``window`` of the B02 grid: float32 (9, h, w), NaN nodata."""
-        out = np.empty((len(S2_BANDS), int(window.height), int(window.width)), dtype=np.float32)
+    def read(self, window: Window, out: np.ndarray | None = None) -> np.ndarray:
+        """Reflectance of the 9 bands on ``window`` of the B02 grid: float32 (9, h, w), NaN nodata.
+
+        ``out``, if given, is a float32 (9, h, w) array to fill (e.g. a slice of the stack).
+        """
+        if out is None:
+            out = np.empty((len(S2_BANDS), int(window.height), int(window.width)), np.float32)
         res = Resampling[self.params.resampling]
         nd = self.params.nodata_dn
         for i, b in enumerate(S2_BANDS):

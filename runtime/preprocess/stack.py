@@ -232,14 +232,13 @@ class RawSource(SceneSource):
         T = self.timers
         t = time.perf_counter()
         out = np.empty((N_BANDS, w.height, w.width), dtype=np.float32)
-        refl = self.s2.read(w)
+        refl = self.s2.read(w, out=out[:9])
         t = T.add("read_s2", t)
-        s2_bad = np.isnan(refl).any(axis=0)
+        s2_bad = np.isnan(refl[0])  # S2Reader marks a pixel NaN in all 9 bands
         if self.use_scl:
             s2_bad |= self.s2.scl_invalid(self.scl, w)
             t = T.add("read_s2", t)
-        out[:9] = refl
-        out[9:12] = compute_indices(refl)
+        compute_indices(refl, out=out[9:12])
         t = T.add("indices", t)
 
         # S1 over the block + halo, so the speckle filter and the GLCM see the same context
