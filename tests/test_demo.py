@@ -42,6 +42,9 @@ def test_sites_follow_the_tapin_layout(points):
     assert scaled == pytest.approx(real, rel=0.02)
     for s in sites:  # inside the scene with the whole AOI
         assert s.half <= s.row <= 256 - s.half and s.half <= s.col <= 256 - s.half
+    for i, s in enumerate(sites):  # no two AOIs overlap (no pixel counted twice)
+        for t in sites[i + 1:]:
+            assert max(abs(s.row - t.row), abs(s.col - t.col)) >= s.half + t.half
     # the scene is centred on the points in EPSG:32750 (about 2.9 S, 115.2 E)
     from pyproj import Transformer
 
@@ -84,6 +87,9 @@ def test_builtin_sites_without_points_file():
     sites = builtin_sites(seed=3, size=256)
     assert sites and all(s.name.startswith("Pit ") for s in sites)
     assert all(0 <= s.row < 256 and 0 <= s.col < 256 for s in sites)
+    for i, s in enumerate(sites):
+        for t in sites[i + 1:]:
+            assert max(abs(s.row - t.row), abs(s.col - t.col)) >= s.half + t.half
 
 
 def test_demo_refusals(tmp_path):

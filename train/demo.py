@@ -13,7 +13,8 @@ Steps (each logged on stderr with its time; the report path goes to stdout):
    12 km × 7 km) and maps their *layout* into the scene: projected to UTM 50S and scaled
    uniformly about their centre into the inner 60 % of the scene (at most 1:1, so a
    ``--size`` of about 2000 px puts them at their true positions); the scene is centred on
-   them. Points closer than one AOI (BRE and NAL, 200 m apart) share one AOI named after both. A synthetic mine is planted at each AOI's centre, so every
+   them. Points that fall on one mine at this scale (BRE and NAL, 200 m apart) share one AOI
+   named after both; the square AOIs are sized so that none overlaps another. A synthetic mine is planted at each AOI's centre, so every
    AOI watches a mine with its own life (growth, late opening or reclamation). Without the
    file, built-in AOIs named "Pit 1", "Pit 2"… surround the generator's own mines.
 3. **Training** — a small U-Net-ResNet34 (:func:`coalmine.train.api.train`) briefly on three of
@@ -134,21 +135,31 @@ def sites_from_points(points_path: Path, size: int) -> tuple[list[DemoSite], tup
     cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
     extent = max(max(xs) - min(xs), max(ys) - min(ys), 1.0)
     scale = min(0.1, 0.6 * size / extent)  # pixels per metre: never larger than the real 10 m grid
-    half = max(6.0, size / 5)
     placed: list[tuple[list[str], float, float]] = []
     for name, x, y in sorted(pts, key=lambda p: (-p[2], p[1])):  # north to south, west to east
         col = size / 2 + (x - cx) * scale
         row = size / 2 - (y - cy) * scale
         for group in placed:
-            if math.hypot(group[1] - row, group[2] - col) < 1.5 * half:
+            if math.hypot(group[1] - row, group[2] - col) < size / 12:  # one mine on this scale
                 group[0].append(name)
                 break
         else:
             placed.append(([name], row, col))
+    half = _square_half([(r, c) for _, r, c in placed], size)
     sites = [DemoSite(_site_name(names), row, col, half) for names, row, col in placed]
     x0 = round((cx - size * 5.0) / 60.0) * 60.0
     y0 = round((cy + size * 5.0) / 60.0) * 60.0
     return sites, (x0, y0)
+
+
+def _square_half(centres: list[tuple[float, float]], size: int) -> float:
+    """Half-size of the square AOIs: size/5, but small enough that no two squares overlap
+    (an overlap would count the same mined pixels in two areas)."""
+    half = size / 5
+    for i, (r0, c0) in enumerate(centres):
+        for r1, c1 in centres[i + 1:]:
+            half = min(half, 0.48 * max(abs(r0 - r1), abs(c0 - c1)))
+    return max(6.0, half)
 
 
 def _site_name(names: list[str]) -> str:
@@ -160,8 +171,9 @@ def builtin_sites(seed: int, size: int) -> list[DemoSite]:
     """AOIs around the generator's own mines when no mine points file is found."""
     from .synth import mine_plan
 
-    half = max(6.0, size / 5)
-    return [DemoSite(f"Pit {i + 1}", p.row, p.col, half) for i, p in enumerate(mine_plan(seed, size, YEARS))]
+    plans = mine_plan(seed, size, YEARS)
+    half = _square_half([(p.row, p.col) for p in plans], size)
+    return [DemoSite(f"Pit {i + 1}", p.row, p.col, half) for i, p in enumerate(plans)]
 
 
 def mine_plans_at(sites: list[DemoSite], seed: int, size: int) -> list[Any]:
