@@ -310,30 +310,34 @@ def _bilinear_separable(src: np.ndarray, qr: np.ndarray, qc: np.ndarray) -> np.n
 def _bilinear(src: np.ndarray, qr: np.ndarray, qc: np.ndarray) -> np.ndarray:
     """Sample ``src`` bilinearly at pixel-centre coordinates (``qr``, ``qc``), float32 result.
 
-    ``qr``/``qc`` are (h, w) arrays, or (h, 1) and (1, w) for a separable (axis-aligned) mapping.
-    Neighbours that are NaN or outside ``src`` get no weight; the others' weights are
-    renormalised; a point outside the source (by more than half a pixel) is NaN.
+    ``qr``/``qc`` are (h, w) float64 arrays. Neighbours that are NaN or outside ``src`` get no
+    weight; the others' weights are renormalised; a point outside the source (by more than half
+    a pixel) is NaN. Values and weights are gathered from flat float32 copies (with the finite
+    mask folded into a weight plane), so each neighbour costs two ``take`` calls.
     """
     sh, sw = src.shape
-    sep = qr.shape[1] == 1 and qc.shape[0] == 1
+    good = np.isfinite(src)
+    v = np.where(good, src, np.float32(0.0)).astype(np.float32, copy=False).ravel()
+    g = good.astype(np.float32).ravel()
     inside = (qr >= -0.5) & (qr <= sh - 0.5) & (qc >= -0.5) & (qc <= sw - 0.5)
     i0 = np.floor(qr).astype(np.int64)
     j0 = np.floor(qc).astype(np.int64)
-    ty, tx = qr - i0, qc - j0
-    shape = np.broadcast_shapes(qr.shape, qc.shape)
-    num = np.zeros(shape, dtype=np.float64)
-    den = np.zeros(shape, dtype=np.float64)
-    for di, wy in ((0, 1 - ty), (1, ty)):
-        for dj, wx in ((0, 1 - tx), (1, tx)):
-            ii, jj = i0 + di, j0 + dj
-            ok = inside & (ii >= 0) & (ii < sh) & (jj >= 0) & (jj < sw)
-            ic, jc = np.clip(ii, 0, sh - 1), np.clip(jj, 0, sw - 1)
-            v = src.take(ic[:, 0], axis=0).take(jc[0], axis=1) if sep else src[ic, jc]
-            good = ok & np.isfinite(v)
-            wgt = np.where(good, wy * wx, 0.0)
-            num += np.where(good, v, 0.0) * wgt
-            den += wgt
-    out = np.full(shape, np.nan, dtype=np.float32)
-    has = inside & (den > 0)
-    out[has] = (num[has] / den[has]).astype(np.float32)
+    ty = (qr - i0).astype(np.float32)
+    tx = (qc - j0).astype(np.float32)
+    num = np.zeros(qr.shape, dtype=np.float32)
+    den = np.zeros(qr.shape, dtype=np.float32)
+    one = np.float32(1.0)
+    for di, wy in ((0, one - ty), (1, ty)):
+        ii = i0 + di
+        okr = (ii >= 0) & (ii < sh)
+        row = np.clip(ii, 0, sh - 1) * sw
+        for dj, wx in ((0, one - tx), (1, tx)):
+            jj = j0 + dj
+            ok = okr & (jj >= 0) & (jj < sw)
+            flat = row + np.clip(jj, 0, sw - 1)
+            wgt = np.where(ok, wy * wx, np.float32(0.0))
+            num += v.take(flat) * wgt
+            den += g.take(flat) * wgt
+    out = np.full(qr.shape, np.nan, dtype=np.float32)
+    np.divide(num, den, out=out, where=inside & (den > 0))
     return out
