@@ -166,12 +166,23 @@ def fit_tiles(x: np.ndarray, size: int, *rest: np.ndarray) -> list[np.ndarray]:
     return out
 
 
+_CONSEQUENCE = {
+    "onnx": "nothing was written and the bundle keeps its previous files",
+    "onnx_fp16": "nothing from this export was written and the bundle keeps its previous files "
+    "(without --fp16 the other files can be exported)",
+    "onnx_int8": "nothing from this export was written and the bundle keeps its previous files "
+    "(without --int8 the other files can be exported)",
+    "engine": "the engine was deleted (the ONNX files passed and were written); "
+    "coal-run can use ONNX Runtime instead",
+}
+
+
 def _gate(reports: dict[str, ParityReport], key: str, rep: ParityReport) -> None:
     """Record a report; on failure show its table on stderr and raise ParityError."""
     reports[key] = rep
     if not rep.passed:
         log.warning("%s", format_table([rep]))
-        rep.raise_if_failed()
+        rep.raise_if_failed(_CONSEQUENCE[key])
 
 
 def _staging(bundle: Bundle, key: str, stack: ExitStack) -> Path:

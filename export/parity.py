@@ -189,13 +189,17 @@ class ParityReport:
         d["passed"] = self.passed
         return d
 
-    def raise_if_failed(self) -> None:
-        """Raise :class:`ParityError` naming the artefact, what was measured and the limit."""
+    def raise_if_failed(self, consequence: str = "it was not written") -> None:
+        """Raise :class:`ParityError` naming the artefact, what was measured and the limit.
+
+        Args:
+            consequence: what happened to the files, appended to the message.
+        """
         if self.failures:
             raise ParityError(
                 f"{self.artefact} failed its parity gate against {self.reference}: "
                 + "; ".join(self.failures)
-                + "; the artefact was not written (the previous good files are kept)"
+                + f"; {consequence}"
             )
 
     def rows(self) -> list[tuple[str, str, str, str]]:

@@ -181,6 +181,7 @@ def test_wrong_input_scale_is_caught_and_previous_onnx_kept(
     msg = str(ei.value)
     assert msg.startswith("model.onnx failed its parity gate against pytorch-fp32")
     assert "max |Δlogit|" in msg and "exceeds the tolerance 0.001 + 0.001·|logit| (worst pixel:" in msg
+    assert msg.endswith("; nothing was written and the bundle keeps its previous files")
     assert isinstance(ei.value, BundleError) and ei.value.exit_code == 1
     assert previous.read_bytes() == b"previous good export"
     assert not (bundle_dir / "model.fp16.onnx").exists()
@@ -210,6 +211,8 @@ def test_corrupted_fp16_is_refused_and_nothing_written(
     msg = str(ei.value)
     assert msg.startswith("model.fp16.onnx failed its parity gate against model.onnx")
     assert "is below the required 99.50 %" in msg
+    assert msg.endswith("nothing from this export was written and the bundle keeps its previous "
+                        "files (without --fp16 the other files can be exported)")
     # All-or-nothing: not even the (good) fp32 file of this run replaces anything.
     assert not (bundle_dir / "model.fp16.onnx").exists()
     assert not (bundle_dir / "model.onnx").exists()
