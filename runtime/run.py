@@ -234,6 +234,7 @@ def run_scene(
     progress: bool = True,
     block: int = DEFAULT_BLOCK,
     threads: int | None = None,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Map mines in one scene and measure them.
 
@@ -257,6 +258,8 @@ def run_scene(
         progress: show a progress bar on stderr.
         block: block core size in pixels.
         threads: CPU threads for ONNX Runtime (default: all cores).
+        precision: which ONNX model ONNX Runtime runs: "auto" (the bundle's INT8 model on
+            the CPU / FP16 model on CUDA when present, else FP32), "fp32", "fp16" or "int8".
 
     Returns:
         The summary dict (also written as ``<prefix>_summary.json``): ``outputs``,
@@ -276,13 +279,14 @@ def run_scene(
         return _run_scene(scene, bundle, out_dir, s1=s1, aoi=aoi, aoi_name_field=aoi_name_field,
                           backend=backend, tile=tile, overlap=overlap, batch_size=batch_size,
                           gpu_mem_gb=gpu_mem_gb, threshold=threshold, min_area_ha=min_area_ha,
-                          prefix=prefix, progress=progress, block=block, threads=threads)
+                          prefix=prefix, progress=progress, block=block, threads=threads,
+                          precision=precision)
 
 
 def _run_scene(scene: Any, bundle: Any, out_dir: Any, *, s1: Any, aoi: Any, aoi_name_field: str | None,
                backend: str, tile: int | None, overlap: int | None, batch_size: int | str, gpu_mem_gb: float,
                threshold: float | None, min_area_ha: float, prefix: str | None, progress: bool, block: int,
-               threads: int | None) -> dict[str, Any]:
+               threads: int | None, precision: str) -> dict[str, Any]:
     t_start = time.perf_counter()
     timer = _Timer()
     if not isinstance(bundle, Bundle):
@@ -322,7 +326,7 @@ def _run_scene(scene: Any, bundle: Any, out_dir: Any, *, s1: Any, aoi: Any, aoi_
         max_batch = gpu_batch if batch_size == "auto" else int(batch_size)
         t = time.perf_counter()
         be, reason = make_backend(bundle, backend, tile=tile, max_batch=max_batch, gpu_mem_gb=gpu_mem_gb,
-                                  threads=threads)
+                                  threads=threads, precision=precision)
         timer.add("backend_load", time.perf_counter() - t)
         with be:
             log.info("backend: %s — %s", be.name, reason)

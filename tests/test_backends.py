@@ -39,7 +39,37 @@ def test_auto_explains_every_skipped_backend(bundle):
     assert be.name == "onnxruntime-cpu"
     assert "tensorrt skipped:" in why and "'tensorrt'" in why
     assert "onnxruntime-cuda skipped:" in why and "CUDAExecutionProvider" in why
-    assert why.endswith("auto chose onnxruntime-cpu (always available)")
+    assert why.endswith("auto chose onnxruntime-cpu (always available); fp32 model (the bundle has no model.int8.onnx)")
+
+
+def test_auto_precision_takes_the_int8_model_on_cpu_when_the_bundle_has_one(bundle):
+    # coal-export writes model.int8.onnx only after its parity gate; a distinct graph (other bias)
+    # shows which file really ran.
+    from factories import tiny_onnx
+
+    tiny_onnx(bundle.path / "model.int8.onnx", kind="linear", bias=-3.0)
+    x = np.zeros((1, 23, 32, 32), np.float32)
+    be, why = make_backend(bundle, "auto", tile=32, max_batch=1)
+    with be:
+        y = be.infer(x)
+        assert be.describe()["model"] == "model.int8.onnx"
+    np.testing.assert_allclose(y, -3.0, atol=1e-6)
+    assert why.endswith("int8 model model.int8.onnx (passed its parity gate at export)")
+    be, why = make_backend(bundle, "cpu", tile=32, max_batch=1, precision="fp32")
+    with be:
+        assert be.describe()["model"] == "model.onnx"
+    assert why == "cpu requested with --backend cpu; fp32 model model.onnx (--precision fp32)"
+
+
+@pytest.mark.parametrize("precision, error, message", [
+    ("fp16", UsageError, "--precision fp16 does not suit ONNX Runtime on CPU: use int8 or fp32 there"),
+    ("int8", BundleError, "lacks its onnx_int8 model file model.int8.onnx; run: coal-export --int8"),
+    ("bf16", UsageError, "--precision 'bf16' is not one of auto, fp32, fp16, int8"),
+])
+def test_precision_refusals(bundle, precision, error, message):
+    with pytest.raises(error) as ei:
+        make_backend(bundle, "cpu", tile=32, max_batch=1, precision=precision)
+    assert message in str(ei.value)
 
 
 def test_unknown_backend_refused(bundle):

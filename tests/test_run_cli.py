@@ -39,7 +39,7 @@ def test_cli_run_prints_summary_json(tmp_path, setup):
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)
     assert s["areas_ha"]["aois"]["everything"] == pytest.approx(s["areas_ha"]["total"])
-    assert s["backend"]["reason"] == "cpu requested with --backend cpu"
+    assert s["backend"]["reason"] == "cpu requested with --backend cpu; fp32 model (the bundle has no model.int8.onnx)"
     assert r.stderr == ""  # --quiet: no progress bar, no info
     assert sorted(os.listdir(tmp_path / "o")) == ["scene_mask.tif", "scene_mines.geojson", "scene_prob.tif",
                                                   "scene_summary.json"]

@@ -73,6 +73,43 @@ def onnx_session(path: Any, providers: list[Any], threads: int | None = None) ->
     return _impl(path, providers, threads=threads)
 
 
+#: ``--precision`` choices; each names the bundle's ONNX file that ONNX Runtime backends run.
+PRECISIONS = ("auto", "fp32", "fp16", "int8")
+_MODEL_KEYS = {"fp32": "onnx", "fp16": "onnx_fp16", "int8": "onnx_int8"}
+
+
+def onnx_model_key(bundle: Bundle, device: str, precision: str = "auto") -> tuple[str, str]:
+    """Choose the bundle's ONNX file for ONNX Runtime on ``device`` ("cpu" or "cuda").
+
+    ``auto`` takes the fastest file the bundle holds for that device: the INT8 model on the
+    CPU, the FP16 model on CUDA (coal-export writes each only after its parity gate passed),
+    else the FP32 model. FP16 on the CPU and INT8 on CUDA are refused: ONNX Runtime runs them
+    there slower than FP32.
+
+    Returns:
+        ``(model_key, why)`` for :class:`~coalmine.runtime.backends.onnx.OnnxBackend`.
+
+    Raises:
+        UsageError: unknown precision, or one that does not suit the device.
+        BundleError: the requested file is missing (the message says how to export it).
+    """
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    fast = "int8" if device == "cpu" else "fp16"
+    if precision == "auto":
+        if bundle.has(_MODEL_KEYS[fast]):
+            return _MODEL_KEYS[fast], f"{fast} model {bundle.files[_MODEL_KEYS[fast]]} (passed its parity gate at export)"
+        return "onnx", f"fp32 model (the bundle has no {bundle.files[_MODEL_KEYS[fast]]})"
+    if precision != "fp32" and precision != fast:
+        raise UsageError(
+            f"--precision {precision} does not suit ONNX Runtime on {device.upper()}: use "
+            f"{fast} or fp32 there"
+        )
+    key = _MODEL_KEYS[precision]
+    bundle.file(key)  # refuses a missing file, naming the coal-export option that writes it
+    return key, f"{precision} model {bundle.files[key]} (--precision {precision})"
+
+
 def make_backend(
     bundle: Bundle,
     kind: str = "auto",
@@ -81,6 +118,7 @@ def make_backend(
     max_batch: int,
     gpu_mem_gb: float = 6.0,
     threads: int | None = None,
+    precision: str = "auto",
 ) -> tuple[Backend, str]:
     """Load the bundle's model on the requested (or the fastest available) backend.
 
@@ -92,6 +130,9 @@ def make_backend(
         max_batch: largest batch that will be passed to ``infer``.
         gpu_mem_gb: GPU memory budget (ONNX Runtime CUDA arena limit, TensorRT workspace).
         threads: CPU intra-op threads (default: all cores).
+        precision: ONNX Runtime model file: "auto" (INT8 on CPU / FP16 on CUDA when the
+            bundle has it, else FP32), "fp32", "fp16" (CUDA) or "int8" (CPU). TensorRT runs
+            the engine its manifest names.
 
     Returns:
         ``(backend, reason)``; ``reason`` says which backend runs and why the faster ones
@@ -105,11 +146,17 @@ def make_backend(
         raise UsageError(f"--backend {kind!r} is not one of {', '.join(KINDS)}")
     from . import onnx as ort_backend
 
+    def ort(device: str) -> tuple[Backend, str]:
+        key, why = onnx_model_key(bundle, device, precision)
+        be = ort_backend.OnnxBackend(bundle, device, gpu_mem_gb=gpu_mem_gb, threads=threads, model_key=key)
+        return be, why
+
     if kind == "cpu":
-        return ort_backend.OnnxBackend(bundle, "cpu", threads=threads), "cpu requested with --backend cpu"
+        be, why = ort("cpu")
+        return be, f"cpu requested with --backend cpu; {why}"
     if kind == "cuda":
-        be = ort_backend.OnnxBackend(bundle, "cuda", gpu_mem_gb=gpu_mem_gb, threads=threads)
-        return be, "cuda requested with --backend cuda"
+        be, why = ort("cuda")
+        return be, f"cuda requested with --backend cuda; {why}"
     if kind == "tensorrt":
         from . import tensorrt as trt_backend
 
@@ -134,11 +181,11 @@ def make_backend(
     ok, why = ort_backend.cuda_availability()
     if ok:
         try:
-            be = ort_backend.OnnxBackend(bundle, "cuda", gpu_mem_gb=gpu_mem_gb, threads=threads)
-            return be, "; ".join([*skipped, "auto chose onnxruntime-cuda: the CUDA provider loaded"])
+            be, model_why = ort("cuda")
+            return be, "; ".join([*skipped, f"auto chose onnxruntime-cuda: the CUDA provider loaded; {model_why}"])
         except BackendError as exc:
             skipped.append(f"onnxruntime-cuda skipped: {exc}")
     else:
         skipped.append(f"onnxruntime-cuda skipped: {why}")
-    be = ort_backend.OnnxBackend(bundle, "cpu", threads=threads)
-    return be, "; ".join([*skipped, "auto chose onnxruntime-cpu (always available)"])
+    be, model_why = ort("cpu")
+    return be, "; ".join([*skipped, f"auto chose onnxruntime-cpu (always available); {model_why}"])

@@ -39,6 +39,9 @@ def _batch(value: str) -> int | str:
 @click.option("--aoi-name-field", default=None, help="AOI property with the area's name [default: name].")
 @click.option("--backend", type=click.Choice(["auto", "tensorrt", "cuda", "cpu"]), default="auto",
               help="Inference backend; auto picks the fastest that works and says why.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), default="auto",
+              help="ONNX Runtime model: auto takes the bundle's INT8 model on CPU or FP16 model on CUDA "
+                   "when coal-export wrote one, else FP32.")
 @click.option("--tile", type=int, default=None,
               help="Inference tile in px, a multiple of 32 [default: max(bundle tile, 256)].")
 @click.option("--overlap", type=int, default=None, help="Tile overlap in px [default: the bundle's].")
@@ -55,7 +58,7 @@ def _batch(value: str) -> int | str:
 @quiet_opt
 @handle_errors("coal-run")
 def main(scene: str, s1: str | None, bundle: str, out: str, aoi: str | None, aoi_name_field: str | None,
-         backend: str, tile: int | None, overlap: int | None, batch_size: str, gpu_mem: float,
+         backend: str, precision: str, tile: int | None, overlap: int | None, batch_size: str, gpu_mem: float,
          threshold: float | None, min_area: float, prefix: str | None, block: int, threads: int | None,
          verbose: int, quiet: bool) -> None:
     """Map open-pit coal mines in SCENE and measure them in hectares.
@@ -74,5 +77,6 @@ def main(scene: str, s1: str | None, bundle: str, out: str, aoi: str | None, aoi
         scene, bundle, out, s1=s1, aoi=aoi, aoi_name_field=aoi_name_field, backend=backend, tile=tile,
         overlap=overlap, batch_size=_batch(batch_size), gpu_mem_gb=gpu_mem, threshold=threshold,
         min_area_ha=min_area, prefix=prefix, progress=not quiet, block=block, threads=threads,
+        precision=precision,
     )
     click.echo(json.dumps(summary, indent=2))

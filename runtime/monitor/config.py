@@ -58,6 +58,7 @@ YEARLY_RULES = ("max_extent", "median", "majority", "latest")
 #: Options of ``[run]`` and the type each must have; they are passed to ``run_scene``.
 RUN_OPTIONS: dict[str, tuple[type, ...]] = {
     "backend": (str,),
+    "precision": (str,),
     "tile": (int,),
     "overlap": (int,),
     "batch_size": (int, str),
