@@ -30,6 +30,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.features import bounds as geometry_bounds
 from rasterio.windows import Window
 
 from .errors import CRSError, RasterError
@@ -220,11 +221,10 @@ def mask_areas_ha(
         full = Window(0, 0, W, H)
         for name, aoi in zip(_unique_names(aois), aois, strict=True):
             geom = transform_geom(aoi.crs, crs, aoi.geometry) if aoi.crs != crs else aoi.geometry
-            xs, ys = _coords(geom)
             area = 0.0
             count = 0
             try:
-                win = from_bounds(min(xs), min(ys), max(xs), max(ys), transform=tr)
+                win = from_bounds(*geometry_bounds(geom), transform=tr)
                 win = win.round_offsets(op="floor").round_lengths(op="ceil")
                 win = Window(win.col_off, win.row_off, win.width + 1, win.height + 1).intersection(full)
             except rasterio.errors.WindowError:
@@ -263,25 +263,3 @@ def inside_any(ds: Any, geom: dict[str, Any], win: Window, tr: Affine) -> bool:
         m = geometry_mask([geom], out_shape=(h, w), transform=window_transform(win, tr), invert=True)
         return bool(m.any())
     return True  # a large window: the AOI certainly covers pixel centres somewhere
-
-
-def _coords(geom: dict[str, Any]) -> tuple[list[float], list[float]]:
-    xs: list[float] = []
-    ys: list[float] = []
-
-    def walk(c: Any) -> None:
-        if isinstance(c, (list, tuple)) and c and isinstance(c[0], (int, float)):
-            xs.append(float(c[0]))
-            ys.append(float(c[1]))
-        else:
-            for x in c:
-                walk(x)
-
-    if geom.get("type") == "GeometryCollection":
-        for g in geom["geometries"]:
-            gx, gy = _coords(g)
-            xs += gx
-            ys += gy
-    else:
-        walk(geom["coordinates"])
-    return xs, ys

@@ -25,6 +25,7 @@ from coalmine.runtime.errors import CRSError, InputError, InputNotFoundError, Ra
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
+from rasterio.features import bounds as geometry_bounds
 from rasterio.features import rasterize
 from rasterio.transform import array_bounds
 from rasterio.warp import reproject, transform_bounds, transform_geom
@@ -171,7 +172,8 @@ def _vector_labels(path: Path, geo: SceneGeo, scene_name: str, label_field: str 
     dst = CRS.from_user_input(geo.crs)
     shapes = [(transform_geom(crs, dst, g) if crs != dst else g, v) for g, v in feats]
     sb = _bounds(geo)
-    lb = _geom_bounds([g for g, _ in shapes])
+    per = [geometry_bounds(g) for g, _ in shapes]
+    lb = (min(b[0] for b in per), min(b[1] for b in per), max(b[2] for b in per), max(b[3] for b in per))
     if not _intersects(lb, sb):
         raise _no_overlap(path, scene_name, lb, sb, geo.crs)
     # Background first, mine last, so a mine polygon wins where polygons overlap.
@@ -179,23 +181,6 @@ def _vector_labels(path: Path, geo: SceneGeo, scene_name: str, label_field: str 
     return rasterize(
         shapes, out_shape=(geo.height, geo.width), transform=geo.transform, fill=0, dtype="uint8"
     )
-
-
-def _geom_bounds(geoms: list[dict[str, Any]]) -> tuple[float, float, float, float]:
-    xs: list[float] = []
-    ys: list[float] = []
-
-    def walk(c: Any) -> None:
-        if isinstance(c, (list, tuple)) and c and isinstance(c[0], (int, float)):
-            xs.append(float(c[0]))
-            ys.append(float(c[1]))
-        elif isinstance(c, (list, tuple)):
-            for e in c:
-                walk(e)
-
-    for g in geoms:
-        walk(g.get("coordinates"))
-    return min(xs), min(ys), max(xs), max(ys)
 
 
 def labels_on_grid(
