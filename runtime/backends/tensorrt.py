@@ -266,6 +266,10 @@ def build_engine(
         raise BackendError(f"TensorRT cannot parse {onnx_path}: {errs}; re-export with coal-export")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
+    strongly_typed = hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+    if not strongly_typed and ".fp16." in onnx_path.name and hasattr(trt.BuilderFlag, "FP16"):
+        # Weakly typed TensorRT (before strong typing existed) takes precision from a flag.
+        config.set_flag(trt.BuilderFlag.FP16)
     cache_path = Path(timing_cache) if timing_cache else engines_dir / TIMING_CACHE
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
