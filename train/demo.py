@@ -17,8 +17,10 @@ Steps (each logged on stderr with its time; the report path goes to stdout):
    named after both; the square AOIs are sized so that none overlaps another. A synthetic mine is planted at each AOI's centre, so every
    AOI watches a mine with its own life (growth, late opening or reclamation). Without the
    file, built-in AOIs named "Pit 1", "Pit 2"… surround the generator's own mines.
-3. **Training** — a small U-Net-ResNet34 (:func:`coalmine.train.api.train`) briefly on three of
-   the years, on the CPU unless CUDA is present.
+3. **Training** — a small U-Net-ResNet34 (:func:`coalmine.train.api.train`) briefly on five of
+   the six years (spatially blocked train/validation split); :data:`TEST_YEAR` is held out
+   whole as a test scene, as the study held out its test tiles. On the CPU unless CUDA is
+   present.
 4. **Export** — ONNX with its parity check (:func:`coalmine.export.api.export_bundle`).
 5. **Monitoring** — ``monitor.toml`` is written into the demo folder (a real configuration you
    can edit and re-run with ``coal-monitor``) and run: ledger, yearly areas, change maps,
@@ -55,8 +57,10 @@ log = logging.getLogger("coalmine.demo")
 
 PROG = "coal-demo"
 YEARS = tuple(range(2016, 2022))
+#: The year held out whole as the demo model's test scene (an unbiased kappa in the bundle).
+TEST_YEAR = 2019
 #: Years the demo model is trained on (the monitor then maps all years).
-TRAIN_YEARS = (2016, 2018, 2021)
+TRAIN_YEARS = tuple(y for y in YEARS if y != TEST_YEAR)
 MARKER = ".coal-demo"
 #: Centre (lon, lat) and radius of the Tapin Regency mining area the demo scene stands for.
 FOCUS = (115.20, -2.92)
@@ -225,18 +229,36 @@ def write_aoi_file(path: Path, sites: list[DemoSite], origin: tuple[float, float
 
 @dataclasses.dataclass(frozen=True)
 class DemoSettings:
-    """Demo sizes; ``quick()`` gives the seconds-long variant used by tests."""
+    """Demo sizes; ``quick()`` gives the seconds-long variant used by tests.
 
-    size: int = 256
-    epochs: int = 8
+    Measured on the demo series (2-core CPU, seed 0): the mines cover only 1-3 % of a scene,
+    so what the model learns from is the number of distinct mine and background patches.
+    256 px scenes with three training years gave 18 training patches and validation kappa
+    0.47 (twice the labelled area mapped; 20 epochs did not help); 512 px scenes, five training
+    years, half-overlapping patches (``stride`` 32) and one background patch per mine patch
+    give about 230 training patches and, in 10 epochs (about 2 min), validation kappa 0.89,
+    held-out-year kappa 0.87 and yearly mapped areas within 5 % of the labels (seed 1: 0.82,
+    0.90, within 21 %). A threshold tuned on validation changed kappa by under 0.01.
+    """
+
+    size: int = 512
+    epochs: int = 10
     seed: int = 0
     tile: int = 64
+    #: Step between candidate patches (half a tile: more distinct views of the few mines).
+    stride: int = 32
     batch_size: int = 4
-    max_patches: int = 96
+    #: Cap on training + validation patches (None: all planned patches).
+    max_patches: int | None = None
+    #: Background patches per mine patch: the background holds the look-alikes (burned land,
+    #: rivers, bare fields) the model must learn to leave out.
+    background_ratio: float = 1.0
+    #: Spatial block edge in tiles for the train/validation split.
+    block_tiles: int = 2
     years: tuple[int, ...] = YEARS
 
     def quick(self) -> DemoSettings:
-        return dataclasses.replace(self, size=min(self.size, 128), epochs=1, max_patches=24)
+        return dataclasses.replace(self, size=min(self.size, 128), epochs=1, max_patches=24, block_tiles=1)
 
 
 def run_demo(out: Path, settings: DemoSettings, mines: str | os.PathLike[str] | None = None,
@@ -322,15 +344,17 @@ def _train(scenes: list[Any], bundle_dir: Path, s: DemoSettings, progress: bool)
     from .api import train
     from .config import SceneSpec, TrainConfig
 
-    specs = tuple(
-        SceneSpec(scene=sc.s2_dir, labels=sc.label_path, s1=sc.s1_path)
-        for sc in scenes if sc.year in TRAIN_YEARS
-    ) or tuple(SceneSpec(scene=sc.s2_dir, labels=sc.label_path, s1=sc.s1_path) for sc in scenes)
+    def spec(sc: Any, split: str = "train") -> SceneSpec:
+        return SceneSpec(scene=sc.s2_dir, labels=sc.label_path, s1=sc.s1_path, split=split)
+
+    train_scenes = [sc for sc in scenes if sc.year in TRAIN_YEARS] or list(scenes)
+    test_scenes = [sc for sc in scenes if sc.year == TEST_YEAR and sc not in train_scenes]
+    specs = tuple(spec(sc) for sc in train_scenes) + tuple(spec(sc, "test") for sc in test_scenes)
     cfg = TrainConfig(
         scenes=specs, tile=s.tile, epochs=s.epochs, batch_size=s.batch_size, seed=s.seed,
-        max_patches=s.max_patches, warmup_epochs=min(1, s.epochs - 1), patience=0, block_tiles=1,
-        stride=s.tile // 2, buffer=0, val_fraction=0.25, overlap=16, max_val_tiles=8, lr=2e-3,
-        background_ratio=0.25, device="auto",
+        max_patches=s.max_patches, warmup_epochs=min(1, s.epochs - 1), patience=0,
+        block_tiles=s.block_tiles, stride=s.stride, buffer=0, val_fraction=0.2, overlap=16,
+        max_val_tiles=8, lr=2e-3, background_ratio=s.background_ratio, device="auto",
     )
     return train(cfg, bundle_dir, progress=progress, overwrite=True)
 
