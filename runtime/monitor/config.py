@@ -203,23 +203,8 @@ def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
     if max_attempts < 1:
         raise ConfigError(f"{src}: max_attempts must be at least 1, got {max_attempts}")
 
-    run = raw.get("run", {})
-    if not isinstance(run, dict):
-        raise ConfigError(f"{src}: 'run' must be a table ([run]), got {type(run).__name__}")
-    _refuse_unknown(run, set(RUN_OPTIONS), src, "run.")
-    for k, v in run.items():
-        if isinstance(v, bool) or not isinstance(v, RUN_OPTIONS[k]):
-            want = " or ".join(t.__name__ for t in RUN_OPTIONS[k])
-            raise ConfigError(f"{src}: run.{k} must be {want}, got {v!r}")
-
-    cluster = raw.get("cluster", {})
-    if not isinstance(cluster, dict):
-        raise ConfigError(f"{src}: 'cluster' must be a table ([cluster]), got {type(cluster).__name__}")
-    _refuse_unknown(cluster, set(CLUSTER_OPTIONS), src, "cluster.")
-    for k, v in cluster.items():
-        if (isinstance(v, bool) and bool not in CLUSTER_OPTIONS[k]) or not isinstance(v, CLUSTER_OPTIONS[k]):
-            want = " or ".join(t.__name__ for t in CLUSTER_OPTIONS[k])
-            raise ConfigError(f"{src}: cluster.{k} must be {want}, got {v!r}")
+    run = _options_table(raw, "run", RUN_OPTIONS, src)
+    cluster = _options_table(raw, "cluster", CLUSTER_OPTIONS, src)
 
     scenes = tuple(_scene(i, s, base, src) for i, s in enumerate(_tables(raw, "scenes", src)))
     searches = tuple(_search(i, s, base, src) for i, s in enumerate(_tables(raw, "search", src)))
@@ -357,6 +342,22 @@ def date_from_name(name: str, pattern: re.Pattern[str]) -> dt.date | None:
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+def _options_table(raw: dict[str, Any], name: str, options: dict[str, tuple[type, ...]], src: Any) -> dict[str, Any]:
+    """The optional table ``[name]`` with only known keys, each of one of its allowed types.
+
+    A TOML boolean is refused where ``bool`` is not listed (``bool`` is a subclass of ``int``).
+    """
+    table = raw.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{src}: '{name}' must be a table ([{name}]), got {type(table).__name__}")
+    _refuse_unknown(table, set(options), src, f"{name}.")
+    for k, v in table.items():
+        if (isinstance(v, bool) and bool not in options[k]) or not isinstance(v, options[k]):
+            want = " or ".join(t.__name__ for t in options[k])
+            raise ConfigError(f"{src}: {name}.{k} must be {want}, got {v!r}")
+    return table
 
 
 def _refuse_unknown(table: dict[str, Any], known: set[str], src: Path, prefix: str) -> None:
