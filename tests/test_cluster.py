@@ -39,28 +39,15 @@ from coalmine.runtime.monitor.cluster import (
     task_resources,
 )
 from factories import make_tiny_bundle
-from test_monitor_data import make_mask_project, oracle_run_scene, write_aois, write_config
+from test_monitor_data import (
+    make_mask_project,
+    oracle_run_scene,
+    synth_config,
+    write_aois,
+    write_config,
+)
 
 distributed = pytest.importorskip("distributed", reason="the cluster extra (dask, distributed) is not installed")
-
-SYNTH_CONFIG = """\
-title = "Synthetic Tapin"
-bundle = "bundle"
-aois = "aois.geojson"
-output = "out"
-{cluster}
-[run]
-backend = "cpu"
-
-[[search]]
-folder = "series"
-glob = "synth_*_S2"
-date_regex = 'synth_(?P<year>\\d{{4}})_S2'
-s1_folder = "series"
-s1_glob = "synth_*_S1_VV*.tif"
-s1_date_regex = 'synth_(?P<year>\\d{{4}})_S1'
-"""
-
 
 @pytest.fixture(scope="module")
 def cluster():
@@ -186,7 +173,7 @@ def _synth_project(root: Path, series: Path, cluster: str = "") -> Path:
     shutil.copytree(series, root / "series")
     make_tiny_bundle(root / "bundle", kind="linear")
     write_aois(root / "aois.geojson")
-    (root / "monitor.toml").write_text(SYNTH_CONFIG.format(cluster=cluster))
+    (root / "monitor.toml").write_text(synth_config(cluster))
     return root
 
 

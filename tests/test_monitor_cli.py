@@ -21,25 +21,9 @@ from click.testing import CliRunner
 from coalmine.runtime.cli.monitor import main
 from coalmine.runtime.monitor import RunLock
 from factories import make_tiny_bundle
-from test_monitor_data import PX_HA, expected_ha, write_aois
+from test_monitor_data import PX_HA, expected_ha, synth_config, write_aois
 
-CONFIG = """\
-title = "Synthetic Tapin"
-bundle = "bundle"
-aois = "aois.geojson"
-output = "out"
-
-[run]
-backend = "cpu"
-
-[[search]]
-folder = "series"
-glob = "synth_*_S2"
-date_regex = 'synth_(?P<year>\\d{4})_S2'
-s1_folder = "series"
-s1_glob = "synth_*_S1_VV*.tif"
-s1_date_regex = 'synth_(?P<year>\\d{4})_S1'
-"""
+CONFIG = synth_config()
 
 
 @pytest.fixture(scope="module")

@@ -137,3 +137,27 @@ def write_config(path: Path, extra: str = "", rule: str = "max_extent") -> Path:
         '[[search]]\nfolder = "incoming"\nglob = "S2_*.tif"\ndate_format = "%Y%m%d"\n'
     )
     return path
+
+
+def synth_config(cluster: str = "") -> str:
+    """monitor.toml for a ``make_series`` folder ``series`` beside ``bundle`` and ``aois.geojson``.
+
+    ``cluster`` is inserted as top-level TOML (e.g. a ``[cluster]`` table) before ``[run]``.
+    """
+    return f"""\
+title = "Synthetic Tapin"
+bundle = "bundle"
+aois = "aois.geojson"
+output = "out"
+{cluster}
+[run]
+backend = "cpu"
+
+[[search]]
+folder = "series"
+glob = "synth_*_S2"
+date_regex = 'synth_(?P<year>\\d{{4}})_S2'
+s1_folder = "series"
+s1_glob = "synth_*_S1_VV*.tif"
+s1_date_regex = 'synth_(?P<year>\\d{{4}})_S1'
+"""
