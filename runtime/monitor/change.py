@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
-from ._raster import NODATA, Grid, open_on_grid, read_mask, write_cog
+from ..raster import NODATA, Grid, open_on_grid, read_mask, write_uint8_cog
 
 STABLE_NON_MINE, NEWLY_MINED, NO_LONGER_MINED, STABLE_MINE = 0, 1, 2, 3
 CLASS_NAMES: dict[int, str] = {
@@ -85,7 +85,7 @@ def write_change(
                 hectares[code] += float(cell[sel].sum())
             return out
 
-        path = write_cog(target, grid, fill, CHANGE_COLORS, descriptions="change")
+        path = write_uint8_cog(target, grid, fill, CHANGE_COLORS, description="change")
     stats = {
         "pixels": {CLASS_NAMES[k]: v for k, v in counts.items()},
         "hectares": {CLASS_NAMES[k]: round(v, 6) for k, v in hectares.items()},

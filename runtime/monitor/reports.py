@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_output
-from ._raster import thumbnail
+from ..raster import thumbnail
 from .change import CHANGE_COLORS, CLASS_NAMES
 from .yearly import MASK_COLORS
 
