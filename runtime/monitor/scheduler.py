@@ -42,7 +42,6 @@ from .pipeline import (
     LocalExecutor,
     SceneResult,
     SceneTask,
-    pause_for_crash_test,
     process_scene,
 )
 from .reports import write_reports
@@ -194,7 +193,6 @@ def _process(
 
 def _register(led: Ledger, layout: MonitorLayout, task: SceneTask, res: SceneResult) -> bool:
     """Record a finished scene (one transaction); False when another attempt owns the row."""
-    pause_for_crash_test("before_commit")
     done = res.as_dict()
     done["outputs"] = {"folder": layout.rel(Path(res.out_dir)), **res.outputs}
     return led.complete(task.key, task.token, done)
