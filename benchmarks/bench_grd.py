@@ -121,7 +121,7 @@ import sys, time
 import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
-from coalmine.runtime.preprocess.grid import Grid
+from coalmine.runtime.raster import Grid
 from coalmine.runtime.preprocess.prepare import block_windows
 from coalmine.runtime.preprocess.speckle import lee_filter, power_to_db
 mode, path, dem, size, a, c, e, f = sys.argv[1:9]

@@ -249,10 +249,10 @@ class GrdReader:
 def sample_bilinear(src: np.ndarray, qr: np.ndarray, qc: np.ndarray) -> np.ndarray:
     """Bilinear samples of ``src`` at pixel-centre coordinates (``qr``, ``qc``); NaN positions -> NaN.
 
-    The same rule as every other Sentinel-1 input (:func:`..grid._bilinear`: NaN or outside
+    The same rule as every other Sentinel-1 input (:func:`..warp._bilinear`: NaN or outside
     neighbours get no weight, the others are renormalised, a point more than half a pixel
     outside is NaN), computed in two passes: a plain four-neighbour interpolation in float32
-    for all points, then :func:`..grid._bilinear` again only where that met a NaN neighbour --
+    for all points, then :func:`..warp._bilinear` again only where that met a NaN neighbour --
     the border of the swath, a few pixels per block. Per point the arithmetic depends only on
     its neighbours and position, so windows stay exact.
     """
