@@ -240,7 +240,8 @@ def test_both_offset_conventions_give_the_products_reflectance(cat_data, srv, tm
     assert valid.mean() > 0.9 and np.all(pc_dn[valid] - es_dn[valid] == 1000)  # the pixels differ ...
     pc_refl, reader = _reflectance(pc_dir)
     es_refl, _ = _reflectance(es_dir)
-    assert reader.offset.source.startswith("metadata")  # ... the tags say how; nothing is guessed
+    # ... the tags say how, and coal-prepare records why; nothing is guessed
+    assert reader.offset.source.startswith("metadata") and "processing baseline 05.09" in reader.offset.source
     ref = _reference(cat_data["synth"], reader)
     np.testing.assert_array_equal(pc_refl, ref)
     np.testing.assert_array_equal(es_refl, ref)
@@ -419,6 +420,14 @@ def test_planetary_computer_urls_are_signed_through_its_token_service(srv, monke
     finally:
         settings.Settings.get.cache_clear()
         sas.TOKEN_CACHE.clear()
+
+
+def test_importing_the_runtime_and_the_command_needs_no_stac_client():
+    code = ("import sys, coalmine.runtime, coalmine.runtime.fetch, coalmine.runtime.cli.fetch; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pystac_client', 'pystac', "
+            "'planetary_computer')))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stderr
 
 
 # -- a killed fetch -----------------------------------------------------------------------------
