@@ -83,6 +83,8 @@ class StacServer:
     items: list[dict[str, Any]] = field(default_factory=list)
     collections: dict[str, dict[str, Any]] = field(default_factory=dict)
     page_size: int = 2
+    latency: float = 0.0  # seconds before each file response (a distant server)
+    rate: float | None = None  # bytes per second per connection for file bodies (a slow link)
     bytes_sent: dict[str, int] = field(default_factory=dict)
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
@@ -368,7 +370,17 @@ class _Handler(BaseHTTPRequestHandler):
             data = fh.read(length)
         if truncate:
             data = data[: len(data) // 2]
-        self.wfile.write(data)
+        if st.latency:
+            time.sleep(st.latency)
+        if st.rate:
+            t0, chunk = time.monotonic(), 1 << 16
+            for i in range(0, len(data), chunk):
+                self.wfile.write(data[i:i + chunk])
+                ahead = (i + chunk) / st.rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+        else:
+            self.wfile.write(data)
         with st._lock:
             st.bytes_sent[path] = st.bytes_sent.get(path, 0) + len(data)
         if truncate:

@@ -461,4 +461,5 @@ def test_a_fetch_killed_mid_download_resumes_and_matches_a_clean_one(cat_data, s
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == str(out / "s2" / sc.pc_item["id"])
     assert all(srv.bytes_sent.get(f"{base}/{b}", 0) == 0 for b in kept)  # finished bands were kept
+    assert sorted(p.name for p in _s2_folder(out).iterdir()) == sorted(p.name for p in _s2_folder(clean).iterdir())
     assert _pixels(out) == _pixels(clean)

@@ -46,6 +46,7 @@ from rasterio.coords import BoundingBox
 from rasterio.crs import CRS
 from rasterio.warp import transform_geom
 
+from .._io import atomic_write_text
 from ..aoi import Aoi, read_aois
 from ..bands import S2_BANDS
 from ..errors import (
@@ -305,12 +306,15 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
+
+
+def _clean_temporaries(folder: Path) -> None:
+    """Remove the hidden temporary files a killed fetch left (never counted, never read)."""
+    if folder.is_dir():
+        for p in folder.glob(".*.partial*"):
+            if p.is_file():
+                p.unlink(missing_ok=True)
 
 
 def _file_info(path: Path) -> FetchedFile | None:
@@ -383,6 +387,7 @@ class _Fetcher:
             else:
                 shutil.rmtree(final)
         part.mkdir(parents=True, exist_ok=True)
+        _clean_temporaries(part)
         tags = {"PROCESSING_LEVEL": "Level-2A", "PRODUCT_TYPE": "S2MSI2A", "BOA_QUANTIFICATION_VALUE": "10000",
                 "STAC_ITEM": iid, "STAC_COLLECTION": self.cat.s2_collection, "STAC_CATALOG": self.cat.url,
                 "ACQUISITION_DATETIME": item_datetime(item).isoformat()}
@@ -516,6 +521,7 @@ def fetch(req: FetchRequest, *, dry_run: bool = False, progress: bool = False) -
 
     ensure_output_dir(out)
     with FolderLock(out), FetchRecord(out) as rec:
+        _clean_temporaries(out / "s1")
         start = req.start
         if req.since_last_run:
             last = rec.last_complete_end(req.catalogue.name)

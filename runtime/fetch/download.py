@@ -16,10 +16,10 @@ Robustness (written by hand: no library wraps GDAL reads in retries and atomic w
   retry really asks the server again. HTTP 4xx other than 408/429 (missing asset, no access) is
   not retried.
 * **timeouts**: ``GDAL_HTTP_TIMEOUT`` / ``GDAL_HTTP_CONNECTTIMEOUT``.
-* **a partial file never counts**: pixels are written to ``.<name>.partial`` beside the target,
-  with the SHA-256 of the pixels as they arrived in a ``COALMINE_PIXEL_SHA256`` tag; the file is
-  read back and its pixels hashed again, and only a file whose pixels match is fsynced and
-  renamed to its name. A file with its final name can be checked again at any time
+* **a partial file never counts**: pixels are written under a hidden temporary name beside the
+  target (the project's one atomic writer), with the SHA-256 of the pixels as they arrived in a
+  ``COALMINE_PIXEL_SHA256`` tag; the file is read back and its pixels hashed again, and only a
+  file whose pixels match is fsynced and renamed to its name. A file with its final name can be checked again at any time
   (:func:`verify_file`), which is how an interrupted fetch adopts work it finished.
 
 Files are created with the umask's mode, like every output.
@@ -45,6 +45,7 @@ from rasterio.errors import RasterioError
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from .._io import atomic_output
 from ..errors import InputError, OutputError, ServiceUnavailableError
 
 log = logging.getLogger("coalmine.fetch")
@@ -193,6 +194,10 @@ def all_nodata(a: np.ndarray, nodata: float | None) -> bool:
     return not bool(valid.any())
 
 
+class _NoOverlap(Exception):
+    """The bounds miss the raster: nothing to write."""
+
+
 def fetch_window(href: Callable[[], str], bounds: BoundingBox, bounds_crs: CRS, dst: Path, *,
                  opts: FetchOptions, tags: dict[str, str] | None = None, description: str = "",
                  label: str = "", margin: int = 0) -> FetchedFile | None:
@@ -201,7 +206,8 @@ def fetch_window(href: Callable[[], str], bounds: BoundingBox, bounds_crs: CRS, 
     Args:
         href: returns the URL to open (called again on each attempt, so signed URLs stay fresh).
         bounds: area to cover, in ``bounds_crs``; transformed to the asset's CRS when it differs.
-        dst: the final file; written as ``.<name>.partial`` beside it and renamed when verified.
+        dst: the final file; written under a hidden temporary name beside it (the project's
+            :func:`~coalmine.runtime._io.atomic_output`) and renamed only when verified.
         opts: retries, backoff, timeout, headers.
         tags: GeoTIFF tags to write (metadata beside the pixels).
         description: band description (e.g. ``B02``).
@@ -216,82 +222,75 @@ def fetch_window(href: Callable[[], str], bounds: BoundingBox, bounds_crs: CRS, 
         AssetError: the asset is missing, forbidden or not a raster (exit 1).
         OutputError: the local file cannot be written or does not read back identically.
     """
-    tmp = dst.with_name(f".{dst.name}.partial")
-    tmp.unlink(missing_ok=True)
+    state: dict[str, Any] = {"src": None, "out": None}
+    try:
+        with rasterio.Env(**gdal_env(opts)), atomic_output(dst) as tmp:
+            win, digest, empty = _download(href, bounds, bounds_crs, tmp, state, opts=opts,
+                                           description=description, label=label, margin=margin)
+            out = state["out"]
+            if description:
+                out.set_band_description(1, description)
+            out.update_tags(**(tags or {}), **{PIXEL_TAG: digest, WINDOW_TAG: ",".join(
+                str(int(v)) for v in (win.col_off, win.row_off, win.width, win.height))})
+            out.close()
+            state["out"] = None
+            if verify_file(tmp) != digest:
+                raise OutputError(f"{tmp} does not read back as written (disk full or failing?); "
+                                  f"free space in {dst.parent} and fetch again")
+            _fsync(tmp)
+        _fsync(dst.parent)
+    except _NoOverlap:
+        return None
+    finally:
+        for k in ("src", "out"):
+            if state[k] is not None:
+                state[k].close()
+    return FetchedFile(dst.name, dst.stat().st_size, digest,
+                       (int(win.col_off), int(win.row_off), int(win.width), int(win.height)), empty)
+
+
+def _download(href: Callable[[], str], bounds: BoundingBox, bounds_crs: CRS, tmp: Path, state: dict[str, Any],
+              *, opts: FetchOptions, description: str, label: str, margin: int) -> tuple[Window, str, bool]:
+    """Read the window strip by strip into ``tmp``, retrying failed reads from the failed strip on."""
     failures = 0
-    src = out = None
     win: Window | None = None
     done = 0
     digest = hashlib.sha256()
     empty = True
-    ok = False
-    try:
-        with rasterio.Env(**gdal_env(opts)):
-            while True:
-                try:
-                    if src is None:
-                        src = rasterio.open(href())
-                    if win is None:
-                        win = _asset_window(src, bounds, bounds_crs, margin, label)
-                        if win is None:
-                            return None
-                    pending = _strips(int(win.height))[done:]
-                    for r, n in pending:
-                        a = src.read(1, window=Window(win.col_off, win.row_off + r, win.width, n))
-                        if out is None:
-                            dst.parent.mkdir(parents=True, exist_ok=True)
-                            out = rasterio.open(tmp, "w", **_profile(src, win, description))
-                        _write_strip(out, a, r, tmp)
-                        digest.update(np.ascontiguousarray(a).tobytes())
-                        empty = empty and all_nodata(a, src.nodata)
-                        done += 1
-                    break
-                except RasterioError as exc:
-                    msg = _message(exc)
-                    if src is not None:
-                        src.close()
-                        src = None
-                    if _is_client_error(msg):
-                        raise AssetError(f"{label} cannot be read ({msg}); the catalogue lists an "
-                                         "asset its server does not give: check access, or skip the item") from exc
-                    failures += 1
-                    if failures > opts.retries:
-                        raise ServiceUnavailableError(
-                            f"fetch failed: {label} could not be read after {opts.retries} retries "
-                            f"({msg}); what was fetched is kept and the next run resumes") from exc
-                    wait = opts.backoff * 2 ** (failures - 1)
-                    log.warning("%s: %s; retry %d/%d in %.1f s", label, msg, failures, opts.retries, wait)
-                    time.sleep(wait)
-            assert out is not None and win is not None
-            if description:
-                out.set_band_description(1, description)
-            out.update_tags(**(tags or {}), **{PIXEL_TAG: digest.hexdigest(), WINDOW_TAG: ",".join(
-                str(int(v)) for v in (win.col_off, win.row_off, win.width, win.height))})
-            out.close()
-            out = None
-            check = verify_file(tmp)
-            if check != digest.hexdigest():
-                raise OutputError(f"{tmp} does not read back as written (disk full or failing?); "
-                                  f"free space in {dst.parent} and fetch again")
-            _fsync(tmp)
-            os.replace(tmp, dst)
-            _fsync(dst.parent)
-            ok = True
-            return FetchedFile(dst.name, dst.stat().st_size, digest.hexdigest(),
-                               (int(win.col_off), int(win.row_off), int(win.width), int(win.height)),
-                               empty)
-    except OSError as exc:
-        if isinstance(exc, (ServiceUnavailableError, OutputError, AssetError)):
-            raise
-        raise OutputError(f"cannot write {dst} ({exc}); check free space and permissions of "
-                          f"{dst.parent}") from exc
-    finally:
-        if src is not None:
-            src.close()
-        if out is not None:
-            out.close()
-        if not ok:
-            tmp.unlink(missing_ok=True)
+    while True:
+        try:
+            if state["src"] is None:
+                state["src"] = rasterio.open(href())
+            src = state["src"]
+            if win is None:
+                win = _asset_window(src, bounds, bounds_crs, margin, label)
+                if win is None:
+                    raise _NoOverlap
+            for r, n in _strips(int(win.height))[done:]:
+                a = src.read(1, window=Window(win.col_off, win.row_off + r, win.width, n))
+                if state["out"] is None:
+                    state["out"] = rasterio.open(tmp, "w", **_profile(src, win, description))
+                _write_strip(state["out"], a, r, tmp)
+                digest.update(np.ascontiguousarray(a).tobytes())
+                empty = empty and all_nodata(a, src.nodata)
+                done += 1
+            return win, digest.hexdigest(), empty
+        except RasterioError as exc:
+            msg = _message(exc)
+            if state["src"] is not None:
+                state["src"].close()
+                state["src"] = None
+            if _is_client_error(msg):
+                raise AssetError(f"{label} cannot be read ({msg}); the catalogue lists an asset its "
+                                 "server does not give: check access, or skip the item") from exc
+            failures += 1
+            if failures > opts.retries:
+                raise ServiceUnavailableError(
+                    f"fetch failed: {label} could not be read after {opts.retries} retries ({msg}); "
+                    "what was fetched is kept and the next run resumes") from exc
+            wait = opts.backoff * 2 ** (failures - 1)
+            log.warning("%s: %s; retry %d/%d in %.1f s", label, msg, failures, opts.retries, wait)
+            time.sleep(wait)
 
 
 def verify_file(path: Path) -> str | None:
