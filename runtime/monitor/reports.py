@@ -40,9 +40,9 @@ import jinja2
 import numpy as np
 
 from .. import __version__
-from .._io import atomic_output
+from .._io import atomic_write_bytes, atomic_write_text
+from ..raster import thumbnail
 from ..tables import write_csv
-from ._raster import thumbnail
 from .config import MonitorConfig
 from .layout import REPORTS_DIR, MonitorLayout
 from .ledger import Ledger
@@ -196,8 +196,7 @@ def write_reports(
     charts = draw_charts(data, files["chart_aois"], files["chart_total"])
     previews = draw_previews(data, layout, aois)
     page = render_html(html_context(cfg, led.path, data, charts, previews))
-    with atomic_output(files["html"]) as tmp:
-        tmp.write_text(page, encoding="utf-8")
+    atomic_write_text(files["html"], page)
     return files
 
 
@@ -306,8 +305,7 @@ def _png(fig: Any) -> bytes:
 
 def _save(fig: Any, path: Path) -> bytes:
     data = _png(fig)
-    with atomic_output(path) as tmp:
-        tmp.write_bytes(data)
+    atomic_write_bytes(path, data)
     return data
 
 
