@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from coalmine.runtime._optional import pip_hint
 from coalmine.runtime.bundle import Bundle
 from coalmine.runtime.errors import BackendError, BundleError
 
@@ -31,7 +32,7 @@ def tensorrt_status() -> tuple[bool, str]:
         ``(True, description)`` or ``(False, reason it cannot)``.
     """
     if importlib.util.find_spec("tensorrt") is None:
-        return False, "the tensorrt package is not installed (pip install 'coalmine[tensorrt]')"
+        return False, f"the tensorrt package is not installed ({pip_hint('tensorrt')})"
     try:
         from coalmine.runtime.backends.tensorrt import device_info
 

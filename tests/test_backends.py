@@ -92,7 +92,7 @@ def test_cuda_provider_that_silently_falls_back_is_refused(bundle, monkeypatch):
 
 
 def test_tensorrt_requested_without_package_names_the_install(bundle):
-    with pytest.raises(MissingDependencyError, match="pip install 'coalmine\\[tensorrt\\]'"):
+    with pytest.raises(MissingDependencyError, match='pip install "coalmine\\[tensorrt\\]"'):
         make_backend(bundle, "tensorrt", tile=64, max_batch=4)
 
 

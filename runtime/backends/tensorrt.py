@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_write_bytes, atomic_write_json, sha256_file
+from .._optional import optional_import
 from ..bundle import Bundle
-from ..errors import BackendError, BundleError, OutputError, missing_dependency
+from ..errors import BackendError, BundleError, OutputError
 from . import Backend
 
 log = logging.getLogger("coalmine.runtime.backends")
@@ -45,22 +46,12 @@ TIMING_CACHE = "timing.cache"
 
 # -- optional imports ----------------------------------------------------------------------
 def _trt() -> Any:
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise missing_dependency("tensorrt", "tensorrt", "the TensorRT backend") from exc
-    return trt
+    return optional_import("tensorrt", purpose="the TensorRT backend")
 
 
 def _cudart() -> Any:
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart  # cuda-python < 12.6 layout
-        except ImportError as exc:
-            raise missing_dependency("cuda-python", "tensorrt", "the TensorRT backend") from exc
-    return cudart
+    # cuda.cudart: the cuda-python < 12.6 layout
+    return optional_import("cuda.bindings.runtime", "cuda.cudart", purpose="the TensorRT backend")
 
 
 def _check(result: Any, what: str) -> Any:
