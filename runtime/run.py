@@ -40,9 +40,10 @@ from .aoi import Aoi, read_aois
 from .areas import mask_areas_ha, pixel_areas_ha
 from .backends import Backend, make_backend
 from .bands import band_positions
-from .bundle import Bundle, Preprocessing, load_bundle
+from .bundle import Bundle, load_bundle
 from .errors import BandError, InputError, UsageError
 from .outputs import OutputSet, mask_from_prob, mask_level, quantize_prob
+from .preprocess.stack import check_preprocessing, open_scene
 from .tiling import Block, block_grid, check_tile, predict_block, tiles_in, weight_window
 
 log = logging.getLogger("coalmine.runtime.run")
@@ -133,49 +134,6 @@ class _Timer:
                 self.add(stage, time.perf_counter() - t)
 
         return timed
-
-
-def _open_scene(scene: Any, s1: Any, prep: Preprocessing) -> Any:
-    """Open ``scene`` with the shared preprocessing (engineer B's ``open_scene``)."""
-    from .preprocess import open_scene
-
-    return open_scene(scene, s1, prep)
-
-
-def _check_preprocessing(source: Any, bundle: Bundle) -> list[str]:
-    """Refuse a stack prepared with other GLCM/speckle parameters than the bundle's."""
-    used = getattr(source, "preprocessing", None)
-    where = getattr(source, "path", "the scene")
-    if used is None:
-        msg = (f"{where} records no preprocessing parameters (no COALMINE_PREPROCESSING tag); "
-               "cannot check its GLCM edges against the bundle")
-        log.warning(msg)
-        return [msg]
-    want, got = bundle.preprocessing, used
-    diffs = []
-    for key in ("window", "distance", "levels"):
-        if getattr(want.glcm, key) != getattr(got.glcm, key):
-            diffs.append(f"GLCM {key} {getattr(got.glcm, key)} (bundle: {getattr(want.glcm, key)})")
-    if len(want.glcm.edges) != len(got.glcm.edges) or not np.allclose(
-        want.glcm.edges, got.glcm.edges, rtol=0, atol=1e-5
-    ):
-        diffs.append(f"GLCM bin edges {_short(got.glcm.edges)} (bundle: {_short(want.glcm.edges)})")
-    if (want.s1.speckle_filter, want.s1.speckle_window) != (got.s1.speckle_filter, got.s1.speckle_window):
-        diffs.append(f"speckle filter {got.s1.speckle_filter}/{got.s1.speckle_window} "
-                     f"(bundle: {want.s1.speckle_filter}/{want.s1.speckle_window})")
-    if diffs:
-        raise InputError(
-            f"{where} was prepared with {'; '.join(diffs)}, which differ from bundle {bundle.path}; "
-            f"re-run coal-prepare with --bundle {bundle.path} so the stack matches the model"
-        )
-    return []
-
-
-def _short(edges: Any) -> str:
-    e = list(edges)
-    if len(e) <= 4:
-        return "[" + ", ".join(f"{x:g}" for x in e) + "]"
-    return f"[{e[0]:g}, {e[1]:g}, ..., {e[-1]:g}] ({len(e)} edges)"
 
 
 def _band_index(source: Any, bundle: Bundle) -> list[int] | None:
@@ -306,10 +264,10 @@ def _run_scene(scene: Any, bundle: Any, out_dir: Any, *, s1: Any, aoi: Any, aoi_
 
     t = time.perf_counter()
     owns_source = isinstance(scene, (str, os.PathLike))
-    source = _open_scene(scene, s1, bundle.preprocessing) if owns_source else scene
+    source = open_scene(scene, s1, bundle.preprocessing) if owns_source else scene
     timer.add("open", time.perf_counter() - t)
     try:
-        warnings += _check_preprocessing(source, bundle)
+        warnings += check_preprocessing(source, bundle)
         band_idx = _band_index(source, bundle)
         scene_path = getattr(source, "path", None) or (scene if owns_source else None)
         if prefix is None:

@@ -459,6 +459,7 @@ def evaluate(
         BundleError: unusable bundle; InputError: scene/labels problems; UsageError: no scene.
     """
     import torch
+    from coalmine.runtime.preprocess.stack import check_preprocessing
     from coalmine.runtime.tiling import block_grid, predict_block, weight_window
     from tqdm import tqdm
 
@@ -482,8 +483,7 @@ def evaluate(
     for spec in scenes:
         _check_stack_bands(spec)
         with contextlib.closing(_open(spec, b.preprocessing)) as src:
-            if spec.s1 is None:
-                src.check_preprocessing(b.preprocessing, f"bundle {b.path}")
+            check_preprocessing(src, b)
             geo = _geo(src)
             lab = labels_on_grid(spec.labels, geo, scene_name=str(spec.scene), label_field=spec.label_field)
             cm = np.zeros((2, 2), dtype=np.int64)

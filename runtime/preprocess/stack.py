@@ -91,28 +91,6 @@ class SceneSource(ABC):
     def read(self, window: Window) -> np.ndarray:
         """The float32 (len(bands), h, w) stack of ``window`` (inside the scene), NaN = nodata."""
 
-    def check_preprocessing(self, prep: Preprocessing, what: str = "the bundle") -> None:
-        """Raise if this scene's GLCM parameters/edges differ from ``prep`` (a stack made otherwise).
-
-        Raises:
-            BundleError: the stack records other GLCM parameters than ``prep``.
-        """
-        mine = self.preprocessing
-        if mine is None:
-            log.warning("%s records no preprocessing (%s tag); cannot check it matches %s",
-                        self.path, PREPROCESSING_TAG, what)
-            return
-        a, b = mine.glcm, prep.glcm
-        diffs = [k for k in ("window", "distance", "levels") if getattr(a, k) != getattr(b, k)]
-        if len(a.edges) != len(b.edges) or not np.allclose(a.edges, b.edges, rtol=0, atol=1e-6):
-            diffs.append("edges")
-        if diffs:
-            raise BundleError(
-                f"scene {self.path} was prepared with other GLCM {', '.join(diffs)} than {what}; "
-                "prepare it again with the bundle's edges (coal-prepare --glcm-edges "
-                "bundle.json) or pass the raw inputs (--s2/--s1) instead of the stack"
-            )
-
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release open files."""
 
@@ -275,6 +253,69 @@ class RawSource(SceneSource):
         self.s1.close()
 
 
+#: Edges closer than this (dB) count as equal: JSON keeps float64 exactly, so only a stack made
+#: from other numbers differs by more.
+EDGE_ATOL_DB = 1e-6
+
+
+def check_preprocessing(source: Any, bundle: Any) -> list[str]:
+    """Refuse a scene prepared with other GLCM or speckle parameters than ``bundle``'s.
+
+    The one check that coal-run and ``coal-train evaluate`` apply. Raw input is opened with the
+    bundle's preprocessing and always passes; a stack is compared by the preprocessing it
+    records (``COALMINE_PREPROCESSING`` tag): GLCM window, distance, levels and bin edges, and
+    the speckle filter (with its window when one is applied).
+
+    Args:
+        source: a :class:`SceneSource` (or anything with ``preprocessing`` and ``path``).
+        bundle: the :class:`~coalmine.runtime.bundle.Bundle` whose model will read the scene.
+
+    Returns:
+        Warnings (also logged): the stack records no preprocessing, so nothing could be checked.
+
+    Raises:
+        InputError: naming the differing parameters, the bundle, and how to make a matching stack.
+    """
+    used = getattr(source, "preprocessing", None)
+    where = getattr(source, "path", None) or "the scene"
+    if used is None:
+        msg = (f"{where} records no preprocessing parameters (no {PREPROCESSING_TAG} tag); "
+               "cannot check its GLCM edges against the bundle")
+        log.warning(msg)
+        return [msg]
+    want, got = bundle.preprocessing, used
+    diffs = [f"GLCM {k} {getattr(got.glcm, k)} (bundle: {getattr(want.glcm, k)})"
+             for k in ("window", "distance", "levels") if getattr(want.glcm, k) != getattr(got.glcm, k)]
+    if len(want.glcm.edges) != len(got.glcm.edges) or not np.allclose(
+        want.glcm.edges, got.glcm.edges, rtol=0, atol=EDGE_ATOL_DB
+    ):
+        diffs.append(f"GLCM bin edges {_short(got.glcm.edges)} (bundle: {_short(want.glcm.edges)})")
+    if _speckle(got.s1) != _speckle(want.s1):
+        diffs.append(f"speckle filter {'/'.join(map(str, _speckle(got.s1)))} "
+                     f"(bundle: {'/'.join(map(str, _speckle(want.s1)))})")
+    if diffs:
+        raise InputError(
+            f"{where} was prepared with {'; '.join(diffs)}, which differ from bundle {bundle.path}; "
+            f"prepare it again with coal-prepare --glcm-edges {bundle.path} (the bundle's whole "
+            "preprocessing), or give the raw Sentinel-2 input with --s1 instead of the stack"
+        )
+    return []
+
+
+def _speckle(s1: Any) -> tuple[str, ...]:
+    """The speckle filtering that shapes VV: the window only matters when a filter runs."""
+    if s1.speckle_filter == "none" or s1.speckle_window <= 1:
+        return ("none",)
+    return (str(s1.speckle_filter), str(s1.speckle_window))
+
+
+def _short(edges: Any) -> str:
+    e = list(edges)
+    if len(e) <= 4:
+        return "[" + ", ".join(f"{x:g}" for x in e) + "]"
+    return f"[{e[0]:g}, {e[1]:g}, ..., {e[-1]:g}] ({len(e)} edges)"
+
+
 def is_stack(ds: Any) -> bool:
     """True if an open dataset is a prepared stack: see :func:`coalmine.runtime.bands.is_stack_bands`."""
     return is_stack_bands(tuple(ds.descriptions))
@@ -308,7 +349,7 @@ def open_scene(
             input: a multi-band GeoTIFF with band descriptions, a folder of band files, a SAFE.
         s1: Sentinel-1 VV sigma0 raster (required for raw input).
         prep: preprocessing for raw input (default ``Preprocessing()``); ignored for a stack
-            (use ``SceneSource.check_preprocessing`` to compare).
+            (:func:`check_preprocessing` compares).
         s2_offset, s1_units, scl, glcm_threads: see :class:`RawSource`.
 
     Returns:
