@@ -47,7 +47,6 @@ from coalmine.runtime.bands import BAND_NAMES, S1_BAND
 from coalmine.runtime.bundle import (
     MODEL_FILES,
     Bundle,
-    ModelSpec,
     Normalization,
     Preprocessing,
     load_bundle,
@@ -316,7 +315,7 @@ def train(
         tune_threshold,
         write_log_csv,
     )
-    from .model import build_model, save_model
+    from .model import build_model, model_spec, save_model
 
     cfg = config.validate()
     out = Path(out_dir)
@@ -338,7 +337,7 @@ def train(
         )
     mean, std = normalization_stats(ps.x, tr)
     norm = Normalization(mean=mean, std=std)
-    spec = ModelSpec(in_channels=len(BAND_NAMES))
+    spec = model_spec(len(BAND_NAMES))
     settings = {k: v for k, v in config_to_dict(cfg).items() if k not in ("cache_dir", "scenes")}
     run_key = hashlib.sha256(json.dumps([ps.meta["key"], settings], sort_keys=True, default=str).encode()).hexdigest()
     fitres = fit(ps.x, ps.y, tr, va, norm, cfg, work, spec=spec, run_key=run_key, resume=resume,

@@ -22,7 +22,6 @@ import logging
 import os
 import time
 from abc import ABC, abstractmethod
-from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from rasterio.windows import Window
 from ..bands import BAND_NAMES, GLCM_SLICE, INDEX_SLICE, N_BANDS, S2_SLICE, VV_INDEX, is_stack_bands
 from ..bundle import Preprocessing
 from ..errors import BandError, BundleError, InputError, UsageError
+from ..timing import StageTimer
 from ._raster import check_crs, check_exists, open_raster, read_checked
 from .grid import Grid, check_window
 from .indices import compute_indices
@@ -137,21 +137,6 @@ class StackSource(SceneSource):
         self.ds.close()
 
 
-class Timers:
-    """Accumulated wall time per stage (seconds), for ``--timings`` and the benchmark."""
-
-    def __init__(self) -> None:
-        self.t: dict[str, float] = defaultdict(float)
-
-    def add(self, name: str, since: float) -> float:
-        now = time.perf_counter()
-        self.t[name] += now - since
-        return now
-
-    def as_dict(self) -> dict[str, float]:
-        return {k: round(v, 4) for k, v in self.t.items()}
-
-
 class RawSource(SceneSource):
     """Raw Sentinel-2 L2A + Sentinel-1 VV, computed into the stack window by window.
 
@@ -179,7 +164,7 @@ class RawSource(SceneSource):
         if prep.s1.speckle_window < 1 or prep.s1.speckle_window % 2 == 0:
             raise UsageError(f"--speckle-window {prep.s1.speckle_window} must be an odd number >= 1")
         self.path = Path(s2)
-        self.timers = Timers()
+        self.timers = StageTimer()
         self.glcm_threads = glcm_threads
         self.s2 = S2Reader(s2, prep.s2, s2_offset=s2_offset)
         try:
@@ -216,23 +201,23 @@ class RawSource(SceneSource):
         t = time.perf_counter()
         out = np.empty((N_BANDS, w.height, w.width), dtype=np.float32)
         refl = self.s2.read(w, out=out[S2_SLICE])
-        t = T.add("read_s2", t)
+        t = T.lap("read_s2", t)
         s2_bad = np.isnan(refl[0])  # S2Reader marks a pixel NaN in all 9 bands
         if self.use_scl:
             s2_bad |= self.s2.scl_invalid(self.scl, w)
-            t = T.add("read_s2", t)
+            t = T.lap("read_s2", t)
         compute_indices(refl, out=out[INDEX_SLICE])
-        t = T.add("indices", t)
+        t = T.lap("indices", t)
 
         # S1 over the block + halo, so the speckle filter and the GLCM see the same context
         # as in a whole-scene run.
         region = self.grid.expand(w, prep.halo)
         power = self.s1.read_power(region)
-        t = T.add("warp_s1", t)
+        t = T.lap("warp_s1", t)
         if prep.s1.speckle_filter == "lee" and prep.s1.speckle_window > 1:
             power = lee_filter(power, prep.s1.speckle_window, DEFAULT_ENL)
         vv = power_to_db(power)
-        t = T.add("speckle", t)
+        t = T.lap("speckle", t)
         ro, co = w.row_off - region.row_off, w.col_off - region.col_off
         out[VV_INDEX] = vv[ro: ro + w.height, co: co + w.width]
         g = prep.glcm
@@ -241,11 +226,11 @@ class RawSource(SceneSource):
                                             window_size=g.window, distance=g.distance,
                                             nodata=self._texture.NODATA,
                                             threads=self.glcm_threads)
-        t = T.add("glcm", t)
+        t = T.lap("glcm", t)
         # any band NaN (or inf) -> the sum is not finite: one pass instead of 23 isfinite maps
         bad = s2_bad | ~np.isfinite(out.sum(axis=0, dtype=np.float32))
         np.copyto(out, np.float32(np.nan), where=bad[None])
-        T.add("mask", t)
+        T.lap("mask", t)
         return out
 
     def close(self) -> None:
