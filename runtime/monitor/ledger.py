@@ -339,6 +339,21 @@ class Ledger:
                 )
                 c.execute("DELETE FROM scene_areas WHERE key=?", (r["key"],))
 
+    def refresh_input_stats(self, stats: list[tuple[str, InputStat, InputStat | None]]) -> None:
+        """Record the new size, mtime and file count of inputs whose content is unchanged
+        (touched files), so the next run's cheap pre-check skips hashing them again.
+
+        ``stats`` holds (scene key, Sentinel-2 stat, Sentinel-1 stat or None); one transaction.
+        """
+        with self.tx() as c:
+            for key, st, s1st in stats:
+                c.execute("UPDATE scenes SET size=?, mtime_ns=?, nfiles=? WHERE key=?", (st.size, st.mtime_ns, st.nfiles, key))
+                if s1st is not None:
+                    c.execute(
+                        "UPDATE scenes SET s1_size=?, s1_mtime_ns=?, s1_nfiles=? WHERE key=?",
+                        (s1st.size, s1st.mtime_ns, s1st.nfiles, key),
+                    )
+
     def claim(self, key: str, token: str, run_id: int) -> None:
         """Mark a scene ``running`` under a fresh attempt token (committed before work starts)."""
         with self.tx() as c:
