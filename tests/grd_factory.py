@@ -221,7 +221,7 @@ def make_product(realdata: Path, out: Path, window: Window, *, field=smooth_sigm
 
 def s2_grid_over(geo: Geo, line: float, pixel: float, size: int, res: float = 10.0):
     """A UTM 33N grid of ``size`` x ``size`` px at ``res`` m centred on image (line, pixel)."""
-    from coalmine.runtime.preprocess.grid import Grid
+    from coalmine.runtime.raster import Grid
     from rasterio.crs import CRS
 
     x, y = geo.utm(np.array([line]), np.array([pixel]))

@@ -358,7 +358,7 @@ def test_refuses_truncated_zip(realdata, tmp_path, grid) -> None:  # noqa: ANN00
 
 
 def test_refuses_missing_path_and_no_overlap(product, tmp_path) -> None:  # noqa: ANN001
-    from coalmine.runtime.preprocess.grid import Grid
+    from coalmine.runtime.raster import Grid
     from rasterio.crs import CRS
 
     with pytest.raises(InputNotFoundError, match="does not exist"):

@@ -15,7 +15,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from ..areas import pixel_areas_ha
-from ._raster import NODATA, Grid, open_on_grid, read_mask, write_cog
+from ..raster import NODATA, Grid, open_on_grid, read_mask, write_uint8_cog
 from .layout import MonitorLayout
 from .ledger import Ledger
 from .legend import CHANGE_COLORS, CLASS_NAMES
@@ -64,7 +64,7 @@ def write_change(
                 hectares[code] += float(cell[sel].sum())
             return out
 
-        path = write_cog(target, grid, fill, CHANGE_COLORS, descriptions="change")
+        path = write_uint8_cog(target, grid, fill, CHANGE_COLORS, description="change")
     stats = {
         "pixels": {CLASS_NAMES[k]: v for k, v in counts.items()},
         "hectares": {CLASS_NAMES[k]: round(v, 6) for k, v in hectares.items()},

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._io import hash_file
 from ..errors import CoalmineError, OutputError
 
 SCHEMA_VERSION = 1
@@ -135,16 +136,14 @@ def stat_input(path: Path) -> InputStat:
     return InputStat(size=size, mtime_ns=mtime, nfiles=len(files))
 
 
-def hash_input(path: Path, chunk: int = 1 << 20) -> str:
+def hash_input(path: Path) -> str:
     """SHA-256 of a file, or of a folder's files (relative names and contents), streamed."""
     h = hashlib.sha256()
     root = path if path.is_dir() else path.parent
     for f in _files(path):
         if path.is_dir():
             h.update(f.relative_to(root).as_posix().encode() + b"\0")
-        with open(f, "rb") as fh:
-            while block := fh.read(chunk):
-                h.update(block)
+        hash_file(h, f)
     return h.hexdigest()
 
 

@@ -28,7 +28,7 @@ code  meaning             colour
 
 from __future__ import annotations
 
-from ._raster import NODATA
+from ..raster import NODATA
 
 RGBA = tuple[int, int, int, int]
 

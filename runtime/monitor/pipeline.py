@@ -138,7 +138,7 @@ def _areas(mask: Path, task: SceneTask) -> dict[str, Any]:
 
 def _fix_summary_paths(path: Path, tmp: Path, final: Path) -> None:
     """Point the runner's summary JSON at the final folder instead of the temporary one."""
-    from ..bundle import write_json_atomic
+    from .._io import atomic_write_json
 
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -148,7 +148,7 @@ def _fix_summary_paths(path: Path, tmp: Path, final: Path) -> None:
     if isinstance(outs, dict):
         data["outputs"] = {k: (str(final / Path(v).name) if isinstance(v, str) and str(tmp) in v else v)
                            for k, v in outs.items()}
-        write_json_atomic(path, data)
+        atomic_write_json(path, data)
 
 
 def _float(v: Any) -> float | None:

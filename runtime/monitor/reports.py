@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import __version__
 from .._io import atomic_output
-from ._raster import thumbnail
+from ..raster import thumbnail
 from .config import MonitorConfig
 from .layout import REPORTS_DIR, MonitorLayout
 from .ledger import Ledger

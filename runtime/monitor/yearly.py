@@ -35,7 +35,7 @@ from rasterio.windows import Window
 
 from ..areas import mask_areas_ha
 from ..errors import UsageError
-from ._raster import NODATA, Grid, open_on_grid, read_mask, write_cog
+from ..raster import NODATA, Grid, open_on_grid, read_mask, write_uint8_cog
 from .config import YEARLY_RULES, MonitorConfig
 from .layout import MonitorLayout
 from .ledger import Ledger, hash_input
@@ -104,8 +104,8 @@ def write_composite(
             valid_px += int((out != NODATA).sum())
             return out
 
-        path = write_cog(
-            target, grid, fill, MASK_COLORS, descriptions="mine",
+        path = write_uint8_cog(
+            target, grid, fill, MASK_COLORS, description="mine",
             tags={"COALMINE_YEARLY_RULE": rule, "COALMINE_N_SCENES": str(len(masks))},
         )
     return path, valid_px / float(grid.width * grid.height)

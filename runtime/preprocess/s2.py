@@ -40,8 +40,8 @@ from ..bands import S2_BANDS
 from ..bundle import S2Params
 from ..errors import BandError, InputError, UsageError
 from ..options import InputOptions
-from ._raster import check_crs, check_exists, open_raster
-from .grid import Grid, read_onto_grid
+from ..raster import Grid, check_crs, check_exists, open_raster
+from .warp import read_onto_grid
 
 log = logging.getLogger("coalmine.preprocess")
 

@@ -34,9 +34,8 @@ from rasterio.windows import Window
 from ..bands import BAND_NAMES, GLCM_SLICE, INDEX_SLICE, N_BANDS, S2_SLICE, VV_INDEX, is_stack_bands
 from ..bundle import Preprocessing
 from ..errors import BandError, BundleError, InputError, UsageError
+from ..raster import Grid, check_crs, check_exists, check_window, open_raster, read_checked
 from ..timing import StageTimer
-from ._raster import check_crs, check_exists, open_raster, read_checked
-from .grid import Grid, check_window
 from .indices import compute_indices
 from .s1 import S1Reader
 from .s2 import S2Reader

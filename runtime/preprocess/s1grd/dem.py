@@ -29,8 +29,8 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from ...errors import CRSError, InputError
-from .._raster import check_crs, open_raster
-from ..grid import Grid, read_onto_grid, source_bounds_in
+from ...raster import Grid, check_crs, open_raster
+from ..warp import read_onto_grid, source_bounds_in
 
 log = logging.getLogger("coalmine.preprocess")
 

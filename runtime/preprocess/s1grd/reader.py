@@ -38,8 +38,8 @@ from rasterio.windows import Window
 
 from ...bundle import S1Params
 from ...errors import CRSError, InputError, RasterError
-from .._raster import read_checked
-from ..grid import Grid, _bilinear
+from ...raster import Grid, read_checked
+from ..warp import _bilinear
 from .annotation import parse_annotation, parse_calibration, parse_noise
 from .dem import DemHeights
 from .geocoding import HEIGHTS, LATTICE, GridHeights, RangeDoppler, lagrange3
