@@ -29,6 +29,7 @@ NOT_YET_OFFERED = {"runtime/preprocess/s1grd/": {"--dem", "--orbit"}}
 
 def commands() -> dict[str, click.Command]:
     from coalmine.export.cli import main as export_main
+    from coalmine.runtime.cli.fetch import main as fetch_main
     from coalmine.runtime.cli.monitor import main as monitor_main
     from coalmine.runtime.cli.prepare import main as prepare_main
     from coalmine.runtime.cli.run import main as run_main
@@ -39,7 +40,7 @@ def commands() -> dict[str, click.Command]:
     return {
         "coal-prepare": prepare_main, "coal-run": run_main, "coal-monitor": monitor_main,
         "coal-train": train_main.commands["train"], "coal-train evaluate": train_main.commands["evaluate"],
-        "coal-export": export_main, "coal-demo": demo_main,
+        "coal-export": export_main, "coal-demo": demo_main, "coal-fetch": fetch_main,
     }
 
 
@@ -116,7 +117,7 @@ def test_every_option_a_message_names_exists() -> None:
 
 
 @pytest.mark.parametrize("name", ["coal-prepare", "coal-run", "coal-monitor", "coal-train",
-                                  "coal-train evaluate", "coal-export", "coal-demo"])
+                                  "coal-train evaluate", "coal-export", "coal-demo", "coal-fetch"])
 def test_every_command_shows_help_with_its_options(name) -> None:
     cmd = commands()[name]
     r = CliRunner().invoke(cmd, ["--help"])
