@@ -252,13 +252,9 @@ class RunOptions:
         Raises:
             ConfigError: naming the file and ``name.key``.
         """
-        known = ALL_KEYS - exclude
-        unknown = sorted(set(table) - known)
-        if unknown:
-            raise ConfigError(
-                f"{source}: unknown key '{name}.{unknown[0]}'"
-                + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
-                + f"; known keys in {name}: {', '.join(sorted(known))}")
+        from .configfile import refuse_unknown
+
+        refuse_unknown(dict(table), ALL_KEYS - exclude, source, name)
         try:
             return cls.build(**dict(table))
         except OptionError as exc:
