@@ -430,6 +430,14 @@ def test_importing_the_runtime_and_the_command_needs_no_stac_client():
     assert res.returncode == 0 and res.stdout.strip() == "[]", res.stderr
 
 
+def test_without_pystac_client_the_message_gives_the_pip_command(cat_data, srv, tmp_path, monkeypatch):
+    from coalmine.runtime.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "pystac_client", None)  # import pystac_client -> not installed
+    with pytest.raises(MissingDependencyError, match=r'pip install "coalmine\[fetch\]"'):
+        fetch(_req(cat_data, tmp_path / "dl", srv, s1="none"))
+
+
 # -- a killed fetch -----------------------------------------------------------------------------
 def test_a_fetch_killed_mid_download_resumes_and_matches_a_clean_one(cat_data, srv, tmp_path):
     sc = cat_data["scene"]

@@ -47,6 +47,7 @@ from rasterio.crs import CRS
 from rasterio.warp import transform_geom
 
 from .._io import atomic_write_text
+from .._optional import optional_import
 from ..aoi import Aoi, read_aois
 from ..bands import S2_BANDS
 from ..errors import (
@@ -54,7 +55,6 @@ from ..errors import (
     InputError,
     ServiceUnavailableError,
     UsageError,
-    missing_dependency,
 )
 from .catalogs import SCL, VV, Catalogue, asset_key, check_credentials, sign_href
 from .download import (
@@ -181,6 +181,7 @@ def safe_name(stac_id: str) -> str:
 
 # -- geometry ----------------------------------------------------------------------------------
 def _aoi_union(aois: Sequence[Aoi]) -> Any:
+    optional_import("shapely", purpose="intersecting catalogue footprints with the AOIs")
     from shapely.geometry import shape
     from shapely.ops import unary_union
 
@@ -243,11 +244,9 @@ def _unreachable(cat: Catalogue, exc: BaseException) -> CoalmineError:
 
 
 def _open_client(cat: Catalogue, opts: FetchOptions) -> Any:
-    try:
-        from pystac_client import Client
-        from pystac_client.stac_api_io import StacApiIO
-    except ImportError as exc:
-        raise missing_dependency("pystac-client", "fetch", "searching STAC catalogues") from exc
+    optional_import("pystac_client", purpose="searching STAC catalogues (coal-fetch, a monitor [source])")
+    from pystac_client import Client
+    from pystac_client.stac_api_io import StacApiIO
     from urllib3.util.retry import Retry
 
     retry = Retry(total=opts.retries, connect=opts.retries, read=opts.retries, status=opts.retries,

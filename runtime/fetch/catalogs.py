@@ -34,8 +34,9 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlparse
 
+from .._optional import optional_import
 from ..bands import S2_BANDS
-from ..errors import UsageError, missing_dependency
+from ..errors import UsageError
 
 #: Sentinel-1 choices: RTC / sigma0 COG collections, GRD products, or no Sentinel-1.
 S1_CHOICES = ("rtc", "grd", "none")
@@ -218,11 +219,7 @@ def sign_href(cat: Catalogue, href: str) -> str:
     """The URL to open for an asset: signed with a SAS token for the Planetary Computer, else as is."""
     if cat.signing != "planetary-computer":
         return href
-    try:
-        import planetary_computer
-    except ImportError as exc:
-        raise missing_dependency("planetary-computer", "fetch",
-                                 "signing Planetary Computer asset URLs") from exc
+    planetary_computer = optional_import("planetary_computer", purpose="signing Planetary Computer asset URLs")
     return str(planetary_computer.sign(href))
 
 
