@@ -59,7 +59,8 @@ from .median import PowerMean, clear_median, dilate
 from .s1 import S1Reader
 from .s2 import S2Reader, _find_mtd
 from .speckle import DEFAULT_ENL, lee_filter, power_to_db
-from .stack import SceneSource, Timers
+from ..timing import StageTimer
+from .stack import SceneSource
 
 log = logging.getLogger("coalmine.preprocess")
 
@@ -207,7 +208,7 @@ class CompositeSource(SceneSource):
         self.dilation = dilation
         self.period = period
         self.glcm_threads = glcm_threads
-        self.timers = Timers()
+        self.timers = StageTimer()
         self.s2: list[S2Acquisition] = []
         self.s1: list[S1Acquisition] = []
         self.skipped: list[str] = []
@@ -384,12 +385,12 @@ class CompositeSource(SceneSource):
         counts[0] = self._s2_composite(w, out[S2_SLICE])
         t = time.perf_counter()
         compute_indices(out[S2_SLICE], out=out[INDEX_SLICE])
-        self.timers.add("indices", t)
+        self.timers.lap("indices", t)
         counts[1] = self._s1_composite(w, out)
         t = time.perf_counter()
         bad = (counts[0] == 0) | ~np.isfinite(out.sum(axis=0, dtype=np.float32))
         np.copyto(out, np.float32(np.nan), where=bad[None])
-        self.timers.add("mask", t)
+        self.timers.lap("mask", t)
         return out, counts
 
     def _clear(self, a: S2Acquisition, w: Window) -> np.ndarray:
@@ -413,7 +414,7 @@ class CompositeSource(SceneSource):
             if c.any():  # an acquisition cloudy all over the block costs no band reads
                 active.append(a)
                 masks.append(c)
-        t = self.timers.add("scl", t)
+        t = self.timers.lap("scl", t)
         if not active:
             out[:] = np.nan
             return np.zeros((w.height, w.width), np.uint16)
@@ -427,7 +428,7 @@ class CompositeSource(SceneSource):
             for k, a in enumerate(active):
                 arr[k] = a.reader.read_band(b, w, self.grid)
             clear &= np.isfinite(arr)
-        t = self.timers.add("read_s2", t)
+        t = self.timers.lap("read_s2", t)
         count = None
         buf = None
         for i, b in enumerate(S2_BANDS):
@@ -438,10 +439,10 @@ class CompositeSource(SceneSource):
                 vals = buf if buf is not None else np.empty(shape, np.float32)
                 for k, a in enumerate(active):
                     vals[k] = a.reader.read_band(b, w, self.grid)
-                t = self.timers.add("read_s2", t)
+                t = self.timers.lap("read_s2", t)
             t = time.perf_counter()
             out[i], n = clear_median(vals, clear)
-            self.timers.add("median", t)
+            self.timers.lap("median", t)
             if count is None:
                 count = n
             buf = vals  # reuse the buffer for the next band
@@ -457,12 +458,12 @@ class CompositeSource(SceneSource):
         for a in self.s1:
             pm.add(a.reader.read_power(region))
         power = pm.mean()
-        t = self.timers.add("warp_s1", t)
+        t = self.timers.lap("warp_s1", t)
         if prep.s1.speckle_filter == "lee" and prep.s1.speckle_window > 1:
             enl = DEFAULT_ENL * np.maximum(pm.count, 1).astype(np.float64)
             power = lee_filter(power, prep.s1.speckle_window, enl)
         vv = power_to_db(power)
-        t = self.timers.add("speckle", t)
+        t = self.timers.lap("speckle", t)
         ro, co = w.row_off - region.row_off, w.col_off - region.col_off
         out[VV_INDEX] = vv[ro: ro + w.height, co: co + w.width]
         g = prep.glcm
@@ -471,7 +472,7 @@ class CompositeSource(SceneSource):
                                                    window_size=g.window, distance=g.distance,
                                                    nodata=self._texture.NODATA,
                                                    threads=self.glcm_threads)
-        self.timers.add("glcm", t)
+        self.timers.lap("glcm", t)
         return pm.count[ro: ro + w.height, co: co + w.width]
 
     def close(self) -> None:

@@ -225,7 +225,7 @@ def prepare_composite(
                                bigtiff="IF_SAFER", forward_band_tags=True, name=out,
                                config={"GDAL_NUM_THREADS": "ALL_CPUS", "GDAL_CACHEMAX": GDAL_CACHE_BYTES})
                     to_cog(qraw, qtmp, nodata=None, name=qpath)  # type: ignore[arg-type]
-                    src.timers.add("cog", t)
+                    src.timers.lap("cog", t)
                 finally:
                     Path(qraw).unlink(missing_ok=True)
                     if cog:
@@ -278,7 +278,7 @@ def _write(src: CompositeSource, path: Path, qpath: Path, windows: list[Window],
                 t = time.perf_counter()
                 dst.write(data, window=w)
                 q.write(np.minimum(counts, 255).astype(np.uint8), window=w)
-                src.timers.add("write", t)
+                src.timers.lap("write", t)
                 ok = np.isfinite(data[0])
                 valid += int(ok.sum())
                 hist += np.bincount(np.minimum(counts[0][ok], 255), minlength=256)
