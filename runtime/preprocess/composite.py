@@ -53,13 +53,13 @@ from ..bands import GLCM_SLICE, INDEX_SLICE, N_BANDS, S2_BANDS, S2_SLICE, VV_IND
 from ..bundle import Preprocessing
 from ..errors import CRSError, InputError, UsageError
 from ..raster import Grid, check_window
+from ..timing import StageTimer
 from .acquisitions import Item, Period, date_from_name, expand, input_hash
 from .indices import compute_indices
 from .median import PowerMean, clear_median, dilate
 from .s1 import S1Reader
 from .s2 import S2Reader, _find_mtd
 from .speckle import DEFAULT_ENL, lee_filter, power_to_db
-from ..timing import StageTimer
 from .stack import SceneSource
 
 log = logging.getLogger("coalmine.preprocess")
