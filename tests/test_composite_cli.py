@@ -15,7 +15,6 @@ from click.testing import CliRunner
 from coalmine.runtime.cli.prepare import main
 from coalmine.runtime.preprocess.composite import DEFAULT_DILATION
 from coalmine.runtime.preprocess.prepare_composite import COMPOSITE_TAG, DEFAULT_MEMORY
-
 from composite_factory import dn_for, write_s1, write_s2
 
 H, W = 32, 40

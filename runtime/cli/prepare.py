@@ -192,8 +192,8 @@ def _composite_options(s2: tuple[str, ...], s1: tuple[str, ...], start: str | No
 
 def _output_grid(like: Path | None, grid_from: Path | None, crs: str | None, res: float):  # noqa: ANN202
     """The composite's output grid from --like or --grid-from (None: the first acquisition's)."""
-    from ..preprocess.prepare_composite import aoi_grid
     from ..errors import CRSError
+    from ..preprocess.prepare_composite import aoi_grid
     from ..raster import Grid, check_crs, open_raster
 
     if like is not None:

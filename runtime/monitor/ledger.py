@@ -73,7 +73,11 @@ CREATE TABLE IF NOT EXISTS scene_areas (
 CREATE TABLE IF NOT EXISTS years (
     year INTEGER PRIMARY KEY, rule TEXT NOT NULL, fingerprint TEXT NOT NULL,
     n_scenes INTEGER NOT NULL, composite TEXT NOT NULL, total_ha REAL NOT NULL,
-    valid_share REAL, updated TEXT NOT NULL
+    valid_share REAL, updated TEXT NOT NULL, observations TEXT
+);
+CREATE TABLE IF NOT EXISTS input_stats (
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, nfiles INTEGER NOT NULL,
+    sha256 TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS year_areas (
     year INTEGER NOT NULL REFERENCES years(year) ON DELETE CASCADE,
@@ -247,6 +251,10 @@ class Ledger:
             # Each CREATE ... IF NOT EXISTS is atomic on its own; executescript manages its own
             # transaction, so it runs outside ours.
             self.conn.executescript(_SCHEMA)
+            # Columns added since schema version 1 (a ledger made before them gains them here;
+            # coalmine versions that do not know them ignore them).
+            if "observations" not in {r[1] for r in self.conn.execute("PRAGMA table_info(years)")}:
+                self.conn.execute("ALTER TABLE years ADD COLUMN observations TEXT")
             with self.tx():
                 self.conn.execute(
                     "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
@@ -353,6 +361,23 @@ class Ledger:
                         (s1st.size, s1st.mtime_ns, s1st.nfiles, key),
                     )
 
+    def input_stats(self, paths: list[str]) -> dict[str, InputStat]:
+        """The recorded size, mtime, file count and SHA-256 of inputs (compositing = "input")."""
+        out: dict[str, InputStat] = {}
+        for p in paths:
+            r = self.conn.execute("SELECT * FROM input_stats WHERE path=?", (p,)).fetchone()
+            if r is not None:
+                out[p] = InputStat(r["size"], r["mtime_ns"], r["nfiles"], r["sha256"])
+        return out
+
+    def save_input_stats(self, stats: dict[str, InputStat]) -> None:
+        """Remember inputs' stats and hashes, so the next run hashes only what changed (one transaction)."""
+        with self.tx() as c:
+            c.executemany(
+                "INSERT OR REPLACE INTO input_stats(path, size, mtime_ns, nfiles, sha256) VALUES (?, ?, ?, ?, ?)",
+                [(p, st.size, st.mtime_ns, st.nfiles, st.sha256) for p, st in stats.items()],
+            )
+
     def claim(self, key: str, token: str, run_id: int) -> None:
         """Mark a scene ``running`` under a fresh attempt token (committed before work starts)."""
         with self.tx() as c:
@@ -408,15 +433,20 @@ class Ledger:
 
     def set_year(
         self, year: int, rule: str, fp: str, n_scenes: int, composite: str, areas: dict[str, Any],
-        valid_share: float,
+        valid_share: float, observations: dict[str, Any] | None = None,
     ) -> None:
-        """Register a yearly composite and its hectares per AOI in one transaction."""
+        """Register a yearly composite and its hectares per AOI in one transaction.
+
+        ``observations`` (compositing = "input"): how many acquisitions and clear observations
+        the year rests on (see ``composites.py``), stored as JSON.
+        """
         with self.tx() as c:
             c.execute("DELETE FROM years WHERE year=?", (year,))
             c.execute(
-                "INSERT INTO years(year, rule, fingerprint, n_scenes, composite, total_ha, valid_share, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (year, rule, fp, n_scenes, composite, float(areas["total"]), valid_share, now()),
+                "INSERT INTO years(year, rule, fingerprint, n_scenes, composite, total_ha, valid_share, updated, "
+                "observations) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (year, rule, fp, n_scenes, composite, float(areas["total"]), valid_share, now(),
+                 None if observations is None else json.dumps(observations, sort_keys=True)),
             )
             c.executemany(
                 "INSERT INTO year_areas(year, aoi, hectares) VALUES (?, ?, ?)",

@@ -32,7 +32,7 @@ import importlib.resources
 import io
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,7 @@ RULE_TEXT = {
     "median": "median: mined where at least half of the year's valid observations show a mine",
     "majority": "majority: mined where more than half of the year's valid observations show a mine",
     "latest": "latest: the most recent valid observation of each pixel in the year",
+    "input": "one composite per year: the median of every acquisition's clear observations, mapped once",
 }
 
 # Colour cycle of the charts (colour-blind safe, Okabe–Ito).
@@ -106,6 +107,8 @@ class ReportData:
     changes: list[dict[str, Any]]
     change_maps: list[ChangeMap]
     scenes: list[Any]
+    #: compositing = "input": per year, what its composite rests on (see ``composites.py``).
+    observations: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 def collect(led: Ledger, keys: set[str], aoi_order: list[str]) -> ReportData:
@@ -122,6 +125,7 @@ def collect(led: Ledger, keys: set[str], aoi_order: list[str]) -> ReportData:
             for r in led.changes()
         ],
         scenes=[r for r in led.scenes() if r["key"] in keys],
+        observations={r["year"]: json.loads(r["observations"]) for r in led.years() if r["observations"]},
     )
 
 
@@ -381,7 +385,8 @@ def html_context(
         "span": f"{years[0]}–{years[-1]}" if years else "no years yet",
         "n_done": n_done,
         "cards": _cards(data, n_done, n_failed),
-        "rule_text": RULE_TEXT[cfg.yearly_rule],
+        "rule_text": RULE_TEXT["input" if cfg.compositing == "input" else cfg.yearly_rule],
+        "observations": _observation_rows(data),
         "total_label": TOTAL,
         "years": years,
         "area_rows": [
@@ -413,6 +418,13 @@ def html_context(
         "version": __version__,
         "reports_dir": REPORTS_DIR,
     }
+
+
+def _observation_rows(data: ReportData) -> list[dict[str, Any]]:
+    """Per composited year: acquisitions used and the share of the mapped area on few clear views."""
+    return [{"year": y, "s2": o.get("s2_acquisitions"), "s1": o.get("s1_acquisitions"),
+             "share": o.get("mapped_share_below"), "few": bool(o.get("few"))}
+            for y, o in sorted(data.observations.items())]
 
 
 def _cards(data: ReportData, n_done: int, n_failed: int) -> list[dict[str, str]]:
@@ -463,6 +475,10 @@ def _fmt_ha(v: float | None) -> str:
     return "–" if v is None else f"{v:,.1f}"
 
 
+def _fmt_share(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.0f} %"
+
+
 def _fmt_pct(v: float | None) -> str:
     return "–" if v is None else f"{v:+.1f} %"
 
@@ -483,7 +499,7 @@ def _template() -> jinja2.Template:
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(ha=_fmt_ha, pct=_fmt_pct, signed_ha=_fmt_signed_ha, seconds=_fmt_seconds)
+    env.filters.update(ha=_fmt_ha, pct=_fmt_pct, signed_ha=_fmt_signed_ha, seconds=_fmt_seconds, share=_fmt_share)
     source = importlib.resources.files(__package__).joinpath("templates", "report.html.j2").read_text("utf-8")
     return env.from_string(source)
 

@@ -32,6 +32,7 @@ from typing import Any
 from .._io import ensure_output_dir
 from ..bundle import load_bundle
 from ..errors import CoalmineError, ConfigError, UsageError
+from . import composites
 from .change import update_changes
 from .config import MonitorConfig, SceneSpec, discover_scenes
 from .layout import MonitorLayout
@@ -72,6 +73,8 @@ class MonitorSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     report: Path | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
+    #: What one processed item is: a scene, or a year's composite (compositing = "input").
+    unit: str = "scene"
 
     @property
     def exit_code(self) -> int:
@@ -80,7 +83,8 @@ class MonitorSummary:
 
     def status_line(self) -> str:
         new = self.processed
-        line = f"{new} new scene{'s' if new != 1 else ''} processed, {self.unchanged} unchanged, {self.failed} failed"
+        line = (f"{new} new {self.unit}{'s' if new != 1 else ''} processed, {self.unchanged} unchanged, "
+                f"{self.failed} failed")
         if self.given_up:
             line += f" ({self.given_up} more failed earlier, not retried)"
         if self.report is not None:
@@ -124,19 +128,32 @@ def run_monitor(
         specs = discover_scenes(cfg)
         _clean_partials(layout)
         with Ledger(layout.ledger) as led:
-            options = json.dumps(cfg.run, sort_keys=True)
-            items = plan(cfg, led, layout, specs, bundle.bundle_id, options, retry_failed)
+            if cfg.compositing == "input":  # one composite per year, mapped once
+                planned, inputs, grid = composites.plan_years(cfg, led, layout, specs, bundle.bundle_id, retry_failed)
+                items = [PlanItem(*p) for p in planned]
+                keys = {it.row["key"] for it in items}
+            else:
+                options = json.dumps(cfg.run, sort_keys=True)
+                items = plan(cfg, led, layout, specs, bundle.bundle_id, options, retry_failed)
+                keys = {s.key for s in specs}
             summary = _summarise(items)
+            if cfg.compositing == "input":
+                summary.unit = "year composite"
             if dry_run:
                 return summary
             run_id = led.start_run()
             todo = [it for it in items if it.process]
             led.mark_pending([it.row for it in todo])
-            tasks = [_task(cfg, layout, it, runner) for it in todo]
+            if cfg.compositing == "input":
+                tasks = [composites.year_task(cfg, layout, it, inputs[it.row["year"]], grid) for it in todo]
+            else:
+                tasks = [_task(cfg, layout, it, runner) for it in todo]
             try:
                 _process(led, executor or LocalExecutor(), tasks, run_id, layout, summary)
-                keys = {s.key for s in specs}
-                years = update_years(cfg, led, layout, keys, aois)
+                if cfg.compositing == "input":
+                    years = composites.update_composite_years(cfg, led, layout, keys, aois)
+                else:
+                    years = update_years(cfg, led, layout, keys, aois)
                 update_changes(led, layout, years)
                 summary.outputs = write_reports(cfg, led, layout, keys, aois)
                 summary.report = summary.outputs.get("html")

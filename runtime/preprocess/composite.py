@@ -261,6 +261,7 @@ class CompositeSource(SceneSource):
                 if d is not None and d not in self.period:  # cheap: no need to open it
                     self.skipped.append(f"{it.path.name} ({d.isoformat()}, outside the period)")
                     continue
+            _refuse_stack(it.path)
             reader = S2Reader(it.path, prep.s2, s2_offset=s2_offset)
             try:
                 md = reader.metadata.date
@@ -483,6 +484,20 @@ class CompositeSource(SceneSource):
             a.reader.close()
         for b in self.s1:
             b.reader.close()
+
+
+def _refuse_stack(path: Path) -> None:
+    """A prepared 23-band stack holds no DN and no SCL: it cannot be composited again."""
+    if not path.is_file():
+        return
+    from ..raster import open_raster
+    from .stack import is_stack
+
+    with open_raster(path, "--s2") as ds:
+        if is_stack(ds):
+            raise InputError(f"--s2 {path} is a 23-band stack made by coal-prepare, not a Sentinel-2 "
+                             "acquisition; a composite is made from the acquisitions themselves (their "
+                             "band files and SCL): pass those instead")
 
 
 def _open_s1(path: Path, grid: Grid, prep: Preprocessing, units: str | None) -> Any:

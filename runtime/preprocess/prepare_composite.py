@@ -33,6 +33,7 @@ import numpy as np
 import rasterio
 from rasterio.crs import CRS
 from rasterio.errors import CRSError as RioCRSError
+from rasterio.errors import RasterioIOError
 from rasterio.warp import transform_geom
 from rasterio.windows import Window
 
@@ -318,3 +319,47 @@ def _no_valid_message(src: CompositeSource) -> str:
             f"data: the {len(src.s2)} Sentinel-2 acquisitions (from {src.s2[0].path.name}) are "
             f"clouded or without data wherever the {len(src.s1)} Sentinel-1 acquisitions have data; "
             "add acquisitions, widen the period, or lower --dilation")
+
+
+def observation_support(stack: str | os.PathLike[str], mask: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """How many clear observations the mapped area of a composite rests on (coal-run's summary).
+
+    Reads the composite's quality COG (named in its ``COALMINE_COMPOSITE`` tag, beside it) and
+    the mine mask (uint8, 1 = mine, 255 nodata) on the same grid, strip by strip.
+
+    Returns:
+        None for a stack that is not a composite; else ``{"quality", "few_observations",
+        "mapped_ha", "mapped_ha_below", "share_below"}`` with ``share_below`` the share of the
+        mapped hectares backed by fewer than :data:`FEW_OBSERVATIONS` clear Sentinel-2
+        observations (None when nothing is mapped), or ``{"warning": ...}`` when the quality
+        file is missing or does not match.
+    """
+    from ..areas import pixel_areas_ha
+
+    try:
+        with rasterio.open(stack) as ds:
+            raw = ds.tags().get(COMPOSITE_TAG)
+    except RasterioIOError:
+        return None
+    if not raw:
+        return None
+    name = json.loads(raw).get("quality", "")
+    qpath = Path(stack).with_name(Path(name).name)
+    if not name or not qpath.is_file():
+        return {"warning": f"{stack} is a composite but its quality file {qpath} is missing; the share of "
+                           "the mapped area with few clear observations is unknown (keep the quality "
+                           "file beside the stack)"}
+    mapped = below = 0.0
+    with rasterio.open(qpath) as q, rasterio.open(mask) as m:
+        if (q.width, q.height, q.transform, q.crs) != (m.width, m.height, m.transform, m.crs):
+            return {"warning": f"quality file {qpath} is not on the grid of {stack}; the share of the mapped "
+                               "area with few clear observations is unknown"}
+        grid = Grid(m.crs, m.transform, m.width, m.height)
+        for w in grid.windows():
+            mine = m.read(1, window=w) == 1
+            few = q.read(1, window=w) < FEW_OBSERVATIONS
+            px = pixel_areas_ha(m.crs, m.transform, m.height, m.width, window=w)[:, 0]
+            mapped += float((mine.sum(axis=1) * px).sum())
+            below += float(((mine & few).sum(axis=1) * px).sum())
+    return {"quality": str(qpath), "few_observations": FEW_OBSERVATIONS, "mapped_ha": round(mapped, 4),
+            "mapped_ha_below": round(below, 4), "share_below": round(below / mapped, 6) if mapped > 0 else None}
