@@ -374,3 +374,29 @@ def test_like_grid_and_transform_are_kept(tmp_path: Path) -> None:
     with rasterio.open(out) as ds, CompositeSource(ser["s2"], ser["s1"], dilation=0) as src:
         assert (ds.width, ds.height) == (20, 16) and ds.transform == grid.transform
         np.testing.assert_array_equal(ds.read(1), src.read(Window(4, 6, 20, 16))[0])
+
+
+def test_a_folder_of_acquisitions_opens_as_its_composite_and_trains(tmp_path: Path) -> None:
+    """coal-train and coal-run open a folder of a year's acquisitions as their composite (the same code)."""
+    from coalmine.runtime.preprocess import open_scene
+    from coalmine.train.api import _prepare_patches, data_fingerprint
+    from coalmine.train.config import load_config
+    from coalmine.train.synth import make_acquisitions
+
+    acq = make_acquisitions(tmp_path / "acq", 2021, 3, seed=2, size=128, cloud_cover=(0.02, 0.05))
+    s2, s1 = tmp_path / "s2_2021", tmp_path / "s1_2021"
+    s2.mkdir()
+    s1.mkdir()
+    for a in acq:
+        a.s2_dir.rename(s2 / a.s2_dir.name)
+        a.s1_path.rename(s1 / a.s1_path.name)
+    (tmp_path / "train.toml").write_text(
+        f'tile = 32\nblock_tiles = 1\nbuffer = 0\noverlap = 8\nglcm_edges = "equal_width"\nmax_patches = 6\n[[scenes]]\npath = "{s2}"\n'
+        f's1 = "{s1}"\nlabels = "{acq[0].label_path}"\n')
+    cfg = load_config(tmp_path / "train.toml")
+    ps, _ = _prepare_patches(cfg, tmp_path / "work", data_fingerprint(cfg.scenes), False)
+    assert len(ps.patches) > 0
+    p = ps.patches[0]
+    with open_scene(s2, s1) as src, CompositeSource([s2], [s1]) as comp:
+        assert isinstance(src, CompositeSource) and len(src.s2) == 3
+        np.testing.assert_array_equal(ps.x[0], comp.read(Window(p.col, p.row, 32, 32)))
