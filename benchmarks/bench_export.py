@@ -1,6 +1,6 @@
 """Benchmark the exported artefacts on the same tiles: PyTorch eager fp32, ONNX Runtime fp32 and INT8.
 
-Targets (issue 6): ONNX Runtime fp32 >= 1.5x PyTorch eager, INT8 >= 2x ONNX Runtime fp32 with
+Targets: ONNX Runtime fp32 >= 1.5x PyTorch eager, INT8 >= 2x ONNX Runtime fp32 with
 >= 99 % mask agreement. On a CUDA machine it also measures PyTorch fp32 vs fp16 (peak GPU memory
 via ``torch.cuda.max_memory_allocated``), ONNX Runtime CUDA on the fp16 model and a TensorRT
 engine where tensorrt is installed; elsewhere it prints "not available" with the reason.

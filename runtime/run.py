@@ -136,7 +136,7 @@ class _Timer:
 
 
 def _open_scene(scene: Any, s1: Any, prep: Preprocessing) -> Any:
-    """Open ``scene`` with the shared preprocessing (engineer B's ``open_scene``)."""
+    """Open ``scene`` with the shared preprocessing (:func:`coalmine.runtime.preprocess.open_scene`)."""
     from .preprocess import open_scene
 
     return open_scene(scene, s1, prep)

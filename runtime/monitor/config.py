@@ -67,7 +67,7 @@ RUN_OPTIONS: dict[str, tuple[type, ...]] = {
     "min_area_ha": (int, float),
 }
 
-#: Options of ``[cluster]`` (issue 8: scenes as Dask tasks, see ``cluster.py``) and their types.
+#: Options of ``[cluster]`` (scenes as Dask tasks, see ``cluster.py``) and their types.
 CLUSTER_OPTIONS: dict[str, tuple[type, ...]] = {
     "scheduler": (str,),
     "retries": (int,),
