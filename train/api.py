@@ -52,6 +52,7 @@ from coalmine.runtime.bundle import (
     load_bundle,
 )
 from coalmine.runtime.errors import BandError, InputError, InputNotFoundError, UsageError
+from coalmine.runtime.options import InputOptions
 
 from .config import SceneSpec, TrainConfig, config_to_dict
 from .labels import labels_on_grid
@@ -127,10 +128,10 @@ def _check_stack_bands(spec: SceneSpec) -> None:
         )
 
 
-def _open(spec: SceneSpec, prep: Preprocessing | None) -> Any:
+def _open(spec: SceneSpec, prep: Preprocessing | None, inputs: InputOptions | None = None) -> Any:
     from coalmine.runtime.preprocess import open_scene
 
-    src = open_scene(spec.path, spec.s1, prep=prep)
+    src = open_scene(spec.path, spec.s1, prep=prep, **(inputs or InputOptions()).reader_args())
     if tuple(src.bands) != BAND_NAMES:
         src.close()
         raise BandError(
@@ -144,8 +145,10 @@ def _geo(src: Any) -> SceneGeo:
     return SceneGeo(crs=src.crs.to_string(), transform=src.transform, height=src.height, width=src.width)
 
 
-def _choose_preprocessing(specs: Sequence[SceneSpec], srcs: Sequence[Any], cfg: TrainConfig) -> tuple[Preprocessing, str]:
-    """The preprocessing of the run and where its GLCM edges come from (see module docstring)."""
+def _choose_preprocessing(specs: Sequence[SceneSpec], srcs: Sequence[Any], options: tuple[Preprocessing, str]
+                          ) -> tuple[Preprocessing, str]:
+    """The preprocessing of the run and where its GLCM edges come from (see module docstring):
+    the stacks' when there are stacks, else the one the options ask for."""
     stacks = [(s, src) for s, src in zip(specs, srcs, strict=True) if s.s1 is None]
     for s, src in stacks:
         if src.preprocessing is None:
@@ -162,9 +165,7 @@ def _choose_preprocessing(specs: Sequence[SceneSpec], srcs: Sequence[Any], cfg: 
                     "(e.g. GLCM bin edges); re-make them with one coal-prepare setting"
                 )
         return first.preprocessing, "stack"
-    if cfg.glcm_edges == "equal_width":
-        return Preprocessing(), "equal_width"
-    return Preprocessing(), "equal_frequency"
+    return options
 
 
 def _equal_frequency_prep(
@@ -197,6 +198,11 @@ def _settings_key(cfg: TrainConfig, fingerprint: str) -> str:
     keys = ("tile", "stride", "min_mine_fraction", "background_ratio", "max_nodata", "max_patches",
             "val_fraction", "block_tiles", "buffer", "glcm_edges", "seed")
     d = {k: getattr(cfg, k) for k in keys}
+    # the input and preprocessing settings change the patches too; named only when given, so
+    # caches made before they were settings stay valid
+    default = TrainConfig()
+    d.update({k: getattr(cfg, k) for k in ("s2_offset", "s1_units", "scl", "speckle", "speckle_window", "db_range")
+              if getattr(cfg, k) != getattr(default, k)})
     return hashlib.sha256(json.dumps([fingerprint, d], sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -212,13 +218,14 @@ def _prepare_patches(cfg: TrainConfig, work: Path, fingerprint: str, progress: b
         return cached, time.perf_counter() - t0
     for s in cfg.scenes:
         _check_stack_bands(s)
+    wanted = cfg.preprocessing_options.preprocessing(default_edges="equal_frequency", from_data=True)
     with contextlib.ExitStack() as stack:
         srcs = []
         for s in cfg.scenes:
-            src = _open(s, None if s.s1 is None else Preprocessing())
+            src = _open(s, None if s.s1 is None else wanted[0], cfg.inputs)
             stack.callback(src.close)
             srcs.append(src)
-        prep, edge_source = _choose_preprocessing(cfg.scenes, srcs, cfg)
+        prep, edge_source = _choose_preprocessing(cfg.scenes, srcs, wanted)
         geos = [_geo(src) for src in srcs]
         labels = [
             labels_on_grid(s.labels, g, scene_name=str(s.path), label_field=s.label_field)
@@ -232,13 +239,13 @@ def _prepare_patches(cfg: TrainConfig, work: Path, fingerprint: str, progress: b
         )
         if edge_source == "equal_frequency":
             prep = _equal_frequency_prep(prep, srcs, plan, cfg.tile, cfg.seed)
-        if edge_source != "equal_width":
+        if edge_source in ("equal_frequency", "stack"):
             # Re-open the raw scenes with the final edges (from the training VV, or those of the
-            # stacks they are trained with): the GLCM bands depend on them. equal_width is the
-            # Preprocessing() they were opened with.
+            # stacks they are trained with): the GLCM bands depend on them. Otherwise the edges
+            # are those they were opened with.
             for i, s in enumerate(cfg.scenes):
                 if s.s1 is not None:
-                    srcs[i] = stack.enter_context(contextlib.closing(_open(s, prep)))
+                    srcs[i] = stack.enter_context(contextlib.closing(_open(s, prep, cfg.inputs)))
 
         def read(i: int, window: Any) -> np.ndarray:
             return srcs[i].read(window)
@@ -433,6 +440,7 @@ def evaluate(
     block: int = 1024,
     batch_size: int = 8,
     progress: bool = True,
+    inputs: InputOptions | None = None,
 ) -> dict[str, Any]:
     """Accuracy of a bundle's model over whole scenes with reference labels.
 
@@ -447,6 +455,7 @@ def evaluate(
         block: block size for reading (memory depends on it, not on the scene).
         batch_size: tiles per forward pass.
         progress: tqdm bar on stderr.
+        inputs: what raw scenes are (Sentinel-2 offset, Sentinel-1 units, SCL mask).
 
     Returns:
         ``{"bundle_id", "threshold", "scenes": [{"scene", ...report}], "total": report}``.
@@ -478,7 +487,7 @@ def evaluate(
     total = np.zeros((2, 2), dtype=np.int64)
     for spec in scenes:
         _check_stack_bands(spec)
-        with contextlib.closing(_open(spec, b.preprocessing)) as src:
+        with contextlib.closing(_open(spec, b.preprocessing, inputs)) as src:
             check_preprocessing(src, b)
             geo = _geo(src)
             lab = labels_on_grid(spec.labels, geo, scene_name=str(spec.path), label_field=spec.label_field)
