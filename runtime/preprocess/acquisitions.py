@@ -129,11 +129,22 @@ def _children(folder: Path, kind: str) -> list[Path]:
     return out
 
 
+def _looks_like_acquisition(p: Path, kind: str) -> bool:
+    """A folder's entry that is an acquisition: a sub-folder that is one, a dated raster file
+    (Sentinel-2), or any raster file, zip or product (Sentinel-1)."""
+    if kind == "s1":
+        return p.is_file() or _is_s1_acquisition(p)
+    return is_s2_acquisition(p) if p.is_dir() else date_from_name(p.name) is not None
+
+
 def expand(args: Sequence[str | Path], kind: str) -> list[Item]:
     """The acquisitions ``--s2``/``--s1`` arguments name (``kind`` "s2" or "s1"), in argument order.
 
+    A folder that is neither an acquisition nor holds any is returned as one acquisition, so
+    that its reader says what it lacks.
+
     Raises:
-        InputNotFoundError: a path that does not exist, a pattern or folder that matches nothing.
+        InputNotFoundError: a path that does not exist, a pattern that matches nothing.
     """
     option = f"--{kind}"
     is_acq = is_s2_acquisition if kind == "s2" else _is_s1_acquisition
@@ -152,10 +163,10 @@ def expand(args: Sequence[str | Path], kind: str) -> list[Item]:
         if is_acq(p):
             items.append(Item(p, True))
             continue
-        kids = _children(p, kind)
-        if not kids:
-            raise InputNotFoundError(f"{option} folder {p} holds no acquisitions (sub-folders or raster "
-                                     "files); pass the acquisitions or the folder that holds them")
+        kids = [k for k in _children(p, kind) if _looks_like_acquisition(k, kind)]
+        if not kids:  # not a folder of acquisitions either: read it as one, whose reader explains
+            items.append(Item(p, True))
+            continue
         items += [Item(k, False) for k in kids]
     seen: set[Path] = set()
     unique = []
