@@ -90,7 +90,7 @@ _BYTES_PER_ACQ_PIXEL = 4 + 4 + 1 + 4
 _BYTES_PER_PIXEL = 3 * N_BANDS * 4 + 120
 #: Fixed memory besides the blocks: interpreter, GDAL and its 128 MB block cache, per-file state.
 _BASE_BYTES = 600 * 1024 * 1024
-_BYTES_PER_FILE = 2 * 1024 * 1024
+_BYTES_PER_FILE = 512 * 1024
 
 
 def block_for_memory(memory_bytes: int, n_s2: int, n_s1: int, *, tile: int = 512,
