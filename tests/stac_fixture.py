@@ -645,3 +645,34 @@ def standard_collections() -> dict[str, dict[str, Any]]:
     return {"sentinel-2-l2a": collection_doc("sentinel-2-l2a", "Sentinel-2 Level-2A"),
             "sentinel-1-rtc": collection_doc("sentinel-1-rtc", "Sentinel 1 Radiometrically Terrain Corrected (RTC)"),
             "sentinel-1-grd": collection_doc("sentinel-1-grd", "Sentinel-1 Level-1C Ground Range Detected (GRD)")}
+
+
+#: The AOI square of :func:`make_catalogue`: column, row and size in 10 m pixels of the tile.
+AOI_PX = (500, 500, 60)
+WHEN = dt.datetime(2023, 7, 15, 2, 25, 51, tzinfo=dt.timezone.utc)
+
+
+def aoi_geojson(path: Path, synth: Any, px: tuple[int, int, int] = AOI_PX, name: str = "Pit") -> Path:
+    """A GeoJSON square AOI (lon/lat) at ``px`` = (col, row, size) of a synthetic tile's 10 m grid."""
+    c, r, n = px
+    x0, y0 = synth.transform.c + c * 10.0, synth.transform.f - r * 10.0
+    ring = [[x0, y0], [x0 + n * 10, y0], [x0 + n * 10, y0 - n * 10], [x0, y0 - n * 10], [x0, y0]]
+    g = transform_geom(synth.crs, "EPSG:4326", {"type": "Polygon", "coordinates": [ring]})
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"name": name}, "geometry": g}]}))
+    return path
+
+
+def make_catalogue(root: Path) -> dict[str, Any]:
+    """A running server with one synthetic 2023 tile (1024 px, 10 m) served three ways, and an AOI.
+
+    Returns ``{"srv", "scene", "synth", "aoi", "root"}``; the caller stops ``srv``.
+    """
+    from coalmine.train.synth import make_scene
+
+    srv = StacServer(root / "files").start()
+    srv.collections = standard_collections()
+    synth = make_scene(root / "synth", 2023, seed=1, size=1024)
+    scene = serve_scene(srv, synth, WHEN)
+    return {"srv": srv, "scene": scene, "synth": synth, "aoi": aoi_geojson(root / "aoi.geojson", synth),
+            "root": root}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import json
 import os
 import signal
 import sqlite3
@@ -43,28 +42,15 @@ from coalmine.runtime.fetch.download import verify_file
 from coalmine.runtime.fetch.items import dn_offset
 from coalmine.runtime.fetch.record import FolderLock
 from coalmine.runtime.preprocess.s2 import S2Reader
-from rasterio.warp import transform_geom
 from rasterio.windows import Window, from_bounds
-from stac_fixture import StacServer, serve_scene, standard_collections
+from stac_fixture import AOI_PX, StacServer
 
-WHEN = dt.datetime(2023, 7, 15, 2, 25, 51, tzinfo=dt.timezone.utc)
 FAST = FetchOptions(retries=3, backoff=0.01, timeout=5)
-AOI_PX = (500, 500, 60)  # col, row, size (10 m px) of the AOI square in the synthetic tile
 
 
-@pytest.fixture(scope="module")
-def cat_data(tmp_path_factory):
-    """One synthetic 2023 tile (1024 px, 10 m) served as COGs by a local STAC API."""
-    from coalmine.train.synth import make_scene
-
-    root = tmp_path_factory.mktemp("catalogue")
-    srv = StacServer(root / "files").start()
-    srv.collections = standard_collections()
-    synth = make_scene(root / "synth", 2023, seed=1, size=1024)
-    scene = serve_scene(srv, synth, WHEN)
-    aoi = _aoi_file(root / "aoi.geojson", synth)
-    yield {"srv": srv, "scene": scene, "synth": synth, "aoi": aoi, "root": root}
-    srv.stop()
+@pytest.fixture
+def cat_data(stac_catalogue):
+    return stac_catalogue
 
 
 @pytest.fixture
@@ -74,16 +60,6 @@ def srv(cat_data):
     s.reset_counts()
     s.items = [cat_data["scene"].pc_item, cat_data["scene"].rtc_item]
     return s
-
-
-def _aoi_file(path: Path, synth, px=AOI_PX) -> Path:
-    c, r, n = px
-    x0, y0 = synth.transform.c + c * 10.0, synth.transform.f - r * 10.0
-    ring = [[x0, y0], [x0 + n * 10, y0], [x0 + n * 10, y0 - n * 10], [x0, y0 - n * 10], [x0, y0]]
-    g = transform_geom("EPSG:32750", "EPSG:4326", {"type": "Polygon", "coordinates": [ring]})
-    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": {"name": "Pit"}, "geometry": g}]}))
-    return path
 
 
 def _req(cat_data, out: Path, srv: StacServer, **kw) -> FetchRequest:

@@ -160,6 +160,29 @@ def parse_source(table: Any, base: Path, src: Path | str) -> SourceSpec:
     )
 
 
+def check_source(spec: SourceSpec, src: Path | str) -> None:
+    """Refuse at load, naming the file, a ``[source]`` whose catalogue is unknown, whose Sentinel-1
+    kind the catalogue lacks (or is GRD), or whose credential is not set.
+
+    Raises:
+        ConfigError: one line naming the configuration file and the problem (a variable by name).
+    """
+    from ..errors import UsageError
+    from .api import GRD_REFUSAL
+    from .catalogs import check_credentials, resolve_catalogue
+
+    try:
+        cat = resolve_catalogue(spec.catalog, collections=spec.collections, assets=spec.assets,
+                                token_env=spec.token_env, option="source.catalog")
+        if spec.s1 == "grd":
+            raise UsageError(GRD_REFUSAL.replace("--s1 grd", "source.s1 = \"grd\"", 1))
+        if spec.s1 != "none":
+            cat.s1_collection(spec.s1)
+        check_credentials(cat, spec.s1)
+    except UsageError as exc:
+        raise ConfigError(f"{src}: [source] {exc}") from None
+
+
 def request_from_source(spec: SourceSpec, *, aois: Any, out: Path, aoi_name_field: str | None = None,
                         today: dt.date | None = None) -> Any:
     """The :class:`~coalmine.runtime.fetch.api.FetchRequest` a ``[source]`` table describes."""
@@ -176,3 +199,30 @@ def request_from_source(spec: SourceSpec, *, aois: Any, out: Path, aoi_name_fiel
         lookback_days=spec.lookback_days, aoi_name_field=aoi_name_field,
         options=FetchOptions(retries=spec.retries, timeout=spec.timeout),
     )
+
+
+def fetch_for_monitor(spec: SourceSpec, aois: Any, *, dry_run: bool = False, aoi_name_field: str | None = None) -> Any:
+    """Run the fetch a monitor's ``[source]`` describes, before the monitor plans its scenes.
+
+    A catalogue that cannot be reached does not raise: the returned summary's ``unreachable``
+    says so and the monitor maps what the download folder already holds.
+    """
+    import logging
+
+    from .api import fetch
+
+    log = logging.getLogger("coalmine.monitor")
+    assert spec.folder is not None, "the monitor sets [source] folder (default <output>/downloads)"
+    summary = fetch(request_from_source(spec, aois=aois, out=spec.folder, aoi_name_field=aoi_name_field),
+                    dry_run=dry_run)
+    if dry_run:
+        for p in summary.planned:
+            if p.action in ("fetch", "candidate"):
+                log.info("would fetch %s %s (%s): %s", "Sentinel-2" if p.kind == "s2" else "Sentinel-1",
+                         f"{p.acquired:%Y-%m-%d}", "cloud ?" if p.cloud is None else f"cloud {p.cloud:.0f} %",
+                         p.stac_id)
+    elif summary.unreachable:
+        log.error("%s", summary.unreachable)
+    else:
+        log.info("fetch: %s", summary.status_line())
+    return summary
