@@ -83,6 +83,7 @@ class StacServer:
     items: list[dict[str, Any]] = field(default_factory=list)
     collections: dict[str, dict[str, Any]] = field(default_factory=dict)
     page_size: int = 2
+    search_methods: tuple[str, ...] = ("GET", "POST")  # what the landing page advertises
     latency: float = 0.0  # seconds before each file response (a distant server)
     rate: float | None = None  # bytes per second per connection for file bodies (a slow link)
     bytes_sent: dict[str, int] = field(default_factory=dict)
@@ -148,9 +149,8 @@ class StacServer:
                 {"rel": "root", "type": "application/json", "href": f"{u}/"},
                 {"rel": "conformance", "type": "application/json", "href": f"{u}/conformance"},
                 {"rel": "data", "type": "application/json", "href": f"{u}/collections"},
-                {"rel": "search", "type": "application/geo+json", "href": f"{u}/search", "method": "GET"},
-                {"rel": "search", "type": "application/geo+json", "href": f"{u}/search", "method": "POST"},
-            ] + [{"rel": "child", "type": "application/json", "href": f"{u}/collections/{c}"}
+            ] + [{"rel": "search", "type": "application/geo+json", "href": f"{u}/search", "method": m}
+                 for m in self.search_methods] + [{"rel": "child", "type": "application/json", "href": f"{u}/collections/{c}"}
                  for c in self.collections],
         }
 
@@ -161,7 +161,8 @@ class StacServer:
                       {"rel": "items", "href": f"{self.url}/collections/{cid}/items"}]
         return c
 
-    def search(self, params: dict[str, Any], method: str) -> dict[str, Any]:
+    def search(self, params: dict[str, Any], method: str, query: dict[str, str] | None = None) -> dict[str, Any]:
+        """One page of a search; ``query`` is a GET request's own query string (for its next link)."""
         hits = [it for it in self.items if _matches(it, params)]
         hits.sort(key=lambda it: (it["properties"]["datetime"], it["id"]))
         limit = int(params.get("limit") or self.page_size)
@@ -172,7 +173,7 @@ class StacServer:
         if start + limit < len(hits):
             token = f"next:{start + limit}"
             if method == "GET":
-                q = {k: v for k, v in params.items() if k != "token"}
+                q = {k: v for k, v in (query or {}).items() if k != "token"}
                 q["token"] = token
                 links.append({"rel": "next", "type": "application/geo+json", "method": "GET",
                               "href": f"{self.url}/search?{urlencode(q)}"})
@@ -310,7 +311,7 @@ class _Handler(BaseHTTPRequestHandler):
                 params["intersects"] = json.loads(q["intersects"])
             with st._lock:
                 st.requests.append(("GET", "/search", params.get("token")))
-            self._json(st.search(params, "GET"))
+            self._json(st.search(params, "GET", q))
         else:
             self._json({"code": "NotFound", "description": u.path}, 404)
 

@@ -58,6 +58,7 @@ def srv(cat_data):
     s = cat_data["srv"]
     s.faults.clear()
     s.reset_counts()
+    s.search_methods = ("GET", "POST")
     s.items = [cat_data["scene"].pc_item, cat_data["scene"].rtc_item]
     return s
 
@@ -163,6 +164,33 @@ def test_search_keeps_items_over_the_aois_in_the_dates_under_the_cloud_limit(cat
     assert [p.stac_id for p in s.planned if p.kind == "s2"] == ["august"]
 
 
+def test_a_catalogue_that_offers_only_get_is_searched_and_paged_with_get(cat_data, srv, tmp_path):
+    pc = cat_data["scene"].pc_item
+    srv.search_methods = ("GET",)
+    srv.items = [pc, *(_clone(pc, f"more{i}", dt.datetime(2023, 8, 1 + i, tzinfo=dt.timezone.utc))
+                       for i in range(3))]
+    s = fetch(_req(cat_data, tmp_path / "dl", srv, s1="none"), dry_run=True)
+    assert [p.stac_id for p in s.planned] == [pc["id"], "more0", "more1", "more2"]
+    searches = [(m, t) for m, p, t in srv.requests if p == "/search"]
+    assert {m for m, _ in searches} == {"GET"} and ("GET", "next:2") in searches
+
+
+def test_sentinel1_can_come_from_another_catalogue(cat_data, srv, tmp_path):
+    sc = cat_data["scene"]
+    srv.items = [sc.es_item]  # Sentinel-2 from one catalogue (Earth Search shape) ...
+    other = StacServer(srv.root).start()  # ... Sentinel-1 RTC from another
+    other.collections, other.items = srv.collections, [sc.rtc_item]
+    try:
+        s = fetch(_req(cat_data, tmp_path / "dl", srv, s1_catalogue=resolve_catalogue(other.url)))
+    finally:
+        other.stop()
+    assert s.exit_code == 0 and s.waiting_s1 == 0
+    with FetchRecord(tmp_path / "dl") as rec:
+        assert rec.get(sc.es_item["id"]).s1_id == sc.rtc_item["id"]
+        assert rec.get(sc.es_item["id"]).catalogue == srv.url
+        assert rec.get(sc.rtc_item["id"]).catalogue == other.url
+
+
 # -- download ---------------------------------------------------------------------------------
 def test_only_the_aoi_window_is_downloaded_into_the_layout_coal_prepare_reads(cat_data, srv, tmp_path):
     out = tmp_path / "dl"
@@ -232,6 +260,17 @@ def test_an_item_already_fetched_is_not_fetched_again(cat_data, srv, tmp_path):
     assert again.fetched == [] and again.known == 1 and again.exit_code == 0
     assert srv.file_bytes() == 0
     assert "1 already fetched" in again.status_line()
+
+
+def test_files_renamed_but_not_recorded_are_adopted_without_downloading(cat_data, srv, tmp_path):
+    out = tmp_path / "dl"
+    fetch(_req(cat_data, out, srv))
+    before = _pixels(out)
+    (out / "fetch.sqlite").unlink()  # as if killed between the rename and the record's commit
+    srv.reset_counts()
+    s = fetch(_req(cat_data, out, srv))
+    assert s.exit_code == 0 and len(s.fetched) == 2 and srv.file_bytes() == 0
+    assert _pixels(out) == before
 
 
 def _pixels(out: Path) -> dict[str, str]:

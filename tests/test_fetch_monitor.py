@@ -156,13 +156,15 @@ def test_dry_run_lists_what_would_be_fetched_and_writes_nothing(cat, tmp_path):
 
 
 @pytest.mark.parametrize(("extra", "catalog", "expect"), [
-    ("colour = \"red\"", None, "unknown key 'colour'"),
+    ("colour = \"red\"", None, "unknown key 'source.colour'"),
     ("", "earthsearch", "source.catalog 'earthsearch' is neither a known catalogue"),
     ("s1 = \"none\"", None, "needs Sentinel-1 VV"),
     ("s1 = \"grd\"", None, "source.s1 = \"grd\""),
     ("max_cloud = 120", None, "source.max_cloud 120 must be a percentage"),
     ("token_env = \"COALMINE_NO_SUCH_TOKEN\"", None, "environment variable COALMINE_NO_SUCH_TOKEN"),
     ("", "planetary-computer", "environment variable PC_SDK_SUBSCRIPTION_KEY"),
+    ("s1_catalog = \"planetary-computer\"", "earth-search", "environment variable PC_SDK_SUBSCRIPTION_KEY"),
+    ("", "earth-search", "no Sentinel-1 RTC collection"),
 ])
 def test_a_bad_source_table_is_refused_in_one_line(cat, tmp_path, monkeypatch, extra, catalog, expect):
     monkeypatch.delenv("PC_SDK_SUBSCRIPTION_KEY", raising=False)
