@@ -374,6 +374,13 @@ def test_unknown_catalogue_is_refused_naming_the_option(cat_data, tmp_path):
     assert not (tmp_path / "dl").exists()
 
 
+def test_a_url_that_is_not_a_stac_api_is_refused(cat_data, srv, tmp_path):
+    res = _cli(cat_data, tmp_path, "--catalog", f"{srv.url}/not-an-api", "--s1", "none")
+    assert res.exit_code == 2
+    line = _one_line(res)
+    assert "does not answer as a STAC API (HTTP 404" in line and "--catalog" in line
+
+
 def test_missing_planetary_computer_key_names_the_variable(cat_data, tmp_path, monkeypatch):
     monkeypatch.delenv("PC_SDK_SUBSCRIPTION_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.planetarycomputer/settings.env either

@@ -239,7 +239,7 @@ def _n_coords(g: Any) -> int:
 # -- the catalogue -----------------------------------------------------------------------------
 def _unreachable(cat: Catalogue, exc: BaseException) -> CoalmineError:
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    code = getattr(getattr(exc, "response", None), "status_code", None)
+    code = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
     m = re.search(r"\b([45]\d\d)\b", msg) if code is None else None
     code = code or (int(m.group(1)) if m else None)
     if code in (401, 403):
