@@ -10,6 +10,7 @@ import json
 
 import click
 
+from ..backends import KINDS
 from ..errors import UsageError
 from .options import CONTEXT_SETTINGS, handle_errors, quiet_opt, setup_logging, verbose_opt
 
@@ -37,13 +38,14 @@ def _batch(value: str) -> int | str:
 @click.option("--aoi", type=click.Path(path_type=str), default=None,
               help="Areas of interest (GeoJSON or GeoPackage, any CRS): hectares per area.")
 @click.option("--aoi-name-field", default=None, help="AOI property with the area's name [default: name].")
-@click.option("--backend", type=click.Choice(["auto", "tensorrt", "cuda", "cpu"]), default="auto",
+@click.option("--backend", type=click.Choice(KINDS), default="auto",
               help="Inference backend; auto picks the fastest that works and says why.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), default="auto",
               help="ONNX Runtime model: auto takes the bundle's INT8 model on CPU or FP16 model on CUDA "
                    "when coal-export wrote one, else FP32.")
 @click.option("--tile", type=int, default=None,
-              help="Inference tile in px, a multiple of 32 [default: max(bundle tile, 256)].")
+              help="Inference tile in px, a multiple of 32 [default: the bundle's engine profile from "
+                   "coal-export, else max(bundle tile, 256)].")
 @click.option("--overlap", type=int, default=None, help="Tile overlap in px [default: the bundle's].")
 @click.option("--batch-size", "batch_size", default="auto",
               help="Tiles per inference call, or 'auto' (fits the GPU memory budget; 4 on CPU).")
