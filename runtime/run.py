@@ -48,9 +48,6 @@ log = logging.getLogger("coalmine.runtime.run")
 
 #: Default block core size (pixels). 23 float32 bands of a 1088^2 read window = 109 MB.
 DEFAULT_BLOCK = 1024
-#: Smallest default inference tile: 256 px keeps the overlap overhead at (256/224)^2 = 1.3x
-#: instead of (128/96)^2 = 1.8x for a 128 px training tile; the network is fully convolutional.
-MIN_DEFAULT_TILE = 256
 #: Estimated GPU memory per tile pixel for U-Net-ResNet34 inference in fp32: the encoder
 #: skips (64 ch at 1/2, 64 at 1/4, 128 at 1/8, 256 at 1/16, 512 at 1/32 = 23.5 floats/px),
 #: the largest decoder working tensors (~2 x 48 floats/px), the 23-band input, with ~1.25x
@@ -248,7 +245,8 @@ def run_scene(
         aoi: GeoJSON/GeoPackage of areas of interest (or a list of :class:`Aoi`).
         aoi_name_field: AOI property holding the name.
         backend: "auto", "tensorrt", "cuda" or "cpu".
-        tile: inference tile (multiple of 32; default max(bundle tile, 256)).
+        tile: inference tile (multiple of 32; default the engine profile coal-export recorded in
+            the bundle, else max(bundle tile, 256)).
         overlap: tile overlap in pixels (default: the bundle's).
         batch_size: tiles per backend call, or "auto".
         gpu_mem_gb: GPU memory budget in GiB.
@@ -292,7 +290,7 @@ def _run_scene(scene: Any, bundle: Any, out_dir: Any, *, s1: Any, aoi: Any, aoi_
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
     tile_was_default = tile is None
-    tile = int(tile) if tile is not None else max(bundle.tile_size, MIN_DEFAULT_TILE)
+    tile = int(tile) if tile is not None else bundle.inference_tile
     overlap = int(overlap) if overlap is not None else bundle.overlap
     threshold = float(threshold) if threshold is not None else bundle.threshold
     _validate_options(tile, overlap, threshold, batch_size, gpu_mem_gb, min_area_ha, block,
