@@ -33,21 +33,21 @@ import datetime as _dt
 import logging
 import os
 import re
-import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coalmine.runtime._io import atomic_write_json, sha256_file, temp_path
 from coalmine.runtime.backends.onnx import OnnxBackend
 from coalmine.runtime.backends.tensorrt import DEFAULT_MAX_BATCH
-from coalmine.runtime.bundle import Bundle, load_bundle, write_json_atomic
-from coalmine.runtime.errors import BackendError, BundleError, OutputError, UsageError
+from coalmine.runtime.bundle import Bundle, load_bundle
+from coalmine.runtime.errors import BackendError, BundleError, UsageError
 
 from . import engine as _engine
 from .fp16 import convert_fp16
 from .int8 import quantize_int8
-from .onnx_export import SOURCE_KEY, export_onnx, other_shape_batch, read_metadata, sha256_of
+from .onnx_export import SOURCE_KEY, export_onnx, other_shape_batch, read_metadata
 from .parity import (
     FP16_TOLERANCES,
     FP32_TOLERANCES,
@@ -140,14 +140,7 @@ def _gate(reports: dict[str, ParityReport], key: str, rep: ParityReport) -> None
 def _staging(bundle: Bundle, key: str, stack: ExitStack) -> Path:
     """A temporary file beside the bundle's file for ``key``, removed unless renamed."""
     target = bundle.path / bundle.files[key]
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".partial.onnx", dir=bundle.path)
-    except OSError as exc:
-        raise OutputError(f"cannot write into bundle {bundle.path} ({exc.strerror}); check its permissions") from exc
-    os.close(fd)
-    path = Path(tmp)
-    # mkstemp creates 0600; the finished model files should be as readable as any other output.
-    os.chmod(path, 0o644)
+    path = temp_path(target, "--bundle")
     stack.callback(lambda: path.unlink(missing_ok=True))
     return path
 
@@ -231,7 +224,7 @@ def export_bundle(
         "stale_engines": stale,
     }
     report_path = bundle.path / REPORT_FILE
-    write_json_atomic(report_path, result)
+    atomic_write_json(report_path, result)
     result["report_path"] = str(report_path)
     result["table"] = format_table(list(reports.values()))
     return result
@@ -275,7 +268,7 @@ def _files_to_write(bundle: Bundle, *, fp16: bool, int8: bool) -> dict[str, str]
         names["onnx_fp16"] = bundle.files["onnx_fp16"]
     if int8:
         names["onnx_int8"] = bundle.files["onnx_int8"]
-    model_sha = sha256_of(bundle.file("pytorch"))
+    model_sha = sha256_file(bundle.file("pytorch"))
     for key in ("onnx_fp16", "onnx_int8"):
         if key not in names and bundle.has(key):
             try:

@@ -58,7 +58,7 @@ def stale_engines(bundle: Bundle, *, machine: Any = None) -> list[dict[str, Any]
     Returns:
         ``[{"file": name, "reasons": [...]}, ...]`` (empty: nothing stale or no engines).
     """
-    from coalmine.runtime.backends.tensorrt import sha256_file
+    from coalmine.runtime._io import sha256_file
     from coalmine.runtime.backends.tensorrt.identity import (
         read_records,
         record_mismatches,

@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +31,14 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from ._io import ensure_output_dir
+from ._io import ensure_output_dir, remove_temp, temp_path
 from .areas import geodesic_area_ha
 from .errors import OutputError
+from .raster import NODATA, to_cog
 
 log = logging.getLogger("coalmine.runtime.outputs")
 
 PROB_SCALE = 250
-NODATA = 255
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def quantize_prob(prob: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -128,10 +121,7 @@ class OutputSet:
             raise OutputError(f"cannot write into {self.out_dir} ({exc}); choose another --out") from exc
 
     def _temp(self, name: str) -> Path:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial" + Path(name).suffix, dir=self.out_dir)
-        os.close(fd)
-        p = Path(tmp)
-        os.chmod(p, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
+        p = temp_path(self.out_dir / name)
         self._temps.append(p)
         return p
 
@@ -153,20 +143,11 @@ class OutputSet:
 
     def finish_rasters(self) -> None:
         """Turn the staging rasters into COGs under their temporary final names."""
-        from rio_cogeo.cogeo import cog_translate
-        from rio_cogeo.profiles import cog_profiles
-
         self.close_stage(("prob", "mask"))
         resampling = {"prob": "average", "mask": "nearest"}
         for k in ("prob", "mask"):
-            try:
-                cog_translate(
-                    str(self.stage[k]), str(self.tmp[k]), cog_profiles.get("deflate"), nodata=NODATA,
-                    overview_resampling=resampling[k], in_memory=False, quiet=True,
-                    additional_cog_metadata=self.tags or None,
-                )
-            except Exception as exc:  # noqa: BLE001 - GDAL/rio-cogeo raise various types
-                raise OutputError(f"cannot write the COG {self.final[k]} ({exc}); check free disk space") from exc
+            to_cog(self.stage[k], self.tmp[k], nodata=NODATA, overview_resampling=resampling[k],
+                   tags=self.tags, name=self.final[k])
             self.stage[k].unlink(missing_ok=True)
         self._close_one("mines")
 
@@ -227,9 +208,7 @@ class OutputSet:
         except Exception:  # noqa: BLE001 - closing a broken dataset must not hide the cause
             pass
         for p in self._temps:
-            p.unlink(missing_ok=True)
-            for side in p.parent.glob(p.name + ".*"):
-                side.unlink(missing_ok=True)
+            remove_temp(p)
         self._temps.clear()
 
     def __enter__(self) -> OutputSet:

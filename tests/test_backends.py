@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from coalmine.runtime._io import sha256_file
 from coalmine.runtime.backends import make_backend
 from coalmine.runtime.backends import onnx as ort_backend
 from coalmine.runtime.backends import tensorrt as trt_backend
@@ -166,7 +167,7 @@ def test_tensorrt_engine_matches_onnxruntime(tmp_path):
     np.testing.assert_allclose(y, ref, atol=1e-2, rtol=1e-2)
     assert "built now and gated against model.onnx" in why
     (rec,) = [json.loads(p.read_text()) for p in b.engines_dir.glob("*.json")]
-    assert rec["onnx_sha256"] == trt_backend.sha256_file(b.path / "model.onnx") and rec["gate"]["passed"]
+    assert rec["onnx_sha256"] == sha256_file(b.path / "model.onnx") and rec["gate"]["passed"]
     # Second time: the recorded engine, not a rebuild.
     be2, why2 = make_backend(b, "tensorrt", tile=64, max_batch=4)
     be2.close()

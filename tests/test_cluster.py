@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import crash_points
 import pytest
 from click.testing import CliRunner
 from coalmine.runtime.errors import (
@@ -216,9 +217,9 @@ def test_coordinator_killed_mid_run_then_restarted_equals_the_local_run(tmp_path
 
     p = _synth_project(tmp_path / "p", series)
     marker = tmp_path / "paused"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COALMINE_MONITOR_TEST")}
-    env.update(COALMINE_MONITOR_TEST_PAUSE="before_run:1", COALMINE_MONITOR_TEST_MARKER=str(marker),
-               COALMINE_MONITOR_TEST_SLEEP="120")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COALMINE_CRASH")}
+    # the workers (LocalCluster processes) pause inside their first scene: a Dask worker preload
+    env.update(crash_points.env("before_run:1", marker), DASK_DISTRIBUTED__WORKER__PRELOAD='["crash_points"]')
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "coal-monitor"), str(p / "monitor.toml"), "-q", "--scheduler", "local:2"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

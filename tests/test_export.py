@@ -435,7 +435,8 @@ def test_engine_failing_its_gate_at_export_is_deleted(bundle_dir: Path, monkeypa
 # -- engine (only where TensorRT and a GPU exist) ----------------------------------------------
 @pytest.mark.tensorrt
 def test_engine_build_and_parity(bundle_dir: Path) -> None:
-    from coalmine.runtime.backends.tensorrt import TensorRTBackend, sha256_file
+    from coalmine.runtime._io import sha256_file
+    from coalmine.runtime.backends.tensorrt import TensorRTBackend
 
     res = export_bundle(bundle_dir, fp16=True, engine=True, max_batch=4, tile=64, progress=False)
     assert res["engine"]["built"] and res["reports"]["engine"]["passed"]

@@ -104,3 +104,24 @@ def test_table_layout_of_the_study() -> None:
     assert lines[4].split() == ["total", "4,568", "22,112", "26,680"]
     assert lines[5].split() == ["producer", "acc.", "91.7", "%", "98.5", "%"]
     assert "overall accuracy 97.4 %" in lines[6] and "kappa 0.907" in lines[6]
+
+
+def test_kappa_with_unequal_row_and_column_totals() -> None:
+    # map (rows):       background 60, mine 40;   reference (columns): background 55, mine 45
+    cm = np.array([[50, 10], [5, 35]])
+    r = accuracy_report(cm)
+    assert r["overall_accuracy"] == pytest.approx(0.85)  # (50 + 35) / 100
+    # chance agreement from the row AND column totals: (60 * 55 + 40 * 45) / 100^2 = 0.51
+    # kappa = (0.85 - 0.51) / (1 - 0.51) = 0.34 / 0.49 = 0.693877...
+    # (rows only would give pe = 0.52 and kappa 0.6875; columns only pe = 0.505, kappa 0.69697)
+    assert r["kappa"] == pytest.approx(0.34 / 0.49, rel=1e-12)
+    assert kappa_from_counts(cm) == pytest.approx(0.6938775510204082, rel=1e-12)
+    assert r["users_accuracy"] == pytest.approx({"background": 50 / 60, "mine": 35 / 40})
+    assert r["producers_accuracy"] == pytest.approx({"background": 50 / 55, "mine": 35 / 45})
+    assert r["precision_mine"] == pytest.approx(0.875) and r["recall_mine"] == pytest.approx(35 / 45)
+    assert r["iou_mine"] == pytest.approx(0.7)  # 35 / (35 + 5 + 10)
+    assert r["f1_mine"] == pytest.approx(70 / 85)
+    assert r["pixels"] == 100
+    # transposing (map and reference swapped) keeps kappa and OA but swaps user's and producer's
+    t = accuracy_report(cm.T)
+    assert t["kappa"] == pytest.approx(r["kappa"]) and t["users_accuracy"]["mine"] == pytest.approx(35 / 45)

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import crash_points
 import pytest
 import rasterio
 from click.testing import CliRunner
@@ -129,14 +130,14 @@ def test_cli_lock_exit_75(project):
 
 
 def _start(root: Path, pause: str | None, marker: Path | None = None) -> subprocess.Popen:
-    env = dict(os.environ)
-    env.pop("COALMINE_MONITOR_TEST_PAUSE", None)
+    """coal-monitor in a subprocess; with ``pause`` it stops at that crash point (crash_points)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COALMINE_CRASH")}
+    code = "from coalmine.runtime.cli.monitor import main; main()"
     if pause:
-        env.update(COALMINE_MONITOR_TEST_PAUSE=pause, COALMINE_MONITOR_TEST_MARKER=str(marker),
-                   COALMINE_MONITOR_TEST_SLEEP="120")
+        env.update(crash_points.env(pause, marker))
+        code = crash_points.COORDINATOR
     return subprocess.Popen(
-        [sys.executable, "-c", "from coalmine.runtime.cli.monitor import main; main()",
-         str(root / "monitor.toml"), "-q"],
+        [sys.executable, "-c", code, str(root / "monitor.toml"), "-q"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 

@@ -104,3 +104,25 @@ def test_check_tile_refusals(tile, overlap, msg):
     with pytest.raises(UsageError) as e:
         check_tile(tile, overlap)
     assert msg in str(e.value)
+
+
+def test_weight_window_is_a_raised_cosine_sampled_at_pixel_centres():
+    # The ramp, by hand: w_i = 0.5 - 0.5 cos(pi (i + 0.5) / overlap) for i < overlap, mirrored at
+    # the far end, 1 in between, floored at 1e-3; the 2-D window is the outer product.
+    tile, overlap = 64, 16
+    w = weight_window(tile, overlap)
+    i = np.arange(overlap)
+    rise = 0.5 - 0.5 * np.cos(np.pi * (i + 0.5) / overlap)
+    ramp = np.concatenate([rise, np.ones(tile - 2 * overlap), rise[::-1]])
+    np.testing.assert_allclose(w, np.outer(ramp, ramp), rtol=1e-6)
+    # three values worked out on paper: (1 - cos(pi/32)) / 2, (1 - cos(7.5 pi/16)) / 2, (1 + cos(pi/32)) / 2
+    np.testing.assert_allclose(w[32, [0, 7, 15]], [0.0024076, 0.4509914, 0.9975924], atol=1e-7)
+    assert w[0, 0] == pytest.approx(0.0024076**2, rel=1e-4)
+    # a linear ramp would give (i + 0.5) / 16 = 0.03125 at i = 0 and 0.46875 at i = 7
+    # where the cosine starts below the floor it is clamped: overlap 64 gives 1.5e-4 -> 1e-3
+    w64 = weight_window(256, 64)
+    assert w64[128, 0] == pytest.approx(1e-3) and w64[128, 255] == pytest.approx(1e-3)
+    assert w64[128, 1] == pytest.approx(0.5 - 0.5 * np.cos(np.pi * 1.5 / 64), rel=1e-6)  # 1.36e-3
+    # overlap = tile / 2 (the most check_tile allows): no core, the two ramps meet in the middle
+    r32 = np.concatenate([rise, rise[::-1]])
+    np.testing.assert_allclose(weight_window(32, 16), np.outer(r32, r32), rtol=1e-6)

@@ -162,7 +162,7 @@ def evaluate_cmd(bundle: Path, scenes: tuple[str, ...], s1s: tuple[str, ...], la
                  json_out: Path | None, device: str, verbose: int, quiet: bool) -> None:
     """Accuracy of a bundle on scenes with reference labels: the study's table plus JSON."""
     setup_logging(verbose, quiet)
-    from coalmine.runtime.bundle import write_json_atomic
+    from coalmine.runtime._io import atomic_write_json
 
     from .api import evaluate
     from .report import format_report
@@ -179,7 +179,7 @@ def evaluate_cmd(bundle: Path, scenes: tuple[str, ...], s1s: tuple[str, ...], la
     parts.append(format_report(rep["total"], f"all scenes (bundle {rep['bundle_id']}, threshold {rep['threshold']})"))
     click.echo("\n\n".join(parts))
     if json_out is not None:
-        write_json_atomic(json_out, rep)
+        atomic_write_json(json_out, rep)
         click.echo(f"{PROG}: report written to {json_out}", err=True)
 
 

@@ -21,7 +21,6 @@ import csv
 import io
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from coalmine.runtime._io import atomic_output, atomic_write_text
 from coalmine.runtime.bundle import ModelSpec, Normalization
 from coalmine.runtime.errors import InputError, UsageError
 
@@ -214,9 +214,8 @@ def validate(
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
 
 
 def write_log_csv(path: Path, history: list[dict[str, float]]) -> None:
@@ -226,9 +225,7 @@ def write_log_csv(path: Path, history: list[dict[str, float]]) -> None:
     w.writeheader()
     for row in history:
         w.writerow(row)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(buf.getvalue(), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, buf.getvalue())
 
 
 def plot_curves(path: Path, history: list[dict[str, float]], best_epoch: int) -> None:
@@ -253,10 +250,11 @@ def plot_curves(path: Path, history: list[dict[str, float]], best_epoch: int) ->
     a2.set_ylim(-0.05, 1.0)
     a2.legend()
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
 
 
 def fit(

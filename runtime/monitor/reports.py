@@ -29,12 +29,14 @@ from typing import Any
 
 import numpy as np
 
+from .. import __version__
 from .._io import atomic_output
-from ._raster import thumbnail
-from .change import CHANGE_COLORS, CLASS_NAMES
-from .yearly import MASK_COLORS
+from ..raster import thumbnail
+from .config import MonitorConfig
+from .layout import REPORTS_DIR, MonitorLayout
+from .ledger import Ledger
+from .legend import CHANGE_COLORS, CLASS_NAMES, MASK_COLORS
 
-REPORTS_DIR = "reports"
 TOTAL = "Total mapped area"
 
 # Colour cycle of the charts (colour-blind safe, Okabe–Ito).
@@ -82,13 +84,15 @@ def change_rows(years: list[int], names: list[str], table: dict[int, dict[str, f
     return out
 
 
-def write_reports(cfg: Any, led: Any, out: Path, keys: set[str], aois: list[Any]) -> dict[str, Path]:
+def write_reports(
+    cfg: MonitorConfig, led: Ledger, layout: MonitorLayout, keys: set[str], aois: list[Any]
+) -> dict[str, Path]:
     """Regenerate every report from the ledger.
 
     Args:
         cfg: the configuration (title, rule, paths).
         led: the ledger.
-        out: the output folder.
+        layout: the output folder's paths.
         keys: ledger keys of the scenes in the current configuration.
         aois: the AOIs (outlines on the map previews).
 
@@ -96,21 +100,12 @@ def write_reports(cfg: Any, led: Any, out: Path, keys: set[str], aois: list[Any]
         ``{"yearly_csv", "changes_csv", "change_maps_csv", "scenes_csv", "chart_aois",
         "chart_total", "html": path}``.
     """
-    rep = out / REPORTS_DIR
-    rep.mkdir(parents=True, exist_ok=True)
+    layout.reports.mkdir(parents=True, exist_ok=True)
     years, names, table = yearly_table(led, [a.name for a in aois])
     changes = change_rows(years, names, table)
     scenes = [r for r in led.scenes() if r["key"] in keys]
     change_maps = led.changes()
-    paths = {
-        "yearly_csv": rep / "yearly_areas.csv",
-        "changes_csv": rep / "changes.csv",
-        "change_maps_csv": rep / "change_maps.csv",
-        "scenes_csv": rep / "scenes.csv",
-        "chart_aois": rep / "chart_aois.png",
-        "chart_total": rep / "chart_total.png",
-        "html": out / "report.html",
-    }
+    paths = layout.report_files()
     _csv(paths["yearly_csv"], ["year", *names, TOTAL.lower().replace(" ", "_")],
          [[y, *(_r(table[y].get(n, 0.0)) for n in names), _r(table[y][TOTAL])] for y in years])
     _csv(paths["changes_csv"], ["area", "from_year", "to_year", "from_ha", "to_ha", "change_ha", "change_pct"],
@@ -130,7 +125,7 @@ def write_reports(cfg: Any, led: Any, out: Path, keys: set[str], aois: list[Any]
            "" if r["seconds"] is None else round(r["seconds"], 2), r["attempts"], r["bundle_id"], r["sha256"],
            r["error"] or ""] for r in scenes])
     charts = _charts(years, names, table, paths["chart_aois"], paths["chart_total"])
-    previews = _previews(out, led, aois)
+    previews = _previews(layout, led, aois)
     page = render_html(cfg, years, names, table, changes, scenes, change_maps, charts, previews, led)
     with atomic_output(paths["html"]) as tmp:
         tmp.write_text(page, encoding="utf-8")
@@ -207,15 +202,15 @@ def _save(fig: Any, path: Path) -> bytes:
     return data
 
 
-def _previews(out: Path, led: Any, aois: list[Any]) -> dict[str, list[tuple[str, bytes]]]:
+def _previews(layout: MonitorLayout, led: Ledger, aois: list[Any]) -> dict[str, list[tuple[str, bytes]]]:
     """Small PNG previews of the yearly composites and change maps, AOI outlines drawn on."""
     res: dict[str, list[tuple[str, bytes]]] = {"years": [], "changes": []}
     for r in led.years():
-        p = out / r["composite"]
+        p = layout.path(r["composite"])
         if p.is_file():
             res["years"].append((str(r["year"]), _preview_png(p, MASK_COLORS, aois)))
     for r in led.changes():
-        p = out / r["raster"]
+        p = layout.path(r["raster"])
         if p.is_file():
             res["changes"].append((f"{r['from_year']} → {r['to_year']}", _preview_png(p, CHANGE_COLORS, aois)))
     return res
@@ -431,8 +426,6 @@ def render_html(
         )
     parts.append("<table><thead><tr><th>Date</th><th style=\"text-align:left\">Scene</th><th>Status</th>"
                  f"<th>Mined (ha)</th><th>Time</th><th style=\"text-align:left\">Error</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
-    from .. import __version__
-
     parts.append(
         f"<footer>Model bundle: {e(', '.join(bundle_ids) or '–')} · yearly rule: {e(cfg.yearly_rule)} · "
         f"areas of interest: {e(os.path.basename(str(cfg.aois)))} · ledger: {e(str(led.path))} · "

@@ -39,8 +39,8 @@ from rasterio.windows import Window
 from ..bands import S2_BANDS
 from ..bundle import S2Params
 from ..errors import BandError, InputError, UsageError
-from ._raster import check_crs, check_exists, open_raster
-from .grid import Grid, read_onto_grid
+from ..raster import Grid, check_crs, check_exists, open_raster
+from .warp import read_onto_grid
 
 log = logging.getLogger("coalmine.preprocess")
 

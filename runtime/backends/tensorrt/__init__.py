@@ -23,12 +23,12 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..._io import sha256_file
 from ...bundle import Bundle
 from ...errors import BackendError, CoalmineError
 from ..gate import (
@@ -49,14 +49,6 @@ log = logging.getLogger("coalmine.runtime.backends")
 DEFAULT_MAX_BATCH = 8
 
 __all__ = ["TensorRTBackend", "availability", "load", "build_gated", "engine_source", "DEFAULT_MAX_BATCH"]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def engine_source(bundle: Bundle) -> Path:

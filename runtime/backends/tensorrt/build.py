@@ -22,12 +22,11 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...bundle import write_json_atomic
+from ..._io import atomic_write_bytes, atomic_write_json, temp_path
 from ...errors import BackendError, OutputError
 from .identity import (
     ENGINE_SUFFIX,
@@ -169,48 +168,29 @@ def _save_timing_cache(config: Any, path: Path) -> None:
         log.warning("TensorRT returned no timing cache; %s was not updated", path.name)
         return
     try:
-        data = memoryview(cache.serialize())
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except (OSError, TypeError, ValueError) as exc:
+        atomic_write_bytes(path, memoryview(cache.serialize()), "--bundle")
+    except (OSError, TypeError, ValueError) as exc:  # OutputError is an OSError
         log.warning("could not save the TensorRT timing cache %s (%s); the next build takes longer", path, exc)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _write_plan(plan: Any, target: Path) -> Path:
-    """Write the serialized plan to a hidden temporary file beside ``target``."""
+    """Write the serialized plan to a hidden temporary file beside ``target`` (umask mode)."""
+    tmp = temp_path(target, "--bundle")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    except OSError as exc:
-        raise OutputError(f"cannot write into {target.parent} ({exc.strerror}); check the bundle's permissions") from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             f.write(memoryview(plan))
-        os.chmod(tmp, 0o666 & ~_umask())
     except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise OutputError(f"cannot write engine {target.name} ({exc.strerror}); check free disk space") from exc
         raise
-    return Path(tmp)
+    return tmp
 
 
 def publish(built: BuiltEngine, gate: dict[str, Any]) -> Path:
     """Give a gated engine its name and write its record (with the gate's result) beside it."""
     os.replace(built.partial, built.target)
-    write_json_atomic(record_of(built.target), {**built.record, "gate": gate})
+    atomic_write_json(record_of(built.target), {**built.record, "gate": gate}, "--bundle")
     return built.target
 
 

@@ -184,6 +184,8 @@ def read_records(engines_dir: str | os.PathLike[str]) -> tuple[list[dict[str, An
     if not d.is_dir():
         return records, unreadable
     for p in sorted(d.glob(f"*{RECORD_SUFFIX}")):
+        if p.name.startswith("."):  # a record being written
+            continue
         try:
             rec = json.loads(p.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
