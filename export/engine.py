@@ -19,6 +19,7 @@ import importlib.util
 import logging
 from typing import Any
 
+from coalmine.runtime._optional import pip_hint
 from coalmine.runtime.backends.gate import GateTiles, ParityReport
 from coalmine.runtime.bundle import Bundle
 from coalmine.runtime.errors import BackendError
@@ -33,7 +34,7 @@ def tensorrt_status() -> tuple[bool, str]:
         ``(True, description)`` or ``(False, reason it cannot)``.
     """
     if importlib.util.find_spec("tensorrt") is None:
-        return False, "the tensorrt package is not installed (pip install 'coalmine[tensorrt]')"
+        return False, f"the tensorrt package is not installed ({pip_hint('tensorrt')})"
     from coalmine.runtime.backends.tensorrt.identity import this_machine
 
     try:

@@ -64,16 +64,5 @@ class BackendError(CoalmineError, RuntimeError):
 
 
 class MissingDependencyError(CoalmineError, ImportError):
-    """An optional package is needed; the message gives the pip command."""
+    """An optional package is needed; the message gives the pip command (see ``_optional``)."""
 
-
-def missing_dependency(package: str, extra: str, purpose: str) -> MissingDependencyError:
-    """Build the error for an optional package that is not installed.
-
-    Example:
-        >>> raise missing_dependency("onnxruntime", "cpu", "running a model on the CPU")
-    """
-    return MissingDependencyError(
-        f"{purpose} needs the Python package '{package}', which is not installed; "
-        f"install it with: pip install 'coalmine[{extra}]'"
-    )

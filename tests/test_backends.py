@@ -38,7 +38,7 @@ def test_auto_explains_every_skipped_backend(bundle):
     be, why = make_backend(bundle, "auto", tile=64, max_batch=4)
     be.close()
     assert be.name == "onnxruntime-cpu"
-    assert "tensorrt skipped:" in why and "'tensorrt'" in why
+    assert "tensorrt skipped:" in why and "'tensorrt-cu13'" in why
     assert "onnxruntime-cuda skipped:" in why and "CUDAExecutionProvider" in why
     assert why.endswith("auto chose onnxruntime-cpu: always available; fp32 model (the bundle has no model.int8.onnx)")
 
@@ -92,7 +92,7 @@ def test_cuda_provider_that_silently_falls_back_is_refused(bundle, monkeypatch):
 
 
 def test_tensorrt_requested_without_package_names_the_install(bundle):
-    with pytest.raises(MissingDependencyError, match="pip install 'coalmine\\[tensorrt\\]'"):
+    with pytest.raises(MissingDependencyError, match='pip install "coalmine\\[tensorrt\\]"'):
         make_backend(bundle, "tensorrt", tile=64, max_batch=4)
 
 

@@ -528,13 +528,13 @@ def test_missing_distributed_gives_the_pip_hint(tmp_path, monkeypatch):
 
     p = make_mask_project(tmp_path / "p")
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
-    with pytest.raises(MissingDependencyError, match=r"pip install 'coalmine\[cluster\]'"):
+    with pytest.raises(MissingDependencyError, match=r'pip install "coalmine\[cluster\]"'):
         DaskExecutor("local:2").connect()
     res = CliRunner().invoke(main, [str(p["config"]), "--scheduler", "local:2"])
     assert res.exit_code == 1
     assert res.stderr.strip() == (
         "coal-monitor: error: running coal-monitor on a Dask cluster (--scheduler / [cluster]) needs the "
-        "Python package 'distributed', which is not installed; install it with: pip install 'coalmine[cluster]'"
+        "Python package 'distributed', which is not installed; install it with: pip install \"coalmine[cluster]\""
     )
 
 

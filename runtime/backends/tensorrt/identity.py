@@ -25,7 +25,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ...errors import BackendError, missing_dependency
+from ..._optional import optional_import
+from ...errors import BackendError
 
 log = logging.getLogger("coalmine.runtime.backends")
 
@@ -40,11 +41,7 @@ def trt_module() -> Any:
     Raises:
         MissingDependencyError: not installed (the message names the extra).
     """
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise missing_dependency("tensorrt", "tensorrt", "the TensorRT backend") from exc
-    return trt
+    return optional_import("tensorrt", purpose="the TensorRT backend")
 
 
 def cudart_module() -> Any:
@@ -53,14 +50,7 @@ def cudart_module() -> Any:
     Raises:
         MissingDependencyError: cuda-python is not installed.
     """
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart  # cuda-python < 12.6 layout
-        except ImportError as exc:
-            raise missing_dependency("cuda-python", "tensorrt", "the TensorRT backend") from exc
-    return cudart
+    return optional_import("cuda.bindings.runtime", "cuda.cudart", purpose="the TensorRT backend")
 
 
 def cuda_check(result: Any, what: str) -> Any:

@@ -2,7 +2,7 @@
 
 Any raster GDAL reads (GeoTIFF, a VRT mosaic of Copernicus DEM GLO-30 tiles made with
 ``gdalbuildvrt``, ...) in any CRS. It is read onto each window of the target grid with the same
-exact, window-independent bilinear resampling as every other input (:func:`..grid.read_onto_grid`),
+exact, window-independent bilinear resampling as every other input (:func:`..warp.read_onto_grid`),
 so blocks stay exact with a DEM too.
 
 Range-Doppler geometry needs heights above the WGS84 ellipsoid, while DEMs give heights above a

@@ -15,7 +15,7 @@ position follows from the orbit (ESA's "Guide to Sentinel-1 Geocoding", UZH-S1-G
 
 Doing this for each of the 10^8 pixels of a Sentinel-2 tile would dominate the run time, and it
 is not needed: for a fixed height the mapping is smooth across the map (the same argument as for
-the CRS lattice in :mod:`..grid`), and at a fixed place it is smooth in height. So the exact
+the CRS lattice in :mod:`..warp`), and at a fixed place it is smooth in height. So the exact
 solution is computed on a lattice of nodes every :data:`LATTICE` target pixels, fixed to the whole
 target grid, at three heights (:data:`HEIGHTS`); a pixel gets the bilinear interpolation of its
 lattice cell and the quadratic (Lagrange) interpolation in its own height. Measured on the real

@@ -178,26 +178,26 @@ class GrdReader:
         lk = [n[0] for n in nodes]
         pk = [n[1] for n in nodes]
 
+        # bilinear from the lattice, separably: along columns on the node rows, then along rows
         pr = np.arange(r0, r0 + h)
         pc = np.arange(c0, c0 + w)
-        ir, fr = (pr - lr0) // L, ((pr - lr0) % L) / L
-        ic, fc = (pc - lc0) // L, ((pc - lc0) % L) / L
-        fr, fc = fr[:, None], fc[None, :]
+        ir, fr = (pr - lr0) // L, (((pr - lr0) % L) / L)[:, None]
+        ic, fc = (pc - lc0) // L, (((pc - lc0) % L) / L)[None, :]
 
         def lerp(v: np.ndarray) -> np.ndarray:
-            top = v[ir][:, ic] * (1 - fc) + v[ir][:, ic + 1] * fc
-            bot = v[ir + 1][:, ic] * (1 - fc) + v[ir + 1][:, ic + 1] * fc
-            return top * (1 - fr) + bot * fr
+            cols_ = v[:, ic] * (1 - fc) + v[:, ic + 1] * fc  # (nr, w)
+            return cols_[ir] * (1 - fr) + cols_[ir + 1] * fr
 
         if self.dem is None:
-            # the geolocation grid's heights where each node falls, refined twice
+            # nodes at the geolocation grid's height where they fall (refined twice), solved
+            # exactly there; pixels interpolate the nodes
             hn = np.zeros(lon.shape)
             for _ in range(2):
                 hn = self.grid_heights(lagrange3(hn, HEIGHTS, *lk), lagrange3(hn, HEIGHTS, *pk))
-            hp = lerp(hn)
-        else:
-            und = self.dem.undulation(lon, lat)
-            hp = self.dem.heights(window, None if und is None else lerp(und))
+            ln, pn = self.rd.line_pixel_geodetic(lon, lat, hn)
+            return lerp(ln), lerp(pn)
+        und = self.dem.undulation(lon, lat)
+        hp = self.dem.heights(window, None if und is None else lerp(und))
         line = lagrange3(hp, HEIGHTS, *(lerp(v) for v in lk))
         pixel = lagrange3(hp, HEIGHTS, *(lerp(v) for v in pk))
         return line, pixel
@@ -237,13 +237,50 @@ class GrdReader:
         c0 = max(0, int(np.floor(pixel[ok].min())))
         c1 = min(self.ann.samples, int(np.floor(pixel[ok].max())) + 2)
         s0 = self.sigma0_window(r0, r1, c0, c1)
-        qr = np.where(ok, line - r0, np.nan)
-        qc = np.where(ok, pixel - c0, np.nan)
-        out = _bilinear(s0, np.nan_to_num(qr, nan=-1e9), np.nan_to_num(qc, nan=-1e9))
-        return out
+        return sample_bilinear(s0, np.where(ok, line - r0, np.nan), np.where(ok, pixel - c0, np.nan))
 
     def close(self) -> None:
         if getattr(self, "ds", None) is not None:
             self.ds.close()
         if self.dem is not None:
             self.dem.close()
+
+
+def sample_bilinear(src: np.ndarray, qr: np.ndarray, qc: np.ndarray) -> np.ndarray:
+    """Bilinear samples of ``src`` at pixel-centre coordinates (``qr``, ``qc``); NaN positions -> NaN.
+
+    The same rule as every other Sentinel-1 input (:func:`..warp._bilinear`: NaN or outside
+    neighbours get no weight, the others are renormalised, a point more than half a pixel
+    outside is NaN), computed in two passes: a plain four-neighbour interpolation in float32
+    for all points, then :func:`..warp._bilinear` again only where that met a NaN neighbour --
+    the border of the swath, a few pixels per block. Per point the arithmetic depends only on
+    its neighbours and position, so windows stay exact.
+    """
+    sh, sw = src.shape
+    finite = np.isfinite(qr) & np.isfinite(qc)
+    inside = finite & (qr >= -0.5) & (qr <= sh - 0.5) & (qc >= -0.5) & (qc <= sw - 0.5)
+    out = np.full(qr.shape, np.nan, dtype=np.float32)
+    if not inside.any():
+        return out
+    pad = np.full((sh + 1, sw + 1), np.nan, dtype=np.float32)
+    pad[:sh, :sw] = src
+    pad[sh, :sw] = src[sh - 1]  # points within half a pixel of the last row/column
+    pad[:sh, sw] = src[:, sw - 1]
+    pad[sh, sw] = src[sh - 1, sw - 1]
+    flat = pad.ravel()
+    r = np.where(inside, qr, 0.0)
+    c = np.where(inside, qc, 0.0)
+    i0 = np.clip(np.floor(r), 0, sh - 1).astype(np.int64)
+    j0 = np.clip(np.floor(c), 0, sw - 1).astype(np.int64)
+    ty = np.clip(r - i0, 0.0, 1.0).astype(np.float32)
+    tx = np.clip(c - j0, 0.0, 1.0).astype(np.float32)
+    k = i0 * (sw + 1) + j0
+    one = np.float32(1.0)
+    top = flat.take(k) * (one - tx) + flat.take(k + 1) * tx
+    bot = flat.take(k + sw + 1) * (one - tx) + flat.take(k + sw + 2) * tx
+    v = top * (one - ty) + bot * ty
+    np.copyto(out, v, where=inside)
+    redo = inside & np.isnan(out)
+    if redo.any():
+        out[redo] = _bilinear(src, qr[redo][None, :], qc[redo][None, :])[0]
+    return out
