@@ -43,6 +43,8 @@ from coalmine.runtime.backends.onnx import OnnxBackend
 from coalmine.runtime.backends.tensorrt import DEFAULT_MAX_BATCH
 from coalmine.runtime.bundle import Bundle, load_bundle
 from coalmine.runtime.errors import BackendError, BundleError, UsageError
+from coalmine.runtime.options import RunOptions
+from coalmine.runtime.tiling import check_tile
 
 from . import engine as _engine
 from .fp16 import convert_fp16
@@ -103,19 +105,6 @@ def parse_size(text: str | int, option: str = "--workspace") -> int:
     return value
 
 
-def check_tile(tile: int, multiple: int = 32, option: str = "--tile") -> int:
-    """Check a tile size is a positive multiple of ``multiple``.
-
-    Raises:
-        UsageError: naming the option, the value and the nearest valid sizes.
-    """
-    if tile <= 0 or tile % multiple:
-        lo = max(multiple, (tile // multiple) * multiple)
-        raise UsageError(
-            f"{option} {tile} is not a positive multiple of {multiple} (the U-Net halves the size "
-            f"5 times); use {lo} or {lo + multiple}"
-        )
-    return tile
 
 
 _CONSEQUENCE = {
@@ -237,7 +226,10 @@ def _plan(bundle_dir: str | os.PathLike[str], *, fp16: bool, int8: bool, engine:
     if not p.is_dir():
         raise BundleError(f"bundle folder {p} does not exist; give coal-export the folder coal-train wrote")
     bundle = load_bundle(p)
-    tile = check_tile(int(tile if tile is not None else bundle.inference_tile), bundle.model.size_multiple)
+    if tile is None:  # coal-run's default tile for this bundle, so the run finds the engine
+        tile = RunOptions().resolve(bundle.tile_size, bundle.overlap, bundle.threshold, bundle.model.size_multiple,
+                                    engine_tile=bundle.engine_profile.get("tile")).tile
+    tile = check_tile(int(tile), multiple=bundle.model.size_multiple)
     if max_batch < 1 or max_batch > 1024:
         raise UsageError(f"--max-batch {max_batch} must be between 1 and 1024")
     workspace_bytes = parse_size(workspace)

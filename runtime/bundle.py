@@ -29,6 +29,7 @@ import numpy as np
 from ._io import atomic_write_json
 from .bands import BAND_NAMES
 from .errors import BundleError
+from .tiling import tile_size_problem
 
 FORMAT_NAME = "coalmine-bundle"
 FORMAT_VERSION = 1
@@ -45,9 +46,6 @@ MODEL_FILES: dict[str, str] = {
     "val_tiles": "val_tiles.npz",
 }
 ENGINES_DIR = "engines"
-#: Smallest default inference tile: 256 px keeps the overlap overhead at (256/224)^2 = 1.3x
-#: instead of (128/96)^2 = 1.8x for a 128 px training tile; the network is fully convolutional.
-MIN_DEFAULT_TILE = 256
 
 #: Default fixed dB range for equal-width GLCM bin edges (covers sigma0 VV over land and water).
 DEFAULT_DB_RANGE: tuple[float, float] = (-25.0, 5.0)
@@ -187,7 +185,8 @@ class ModelSpec:
     classes: int = 1
     input_name: str = "input"
     output_name: str = "logits"
-    #: Inputs must be a multiple of this in height and width (ResNet encoders: 32).
+    #: Inputs must be a multiple of this in height and width: the encoder's output stride (ResNet:
+    #: 32), recorded by coal-train from the encoder it built; the tile rule is in ``tiling``.
     size_multiple: int = 32
 
 
@@ -212,11 +211,6 @@ class Bundle:
     #: The TensorRT engine profile coal-export recorded: ``{"tile": 256, "max_batch": 8}``
     #: (empty until exported). coal-run's default tile and any engine it builds follow it.
     engine_profile: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def inference_tile(self) -> int:
-        """coal-run's default tile: the recorded engine profile's, else max(tile size, 256)."""
-        return int(self.engine_profile.get("tile") or max(self.tile_size, MIN_DEFAULT_TILE))
 
     # -- files -------------------------------------------------------------------------------
     def file(self, key: str, must_exist: bool = True) -> Path:
@@ -351,16 +345,17 @@ def _validate(b: Bundle, jpath: Path) -> None:
         raise BundleError(f"{jpath}: unknown band names {unknown}; known bands are {list(BAND_NAMES)}")
     if not 0.0 < b.threshold < 1.0:
         raise BundleError(f"{jpath}: threshold {b.threshold} must lie strictly between 0 and 1")
-    m = b.model.size_multiple
-    if b.tile_size <= 0 or b.tile_size % m:
-        raise BundleError(f"{jpath}: tile size {b.tile_size} must be a positive multiple of {m}")
+    problem = tile_size_problem(b.tile_size, b.model.size_multiple)
+    if problem:
+        raise BundleError(f"{jpath}: tile size {b.tile_size} {problem}")
     if not 0 <= b.overlap < b.tile_size:
         raise BundleError(f"{jpath}: overlap {b.overlap} must be >= 0 and smaller than the tile size {b.tile_size}")
     prof = b.engine_profile
-    if prof and (set(prof) != {"tile", "max_batch"} or prof["tile"] <= 0 or prof["tile"] % m or prof["max_batch"] < 1):
+    if prof and (set(prof) != {"tile", "max_batch"} or prof["max_batch"] < 1
+                 or tile_size_problem(prof["tile"], b.model.size_multiple)):
         raise BundleError(
-            f"{jpath}: engine_profile {prof} must be {{\"tile\": a positive multiple of {m}, "
-            "\"max_batch\": at least 1}; re-run coal-export"
+            f"{jpath}: engine_profile {prof} must give a \"tile\" that is a multiple of {b.model.size_multiple} "
+            "and a \"max_batch\" of at least 1; re-run coal-export"
         )
     g = b.preprocessing.glcm
     if len(g.edges) != g.levels - 1 or any(a >= c for a, c in zip(g.edges, g.edges[1:], strict=False)):
