@@ -31,9 +31,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from .backends import KINDS as BACKENDS
-from .backends import PRECISIONS
 from .errors import ConfigError, UsageError
+
+#: Inference backends (``auto`` picks the fastest that works); ``backends`` builds them.
+BACKENDS: tuple[str, ...] = ("auto", "tensorrt", "cuda", "cpu")
+#: Which ONNX model ONNX Runtime runs; each names a file of the bundle (``backends``).
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "int8")
 
 #: Units of Sentinel-1 values ("auto" tells linear power from dB by the values).
 S1_UNITS: tuple[str, ...] = ("auto", "linear", "db")

@@ -141,7 +141,7 @@ def test_registry_is_the_one_list_of_backends():
     from coalmine.runtime.monitor import cluster
 
     assert list(REGISTRY) == ["tensorrt", "cuda", "cpu"]  # auto's order: fastest first
-    assert KINDS == ("auto", "tensorrt", "cuda", "cpu") and GPU_KINDS == ("tensorrt", "cuda")
+    assert KINDS == ("auto", *REGISTRY) and GPU_KINDS == ("tensorrt", "cuda")
     choice = next(p for p in run_cli.params if p.name == "backend").type
     assert tuple(choice.choices) == KINDS
     assert cluster.GPU_BACKENDS == GPU_KINDS

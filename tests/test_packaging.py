@@ -45,19 +45,14 @@ except ModuleNotFoundError:  # Python 3.10
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
 PACKAGES = {"coalmine.runtime": REPO / "runtime", "coalmine.train": REPO / "train", "coalmine.export": REPO / "export"}
-#: The install lines every README must keep (the brief of the install section).
+#: The install lines the README must keep.
 REQUIRED_LINES = ({"cpu"}, {"gpu"}, {"cpu", "export"}, {"cpu", "train"}, {"cpu", "cluster"})
-#: Extras a command uses when present and does without otherwise. coal-prepare, coal-train and
-#: coal-fetch reach the backend registry only through the shared run options (which check a
-#: --backend name against it); the registry names the TensorRT backend, which they never load.
+#: Extras a command uses when present and does without otherwise.
 OPTIONAL_FOR = {
     "coal-run": {"tensorrt"},
     "coal-monitor": {"tensorrt", "cluster", "fetch"},
     "coal-export": {"tensorrt"},
     "coal-demo": {"tensorrt", "cluster", "fetch"},
-    "coal-prepare": {"tensorrt"},
-    "coal-train": {"tensorrt"},
-    "coal-fetch": {"tensorrt"},
 }
 #: Installed as the same importable module as the first.
 SAME_MODULE = {"onnxruntime-gpu": "onnxruntime"}

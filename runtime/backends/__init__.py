@@ -2,8 +2,10 @@
 
 A :class:`Backend` turns a normalised float32 batch ``(N, C, H, W)`` into float32 logits
 ``(N, 1, H, W)``. The :data:`REGISTRY` names each implementation once — its ``--backend``
-value, whether it runs on a GPU, a cheap availability check and a factory — and
-:data:`KINDS` / :data:`GPU_KINDS` (the CLI's choices, the cluster's GPU requests) derive from it:
+value, whether it runs on a GPU, a cheap availability check and a factory; the cluster's GPU
+requests (:data:`GPU_KINDS`) derive from it, and the ``--backend`` names RunOptions checks
+(:data:`KINDS`, kept in ``coalmine.runtime.options`` so that checking options loads no backend)
+are held equal to it by a test:
 
 - ``tensorrt``: a TensorRT engine (``tensorrt`` + ``cuda-python``, no torch) built for this GPU
   and TensorRT version and gated against the ONNX model (:mod:`.tensorrt`);
@@ -33,6 +35,7 @@ import numpy as np
 
 from ..bundle import Bundle
 from ..errors import BackendError, CoalmineError, UsageError
+from ..options import BACKENDS, PRECISIONS
 
 log = logging.getLogger("coalmine.runtime.backends")
 
@@ -77,8 +80,6 @@ class Backend(ABC):
         self.close()
 
 
-#: ``--precision`` choices; each names the bundle's ONNX file that ONNX Runtime backends run.
-PRECISIONS = ("auto", "fp32", "fp16", "int8")
 _MODEL_KEYS = {"fp32": "onnx", "fp16": "onnx_fp16", "int8": "onnx_int8"}
 
 
@@ -190,8 +191,9 @@ def _tensorrt_kind() -> BackendKind:
 
 #: The backends, fastest first: the order ``auto`` tries them in.
 REGISTRY: dict[str, BackendKind] = {k.name: k for k in (_tensorrt_kind(), _ort_kind("cuda"), _ort_kind("cpu"))}
-#: ``--backend`` choices.
-KINDS: tuple[str, ...] = ("auto", *REGISTRY)
+#: ``--backend`` choices: RunOptions' list (``coalmine.runtime.options``, which checks option
+#: values without importing the backends); a test holds it equal to ``("auto", *REGISTRY)``.
+KINDS: tuple[str, ...] = BACKENDS
 #: Backends that need a GPU.
 GPU_KINDS: tuple[str, ...] = tuple(k.name for k in REGISTRY.values() if k.on_gpu)
 
