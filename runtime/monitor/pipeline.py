@@ -43,6 +43,7 @@ class SceneTask:
     aois: str | None = None
     aoi_name_field: str | None = None
     s1: str | None = None
+    #: coal-run settings as the ``[run]`` table gives them (checked by ``RunOptions`` at load).
     options: dict[str, Any] = field(default_factory=dict)
     #: "module:function" (or a module-level function) with run_scene's signature.
     runner: Any = DEFAULT_RUNNER
