@@ -558,7 +558,7 @@ def _reported(exc: BaseException) -> BaseException:
 def _visible(res: SceneResult) -> SceneResult | BaseException:
     """Accept a worker's result only when its mask is visible here (shared storage)."""
     mask = Path(res.out_dir) / res.outputs.get("mask", "")
-    if res.outputs.get("mask") and mask.is_file():
+    if res.no_data or (res.outputs.get("mask") and mask.is_file()):  # a no-data scene has no mask
         return res
     return OutputError(
         f"a Dask worker wrote {mask} but this coordinator cannot see it; workers and coordinator need "
