@@ -41,6 +41,7 @@ from .config import MonitorConfig, date_from_name
 from .layout import MonitorLayout
 from .ledger import InputStat, Ledger, fingerprint
 from .legend import MASK_COLORS
+from .models import ModelSet
 from .pipeline import SceneTask
 
 log = logging.getLogger("coalmine.monitor")
@@ -108,8 +109,10 @@ def settings(cfg: MonitorConfig, grid: Grid) -> dict[str, Any]:
 
 
 def plan_years(cfg: MonitorConfig, led: Ledger, layout: MonitorLayout, specs: list[SceneSpec], bundle_id: str,
-               retry_failed: bool) -> tuple[list[tuple[SceneSpec, str, bool, dict[str, Any]]], dict[int, YearInputs], Grid]:
-    """Decide for each year whether this run (re)builds its composite, and why.
+               retry_failed: bool, models: ModelSet,
+               ) -> tuple[list[tuple[SceneSpec, str, bool, dict[str, Any]]], dict[int, YearInputs], Grid]:
+    """Decide for each year whether this run (re)builds its composite, and why (the reasons of a
+    scene, with "inputs changed" for a changed set of acquisitions; see ``scheduler.plan``).
 
     Returns:
         ((spec, reason, process?, ledger row) per year, the inputs of each year, the grid).
@@ -131,6 +134,7 @@ def plan_years(cfg: MonitorConfig, led: Ledger, layout: MonitorLayout, specs: li
             "key": inp.key, "path": str(stack), "s1_path": None, "date": inp.last.isoformat(), "year": y,
             "size": sum(stats[p].size for _, p in files), "mtime_ns": max(stats[p].mtime_ns for _, p in files),
             "nfiles": len(files), "sha256": fp, "bundle_id": bundle_id, "options": options,
+            "model_state": models.state,
         }
         if prev is None:
             reason, process = "new", True
@@ -138,6 +142,10 @@ def plan_years(cfg: MonitorConfig, led: Ledger, layout: MonitorLayout, specs: li
             reason, process = "inputs changed", True
         elif prev["bundle_id"] != bundle_id or prev["options"] != options:
             reason, process = "bundle or run options changed", True
+        elif prev["status"] in ("done", "nodata") and models.change_from(prev["model_state"]):
+            reason, process = str(models.change_from(prev["model_state"])), True
+        elif prev["status"] == "nodata":
+            reason, process = "unchanged", False
         elif prev["status"] == "done":
             outputs = json.loads(prev["outputs"] or "{}")
             mask = layout.path(outputs.get("folder", "")) / outputs.get("mask", "")
@@ -148,7 +156,7 @@ def plan_years(cfg: MonitorConfig, led: Ledger, layout: MonitorLayout, specs: li
             reason, process = "retry after failure", True
         else:
             reason, process = "failed earlier", False
-        fresh = reason in ("new", "inputs changed", "bundle or run options changed")
+        fresh = reason in ("new", "inputs changed", "bundle or run options changed") or reason.startswith("model ")
         row["attempts"] = 0 if fresh or prev is None or retry_failed else prev["attempts"]
         spec = SceneSpec(path=stack, date=inp.last)
         items.append((spec, reason, process, row))
@@ -224,7 +232,8 @@ def run_year_composite(scene: str, bundle: str, out_dir: str | Path, *, composit
 def update_composite_years(cfg: MonitorConfig, led: Ledger, layout: MonitorLayout, keys: set[str],
                            aois: list[Any]) -> list[int]:
     """Register each done year's map as that year's composite mask (``yearly/mask_<year>.tif``), its
-    hectares and what it rests on; years whose record is current are left alone.
+    hectares, model and what it rests on; a year whose composite had no valid pixel (``nodata``)
+    without composite and hectares; years whose record is current are left alone.
 
     Returns:
         The years that have a composite, ascending.
@@ -233,13 +242,21 @@ def update_composite_years(cfg: MonitorConfig, led: Ledger, layout: MonitorLayou
     from ..preprocess.prepare_composite import COMPOSITE_TAG
 
     done = [r for r in led.scenes("done") if r["key"] in keys]
+    empty = [r for r in led.scenes("nodata") if r["key"] in keys]
     existing = {r["year"]: r for r in led.years()}
+    names = [a.name for a in aois]
+    for r in empty:
+        fp = hashlib.sha256(json.dumps(["nodata", RULE, r["sha256"], names]).encode()).hexdigest()
+        old = existing.get(r["year"])
+        if old is None or old["fingerprint"] != fp:
+            areas = {"total": None, "aois": dict.fromkeys(names), "aoi_valid_share": dict.fromkeys(names, 0.0)}
+            led.set_year(r["year"], RULE, fp, 0, None, areas, 0.0, [], observations={"few": False})
     grid = None
     for r in done:
         outputs = json.loads(r["outputs"])
         folder = layout.path(outputs["folder"])
         fp = hashlib.sha256(json.dumps([RULE, r["sha256"], r["bundle_id"], r["options"], r["finished"],
-                                        str(cfg.aoi_name_field)]).encode()).hexdigest()
+                                        r["model_file"], r["model_sha256"], names]).encode()).hexdigest()
         target = layout.yearly_mask(r["year"])
         old = existing.get(r["year"])
         if old is not None and old["fingerprint"] == fp and target.is_file():
@@ -249,9 +266,11 @@ def update_composite_years(cfg: MonitorConfig, led: Ledger, layout: MonitorLayou
         path, valid = _copy_mask(mask, grid, target)
         areas = mask_areas_ha(path, aois)
         obs = _observations(folder, outputs, COMPOSITE_TAG)
+        model = [{"file": r["model_file"], "sha256": r["model_sha256"], "precision": r["precision"],
+                  "backend": r["backend"], "scenes": 1}]
         led.set_year(r["year"], RULE, fp, int(obs.get("s2_acquisitions") or 0), layout.rel(target), areas, valid,
-                     observations=obs)
-    led.drop_years_except({r["year"] for r in done})
+                     model, observations=obs)
+    led.drop_years_except({r["year"] for r in (*done, *empty)})
     return sorted(r["year"] for r in done)
 
 

@@ -13,6 +13,7 @@ Example ``monitor.toml``::
     aoi_name_field = "name"            # attribute holding each area's name
     output = "monitor"                 # ledger, per-scene outputs, composites, reports
     yearly_rule = "max_extent"         # max_extent | median | majority | latest
+    min_valid_share = 0.5              # below this observed share a year/AOI/scene has no figure
     compositing = "mask"               # "input": one composite per year, mapped once (below)
 
     [composite]                        # with compositing = "input" (all keys optional)
@@ -91,7 +92,8 @@ CLUSTER_OPTIONS: dict[str, tuple[type, ...]] = {
 
 _TOP_KEYS = {
     "title", "bundle", "aois", "aoi_name_field", "output", "ledger", "yearly_rule",
-    "max_attempts", "run", "scenes", "search", "cluster", "source", "compositing", "composite",
+    "max_attempts", "run", "scenes", "search", "cluster", "source", "min_valid_share", "compositing",
+    "composite",
 }
 _SCENE_KEYS = ("path", "date", "s1")
 _SEARCH_KEYS = {
@@ -139,6 +141,8 @@ class MonitorConfig:
     ledger: Path | None = None
     yearly_rule: str = "max_extent"
     max_attempts: int = 3
+    #: A figure (a scene, a year, an AOI in either) whose valid share is below this is "no data".
+    min_valid_share: float = 0.5
     #: The ``[run]`` table as written (validated by :class:`RunOptions`): passed to
     #: ``run_scene`` for every scene and recorded in the ledger.
     run: dict[str, Any] = field(default_factory=dict)
@@ -204,6 +208,11 @@ def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
     if max_attempts < 1:
         raise ConfigError(f"{src}: max_attempts must be at least 1, got {max_attempts}")
 
+    min_valid = float(typed(raw, "min_valid_share", float, src, default=MonitorConfig.min_valid_share))
+    if not 0.0 < min_valid <= 1.0:
+        raise ConfigError(f"{src}: min_valid_share must lie in (0, 1] (the share of an area that must be "
+                          f"observed for its hectares to count), got {min_valid}")
+
     run = _run_table(raw, src, bundle)
     cluster = _options_table(raw, "cluster", CLUSTER_OPTIONS, src)
     compositing, composite = _compositing(raw, src)
@@ -229,6 +238,7 @@ def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
         ledger=ledger,
         yearly_rule=rule,
         max_attempts=max_attempts,
+        min_valid_share=min_valid,
         run=dict(run),
         scenes=scenes,
         searches=searches,
@@ -389,7 +399,8 @@ def _run_table(raw: dict[str, Any], src: Path, bundle: Path) -> dict[str, Any]:
     except BundleError:
         return dict(table)
     try:
-        opts.resolve(b.tile_size, b.overlap, b.threshold, b.model.size_multiple)
+        opts.resolve(b.tile_size, b.overlap, b.threshold, b.model.size_multiple,
+                     engine_tile=b.engine_profile.get("tile"))
     except OptionError as exc:
         raise exc.in_config(src, "run") from None
     return dict(table)

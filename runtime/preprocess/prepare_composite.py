@@ -40,7 +40,7 @@ from rasterio.windows import Window
 from .._io import atomic_output, ensure_output_dir, temp_path
 from ..bands import BAND_NAMES
 from ..bundle import Preprocessing
-from ..errors import CoalmineError, InputError, OutputError, UsageError
+from ..errors import CoalmineError, NoValidDataError, OutputError, UsageError
 from ..raster import Grid, to_cog
 from .acquisitions import Period
 from .composite import (
@@ -219,7 +219,7 @@ def prepare_composite(
                 try:
                     stats = _write(src, target, qraw, windows, progress, qpath.name)
                     if stats["valid"] == 0:
-                        raise InputError(_no_valid_message(src))
+                        raise NoValidDataError(_no_valid_message(src))
                     t = time.perf_counter()
                     if cog:
                         to_cog(target, tmp, nodata=float("nan"), predictor=3, blocksize=TILE,
