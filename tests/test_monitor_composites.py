@@ -70,8 +70,10 @@ def _project(root: Path, acquisitions: Path, config: str = CONFIG) -> Path:
 
 
 def _run(root: Path) -> tuple[int, str]:
+    """Exit code and the status line (the last line on stderr)."""
     res = CliRunner().invoke(main, [str(root / "monitor.toml"), "-q"])
-    return res.exit_code, res.output
+    lines = res.stderr.strip().splitlines()
+    return res.exit_code, lines[-1] if lines else res.output
 
 
 def _years(root: Path) -> dict[int, dict]:
