@@ -131,3 +131,19 @@ def test_bundle_with_a_text_window_gives_one_line_on_raw_input(bundle, tmp_path)
                                       "-o", str(tmp_path / "out"), "-q"])
     assert r.exit_code == 1
     assert "preprocessing.glcm.window = 'nine' must be a whole number" in _one_line(r.stderr)
+
+
+# -- Sentinel-1 units: both contradictions are refused ----------------------------------------------
+
+def test_linear_data_declared_db_is_refused_like_the_reverse(tmp_path):
+    from coalmine.train.synth import make_scene
+
+    sc = make_scene(tmp_path / "raw", 2019, seed=2, size=64)     # its Sentinel-1 is linear power
+    b = make_tiny_bundle(tmp_path / "bundle", kind="linear", tile=64, overlap=16)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(run_main, [str(sc.s2_dir), "--s1", str(sc.s1_path), "-b", str(b.path),
+                                      "-o", str(out), "-q", "--s1-units", "db"])
+    assert r.exit_code == 1
+    line = _one_line(r.stderr)
+    assert "was declared dB" in line and "linear power, not dB" in line and "--s1-units linear" in line
+    assert not out.exists() or not os.listdir(out)
