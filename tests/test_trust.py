@@ -147,3 +147,60 @@ def test_linear_data_declared_db_is_refused_like_the_reverse(tmp_path):
     line = _one_line(r.stderr)
     assert "was declared dB" in line and "linear power, not dB" in line and "--s1-units linear" in line
     assert not out.exists() or not os.listdir(out)
+
+
+# -- AOI names: every area keeps its own row --------------------------------------------------------
+
+def _square(x0, y0, d=0.001):
+    return {"type": "Polygon", "coordinates": [[[x0, y0], [x0 + d, y0], [x0 + d, y0 + d], [x0, y0 + d], [x0, y0]]]}
+
+
+def test_duplicate_aoi_names_are_refused_naming_both_features(tmp_path):
+    from coalmine.runtime.aoi import read_aois
+    from coalmine.runtime.errors import InputError
+    from factories import write_vector
+
+    p = write_vector(tmp_path / "a.geojson", [({"name": "A"}, _square(115.0, -2.9)),
+                                              ({"name": "A#2"}, _square(115.01, -2.9)),
+                                              ({"name": "A"}, _square(115.02, -2.9))])
+    with pytest.raises(InputError, match=r"feature 1 and feature 3 are both named 'A'; every area needs its own "
+                                         r"name .* \(--aoi-name-field"):
+        read_aois(p)
+    # unique under another attribute: accepted, one area per feature
+    q = write_vector(tmp_path / "b.geojson", [({"name": "A", "code": "a1"}, _square(115.0, -2.9)),
+                                              ({"name": "A", "code": "a2"}, _square(115.01, -2.9))])
+    assert [a.name for a in read_aois(q, name_field="code")] == ["a1", "a2"]
+
+
+def test_coal_run_refuses_duplicate_aoi_names_before_mapping(bundle, scene, tmp_path):
+    from factories import write_vector
+
+    p = write_vector(tmp_path / "dup.geojson", [({"name": "A"}, _square(115.0, -2.9)),
+                                                ({"name": "A"}, _square(115.01, -2.9))])
+    out = tmp_path / "out"
+    r = CliRunner().invoke(run_main, [str(scene), "-b", str(bundle.path), "-o", str(out), "--aoi", str(p), "-q"])
+    assert r.exit_code == 1
+    assert "are both named 'A'" in _one_line(r.stderr) and "dup.geojson" in r.stderr
+    assert not out.exists() or not os.listdir(out)
+
+
+# -- exit codes: a path the monitor configuration names that does not exist is a configuration error -
+
+@pytest.mark.parametrize("missing,msg", [
+    ("bundle", "bundle folder"), ("aois", "AOI file"), ("scene", "scenes[0].path"),
+])
+def test_monitor_config_naming_a_missing_file_exits_2(bundle, scene, tmp_path, missing, msg):
+    from coalmine.runtime.cli.monitor import main as monitor_main
+    from factories import write_vector
+
+    aois = write_vector(tmp_path / "aois.geojson", [({"name": "A"}, _square(115.0, -2.9))])
+    paths = {"bundle": bundle.path, "aois": aois, "scene": scene}
+    paths[missing] = tmp_path / "gone"
+    cfg = tmp_path / "monitor.toml"
+    cfg.write_text(f'bundle = "{paths["bundle"]}"\naois = "{paths["aois"]}"\noutput = "{tmp_path / "out"}"\n'
+                   f'[[scenes]]\npath = "{paths["scene"]}"\ndate = 2020-07-01\n')
+    r = CliRunner().invoke(monitor_main, [str(cfg)])
+    assert r.exit_code == 2
+    line = _one_line(r.stderr)
+    assert msg in line and "does not exist" in line and str(cfg) in line
+    assert not (tmp_path / "out").exists()
