@@ -451,7 +451,7 @@ def test_cli_exports_fp32_and_says_engine_skipped(bundle_dir: Path, monkeypatch:
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["--tile", "100"], 2, "--tile 100 is not a positive multiple of 32 (the U-Net halves the size 5 times); use 96 or 128"),
+        (["--tile", "100"], 2, "--tile 100 is not a positive multiple of 32 (the model's encoder halves the size 5 times); use 96 or 128"),
         (["--workspace", "lots"], 2, "--workspace 'lots' is not a size; give a number with an optional unit, e.g. 1GiB"),
         (["--workspace", "1KiB"], 2, "--workspace '1KiB' is 1024 bytes; it must lie between 16MiB and 64GiB (about"),
         (["--max-batch", "0"], 2, "--max-batch 0 must be between 1 and 1024"),

@@ -129,6 +129,26 @@ def test_evaluate_whole_held_out_scene_through_the_cli(trained, series, tmp_path
     assert np.asarray(tot["confusion_matrix"]).sum() == tot["pixels"]
 
 
+def test_evaluate_and_coal_run_refuse_a_stack_with_other_speckle_filtering_alike(trained, tmp_path) -> None:
+    # One check for both commands: a stack made without the bundle's speckle filter is refused
+    # by evaluate as by coal-run, with the same message.
+    from dataclasses import replace
+
+    from coalmine.runtime.run import run_scene
+    from factories import make_stack, write_stack
+
+    b = load_bundle(trained)
+    prep = replace(b.preprocessing, s1=replace(b.preprocessing.s1, speckle_filter="none"))
+    stack = write_stack(tmp_path / "nolee.tif", make_stack(64, 64), preprocessing=prep)
+    with pytest.raises(InputError) as e_eval:
+        evaluate(trained, [SceneSpec(stack, tmp_path / "labels.tif")], device="cpu", progress=False)
+    with pytest.raises(InputError) as e_run:
+        run_scene(stack, trained, tmp_path / "o", progress=False)
+    assert str(e_eval.value) == str(e_run.value)
+    assert "speckle filter none (bundle: lee/5)" in str(e_eval.value)
+    assert "coal-prepare --glcm-edges" in str(e_eval.value)
+
+
 def test_evaluate_without_scenes_refused(trained) -> None:
     with pytest.raises(UsageError, match="no scene to evaluate"):
         evaluate(trained, [], progress=False)

@@ -63,7 +63,7 @@ def test_scene_without_labels_refused(tmp_path) -> None:
 def test_wrong_types_and_values_refused(tmp_path) -> None:
     with pytest.raises(ConfigError, match="'epochs' must be an integer, got '5'"):
         load_config(_write(tmp_path, 'epochs = "5"\n'))
-    with pytest.raises(ConfigError, match="setting 'tile' = 100 is invalid: use a positive multiple of 32"):
+    with pytest.raises(ConfigError, match=r"setting 'tile' = 100 is not a positive multiple of 32 \(.*\); use 96 or 128"):
         load_config(_write(tmp_path, "tile = 100\n"))
     with pytest.raises(ConfigError, match="'threshold' must be a number or \"tune\""):
         load_config(_write(tmp_path, "threshold = true\n"))

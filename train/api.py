@@ -47,7 +47,6 @@ from coalmine.runtime.bands import BAND_NAMES, S1_BAND
 from coalmine.runtime.bundle import (
     MODEL_FILES,
     Bundle,
-    ModelSpec,
     Normalization,
     Preprocessing,
     load_bundle,
@@ -313,7 +312,7 @@ def train(
         tune_threshold,
         write_log_csv,
     )
-    from .model import build_model, save_model
+    from .model import build_model, model_spec, save_model
 
     cfg = config.validate()
     out = Path(out_dir)
@@ -335,7 +334,7 @@ def train(
         )
     mean, std = normalization_stats(ps.x, tr)
     norm = Normalization(mean=mean, std=std)
-    spec = ModelSpec(in_channels=len(BAND_NAMES))
+    spec = model_spec(len(BAND_NAMES))
     settings = {k: v for k, v in config_to_dict(cfg).items() if k not in ("cache_dir", "scenes")}
     run_key = hashlib.sha256(json.dumps([ps.meta["key"], settings], sort_keys=True, default=str).encode()).hexdigest()
     fitres = fit(ps.x, ps.y, tr, va, norm, cfg, work, spec=spec, run_key=run_key, resume=resume,
@@ -456,6 +455,7 @@ def evaluate(
         BundleError: unusable bundle; InputError: scene/labels problems; UsageError: no scene.
     """
     import torch
+    from coalmine.runtime.preprocess.stack import check_preprocessing
     from coalmine.runtime.tiling import block_grid, predict_block, weight_window
     from tqdm import tqdm
 
@@ -479,8 +479,7 @@ def evaluate(
     for spec in scenes:
         _check_stack_bands(spec)
         with contextlib.closing(_open(spec, b.preprocessing)) as src:
-            if spec.s1 is None:
-                src.check_preprocessing(b.preprocessing, f"bundle {b.path}")
+            check_preprocessing(src, b)
             geo = _geo(src)
             lab = labels_on_grid(spec.labels, geo, scene_name=str(spec.scene), label_field=spec.label_field)
             cm = np.zeros((2, 2), dtype=np.int64)

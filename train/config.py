@@ -27,7 +27,9 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from coalmine.runtime.bundle import ModelSpec
 from coalmine.runtime.errors import ConfigError, InputNotFoundError
+from coalmine.runtime.tiling import tile_size_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -131,8 +133,9 @@ class TrainConfig:
         def bad(key: str, want: str) -> ConfigError:
             return ConfigError(f"setting '{key}' = {getattr(self, key)!r} is invalid: {want}")
 
-        if self.tile <= 0 or self.tile % 32:
-            raise bad("tile", "use a positive multiple of 32 (the U-Net needs it), e.g. 128")
+        problem = tile_size_problem(self.tile, ModelSpec().size_multiple)
+        if problem:
+            raise ConfigError(f"setting 'tile' = {self.tile} {problem}")
         if self.stride is not None and self.stride <= 0:
             raise bad("stride", "use a positive number of pixels")
         for k in ("min_mine_fraction", "max_nodata"):

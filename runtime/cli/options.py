@@ -30,6 +30,31 @@ quiet_opt = click.option(
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
 
 
+def _input_option_list() -> list[Callable[[F], F]]:
+    from ..options import S1_UNITS, InputOptions
+
+    d = InputOptions()
+    return [
+        click.option("--s2-offset", type=float, default=d.s2_offset,
+                     help="Sentinel-2 DN offset (BOA_ADD_OFFSET, e.g. -1000) of raw input; default: from "
+                          "the product metadata, else guessed from the date with a warning."),
+        click.option("--s1-units", type=click.Choice(S1_UNITS), default=d.s1_units,
+                     help="Units of the Sentinel-1 values of raw input."),
+        click.option("--scl", type=str, default=d.scl,
+                     help="Sentinel-2 SCL raster masking cloud, shadow, cirrus and no-data pixels of raw "
+                          "input ('auto': the SCL file beside the Sentinel-2 bands)."),
+    ]
+
+
+def input_options(fn: F) -> F:
+    """Add the options that describe raw inputs (``--s2-offset``, ``--s1-units``, ``--scl``): one
+    declaration for coal-prepare, coal-run and coal-train, read into
+    :class:`~coalmine.runtime.options.InputOptions` (the monitor's ``[run]`` table has the same keys)."""
+    for opt in reversed(_input_option_list()):
+        fn = opt(fn)
+    return fn
+
+
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     """Log to stderr: WARNING when quiet, INFO by default, DEBUG with -v."""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)

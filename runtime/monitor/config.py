@@ -14,9 +14,10 @@ Example ``monitor.toml``::
     output = "monitor"                 # ledger, per-scene outputs, composites, reports
     yearly_rule = "max_extent"         # max_extent | median | majority | latest
 
-    [run]                              # passed to coal-run for every scene
+    [run]                              # coal-run's settings for every scene (RunOptions)
     backend = "auto"
     threshold = 0.5
+    s2_offset = -1000                  # input settings too: s2_offset, s1_units, scl
 
     [[scenes]]                         # one explicit scene
     path = "s2/S2A_20160714_T50MKB"    # a stack, a folder of band files or a SAFE folder
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, InputNotFoundError
+from ..options import RunOptions
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -55,17 +57,8 @@ else:  # Python 3.10: the same parser, published as tomli
 #: Rules that turn several scenes of one year into the yearly mask (see ``yearly.py``).
 YEARLY_RULES = ("max_extent", "median", "majority", "latest")
 
-#: Options of ``[run]`` and the type each must have; they are passed to ``run_scene``.
-RUN_OPTIONS: dict[str, tuple[type, ...]] = {
-    "backend": (str,),
-    "precision": (str,),
-    "tile": (int,),
-    "overlap": (int,),
-    "batch_size": (int, str),
-    "gpu_mem_gb": (int, float),
-    "threshold": (int, float),
-    "min_area_ha": (int, float),
-}
+#: Settings of coal-run that ``[run]`` may not hold: the monitor sets them for every scene.
+MONITOR_SETS_RUN: frozenset[str] = frozenset({"prefix", "progress", "aoi_name_field"})
 
 #: Options of ``[cluster]`` (issue 8: scenes as Dask tasks, see ``cluster.py``) and their types.
 CLUSTER_OPTIONS: dict[str, tuple[type, ...]] = {
@@ -145,6 +138,8 @@ class MonitorConfig:
     ledger: Path | None = None
     yearly_rule: str = "max_extent"
     max_attempts: int = 3
+    #: The ``[run]`` table as written (validated by :class:`RunOptions`): passed to
+    #: ``run_scene`` for every scene and recorded in the ledger.
     run: dict[str, Any] = field(default_factory=dict)
     scenes: tuple[SceneSpec, ...] = ()
     searches: tuple[SearchSpec, ...] = ()
@@ -154,6 +149,11 @@ class MonitorConfig:
     @property
     def ledger_path(self) -> Path:
         return self.ledger or self.output / "ledger.sqlite"
+
+    @property
+    def run_options(self) -> RunOptions:
+        """The ``[run]`` settings with coal-run's defaults for the others."""
+        return RunOptions.build(**self.run)
 
 
 def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
@@ -203,7 +203,7 @@ def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
     if max_attempts < 1:
         raise ConfigError(f"{src}: max_attempts must be at least 1, got {max_attempts}")
 
-    run = _options_table(raw, "run", RUN_OPTIONS, src)
+    run = _run_table(raw, src, bundle)
     cluster = _options_table(raw, "cluster", CLUSTER_OPTIONS, src)
 
     scenes = tuple(_scene(i, s, base, src) for i, s in enumerate(_tables(raw, "scenes", src)))
@@ -342,6 +342,29 @@ def date_from_name(name: str, pattern: re.Pattern[str]) -> dt.date | None:
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+def _run_table(raw: dict[str, Any], src: Path, bundle: Path) -> dict[str, Any]:
+    """``[run]``, checked by the rules of :class:`RunOptions` at load: those that need no
+    bundle, then (when the bundle loads; a broken one is refused when the run starts) the tile
+    divisor and overlap of its model. Raises ConfigError naming the file and ``run.key``."""
+    from ..bundle import load_bundle
+    from ..errors import BundleError
+    from ..options import OptionError
+
+    table = raw.get("run", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{src}: 'run' must be a table ([run]), got {type(table).__name__}")
+    opts = RunOptions.from_table(table, src, "run", exclude=MONITOR_SETS_RUN)
+    try:
+        b = load_bundle(bundle)
+    except BundleError:
+        return dict(table)
+    try:
+        opts.resolve(b.tile_size, b.overlap, b.threshold, b.model.size_multiple)
+    except OptionError as exc:
+        raise exc.in_config(src, "run") from None
+    return dict(table)
 
 
 def _options_table(raw: dict[str, Any], name: str, options: dict[str, tuple[type, ...]], src: Any) -> dict[str, Any]:
