@@ -402,3 +402,6 @@ def test_product_detection(product, tmp_path) -> None:  # noqa: ANN001
     tif = tmp_path / "vv_db.tif"
     tif.write_bytes(b"II*\x00")
     assert not looks_like_s1_product(tif)
+    named = tmp_path / f"{SAFE_NAME}_VV.tif"  # an export named after its product
+    named.write_bytes(b"II*\x00")
+    assert not looks_like_s1_product(named)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,11 @@ def main() -> None:
               help="A held-out test scene (never trained on); repeatable.")
 @click.option("--test-s1", "test_s1s", multiple=True, metavar="PATH", help="Sentinel-1 per raw --test-scene.")
 @click.option("--test-labels", "test_labels", multiple=True, metavar="PATH", help="Labels per --test-scene.")
+@click.option("--dem", type=click.Path(path_type=Path), default=None,
+              help="DEM for terrain correction of the Sentinel-1 GRD products given with --s1/--test-s1 "
+                   "(any CRS, covering every scene).  [default: the products' geolocation-grid heights]")
+@click.option("--orbit", type=click.Path(path_type=Path), default=None,
+              help="Sentinel-1 orbit file (.EOF), or a folder of them, for the GRD products.")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Bundle folder to write (work files go to OUT.work beside it).")
 @click.option("--epochs", type=int, default=None, help="Most epochs  [config or 200]")
@@ -114,7 +120,7 @@ def main() -> None:
 @handle_errors(PROG)
 def train_cmd(config: Path | None, scenes: tuple[str, ...], s1s: tuple[str, ...], labels: tuple[str, ...],
               test_scenes: tuple[str, ...], test_s1s: tuple[str, ...], test_labels: tuple[str, ...],
-              out: Path, no_amp: bool, resume: bool, overwrite: bool, verbose: int, quiet: bool,
+              dem: Path | None, orbit: Path | None, out: Path, no_amp: bool, resume: bool, overwrite: bool, verbose: int, quiet: bool,
               **settings: Any) -> None:
     """Train a bundle from CONFIG (TOML) and/or --scene/--labels pairs."""
     setup_logging(verbose, quiet)
@@ -122,8 +128,10 @@ def train_cmd(config: Path | None, scenes: tuple[str, ...], s1s: tuple[str, ...]
     from .config import TrainConfig, load_config, with_overrides
 
     cfg = load_config(config) if config else TrainConfig()
-    specs = list(cfg.scenes) + _scenes(scenes, s1s, labels, "train", "--scene")
-    specs += _scenes(test_scenes, test_s1s, test_labels, "test", "--test-scene")
+    given = _scenes(scenes, s1s, labels, "train", "--scene")
+    given += _scenes(test_scenes, test_s1s, test_labels, "test", "--test-scene")
+    given = [replace(s, dem=dem, orbit=orbit) if s.s1 is not None else s for s in given]
+    specs = list(cfg.scenes) + given
     thr = settings.pop("threshold")
     if thr is not None and thr != "tune":
         try:

@@ -12,7 +12,8 @@ A config file has top-level training settings and one ``[[scene]]`` table per sc
 
     [[scene]]
     scene = "raw/S2_2020/"                # raw Sentinel-2 (folder, multi-band GeoTIFF or SAFE) ...
-    s1 = "raw/S1_2020_vv.tif"             # ... with its Sentinel-1 sigma0 VV
+    s1 = "raw/S1A_IW_GRDH_1SDV_2020….zip"  # ... with its Sentinel-1: a GRD product or a sigma0 raster
+    dem = "dem/copernicus_30m.vrt"        # optional: terrain correction of a GRD product
     labels = "labels/mines_2020.tif"
     split = "test"                        # optional: a held-out test scene, never trained on
 
@@ -53,6 +54,10 @@ class SceneSpec:
     split: str = "train"
     #: Attribute of vector labels holding the class (0/1); None: every polygon is mine.
     label_field: str | None = None
+    #: DEM for terrain correction when ``s1`` is a GRD product (SAFE folder, zip, COG-SAFE).
+    dem: Path | None = None
+    #: Orbit file (.EOF), or a folder of them, for a GRD ``s1``.
+    orbit: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -242,6 +247,8 @@ def _scene_from_table(t: Any, base: Path, where: str) -> SceneSpec:
         s1=path("s1"),
         split=t.get("split", "train"),
         label_field=t.get("label_field"),
+        dem=path("dem"),
+        orbit=path("orbit"),
     )
 
 

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import click
 
-from .options import CONTEXT_SETTINGS, handle_errors, quiet_opt, setup_logging, verbose_opt
+from .options import (
+    CONTEXT_SETTINGS,
+    handle_errors,
+    input_options,
+    quiet_opt,
+    setup_logging,
+    verbose_opt,
+)
 
 
 def _prep_from_file(path: Path):  # noqa: ANN202 - returns (GlcmParams, Preprocessing | None)
@@ -49,14 +56,12 @@ def _prep_from_file(path: Path):  # noqa: ANN202 - returns (GlcmParams, Preproce
               help="Sentinel-2 L2A: multi-band GeoTIFF with band descriptions, folder of "
                    "B02..B12 band files (JP2/GeoTIFF), or SAFE folder.")
 @click.option("--s1", "s1", required=True, type=click.Path(path_type=Path),
-              help="Sentinel-1 VV sigma0 raster (linear power or dB; geotransform or GCPs).")
+              help="Sentinel-1 VV: a GRD product as downloaded (S1?_IW_GRDH_….SAFE folder, its .zip, "
+                   "or the COG-SAFE variant), or a calibrated sigma0 raster (linear power or dB; "
+                   "geotransform or GCPs).")
 @click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
               help="Output stack GeoTIFF (23 float32 bands).")
-@click.option("--s2-offset", type=float, default=None,
-              help="Sentinel-2 DN offset (BOA_ADD_OFFSET, e.g. -1000); default: from the "
-                   "product metadata, else guessed from the date with a warning.")
-@click.option("--s1-units", type=click.Choice(["auto", "linear", "db"]), default="auto",
-              help="Units of the Sentinel-1 values.")
+@input_options
 @click.option("--speckle", type=click.Choice(["lee", "none"]), default="lee",
               help="Speckle filter ('none' for input that is already filtered).")
 @click.option("--speckle-window", type=int, default=5, help="Lee filter window (odd).")
@@ -66,9 +71,6 @@ def _prep_from_file(path: Path):  # noqa: ANN202 - returns (GlcmParams, Preproce
                    "of dB thresholds.  [default: equal width over --db-range]")
 @click.option("--db-range", type=(float, float), default=None,
               help="dB range for equal-width GLCM edges.  [default: -25 5]")
-@click.option("--scl", type=str, default=None,
-              help="Sentinel-2 SCL raster to mask cloud, shadow, cirrus and no-data pixels "
-                   "('auto': the SCL file in the --s2 folder).")
 @click.option("--block", type=int, default=1024,
               help="Block size in pixels; memory grows with its square, not with the scene.")
 @click.option("--cog", is_flag=True, default=False, help="Write a Cloud-Optimised GeoTIFF.")
@@ -79,11 +81,11 @@ def _prep_from_file(path: Path):  # noqa: ANN202 - returns (GlcmParams, Preproce
 @handle_errors("coal-prepare")
 def main(s2: Path, s1: Path, out: Path, s2_offset: float | None, s1_units: str, speckle: str,
          speckle_window: int, glcm_edges: Path | None, db_range: tuple[float, float] | None,
-         scl: str | None, block: int, cog: bool, timings: Path | None, quiet: bool,
-         verbose: int) -> None:
+         scl: str | None, dem: str | None, orbit: str | None, block: int, cog: bool,
+         timings: Path | None, quiet: bool, verbose: int) -> None:
     """Build the 23-band stack (S2 bands, indices, VV dB, 10 GLCM textures) of one scene.
 
-    Example: coal-prepare --s2 S2B_MSIL2A_20210704.SAFE --s1 vv_db.tif -o scene.tif
+    Example: coal-prepare --s2 S2B_MSIL2A_20210704.SAFE --s1 S1A_IW_GRDH_1SDV_….zip --dem dem.tif -o scene.tif
     """
     setup_logging(verbose, quiet)
     from ..bundle import GlcmParams, Preprocessing, S1Params
@@ -120,7 +122,7 @@ def main(s2: Path, s1: Path, out: Path, s2_offset: float | None, s1_units: str, 
         )
     t: dict[str, object] = {}
     path = prepare_scene(s2, s1, out, prep, s2_offset=s2_offset, s1_units=s1_units, scl=scl,
-                         block=block, cog=cog, progress=not quiet, timings=t)
+                         dem=dem, orbit=orbit, block=block, cog=cog, progress=not quiet, timings=t)
     if timings is not None:
         timings.write_text(json.dumps(t, indent=2) + "\n", encoding="utf-8")
     click.echo(str(path))

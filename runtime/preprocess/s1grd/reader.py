@@ -141,6 +141,9 @@ class GrdReader:
         }
         if self.dem is not None:
             self.record.update(self.dem.record())
+        #: How this VV was made (recorded in the stack's preprocessing, compared with bundles').
+        self.made = {"source": "grd", "radiometry": "sigma0",
+                     "terrain": "dem" if self.dem is not None else "none"}
         log.info("Sentinel-1 %s (%s, IPF %.2f): %s; %s; orbit from %s", p.name, p.form, p.ipf,
                  self.record["s1_noise_removal"], self.record["s1_geocoding"], self.orbit.source)
 
