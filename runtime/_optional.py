@@ -26,6 +26,9 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "cuda.cudart": ("cuda-python", "tensorrt"),
     "distributed": ("distributed", "cluster"),
     "segmentation_models_pytorch": ("segmentation-models-pytorch", "train"),
+    "pystac_client": ("pystac-client", "fetch"),
+    "planetary_computer": ("planetary-computer", "fetch"),
+    "shapely": ("shapely", "fetch"),
 }
 
 #: Other ways to the same package, named after the extra's own hint.

@@ -24,8 +24,9 @@ import json
 import logging
 import math
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import rasterio
@@ -68,6 +69,20 @@ def mask_from_prob(q: np.ndarray, threshold: float) -> np.ndarray:
     m = (q >= mask_level(threshold)).astype(np.uint8)
     m[q == NODATA] = NODATA
     return m
+
+
+def write_feature_collection(f: TextIO, features: Iterable[dict[str, Any]], **members: Any) -> None:
+    """Stream a GeoJSON FeatureCollection to ``f``, one feature in memory at a time.
+
+    The collection's members (``name``...) and each feature are serialised by :mod:`json`;
+    the features go between the brackets of the ``features`` member that json wrote for a
+    placeholder, one per line.
+    """
+    head, tail = json.dumps({"type": "FeatureCollection", **members, "features": [0]}).rsplit("[0]", 1)
+    f.write(head + "[\n")
+    for i, feat in enumerate(features):
+        f.write(("" if i == 0 else ",\n") + json.dumps(feat, separators=(",", ":"), allow_nan=False))
+    f.write("\n]" + tail + "\n")
 
 
 class OutputSet:
@@ -167,9 +182,8 @@ class OutputSet:
         mask_path = mask_path or self.stage["mines"]
         kept = dropped = 0
         total = 0.0
-        with rasterio.open(mask_path) as ds, open(self.tmp["mines"], "w", encoding="utf-8") as f:
-            f.write('{"type": "FeatureCollection", "name": ' + json.dumps(self.prefix + "_mines")
-                    + ', "features": [\n')
+        def features() -> Iterator[dict[str, Any]]:
+            nonlocal kept, dropped, total
             band = rasterio.band(ds, 1)
             for geom, value in shapes(band, mask=band, connectivity=4, transform=ds.transform):
                 if int(value) != 1:
@@ -181,10 +195,11 @@ class OutputSet:
                     continue
                 kept += 1
                 total += area
-                feat = {"type": "Feature", "id": kept, "properties": {"id": kept, "area_ha": round(area, 4)},
-                        "geometry": g}
-                f.write(("" if kept == 1 else ",\n") + json.dumps(feat, separators=(",", ":")))
-            f.write("\n]}\n")
+                yield {"type": "Feature", "id": kept, "properties": {"id": kept, "area_ha": round(area, 4)},
+                       "geometry": g}
+
+        with rasterio.open(mask_path) as ds, open(self.tmp["mines"], "w", encoding="utf-8") as f:
+            write_feature_collection(f, features(), name=self.prefix + "_mines")
         return {"polygons": kept, "dropped_below_mmu": dropped, "area_ha": total}
 
     def write_summary(self, summary: dict[str, Any]) -> None:

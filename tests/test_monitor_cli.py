@@ -22,7 +22,14 @@ from click.testing import CliRunner
 from coalmine.runtime.cli.monitor import main
 from coalmine.runtime.monitor import RunLock
 from factories import make_tiny_bundle
-from test_monitor_data import PX_HA, expected_ha, synth_config, write_aois
+from test_monitor_data import (
+    PX_HA,
+    expected_ha,
+    ledger_state,
+    report_tables,
+    synth_config,
+    write_aois,
+)
 
 CONFIG = synth_config()
 
@@ -58,22 +65,7 @@ def _csv(path):
 
 def _state(root: Path):
     """Ledger and report content that must not depend on how the runs went (no timings)."""
-    con = sqlite3.connect(root / "out" / "ledger.sqlite")
-    rel = str(root)
-    # the output folder name carries a hash of the absolute input path: compare file names only
-    scenes = [(k.replace(rel, ""), st, sha, s1sha, round(ha, 6),
-               sorted((k2, v) for k2, v in json.loads(outs).items() if k2 != "folder"))
-              for k, st, sha, s1sha, ha, outs in con.execute(
-                  "SELECT key, status, sha256, s1_sha256, total_ha, outputs FROM scenes ORDER BY key")]
-    areas = [(k.replace(rel, ""), a, round(h, 6)) for k, a, h in con.execute(
-        "SELECT key, aoi, hectares FROM scene_areas ORDER BY key, aoi")]
-    years = con.execute("SELECT year, n_scenes, round(total_ha, 6) FROM years ORDER BY year").fetchall()
-    yareas = con.execute("SELECT year, aoi, round(hectares, 6) FROM year_areas ORDER BY year, aoi").fetchall()
-    changes = con.execute("SELECT from_year, to_year, stats FROM changes ORDER BY from_year").fetchall()
-    con.close()
-    reports = {n: (root / "out" / "reports" / n).read_text()
-               for n in ("yearly_areas.csv", "changes.csv", "change_maps.csv")}
-    return scenes, areas, years, yareas, changes, reports
+    return ledger_state(root), report_tables(root, ("yearly_areas.csv", "changes.csv", "change_maps.csv"))
 
 
 def test_cli_runs_then_does_nothing(project):

@@ -23,7 +23,7 @@ RANKS = {
     "scheduler": 4,
     "yearly": 3, "change": 3, "reports": 3, "cluster": 3,
     "pipeline": 2, "legend": 2,
-    "layout": 1, "ledger": 1, "config": 1, "_raster": 1,
+    "layout": 1, "ledger": 1, "config": 1,
 }
 
 

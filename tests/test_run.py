@@ -280,7 +280,8 @@ def test_refuses_unreadable_scene(tmp_path, linear_bundle):
 def test_refuses_bad_aoi(tmp_path, good_scene, linear_bundle):
     aoi = tmp_path / "a.geojson"
     aoi.write_text("{")
-    _refused(tmp_path, InputError, "is not valid GeoJSON", scene=good_scene, bundle=linear_bundle, aoi=aoi)
+    _refused(tmp_path, InputError, "a.geojson is not a vector file GDAL can read", scene=good_scene,
+             bundle=linear_bundle, aoi=aoi)
 
 
 def test_refuses_unwritable_output(tmp_path, good_scene, linear_bundle):

@@ -82,7 +82,7 @@ def main() -> None:
               help="23-band stack, or raw Sentinel-2 (with --s1); repeat for more scenes.")
 @click.option("--s1", "s1s", multiple=True, metavar="PATH", help="Sentinel-1 VV sigma0 per raw --scene, same order.")
 @click.option("--labels", "labels", multiple=True, metavar="PATH",
-              help="Labels per --scene: raster (0/1, any grid) or mine polygons (GeoJSON/GeoPackage).")
+              help="Labels per --scene: raster (0/1, any grid) or mine polygons (GeoJSON, GeoPackage, Shapefile…).")
 @click.option("--test-scene", "test_scenes", multiple=True, metavar="PATH",
               help="A held-out test scene (never trained on); repeatable.")
 @click.option("--test-s1", "test_s1s", multiple=True, metavar="PATH", help="Sentinel-1 per raw --test-scene.")

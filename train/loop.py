@@ -17,8 +17,6 @@ validation kappa; the weights of the best epoch are the result.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import time
@@ -30,9 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from coalmine.runtime._io import atomic_output, atomic_write_text
+from coalmine.runtime._io import atomic_output
 from coalmine.runtime.bundle import ModelSpec, Normalization
 from coalmine.runtime.errors import InputError, UsageError
+from coalmine.runtime.tables import write_csv
 
 from .config import TrainConfig
 from .metrics import accuracy_report, kappa_from_counts
@@ -219,13 +218,8 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def write_log_csv(path: Path, history: list[dict[str, float]]) -> None:
-    """Write the per-epoch history as CSV (temp file + rename)."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for row in history:
-        w.writerow(row)
-    atomic_write_text(path, buf.getvalue())
+    """Write the per-epoch history as CSV (temp file + rename); a missing value is an empty cell."""
+    write_csv(path, LOG_COLUMNS, ([row.get(c) for c in LOG_COLUMNS] for row in history))
 
 
 def plot_curves(path: Path, history: list[dict[str, float]], best_epoch: int) -> None:

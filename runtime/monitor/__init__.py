@@ -16,12 +16,13 @@ Example:
 """
 
 from .config import MonitorConfig, SceneSpec, discover_scenes, load_config
+from .layout import MonitorLayout
 from .ledger import EXIT_LOCKED, Ledger, LedgerLockedError, RunLock
 from .pipeline import Executor, LocalExecutor, SceneResult, SceneTask, process_scene
 from .scheduler import MonitorSummary, plan, run_monitor
 
 __all__ = [
     "EXIT_LOCKED", "Executor", "Ledger", "LedgerLockedError", "LocalExecutor", "MonitorConfig",
-    "MonitorSummary", "RunLock", "SceneResult", "SceneSpec", "SceneTask", "discover_scenes",
+    "MonitorLayout", "MonitorSummary", "RunLock", "SceneResult", "SceneSpec", "SceneTask", "discover_scenes",
     "load_config", "plan", "process_scene", "run_monitor",
 ]

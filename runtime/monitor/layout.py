@@ -105,8 +105,8 @@ def scene_folder_name(date: str, scene: str) -> str:
     """Folder name of a scene's outputs: date, a readable stem and a short hash of the path.
 
     Example:
-        >>> scene_folder_name("2019-07-14", "/data/S2_20190714.SAFE")[:24]
-        '2019-07-14_S2_20190714_'
+        >>> scene_folder_name("2019-07-14", "/data/S2_20190714.SAFE").rsplit("_", 1)[0]
+        '2019-07-14_S2_20190714'
     """
     stem = Path(scene).name
     for suffix in (".tif", ".tiff", ".SAFE", ".vrt"):

@@ -18,7 +18,6 @@ most of the tropics and Europe, where N is 20..60 m), and the record says so.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from pyproj import Transformer
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from ..._io import sha256_file
 from ...errors import CRSError, InputError
 from ...raster import Grid, check_crs, open_raster
 from ..warp import read_onto_grid, source_bounds_in
@@ -43,14 +43,6 @@ def _geoid_transformer() -> Transformer | None:
     if "ballpark" in t.description.lower():
         return None
     return t
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
 
 
 class DemHeights:
