@@ -2,8 +2,8 @@
 
 What ``coal-prepare`` does with the S1 input, for every block of a 10980 x 10980 px Sentinel-2
 grid (1024 px blocks read with the stack's 15 px halo): resample sigma0 onto the block, Lee
-filter, dB. Three inputs, each run in its own subprocess (wall time; peak RSS polled with psutil
-and from wait4):
+filter, dB. Three inputs, each run in its own subprocess (wall time; CPU time; peak RSS polled with
+psutil and the child's own VmHWM):
 
 * ``geotiff`` -- the baseline: sigma0 already calibrated and terrain-corrected (as SNAP, GEE or
   ASF deliver it), a float32 GeoTIFF in UTM on a 10 m grid shifted against Sentinel-2;
@@ -143,7 +143,8 @@ for w in blocks:
     ro, co = w.row_off - region.row_off, w.col_off - region.col_off
     valid += int(np.isfinite(vv[ro:ro + w.height, co:co + w.width]).sum())
 r.close()
-print(time.perf_counter() - t0, valid)
+hwm = [int(x.split()[1]) * 1024 for x in open("/proc/self/status") if x.startswith("VmHWM")]
+print(time.perf_counter() - t0, valid, hwm[0] if hwm else 0)
 """
 
 
@@ -167,9 +168,11 @@ def run(mode: str, path: Path, dem: Path | None, size: int, t: Affine) -> dict:
     out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
     if os.waitstatus_to_exitcode(status):
         raise SystemExit(f"{mode} failed: {err[-2000:]}")
-    inner, valid = out.split()
+    inner, valid, hwm = out.split()
+    # wait4's ru_maxrss would include the pages the child shared with this (large) parent
+    # before exec; the child's own VmHWM and the polled RSS do not
     return {"mode": mode, "size": size, "wall": wall, "inner": float(inner), "valid": int(valid),
-            "cpu": ru.ru_utime + ru.ru_stime, "peak": max(peak, ru.ru_maxrss * 1024)}
+            "cpu": ru.ru_utime + ru.ru_stime, "peak": max(peak, int(hwm))}
 
 
 def main() -> None:
