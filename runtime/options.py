@@ -31,9 +31,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from .backends import KINDS as BACKENDS
-from .backends import PRECISIONS
 from .errors import ConfigError, UsageError
+
+#: Inference backends (``auto`` picks the fastest that works); ``backends`` builds them.
+BACKENDS: tuple[str, ...] = ("auto", "tensorrt", "cuda", "cpu")
+#: Which ONNX model ONNX Runtime runs; each names a file of the bundle (``backends``).
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "int8")
 
 #: Units of Sentinel-1 values ("auto" tells linear power from dB by the values).
 S1_UNITS: tuple[str, ...] = ("auto", "linear", "db")
@@ -264,13 +267,9 @@ class RunOptions:
         Raises:
             ConfigError: naming the file and ``name.key``.
         """
-        known = ALL_KEYS - exclude
-        unknown = sorted(set(table) - known)
-        if unknown:
-            raise ConfigError(
-                f"{source}: unknown key '{name}.{unknown[0]}'"
-                + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
-                + f"; known keys in {name}: {', '.join(sorted(known))}")
+        from .configfile import refuse_unknown
+
+        refuse_unknown(dict(table), ALL_KEYS - exclude, source, name)
         try:
             return cls.build(**dict(table))
         except OptionError as exc:

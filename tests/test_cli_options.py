@@ -29,6 +29,7 @@ NOT_YET_OFFERED = {"runtime/preprocess/s1grd/": {"--dem", "--orbit"}}
 
 def commands() -> dict[str, click.Command]:
     from coalmine.export.cli import main as export_main
+    from coalmine.runtime.cli.fetch import main as fetch_main
     from coalmine.runtime.cli.monitor import main as monitor_main
     from coalmine.runtime.cli.prepare import main as prepare_main
     from coalmine.runtime.cli.run import main as run_main
@@ -39,7 +40,7 @@ def commands() -> dict[str, click.Command]:
     return {
         "coal-prepare": prepare_main, "coal-run": run_main, "coal-monitor": monitor_main,
         "coal-train": train_main.commands["train"], "coal-train evaluate": train_main.commands["evaluate"],
-        "coal-export": export_main, "coal-demo": demo_main,
+        "coal-export": export_main, "coal-demo": demo_main, "coal-fetch": fetch_main,
     }
 
 
@@ -80,18 +81,27 @@ def message_strings() -> list[tuple[str, str]]:
     return found
 
 
+#: A clause ends here: an option after it is no longer the command's named before it.
+CLAUSE_END = re.compile(r"[;,():—]")
+
+
 def named_options(text: str) -> list[tuple[str | None, str]]:
-    """(command or None, option) for each ``--option`` in ``text``."""
+    """(command or None, option) for each ``--option`` in ``text``: the command named before it
+    in the same clause ("re-run coal-prepare with --bundle"), else None."""
     out = []
     for m in OPTION.finditer(text):
         before = list(COMMAND.finditer(text, 0, m.start()))
-        out.append((before[-1].group(1) if before else None, m.group()))
+        cmd = before[-1] if before else None
+        if cmd is not None and CLAUSE_END.search(text, cmd.end(), m.start()):
+            cmd = None
+        out.append((cmd.group(1) if cmd else None, m.group()))
     return out
 
 
 def test_the_scan_finds_messages_and_attributes_options() -> None:
-    assert named_options("prepare it again with coal-prepare --glcm-edges b, or pass --s1") == [
-        ("coal-prepare", "--glcm-edges"), ("coal-prepare", "--s1")]
+    assert named_options("prepare it again with coal-prepare --glcm-edges b or --db-range; or pass --s1") == [
+        ("coal-prepare", "--glcm-edges"), ("coal-prepare", "--db-range"), (None, "--s1")]
+    assert named_options("re-run coal-prepare with --bundle b") == [("coal-prepare", "--bundle")]
     assert named_options("start them with 'dask worker ADDRESS --resources GPU=1'") == [
         ("dask worker", "--resources")]
     texts = [t for _, t in message_strings()]
@@ -116,7 +126,7 @@ def test_every_option_a_message_names_exists() -> None:
 
 
 @pytest.mark.parametrize("name", ["coal-prepare", "coal-run", "coal-monitor", "coal-train",
-                                  "coal-train evaluate", "coal-export", "coal-demo"])
+                                  "coal-train evaluate", "coal-export", "coal-demo", "coal-fetch"])
 def test_every_command_shows_help_with_its_options(name) -> None:
     cmd = commands()[name]
     r = CliRunner().invoke(cmd, ["--help"])

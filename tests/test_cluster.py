@@ -443,8 +443,8 @@ def test_cluster_config_keys_are_checked(tmp_path):
     for extra, message in [
         ("[cluster]\nworkers = 4\n", "unknown key 'cluster.workers'; known keys in cluster: connect_timeout, gpu, "
                                      "max_in_flight, prepare_on_cpu, retries, scheduler"),
-        ("[cluster]\nretries = true\n", "cluster.retries must be int, got True"),
-        ("[cluster]\nscheduler = 8786\n", "cluster.scheduler must be str, got 8786"),
+        ("[cluster]\nretries = true\n", "cluster.retries must be a whole number, got True"),
+        ("[cluster]\nscheduler = 8786\n", "cluster.scheduler must be a string, got 8786"),
     ]:
         write_config(p["config"], extra=extra)
         with pytest.raises(ConfigError) as e:

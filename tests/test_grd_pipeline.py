@@ -190,3 +190,17 @@ s1 = "{world['cog']}"
     s = json.loads(summaries[0].read_text())
     assert s["inputs"]["s1_form"] == "COG-SAFE folder"
     assert s["inputs"]["dem"] == str(proj / "dem.tif")
+
+
+def test_training_config_scene_takes_dem_and_orbit(tmp_path) -> None:  # noqa: ANN001
+    from coalmine.train.config import load_config
+
+    for name in ("s2.tif", "labels.tif", "dem.tif"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "S1A_IW_GRDH_1SDV_x.zip").write_bytes(b"")
+    (tmp_path / "orbits").mkdir()
+    (tmp_path / "train.toml").write_text(
+        '[[scenes]]\npath = "s2.tif"\ns1 = "S1A_IW_GRDH_1SDV_x.zip"\nlabels = "labels.tif"\n'
+        'dem = "dem.tif"\norbit = "orbits"\n')
+    s = load_config(tmp_path / "train.toml").scenes[0]
+    assert s.dem == tmp_path / "dem.tif" and s.orbit == tmp_path / "orbits"

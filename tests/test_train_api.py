@@ -56,7 +56,7 @@ def trained(series, tmp_path_factory):
     lines = ["tile = 64", "block_tiles = 2", "epochs = 5", "batch_size = 4", "lr = 0.002", "warmup_epochs = 1",
              "patience = 0", 'device = "cpu"', "overlap = 16", "max_val_tiles = 8", "seed = 0"]
     for s in series:
-        lines += ["[[scene]]", f'scene = "{s.s2_dir}"', f's1 = "{s.s1_path}"', f'labels = "{s.label_path}"']
+        lines += ["[[scenes]]", f'path = "{s.s2_dir}"', f's1 = "{s.s1_path}"', f'labels = "{s.label_path}"']
         if s.year == 2019:
             lines.append('split = "test"')
     cfg = root / "train.toml"

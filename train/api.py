@@ -91,7 +91,7 @@ def data_fingerprint(scenes: Sequence[SceneSpec]) -> str:
     """
     h = hashlib.sha256()
     for s in scenes:
-        for what, p in (("scene", s.scene), ("s1", s.s1), ("labels", s.labels), ("dem", s.dem),
+        for what, p in (("scene", s.path), ("s1", s.s1), ("labels", s.labels), ("dem", s.dem),
                         ("orbit", s.orbit)):
             if p is None:
                 continue
@@ -107,7 +107,7 @@ def _check_stack_bands(spec: SceneSpec) -> None:
     import rasterio
     from rasterio.errors import RasterioIOError
 
-    p = Path(spec.scene)
+    p = Path(spec.path)
     if spec.s1 is not None or p.is_dir():
         if spec.s1 is None:
             raise UsageError(
@@ -131,11 +131,11 @@ def _check_stack_bands(spec: SceneSpec) -> None:
 def _open(spec: SceneSpec, prep: Preprocessing | None) -> Any:
     from coalmine.runtime.preprocess import open_scene
 
-    src = open_scene(spec.scene, spec.s1, prep=prep, dem=spec.dem, orbit=spec.orbit)
+    src = open_scene(spec.path, spec.s1, prep=prep, dem=spec.dem, orbit=spec.orbit)
     if tuple(src.bands) != BAND_NAMES:
         src.close()
         raise BandError(
-            f"scene {spec.scene} has bands {list(src.bands)[:4]}...; coal-train needs {len(BAND_NAMES)} bands "
+            f"scene {spec.path} has bands {list(src.bands)[:4]}...; coal-train needs {len(BAND_NAMES)} bands "
             f"in the order of coalmine.runtime.bands.BAND_NAMES; re-make the stack with coal-prepare"
         )
     return src
@@ -151,7 +151,7 @@ def _choose_preprocessing(specs: Sequence[SceneSpec], srcs: Sequence[Any], cfg: 
     for s, src in stacks:
         if src.preprocessing is None:
             raise InputError(
-                f"stack {s.scene} records no preprocessing (GeoTIFF tag COALMINE_PREPROCESSING), so its "
+                f"stack {s.path} records no preprocessing (GeoTIFF tag COALMINE_PREPROCESSING), so its "
                 "GLCM bin edges are unknown; re-make it with coal-prepare"
             )
     if stacks:
@@ -159,7 +159,7 @@ def _choose_preprocessing(specs: Sequence[SceneSpec], srcs: Sequence[Any], cfg: 
         for s, src in stacks[1:]:
             if src.preprocessing.to_dict() != first.preprocessing.to_dict():
                 raise InputError(
-                    f"stacks {first_spec.scene} and {s.scene} were prepared with different preprocessing "
+                    f"stacks {first_spec.path} and {s.path} were prepared with different preprocessing "
                     "(e.g. GLCM bin edges); re-make them with one coal-prepare setting"
                 )
         return first.preprocessing, "stack"
@@ -176,7 +176,7 @@ def _with_s1_made(prep: Preprocessing, specs: Sequence[SceneSpec], srcs: Sequenc
     for s, src in zip(specs, srcs, strict=True):
         p = getattr(src, "preprocessing", None)
         if p is not None:
-            made[str(s.scene)] = tuple(getattr(p.s1, k) for k in keys)
+            made[str(s.path)] = tuple(getattr(p.s1, k) for k in keys)
     kinds = set(made.values())
     if not kinds:
         return prep
@@ -244,7 +244,7 @@ def _prepare_patches(cfg: TrainConfig, work: Path, fingerprint: str, progress: b
         prep = _with_s1_made(prep, cfg.scenes, srcs)
         geos = [_geo(src) for src in srcs]
         labels = [
-            labels_on_grid(s.labels, g, scene_name=str(s.scene), label_field=s.label_field)
+            labels_on_grid(s.labels, g, scene_name=str(s.path), label_field=s.label_field)
             for s, g in zip(cfg.scenes, geos, strict=True)
         ]
         plan = plan_patches(
@@ -271,7 +271,7 @@ def _prepare_patches(cfg: TrainConfig, work: Path, fingerprint: str, progress: b
             "fingerprint": fingerprint,
             "preprocessing": prep.to_dict(),
             "edges_source": edge_source,
-            "scenes": [str(s.scene) for s in cfg.scenes],
+            "scenes": [str(s.path) for s in cfg.scenes],
         }
         ps = extract_patches(plan, read, labels, folder, tile=cfg.tile, n_bands=len(BAND_NAMES),
                              max_nodata=cfg.max_nodata, meta=meta, progress=progress)
@@ -340,7 +340,7 @@ def train(
     cfg = config.validate()
     out = Path(out_dir)
     if not any(s.split == "train" for s in cfg.scenes):
-        raise UsageError("no training scene given; pass --scene and --labels (or [[scene]] tables in the config)")
+        raise UsageError("no training scene given; pass --scene and --labels (or [[scenes]] tables in the config)")
     if out.exists() and not overwrite:
         raise UsageError(f"output folder {out} already exists; pass --overwrite to replace it or choose another --out")
     ensure_output_dir(out.parent if str(out.parent) else Path("."), "--out")
@@ -504,10 +504,10 @@ def evaluate(
         with contextlib.closing(_open(spec, b.preprocessing)) as src:
             check_preprocessing(src, b)
             geo = _geo(src)
-            lab = labels_on_grid(spec.labels, geo, scene_name=str(spec.scene), label_field=spec.label_field)
+            lab = labels_on_grid(spec.labels, geo, scene_name=str(spec.path), label_field=spec.label_field)
             cm = np.zeros((2, 2), dtype=np.int64)
             blocks = list(block_grid(geo.height, geo.width, block=block, halo=b.overlap, tile=b.tile_size))
-            for blk in tqdm(blocks, desc=f"evaluate {Path(spec.scene).name}", unit="block", disable=not progress):
+            for blk in tqdm(blocks, desc=f"evaluate {Path(spec.path).name}", unit="block", disable=not progress):
                 x = src.read(blk.read)
                 valid = np.isfinite(x).all(axis=0)
                 logits = predict_block(b.normalization.apply(x), infer, tile=b.tile_size, overlap=b.overlap,
@@ -518,11 +518,11 @@ def evaluate(
                 cm += confusion_matrix((logits[rs, cs] >= logit_t).astype(np.uint8), ref, valid[rs, cs])
         if cm.sum() == 0:
             raise InputError(
-                f"scene {spec.scene} has no pixel that is both valid and labelled by {spec.labels}; "
+                f"scene {spec.path} has no pixel that is both valid and labelled by {spec.labels}; "
                 "check that the labels belong to this scene"
             )
         total += cm
-        per_scene.append({"scene": str(spec.scene), "labels": str(spec.labels), **accuracy_report(cm)})
+        per_scene.append({"scene": str(spec.path), "labels": str(spec.labels), **accuracy_report(cm)})
     return {
         "bundle_id": b.bundle_id,
         "bundle": str(b.path),

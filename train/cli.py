@@ -61,7 +61,7 @@ def _scenes(scenes: tuple[str, ...], s1s: tuple[str, ...], labels: tuple[str, ..
             "Sentinel-1 file per raw scene (or none when the scenes are 23-band stacks)"
         )
     return [
-        SceneSpec(scene=Path(s), labels=Path(lab), s1=Path(s1s[i]) if s1s else None, split=split)
+        SceneSpec(path=Path(s), labels=Path(lab), s1=Path(s1s[i]) if s1s else None, split=split)
         for i, (s, lab) in enumerate(zip(scenes, labels, strict=True))
     ]
 
@@ -140,7 +140,7 @@ def train_cmd(config: Path | None, scenes: tuple[str, ...], s1s: tuple[str, ...]
             raise UsageError(f"--threshold {thr!r} is not a number; give e.g. 0.5 or 'tune'") from exc
     cfg = with_overrides(cfg, scenes=tuple(specs), threshold=thr, amp=False if no_amp else None, **settings)
     if not cfg.scenes:
-        raise UsageError("no scene given; pass --scene and --labels, or a CONFIG file with [[scene]] tables")
+        raise UsageError("no scene given; pass --scene and --labels, or a CONFIG file with [[scenes]] tables")
     path = train(cfg, out, progress=not quiet, resume=resume, overwrite=overwrite)
     import json as _json
 

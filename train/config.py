@@ -1,63 +1,46 @@
 """Training configuration: a TOML file and/or command-line options -> :class:`TrainConfig`.
 
-A config file has top-level training settings and one ``[[scene]]`` table per scene::
+A config file has top-level training settings and one ``[[scenes]]`` table per scene (the
+same tables as coal-monitor's, :mod:`coalmine.runtime.scenes`)::
 
     epochs = 200
     tile = 128
     seed = 0
 
-    [[scene]]
-    scene = "stacks/tapin_2019.tif"       # a 23-band stack from coal-prepare
+    [[scenes]]
+    path = "stacks/tapin_2019.tif"        # a 23-band stack from coal-prepare
     labels = "labels/mines_2019.gpkg"     # raster (any grid) or polygons (GeoJSON/GeoPackage)
 
-    [[scene]]
-    scene = "raw/S2_2020/"                # raw Sentinel-2 (folder, multi-band GeoTIFF or SAFE) ...
+    [[scenes]]
+    path = "$DATA/S2_2020/"               # raw Sentinel-2 (folder, multi-band GeoTIFF or SAFE) ...
     s1 = "raw/S1A_IW_GRDH_1SDV_2020….zip"  # ... with its Sentinel-1: a GRD product or a sigma0 raster
     dem = "dem/copernicus_30m.vrt"        # optional: terrain correction of a GRD product
     labels = "labels/mines_2020.tif"
     split = "test"                        # optional: a held-out test scene, never trained on
 
-Relative paths are resolved against the config file's folder. Unknown keys are refused
-with their name. Command-line options override the file's values.
+The file is read as coal-monitor's is (:mod:`coalmine.runtime.configfile`): relative paths
+are resolved against its folder, ``~`` and environment variables are expanded (an unset one is
+refused), and unknown keys and wrong types are refused naming the key and the file. Files
+written before the two configurations shared one vocabulary say ``[[scene]]`` and
+``scene = ...``: they are read the same, with a warning naming the new spelling. Command-line
+options override the file's values.
 """
 
 from __future__ import annotations
 
-import sys
+import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from coalmine.runtime.bundle import ModelSpec
-from coalmine.runtime.errors import ConfigError, InputNotFoundError
+from coalmine.runtime.configfile import expand_path, read_toml, refuse_unknown, tables, typed
+from coalmine.runtime.errors import ConfigError
+from coalmine.runtime.scenes import SPLITS, SceneSpec, scenes_from_tables
 from coalmine.runtime.tiling import tile_size_problem
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
-SPLITS = ("train", "test")
-
-
-@dataclass(frozen=True)
-class SceneSpec:
-    """One training scene: a stack (``s1`` None) or a raw S2 input plus S1, and its labels.
-
-    ``split`` is "train" (patches go to the blocked train/validation split) or "test"
-    (a separate test scene: all its patches are held out and only evaluated).
-    """
-
-    scene: Path
-    labels: Path
-    s1: Path | None = None
-    split: str = "train"
-    #: Attribute of vector labels holding the class (0/1); None: every polygon is mine.
-    label_field: str | None = None
-    #: DEM for terrain correction when ``s1`` is a GRD product (SAFE folder, zip, COG-SAFE).
-    dem: Path | None = None
-    #: Orbit file (.EOF), or a folder of them, for a GRD ``s1``.
-    orbit: Path | None = None
+#: The keys of a training ``[[scenes]]`` table; ``scene`` is the old spelling of ``path``.
+SCENE_KEYS = ("path", "s1", "labels", "split", "label_field", "dem", "orbit")
 
 
 @dataclass(frozen=True)
@@ -178,78 +161,50 @@ class TrainConfig:
             raise bad("overlap", f"use pixels >= 0 and below the tile size {self.tile}")
         for s in self.scenes:
             if s.split not in SPLITS:
-                raise ConfigError(f"scene {s.scene}: split {s.split!r} is invalid; use 'train' or 'test'")
+                raise ConfigError(f"scene {s.path}: split {s.split!r} is invalid; use 'train' or 'test'")
+            if s.labels is None:
+                raise ConfigError(f"scene {s.path} has no labels; give each training scene its labels")
         return self
 
 
 _SCALAR_KEYS = {f.name for f in fields(TrainConfig)} - {"scenes"}
-_SCENE_KEYS = {f.name for f in fields(SceneSpec)}
 _PATH_KEYS = {"encoder_weights", "cache_dir"}
 
 
-def _coerce(key: str, value: Any, where: str) -> Any:
-    """Type-check one scalar setting against the dataclass default's type."""
+#: Settings whose default is None but whose values are whole numbers.
+_OPTIONAL_INTS = {"stride", "buffer", "max_patches"}
+
+
+def _coerce(key: str, value: Any, where: Any) -> Any:
+    """Type-check one scalar setting against the dataclass default's type (NaN/inf refused)."""
     default = TrainConfig.__dataclass_fields__[key].default
     if key in _PATH_KEYS:
-        if not isinstance(value, (str, Path)):
-            raise ConfigError(f"{where}: '{key}' must be a path string, got {value!r}")
+        if isinstance(value, Path):
+            return value
+        typed({key: value}, key, str, where)
         return Path(value)
     if key == "threshold":
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
         if value == "tune":
             return value
-        raise ConfigError(f"{where}: 'threshold' must be a number or \"tune\", got {value!r}")
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: '{key}' must be true or false, got {value!r}")
-        return value
-    if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: '{key}' must be a number, got {value!r}")
+            raise ConfigError(f"{where}: threshold must be a number or \"tune\", got {value!r}")
+        kind: type = float
+    elif isinstance(default, bool):
+        kind = bool
+    elif isinstance(default, float):
+        kind = float
+    elif isinstance(default, int) or key in _OPTIONAL_INTS:
+        kind = int
+    elif isinstance(default, str):
+        kind = str
+    else:
+        return value
+    typed({key: value}, key, kind, where)
+    if kind is float:
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: {key} must be a finite number, got {value!r}")
         return float(value)
-    if isinstance(default, int) or key in ("stride", "buffer", "max_patches"):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: '{key}' must be an integer, got {value!r}")
-        return value
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: '{key}' must be a string, got {value!r}")
-        return value
     return value
-
-
-def _scene_from_table(t: Any, base: Path, where: str) -> SceneSpec:
-    if not isinstance(t, dict):
-        raise ConfigError(f"{where}: each [[scene]] must be a table with 'scene' and 'labels'")
-    unknown = sorted(set(t) - _SCENE_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key '{unknown[0]}' in [[scene]]; allowed keys are {sorted(_SCENE_KEYS)}"
-        )
-    for k in ("scene", "labels"):
-        if k not in t:
-            raise ConfigError(f"{where}: a [[scene]] table lacks '{k}'; give the path of the {k}")
-    for k, v in t.items():
-        if not isinstance(v, str):
-            raise ConfigError(f"{where}: [[scene]] key '{k}' must be a string, got {v!r}")
-
-    def path(k: str) -> Path | None:
-        v = t.get(k)
-        if v is None:
-            return None
-        p = Path(v).expanduser()
-        return p if p.is_absolute() else base / p
-
-    return SceneSpec(
-        scene=path("scene"),  # type: ignore[arg-type]
-        labels=path("labels"),  # type: ignore[arg-type]
-        s1=path("s1"),
-        split=t.get("split", "train"),
-        label_field=t.get("label_field"),
-        dem=path("dem"),
-        orbit=path("orbit"),
-    )
 
 
 def load_config(path: str | Path) -> TrainConfig:
@@ -259,37 +214,25 @@ def load_config(path: str | Path) -> TrainConfig:
         InputNotFoundError: the file does not exist.
         ConfigError: bad TOML, an unknown key (named), or a value of the wrong type.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise InputNotFoundError(f"config file {p} does not exist; pass the path of a TOML training config")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {p} is not valid TOML: {exc}") from exc
-    return config_from_dict(data, base=p.parent, where=str(p))
+    data, src = read_toml(path, "config file")
+    return config_from_dict(data, base=src.parent, where=src)
 
 
-def config_from_dict(data: dict[str, Any], base: Path = Path("."), where: str = "config") -> TrainConfig:
-    """Build a validated :class:`TrainConfig` from parsed TOML (``scene`` = list of tables).
+def config_from_dict(data: dict[str, Any], base: Path = Path("."), where: Any = "config") -> TrainConfig:
+    """Build a validated :class:`TrainConfig` from parsed TOML (``scenes`` = list of tables).
 
     Raises:
         ConfigError: an unknown key (named) or a bad value.
     """
-    allowed = _SCALAR_KEYS | {"scene"}
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key '{unknown[0]}'; allowed keys are {sorted(allowed)} "
-            "(check the spelling, or put scene paths in [[scene]] tables)"
-        )
-    kwargs: dict[str, Any] = {k: _coerce(k, v, where) for k, v in data.items() if k != "scene"}
-    scenes = data.get("scene", [])
-    if not isinstance(scenes, list):
-        raise ConfigError(f"{where}: 'scene' must be an array of tables ([[scene]])")
-    kwargs["scenes"] = tuple(_scene_from_table(t, base, where) for t in scenes)
-    for k in _PATH_KEYS:
-        if k in kwargs and not kwargs[k].is_absolute():
-            kwargs[k] = base / kwargs[k]
+    data = dict(data)
+    entries = tables(data, "scenes", where, old="scene")
+    data.pop("scenes", None)
+    data.pop("scene", None)
+    refuse_unknown(data, _SCALAR_KEYS | {"scenes"}, where)
+    kwargs: dict[str, Any] = {k: (expand_path(v, base, where, k) if k in _PATH_KEYS else _coerce(k, v, where))
+                              for k, v in data.items()}
+    kwargs["scenes"] = scenes_from_tables(entries, base, where, keys=SCENE_KEYS, required=("path", "labels"),
+                                          old_keys={"scene": "path"})
     return TrainConfig(**kwargs).validate()
 
 
@@ -314,7 +257,7 @@ def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
         v = getattr(cfg, f.name)
         if f.name == "scenes":
             out["scenes"] = [
-                {k: (str(x) if isinstance(x, Path) else x) for k, x in vars(s).items()} for s in v
+                {k: (str(x) if isinstance(x, Path) else x) for k, x in vars(s).items() if k != "date"} for s in v
             ]
         elif isinstance(v, Path):
             out[f.name] = str(v)

@@ -44,18 +44,14 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..configfile import expand_path, read_toml, refuse_unknown, tables, typed
 from ..errors import ConfigError, InputNotFoundError
 from ..options import RunOptions
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: the same parser, published as tomli
-    import tomli as tomllib
+from ..scenes import SceneSpec, scenes_from_tables
 
 #: Rules that turn several scenes of one year into the yearly mask (see ``yearly.py``).
 YEARLY_RULES = ("max_extent", "median", "majority", "latest")
@@ -77,7 +73,7 @@ _TOP_KEYS = {
     "title", "bundle", "aois", "aoi_name_field", "output", "ledger", "yearly_rule",
     "max_attempts", "run", "scenes", "search", "cluster",
 }
-_SCENE_KEYS = {"path", "date", "s1"}
+_SCENE_KEYS = ("path", "date", "s1")
 _SEARCH_KEYS = {
     "folder", "glob", "date_format", "date_regex", "s1_folder", "s1_glob",
     "s1_date_format", "s1_date_regex", "s1_max_days",
@@ -95,24 +91,6 @@ _DIRECTIVES = {
     "S": r"\d{2}",
     "%": "%",
 }
-
-
-@dataclass(frozen=True)
-class SceneSpec:
-    """One scene to monitor: its input path, acquisition date and optional Sentinel-1 file."""
-
-    path: Path
-    date: dt.date
-    s1: Path | None = None
-
-    @property
-    def year(self) -> int:
-        return self.date.year
-
-    @property
-    def key(self) -> str:
-        """Ledger key: the absolute input path (one row per input, whatever its date)."""
-        return str(self.path)
 
 
 @dataclass(frozen=True)
@@ -177,16 +155,9 @@ def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
         >>> cfg = load_config("monitor.toml")   # doctest: +SKIP
         >>> cfg.bundle, cfg.yearly_rule          # doctest: +SKIP
     """
-    src = Path(path).expanduser().absolute()
-    if not src.is_file():
-        raise InputNotFoundError(f"configuration file {src} does not exist; pass the path of your monitor TOML file")
-    try:
-        with open(src, "rb") as f:
-            raw = tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{src} is not valid TOML ({exc}); fix the syntax at that line") from exc
+    raw, src = read_toml(path, "configuration file")
     base = src.parent
-    _refuse_unknown(raw, _TOP_KEYS, src, "")
+    refuse_unknown(raw, _TOP_KEYS, src)
     for key in ("bundle", "aois", "output"):
         if key not in raw:
             raise ConfigError(f"{src}: the required key '{key}' is missing; add e.g. {key} = \"...\"")
@@ -199,22 +170,23 @@ def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
         raise InputNotFoundError(f"{src}: AOI file {aois} does not exist; set 'aois' to a vector file (GeoJSON, GeoPackage, Shapefile…)")
     output = _path(raw, "output", base, src)
 
-    rule = _typed(raw, "yearly_rule", str, src, "max_extent")
+    rule = typed(raw, "yearly_rule", str, src, default="max_extent")
     if rule not in YEARLY_RULES:
         raise ConfigError(f"{src}: yearly_rule '{rule}' is not one of {', '.join(YEARLY_RULES)}")
-    max_attempts = _typed(raw, "max_attempts", int, src, 3)
+    max_attempts = typed(raw, "max_attempts", int, src, default=3)
     if max_attempts < 1:
         raise ConfigError(f"{src}: max_attempts must be at least 1, got {max_attempts}")
 
     run = _run_table(raw, src, bundle)
     cluster = _options_table(raw, "cluster", CLUSTER_OPTIONS, src)
 
-    scenes = tuple(_scene(i, s, base, src) for i, s in enumerate(_tables(raw, "scenes", src)))
-    searches = tuple(_search(i, s, base, src) for i, s in enumerate(_tables(raw, "search", src)))
+    scenes = scenes_from_tables(tables(raw, "scenes", src), base, src, keys=_SCENE_KEYS,
+                                required=("path", "date"), must_exist=True)
+    searches = tuple(_search(i, s, base, src) for i, s in enumerate(tables(raw, "search", src)))
     if not scenes and not searches:
         raise ConfigError(f"{src}: no scenes; add [[scenes]] entries (path, date) or a [[search]] folder pattern")
-    name_field = raw.get("aoi_name_field", "name")
-    if not isinstance(name_field, str) or not name_field:
+    name_field = typed(raw, "aoi_name_field", str, src, default="name")
+    if not name_field:
         raise ConfigError(f"{src}: aoi_name_field must be a non-empty string, got {name_field!r}")
     ledger = _path(raw, "ledger", base, src) if "ledger" in raw else None
     return MonitorConfig(
@@ -223,7 +195,7 @@ def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
         aois=aois,
         output=output,
         aoi_name_field=name_field,
-        title=_typed(raw, "title", str, src, MonitorConfig.title),
+        title=typed(raw, "title", str, src, default=MonitorConfig.title),
         ledger=ledger,
         yearly_rule=rule,
         max_attempts=max_attempts,
@@ -383,78 +355,19 @@ def _options_table(raw: dict[str, Any], name: str, options: dict[str, tuple[type
     table = raw.get(name, {})
     if not isinstance(table, dict):
         raise ConfigError(f"{src}: '{name}' must be a table ([{name}]), got {type(table).__name__}")
-    _refuse_unknown(table, set(options), src, f"{name}.")
-    for k, v in table.items():
-        if (isinstance(v, bool) and bool not in options[k]) or not isinstance(v, options[k]):
-            want = " or ".join(t.__name__ for t in options[k])
-            raise ConfigError(f"{src}: {name}.{k} must be {want}, got {v!r}")
+    refuse_unknown(table, options, src, name)
+    for k in table:
+        typed(table, k, options[k], src, name)
     return table
 
 
-def _refuse_unknown(table: dict[str, Any], known: set[str], src: Path, prefix: str) -> None:
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ConfigError(
-            f"{src}: unknown key '{prefix}{unknown[0]}'"
-            + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
-            + f"; known keys{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(known))}"
-        )
-
-
-def _typed(raw: dict[str, Any], key: str, typ: type, src: Path, default: Any) -> Any:
-    v = raw.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, typ):
-        raise ConfigError(f"{src}: '{key}' must be {typ.__name__}, got {v!r}")
-    return v
-
-
 def _path(raw: dict[str, Any], key: str, base: Path, src: Path, label: str | None = None) -> Path:
-    v = raw[key]
-    if not isinstance(v, str) or not v:
-        raise ConfigError(f"{src}: '{label or key}' must be a path string, got {v!r}")
-    p = Path(os.path.expandvars(v)).expanduser()
-    return p if p.is_absolute() else (base / p)
-
-
-def _tables(raw: dict[str, Any], key: str, src: Path) -> list[dict[str, Any]]:
-    v = raw.get(key, [])
-    if not isinstance(v, list) or not all(isinstance(t, dict) for t in v):
-        raise ConfigError(f"{src}: '{key}' must be an array of tables ([[{key}]])")
-    return v
-
-
-def _scene(i: int, t: dict[str, Any], base: Path, src: Path) -> SceneSpec:
-    where = f"scenes[{i}]"
-    _refuse_unknown(t, _SCENE_KEYS, src, where + ".")
-    for k in ("path", "date"):
-        if k not in t:
-            raise ConfigError(f"{src}: {where} has no '{k}'; each [[scenes]] needs path and date")
-    path = _path(t, "path", base, src, f"{where}.path")
-    if not path.exists():
-        raise InputNotFoundError(f"{src}: {where}.path {path} does not exist; fix the path or remove the entry")
-    d = t["date"]
-    if isinstance(d, dt.datetime):
-        d = d.date()
-    elif isinstance(d, str):
-        try:
-            d = dt.date.fromisoformat(d)
-        except ValueError as exc:
-            raise ConfigError(f"{src}: {where}.date '{d}' is not a date; write it as 2019-07-14") from exc
-    elif isinstance(d, int) and not isinstance(d, bool) and 1900 < d < 3000:
-        d = dt.date(d, 7, 1)  # a bare year: mid-year, documented in date_pattern
-    if not isinstance(d, dt.date):
-        raise ConfigError(f"{src}: {where}.date {d!r} is not a date; write it as 2019-07-14")
-    s1 = None
-    if "s1" in t:
-        s1 = _path(t, "s1", base, src, f"{where}.s1")
-        if not s1.exists():
-            raise InputNotFoundError(f"{src}: {where}.s1 {s1} does not exist; fix the Sentinel-1 path")
-    return SceneSpec(path=path, date=d, s1=s1)
+    return expand_path(raw[key], base, src, label or key)
 
 
 def _search(i: int, t: dict[str, Any], base: Path, src: Path) -> SearchSpec:
     where = f"search[{i}]"
-    _refuse_unknown(t, _SEARCH_KEYS, src, where + ".")
+    refuse_unknown(t, _SEARCH_KEYS, src, where)
     if "folder" not in t:
         raise ConfigError(f"{src}: {where} has no 'folder'")
     try:
