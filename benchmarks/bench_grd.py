@@ -127,6 +127,7 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 from coalmine.runtime.raster import Grid
+from coalmine.runtime.tiling import block_grid
 from coalmine.runtime.preprocess.speckle import lee_filter, power_to_db
 mode, path, dem, size, a, c, e, f = sys.argv[1:9]
 size = int(size)
@@ -139,10 +140,7 @@ else:
     from coalmine.runtime.preprocess.s1grd import GrdReader
     r = GrdReader(path, grid, dem=dem if mode == "grd+dem" else None, dem_vertical="ellipsoid")
 valid = 0
-from rasterio.windows import Window
-blocks = [Window(c, r, min(1024, size - c), min(1024, size - r))
-          for r in range(0, size, 1024) for c in range(0, size, 1024)]
-for w in blocks:
+for w in (b.core for b in block_grid(size, size, block=1024, halo=0)):
     region = grid.expand(w, 15)
     vv = power_to_db(lee_filter(r.read_power(region), 5))
     ro, co = w.row_off - region.row_off, w.col_off - region.col_off

@@ -29,6 +29,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, UsageError
@@ -137,13 +138,146 @@ class InputOptions:
                 "orbit": None if self.orbit is None else str(self.orbit)}
 
 
+#: Speckle filters: Lee (in linear power) or none, for input that is already filtered.
+SPECKLE_FILTERS: tuple[str, ...] = ("lee", "none")
+#: GLCM bin edge methods (a file or bundle may be given instead).
+EDGE_METHODS: tuple[str, ...] = ("equal_width", "equal_frequency")
+#: Largest speckle window: beyond it the filter blurs the pits it should keep.
+MAX_SPECKLE_WINDOW = 31
+
+
+@dataclass(frozen=True)
+class PreprocessingOptions:
+    """How a stack is computed from raw inputs: the choice of coal-prepare and coal-train.
+
+    coal-run and coal-monitor take these from the bundle (the model was trained on them);
+    :meth:`preprocessing` turns them into the :class:`~coalmine.runtime.bundle.Preprocessing`
+    recorded in stacks and bundles.
+
+    Attributes:
+        speckle: "lee" or "none"; None: Lee, or the given bundle's filter.
+        speckle_window: odd Lee window in pixels; None: 5, or the given bundle's.
+        glcm_edges: "equal_width" (over ``db_range``), "equal_frequency" (coal-train: quantiles
+            of the training VV), or a model bundle (folder or bundle.json: its whole
+            preprocessing) or a JSON/text file of increasing dB thresholds; None: the
+            command's default.
+        db_range: the dB range of equal-width edges; None: -25 to 5.
+    """
+
+    speckle: str | None = None
+    speckle_window: int | None = None
+    glcm_edges: str | None = None
+    db_range: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.speckle is not None:
+            _choice("speckle", self.speckle, SPECKLE_FILTERS)
+        if self.speckle_window is not None:
+            _number("speckle_window", self.speckle_window, integer=True)
+            if not (1 <= self.speckle_window <= MAX_SPECKLE_WINDOW and self.speckle_window % 2 == 1):
+                raise OptionError("speckle_window", self.speckle_window,
+                                  f"must be an odd number >= 1 (at most {MAX_SPECKLE_WINDOW}), e.g. 5")
+        if self.glcm_edges is not None and (not isinstance(self.glcm_edges, (str, os.PathLike))
+                                            or not str(self.glcm_edges)):
+            raise OptionError("glcm_edges", self.glcm_edges,
+                              f"must be {' or '.join(EDGE_METHODS)}, a bundle or a file of edges")
+        if self.db_range is not None:
+            lo_hi = tuple(self.db_range)
+            if len(lo_hi) != 2:
+                raise OptionError("db_range", self.db_range, "must be two numbers, LOW HIGH (dB)")
+            for v in lo_hi:
+                _number("db_range", v)
+            if not lo_hi[0] < lo_hi[1]:
+                raise OptionError("db_range", self.db_range, "must have its low end below its high end",
+                                  shown=" ".join(f"{v:g}" for v in lo_hi))
+            if self.glcm_edges not in (None, "equal_width"):
+                raise OptionError("db_range", self.db_range,
+                                  "is for equal-width edges: give either --glcm-edges or --db-range, not both",
+                                  shown=" ".join(f"{v:g}" for v in lo_hi))
+
+    def preprocessing(self, default_edges: str = "equal_width", *, from_data: bool = False) -> tuple[Any, str]:
+        """The Preprocessing these options ask for, and where its GLCM edges come from.
+
+        Args:
+            default_edges: the method when ``glcm_edges`` is None.
+            from_data: the caller computes "equal_frequency" edges from its data (coal-train);
+                elsewhere that method is refused.
+
+        Returns:
+            ``(preprocessing, edges)`` with ``edges`` one of "equal_width" (filled in),
+            "equal_frequency" (the caller computes them from data), "given" (a file of
+            edges) or "bundle" (a bundle's whole preprocessing; the speckle options given
+            here still win).
+
+        Raises:
+            OptionError / InputNotFoundError / BundleError: a bad file or bundle.
+        """
+        from .bundle import GlcmParams, Preprocessing, S1Params
+
+        method = str(self.glcm_edges) if self.glcm_edges is not None else default_edges
+        s1 = {k: v for k, v in (("speckle_filter", self.speckle), ("speckle_window", self.speckle_window))
+              if v is not None}
+        if method == "equal_frequency" and not from_data:
+            raise OptionError("glcm_edges", method, "needs training data: coal-train computes those edges; "
+                              "give equal_width, a bundle or a file of edges here")
+        if method in EDGE_METHODS:
+            glcm = GlcmParams(db_range=tuple(self.db_range)) if self.db_range else GlcmParams()
+            if method == "equal_width":
+                glcm = glcm.with_default_edges()
+            return Preprocessing(s1=S1Params(**s1), glcm=glcm), method
+        glcm_or_prep = edges_from_file(Path(method))
+        if isinstance(glcm_or_prep, GlcmParams):
+            return Preprocessing(s1=S1Params(**s1), glcm=glcm_or_prep), "given"
+        return replace(glcm_or_prep, s1=replace(glcm_or_prep.s1, **s1)), "bundle"
+
+
+def edges_from_file(path: Path) -> Any:
+    """GLCM edges from ``--glcm-edges PATH``: a bundle (folder or bundle.json) gives its whole
+    Preprocessing, a JSON list (or ``{"edges": [...]}``) or a text list of dB values gives
+    GlcmParams with those edges.
+
+    Raises:
+        InputNotFoundError: the path does not exist.
+        OptionError: the file holds no strictly increasing list of numbers.
+        BundleError: a bundle that cannot be read.
+    """
+    import json
+
+    from .bundle import BUNDLE_JSON, GlcmParams, load_bundle
+    from .errors import InputNotFoundError
+
+    if not path.exists():
+        raise InputNotFoundError(f"--glcm-edges {path} does not exist; give {' or '.join(EDGE_METHODS)}, a "
+                                 "bundle folder, its bundle.json, or a JSON/text file of bin edges")
+    if path.is_dir() or path.name == BUNDLE_JSON:
+        return load_bundle(path).preprocessing
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = text.replace(",", " ").split()
+    if isinstance(data, dict):
+        data = data.get("edges", data.get("preprocessing", {}).get("glcm", {}).get("edges"))
+    try:
+        edges = tuple(float(x) for x in data)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise OptionError("glcm_edges", str(path), "does not hold a list of numbers (bin edges in dB); "
+                          "write them as a JSON list or one per line", shown=str(path)) from None
+    if len(edges) < 1 or not all(math.isfinite(e) for e in edges) or any(
+            a >= b for a, b in zip(edges, edges[1:], strict=False)):
+        raise OptionError("glcm_edges", str(path), f"holds {len(edges)} edges; they must be finite and "
+                          "strictly increasing", shown=str(path))
+    return GlcmParams(levels=len(edges) + 1, edges=edges, edges_method="given", db_range=(edges[0], edges[-1]))
+
+
 #: The option each setting has on the command line (the name in messages).
 CLI_NAMES: dict[str, str] = {
     "backend": "--backend", "precision": "--precision", "tile": "--tile", "overlap": "--overlap",
     "batch_size": "--batch-size", "gpu_mem_gb": "--gpu-mem", "threshold": "--threshold",
     "min_area_ha": "--min-area", "block": "--block", "threads": "--threads", "prefix": "--prefix",
     "aoi_name_field": "--aoi-name-field", "s2_offset": "--s2-offset", "s1_units": "--s1-units",
-    "scl": "--scl", "dem": "--dem", "orbit": "--orbit",
+    "scl": "--scl", "dem": "--dem", "orbit": "--orbit", "speckle": "--speckle",
+    "speckle_window": "--speckle-window", "glcm_edges": "--glcm-edges", "db_range": "--db-range",
 }
 
 
@@ -314,7 +448,8 @@ class RunOptions:
                        threshold=self.threshold if self.threshold is not None else threshold)
 
 
-#: Setting names: those of RunOptions itself, those of its inputs, and both.
+#: Setting names: those of RunOptions itself, those of its inputs, and both; the preprocessing's.
+PREPROCESSING_KEYS: frozenset[str] = frozenset(f.name for f in fields(PreprocessingOptions))
 INPUT_KEYS: frozenset[str] = frozenset(f.name for f in fields(InputOptions))
 RUN_KEYS: frozenset[str] = frozenset(f.name for f in fields(RunOptions)) - {"inputs"}
 ALL_KEYS: frozenset[str] = RUN_KEYS | INPUT_KEYS

@@ -1,4 +1,4 @@
-"""coal-monitor on Dask (issue 8): the same scenes through a LocalCluster of 2 worker processes.
+"""coal-monitor on Dask: the same scenes through a LocalCluster of 2 worker processes.
 
 One LocalCluster (2 single-threaded worker processes) serves the module; the executor reaches
 it by its address, as it would a remote scheduler. Checked: results identical to the local

@@ -1,6 +1,6 @@
 """coal-export: ONNX fp32/fp16/int8 with parity gates, engine manifest checks, CLI and refusals.
 
-One briefly fitted U-Net-ResNet34 bundle (``coalmine.export._toy``: 20 optimiser steps on
+One briefly fitted U-Net-ResNet34 bundle (``tests/toy_bundle.py``: 20 optimiser steps on
 generated 23-band tiles, mixed mask with ~15 % mine and pixels near the threshold) is made
 once per session; tests that write into a bundle work on a copy.
 """
@@ -22,7 +22,6 @@ import pytest
 from click.testing import CliRunner
 from coalmine.export import api
 from coalmine.export import engine as export_engine
-from coalmine.export._toy import make_toy_bundle
 from coalmine.export.api import export_bundle, parse_size
 from coalmine.export.cli import main
 from coalmine.export.fp16 import FP16_MAX, HEADROOM, convert_fp16, risky_nodes
@@ -36,6 +35,7 @@ from coalmine.export.parity import (
 )
 from coalmine.runtime.bundle import load_bundle
 from coalmine.runtime.errors import BackendError, BundleError, UsageError
+from toy_bundle import make_toy_bundle
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,7 @@ from coalmine.runtime.options import (
     ALL_KEYS,
     CLI_NAMES,
     MAX_TILE,
+    PREPROCESSING_KEYS,
     InputOptions,
     OptionError,
     RunOptions,
@@ -48,8 +49,8 @@ def test_coal_run_help_defaults_are_the_dataclass_defaults():
     assert params["s1_units"].default == InputOptions().s1_units and params["s2_offset"].default is None
     # every setting has its command-line option, and the option exists
     opts = {o for p in run_main.params for o in getattr(p, "opts", ())}
-    assert set(CLI_NAMES) == ALL_KEYS - {"progress"}  # progress is --quiet's opposite
-    assert set(CLI_NAMES.values()) <= opts
+    assert set(CLI_NAMES) == (ALL_KEYS | PREPROCESSING_KEYS) - {"progress"}  # progress is --quiet's opposite
+    assert {CLI_NAMES[k] for k in ALL_KEYS - {"progress"}} <= opts
 
 
 # -- rules: checked when made, the message names the option ------------------------------------
@@ -218,3 +219,90 @@ def test_prefix_is_a_plain_file_name(tmp_path, bundle, scene):
     with pytest.raises(OptionError):
         run_scene(scene, bundle, tmp_path / "o", prefix=os.path.join("..", "evil"), progress=False)
     assert not (tmp_path / "evil_mask.tif").exists() and not (tmp_path / "o").exists()
+
+
+# -- the input options: one declaration, offered alike by every command that reads raw scenes ------
+
+def _declared(cmd, names):
+    return {p.name: (tuple(p.opts), p.type.to_info_dict(), p.default, p.help) for p in cmd.params if p.name in names}
+
+
+def test_input_options_are_one_declaration_offered_alike():
+    from coalmine.runtime.cli.prepare import main as prepare_main
+    from coalmine.runtime.monitor.config import MONITOR_SETS_RUN
+    from coalmine.runtime.options import INPUT_KEYS, PREPROCESSING_KEYS
+    from coalmine.train.cli import main as train_main
+    from coalmine.train.config import TrainConfig
+
+    train_cmd, evaluate_cmd = train_main.commands["train"], train_main.commands["evaluate"]
+    inputs = [_declared(c, INPUT_KEYS) for c in (prepare_main, run_main, train_cmd, evaluate_cmd)]
+    assert len(inputs[0]) == len(INPUT_KEYS) and all(d == inputs[0] for d in inputs)
+    prep = [_declared(c, PREPROCESSING_KEYS) for c in (prepare_main, train_cmd)]
+    assert len(prep[0]) == len(PREPROCESSING_KEYS) and prep[0] == prep[1]
+    # the configurations take the same names: the monitor's [run] table and the trainer's settings
+    assert INPUT_KEYS <= ALL_KEYS - MONITOR_SETS_RUN
+    assert INPUT_KEYS | PREPROCESSING_KEYS <= {f for f in TrainConfig.__dataclass_fields__}
+
+
+def test_coal_train_reads_raw_scenes_with_the_given_s2_offset(tmp_path, caplog):
+    # Raw training scenes without a processing baseline: the offset guess is warned about unless
+    # --s2-offset says it, and the given offset is what the patches are made with.
+    from coalmine.runtime.preprocess import open_scene
+    from coalmine.train.api import _prepare_patches, data_fingerprint
+    from coalmine.train.config import SceneSpec, TrainConfig
+    from coalmine.train.synth import make_scene
+    from rasterio.windows import Window
+
+    sc = make_scene(tmp_path / "synth", 2019, seed=5, size=256)
+    for md in sc.s2_dir.glob("MTD_*.xml"):
+        md.unlink()
+    for band in sc.s2_dir.glob("*_B*.tif"):  # the same pixels without their BOA_ADD_OFFSET tags
+        with rasterio.open(band) as ds:
+            data, profile = ds.read(), ds.profile
+        band.unlink()
+        with rasterio.open(band, "w", **profile) as ds:
+            ds.write(data)
+    specs = (SceneSpec(sc.s2_dir, sc.label_path, sc.s1_path),)
+    base = dict(scenes=specs, tile=64, block_tiles=1, buffer=0, max_patches=4, glcm_edges="equal_width")
+    with caplog.at_level("WARNING", logger="coalmine"):
+        guessed, _ = _prepare_patches(TrainConfig(**base), tmp_path / "w1", data_fingerprint(specs), False)
+    assert "pass --s2-offset to be sure" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="coalmine"):
+        given, _ = _prepare_patches(TrainConfig(**base, s2_offset=-1000), tmp_path / "w2",
+                                    data_fingerprint(specs), False)
+    assert "--s2-offset" not in caplog.text
+    p = given.patches[0]
+    with open_scene(sc.s2_dir, sc.s1_path, s2_offset=-1000) as src:
+        want = src.read(Window(p.col, p.row, 64, 64))
+    np.testing.assert_array_equal(given.x[0], want)
+    assert not np.allclose(guessed.x[0][:9], want[:9], equal_nan=True)  # the 2019 guess was offset 0
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"speckle_window": 4}, "--speckle-window 4 must be an odd number >= 1"),
+    ({"speckle_window": 33}, "--speckle-window 33 must be an odd number >= 1 (at most 31)"),
+    ({"speckle": "frost"}, "--speckle 'frost' is not one of lee, none"),
+    ({"db_range": (5.0, -25.0)}, "--db-range 5 -25 must have its low end below its high end"),
+    ({"db_range": (math.nan, 5.0)}, "--db-range nan must be a finite number"),
+    ({"db_range": (-25.0, 5.0), "glcm_edges": "edges.json"},
+     "--db-range -25 5 is for equal-width edges: give either --glcm-edges or --db-range, not both"),
+])
+def test_preprocessing_options_refusals(kw, msg):
+    from coalmine.runtime.options import PreprocessingOptions
+
+    with pytest.raises(OptionError) as e:
+        PreprocessingOptions(**kw)
+    assert str(e.value).startswith(msg), str(e.value)
+
+
+def test_equal_frequency_edges_need_training_data(tmp_path):
+    from coalmine.runtime.cli.prepare import main as prepare_main
+    from coalmine.runtime.options import PreprocessingOptions
+
+    prep, how = PreprocessingOptions(speckle="none").preprocessing("equal_frequency", from_data=True)
+    assert how == "equal_frequency" and prep.glcm.edges == () and prep.s1.speckle_filter == "none"
+    r = CliRunner().invoke(prepare_main, ["--s2", str(tmp_path), "--s1", str(tmp_path), "-o",
+                                          str(tmp_path / "o.tif"), "--glcm-edges", "equal_frequency"])
+    assert r.exit_code == 2 and r.stderr.startswith(
+        "coal-prepare: error: --glcm-edges 'equal_frequency' needs training data: coal-train computes")

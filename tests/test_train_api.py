@@ -1,4 +1,4 @@
-"""coal-train end to end on B's synthetic Tapin-like series: bundle, accuracy, evaluate, refusals.
+"""coal-train end to end on the synthetic Tapin-like series (``coalmine.train.synth``): bundle, accuracy, evaluate, refusals.
 
 The series (seed 3, 512 x 512 px, 10 m) has mines among dark burned land, rivers, bare fields and
 bright settlements, with clouds; two years are trained on (blocked train/validation split) and the

@@ -36,7 +36,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ from coalmine.runtime.bundle import (
     load_bundle,
 )
 from coalmine.runtime.errors import BandError, InputError, InputNotFoundError, UsageError
+from coalmine.runtime.options import InputOptions
 
 from .config import SceneSpec, TrainConfig, config_to_dict
 from .labels import labels_on_grid
@@ -128,10 +129,14 @@ def _check_stack_bands(spec: SceneSpec) -> None:
         )
 
 
-def _open(spec: SceneSpec, prep: Preprocessing | None) -> Any:
+def _open(spec: SceneSpec, prep: Preprocessing | None, inputs: InputOptions | None = None) -> Any:
     from coalmine.runtime.preprocess import open_scene
 
-    src = open_scene(spec.path, spec.s1, prep=prep, dem=spec.dem, orbit=spec.orbit)
+    args = (inputs or InputOptions()).reader_args()
+    for k in ("dem", "orbit"):  # a [[scenes]] table's own DEM/orbit wins over the run's
+        if getattr(spec, k) is not None:
+            args[k] = str(getattr(spec, k))
+    src = open_scene(spec.path, spec.s1, prep=prep, **args)
     if tuple(src.bands) != BAND_NAMES:
         src.close()
         raise BandError(
@@ -145,8 +150,10 @@ def _geo(src: Any) -> SceneGeo:
     return SceneGeo(crs=src.crs.to_string(), transform=src.transform, height=src.height, width=src.width)
 
 
-def _choose_preprocessing(specs: Sequence[SceneSpec], srcs: Sequence[Any], cfg: TrainConfig) -> tuple[Preprocessing, str]:
-    """The preprocessing of the run and where its GLCM edges come from (see module docstring)."""
+def _choose_preprocessing(specs: Sequence[SceneSpec], srcs: Sequence[Any], options: tuple[Preprocessing, str]
+                          ) -> tuple[Preprocessing, str]:
+    """The preprocessing of the run and where its GLCM edges come from (see module docstring):
+    the stacks' when there are stacks, else the one the options ask for."""
     stacks = [(s, src) for s, src in zip(specs, srcs, strict=True) if s.s1 is None]
     for s, src in stacks:
         if src.preprocessing is None:
@@ -163,9 +170,7 @@ def _choose_preprocessing(specs: Sequence[SceneSpec], srcs: Sequence[Any], cfg: 
                     "(e.g. GLCM bin edges); re-make them with one coal-prepare setting"
                 )
         return first.preprocessing, "stack"
-    if cfg.glcm_edges == "equal_width":
-        return Preprocessing(), "equal_width"
-    return Preprocessing(), "equal_frequency"
+    return options
 
 
 def _with_s1_made(prep: Preprocessing, specs: Sequence[SceneSpec], srcs: Sequence[Any]) -> Preprocessing:
@@ -219,6 +224,11 @@ def _settings_key(cfg: TrainConfig, fingerprint: str) -> str:
     keys = ("tile", "stride", "min_mine_fraction", "background_ratio", "max_nodata", "max_patches",
             "val_fraction", "block_tiles", "buffer", "glcm_edges", "seed")
     d = {k: getattr(cfg, k) for k in keys}
+    # the input and preprocessing settings change the patches too; named only when given, so
+    # caches made before they were settings stay valid
+    default = TrainConfig()
+    d.update({k: getattr(cfg, k) for k in ("s2_offset", "s1_units", "scl", "speckle", "speckle_window", "db_range")
+              if getattr(cfg, k) != getattr(default, k)})
     return hashlib.sha256(json.dumps([fingerprint, d], sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -234,13 +244,14 @@ def _prepare_patches(cfg: TrainConfig, work: Path, fingerprint: str, progress: b
         return cached, time.perf_counter() - t0
     for s in cfg.scenes:
         _check_stack_bands(s)
+    wanted = cfg.preprocessing_options.preprocessing(default_edges="equal_frequency", from_data=True)
     with contextlib.ExitStack() as stack:
         srcs = []
         for s in cfg.scenes:
-            src = _open(s, None if s.s1 is None else Preprocessing())
+            src = _open(s, None if s.s1 is None else wanted[0], cfg.inputs)
             stack.callback(src.close)
             srcs.append(src)
-        prep, edge_source = _choose_preprocessing(cfg.scenes, srcs, cfg)
+        prep, edge_source = _choose_preprocessing(cfg.scenes, srcs, wanted)
         prep = _with_s1_made(prep, cfg.scenes, srcs)
         geos = [_geo(src) for src in srcs]
         labels = [
@@ -255,13 +266,13 @@ def _prepare_patches(cfg: TrainConfig, work: Path, fingerprint: str, progress: b
         )
         if edge_source == "equal_frequency":
             prep = _equal_frequency_prep(prep, srcs, plan, cfg.tile, cfg.seed)
-        if edge_source != "equal_width":
+        if edge_source in ("equal_frequency", "stack"):
             # Re-open the raw scenes with the final edges (from the training VV, or those of the
-            # stacks they are trained with): the GLCM bands depend on them. equal_width is the
-            # Preprocessing() they were opened with.
+            # stacks they are trained with): the GLCM bands depend on them. Otherwise the edges
+            # are those they were opened with.
             for i, s in enumerate(cfg.scenes):
                 if s.s1 is not None:
-                    srcs[i] = stack.enter_context(contextlib.closing(_open(s, prep)))
+                    srcs[i] = stack.enter_context(contextlib.closing(_open(s, prep, cfg.inputs)))
 
         def read(i: int, window: Any) -> np.ndarray:
             return srcs[i].read(window)
@@ -325,36 +336,16 @@ def train(
         UsageError: no training scene, ``out_dir`` exists without ``overwrite``, bad resume.
         InputError / BandError / CRSError: unusable scenes or labels (message names the file).
     """
-    import torch
-
-    from .loop import (
-        fit,
-        hist_confusion,
-        plot_curves,
-        predict_logits,
-        tune_threshold,
-        write_log_csv,
-    )
-    from .model import build_model, model_spec, save_model
+    from .loop import fit
+    from .model import build_model, model_spec
 
     cfg = config.validate()
     out = Path(out_dir)
-    if not any(s.split == "train" for s in cfg.scenes):
-        raise UsageError("no training scene given; pass --scene and --labels (or [[scenes]] tables in the config)")
-    if out.exists() and not overwrite:
-        raise UsageError(f"output folder {out} already exists; pass --overwrite to replace it or choose another --out")
-    ensure_output_dir(out.parent if str(out.parent) else Path("."), "--out")
-    work = out.parent / f"{out.name}.work"
+    work = _check_output(cfg, out, overwrite)
     t_start = time.perf_counter()
     fingerprint = data_fingerprint(cfg.scenes)
     ps, extract_s = _prepare_patches(cfg, work, fingerprint, progress)
-    prep = Preprocessing.from_dict(ps.meta["preprocessing"])
-    tr, va, te = ps.indices("train"), ps.indices("val"), ps.indices("test")
-    if len(va) == 0 or not (ps.y[va] == 1).any():
-        raise InputError(
-            "no validation patch with mine pixels is left after dropping nodata patches; "
-            "lower block_tiles, raise val_fraction or max_nodata"
-        )
+    tr, va, te = _split(ps)
     mean, std = normalization_stats(ps.x, tr)
     norm = Normalization(mean=mean, std=std)
     spec = model_spec(len(BAND_NAMES))
@@ -362,10 +353,66 @@ def train(
     run_key = hashlib.sha256(json.dumps([ps.meta["key"], settings], sort_keys=True, default=str).encode()).hexdigest()
     fitres = fit(ps.x, ps.y, tr, va, norm, cfg, work, spec=spec, run_key=run_key, resume=resume,
                  progress=progress, on_epoch_end=on_epoch_end)
-
     model = build_model(spec)
     model.load_state_dict(fitres.state_dict)
     model.eval()
+    acc = _accuracy(model, fitres, ps, te, norm, cfg)
+
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    bundle_id = f"{out.name}-{created[:10].replace('-', '')}-{run_key[:8]}"
+    report = _report(bundle_id, acc, (tr, va, te))
+    training = _training_summary(cfg, ps, fingerprint, fitres, acc, report["patches"], settings,
+                                 {"patch_extraction_s": extract_s, "t_start": t_start})
+    bundle = Bundle(
+        path=out, bundle_id=bundle_id, bands=BAND_NAMES, preprocessing=Preprocessing.from_dict(ps.meta["preprocessing"]),
+        normalization=norm, model=spec, tile_size=cfg.tile, overlap=cfg.overlap, threshold=acc.threshold,
+        training=training, created=created,
+    )
+    _write_bundle(bundle, model, fitres, report, ps.x, ps.y, _pick_val_tiles(ps, va, cfg.max_val_tiles))
+    for f in ("checkpoint.pt", "log.csv"):
+        (work / f).unlink(missing_ok=True)
+    if cfg.cache_dir is None:
+        log.info("patch cache kept in %s (delete it to free space)", work / "cache")
+    return out
+
+
+def _check_output(cfg: TrainConfig, out: Path, overwrite: bool) -> Path:
+    """Refuse a run without training scenes or onto an existing bundle; return the work folder."""
+    if not any(s.split == "train" for s in cfg.scenes):
+        raise UsageError("no training scene given; pass --scene and --labels (or [[scenes]] tables in the config)")
+    if out.exists() and not overwrite:
+        raise UsageError(f"output folder {out} already exists; pass --overwrite to replace it or choose another --out")
+    ensure_output_dir(out.parent if str(out.parent) else Path("."), "--out")
+    return out.parent / f"{out.name}.work"
+
+
+def _split(ps: PatchSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of the train, validation and test patches; refuses a validation set without mines."""
+    tr, va, te = ps.indices("train"), ps.indices("val"), ps.indices("test")
+    if len(va) == 0 or not (ps.y[va] == 1).any():
+        raise InputError(
+            "no validation patch with mine pixels is left after dropping nodata patches; "
+            "lower block_tiles, raise val_fraction or max_nodata"
+        )
+    return tr, va, te
+
+
+@dataclass(frozen=True)
+class _Accuracy:
+    threshold: float
+    tuned: bool
+    validation: dict[str, Any]
+    test: dict[str, Any] | None
+
+
+def _accuracy(model: Any, fitres: Any, ps: PatchSet, te: np.ndarray, norm: Normalization,
+              cfg: TrainConfig) -> _Accuracy:
+    """The decision threshold (given, or tuned on validation) and the accuracy it gives on the
+    validation and test patches."""
+    import torch
+
+    from .loop import hist_confusion, predict_logits, tune_threshold
+
     tuned = cfg.threshold == "tune"
     threshold = tune_threshold(fitres.val_hist) if tuned else float(cfg.threshold)
     val_rep = accuracy_report(hist_confusion(fitres.val_hist, threshold))
@@ -375,22 +422,33 @@ def train(
         cut = float(np.log(threshold / (1.0 - threshold)))  # prob >= t  <=>  logit >= logit(t)
         valid = np.isfinite(ps.x[te]).all(axis=1)
         test_rep = accuracy_report(confusion_matrix((lg >= cut).astype(np.uint8), ps.y[te], valid))
+    return _Accuracy(threshold, tuned, val_rep, test_rep)
 
-    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    bundle_id = f"{out.name}-{created[:10].replace('-', '')}-{run_key[:8]}"
-    report = {
+
+def _report(bundle_id: str, acc: _Accuracy, split: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict[str, Any]:
+    """``report.json``: the accuracy figures and what they were measured on."""
+    tr, va, te = split
+    return {
         "bundle_id": bundle_id,
-        "threshold": threshold,
-        "threshold_tuned_on_validation": tuned,
+        "threshold": acc.threshold,
+        "threshold_tuned_on_validation": acc.tuned,
         "note": (
             "pixel accuracy over the validation patches (spatially blocked hold-out)"
-            + ("; the threshold was tuned on them, so these figures are optimistic" if tuned else "")
+            + ("; the threshold was tuned on them, so these figures are optimistic" if acc.tuned else "")
         ),
-        "validation": val_rep,
-        "test": test_rep,
+        "validation": acc.validation,
+        "test": acc.test,
         "patches": {"train": int(len(tr)), "val": int(len(va)), "test": int(len(te))},
     }
-    training = {
+
+
+def _training_summary(cfg: TrainConfig, ps: PatchSet, fingerprint: str, fitres: Any, acc: _Accuracy,
+                      patches: dict[str, int], settings: dict[str, Any], times: dict[str, float]) -> dict[str, Any]:
+    """The bundle's ``training`` section: inputs, run, figures, versions, timings, settings."""
+    import torch
+
+    keys = ("overall_accuracy", "kappa", "iou_mine", "f1_mine")
+    return {
         "data_fingerprint": fingerprint,
         "patch_cache_key": ps.meta["key"],
         "edges_source": ps.meta["edges_source"],
@@ -399,38 +457,42 @@ def train(
         "best_epoch": fitres.best_epoch,
         "stopped_early": fitres.stopped_early,
         "seed": cfg.seed,
-        "validation": {k: val_rep[k] for k in ("overall_accuracy", "kappa", "iou_mine", "f1_mine")},
-        "test": None if test_rep is None else {k: test_rep[k] for k in ("overall_accuracy", "kappa", "iou_mine", "f1_mine")},
-        "patches": report["patches"],
+        "validation": {k: acc.validation[k] for k in keys},
+        "test": None if acc.test is None else {k: acc.test[k] for k in keys},
+        "patches": patches,
         "code_version": _code_version(),
         "torch_version": torch.__version__,
         "device": fitres.device,
         "amp": fitres.amp,
         "timings": {
-            "patch_extraction_s": round(extract_s, 2),
+            "patch_extraction_s": round(times["patch_extraction_s"], 2),
             "training_s": round(fitres.train_seconds, 2),
-            "total_s": round(time.perf_counter() - t_start, 2),
+            "total_s": round(time.perf_counter() - times["t_start"], 2),
             "tiles_per_s": round(fitres.tiles_per_second, 3),
         },
         "config": {**settings, "scenes": config_to_dict(cfg)["scenes"]},
     }
 
+
+def _write_bundle(bundle: Bundle, model: Any, fitres: Any, report: dict[str, Any], x: np.ndarray, y: np.ndarray,
+                  val_pick: np.ndarray) -> None:
+    """Write the bundle into a temporary folder beside ``bundle.path``, check that the runtime
+    loads it, and rename it into place (replacing an older one); nothing is left on failure."""
+    from .loop import plot_curves, write_log_csv
+    from .model import save_model
+
+    out = bundle.path
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        save_model(model, spec, tmp / MODEL_FILES["pytorch"])
-        pick = _pick_val_tiles(ps, va, cfg.max_val_tiles)
-        np.savez_compressed(tmp / MODEL_FILES["val_tiles"], x=np.asarray(ps.x[pick], dtype=np.float32),
-                            y=np.asarray(ps.y[pick], dtype=np.uint8))
+        save_model(model, bundle.model, tmp / MODEL_FILES["pytorch"])
+        np.savez_compressed(tmp / MODEL_FILES["val_tiles"], x=np.asarray(x[val_pick], dtype=np.float32),
+                            y=np.asarray(y[val_pick], dtype=np.uint8))
         atomic_write_json(tmp / "report.json", report)
         write_log_csv(tmp / "log.csv", fitres.history)
         plot_curves(tmp / "curves.png", fitres.history, fitres.best_epoch)
-        bundle = Bundle(
-            path=tmp, bundle_id=bundle_id, bands=BAND_NAMES, preprocessing=prep, normalization=norm, model=spec,
-            tile_size=cfg.tile, overlap=cfg.overlap, threshold=threshold, training=training, created=created,
-        )
-        bundle.save()
+        replace(bundle, path=tmp).save()
         load_bundle(tmp)  # the runtime must accept what we wrote
         if out.exists():
             shutil.rmtree(out)
@@ -438,11 +500,6 @@ def train(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for f in ("checkpoint.pt", "log.csv"):
-        (work / f).unlink(missing_ok=True)
-    if cfg.cache_dir is None:
-        log.info("patch cache kept in %s (delete it to free space)", work / "cache")
-    return out
 
 
 # -- evaluation ---------------------------------------------------------------------------------
@@ -456,6 +513,7 @@ def evaluate(
     block: int = 1024,
     batch_size: int = 8,
     progress: bool = True,
+    inputs: InputOptions | None = None,
 ) -> dict[str, Any]:
     """Accuracy of a bundle's model over whole scenes with reference labels.
 
@@ -470,6 +528,7 @@ def evaluate(
         block: block size for reading (memory depends on it, not on the scene).
         batch_size: tiles per forward pass.
         progress: tqdm bar on stderr.
+        inputs: what raw scenes are (Sentinel-2 offset, Sentinel-1 units, SCL mask).
 
     Returns:
         ``{"bundle_id", "threshold", "scenes": [{"scene", ...report}], "total": report}``.
@@ -501,7 +560,7 @@ def evaluate(
     total = np.zeros((2, 2), dtype=np.int64)
     for spec in scenes:
         _check_stack_bands(spec)
-        with contextlib.closing(_open(spec, b.preprocessing)) as src:
+        with contextlib.closing(_open(spec, b.preprocessing, inputs)) as src:
             check_preprocessing(src, b)
             geo = _geo(src)
             lab = labels_on_grid(spec.labels, geo, scene_name=str(spec.path), label_field=spec.label_field)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +23,14 @@ import click
 from coalmine.runtime.cli.options import (
     CONTEXT_SETTINGS,
     handle_errors,
+    input_options,
+    preprocessing_options,
     quiet_opt,
     setup_logging,
     verbose_opt,
 )
 from coalmine.runtime.errors import UsageError
+from coalmine.runtime.options import INPUT_KEYS, PREPROCESSING_KEYS, InputOptions
 
 PROG = "coal-train"
 
@@ -80,18 +82,15 @@ def main() -> None:
 @click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--scene", "scenes", multiple=True, metavar="PATH",
               help="23-band stack, or raw Sentinel-2 (with --s1); repeat for more scenes.")
-@click.option("--s1", "s1s", multiple=True, metavar="PATH", help="Sentinel-1 VV sigma0 per raw --scene, same order.")
+@click.option("--s1", "s1s", multiple=True, metavar="PATH",
+              help="Sentinel-1 VV per raw --scene, same order: a GRD product (SAFE folder, zip, "
+                   "COG-SAFE) or a sigma0 raster.")
 @click.option("--labels", "labels", multiple=True, metavar="PATH",
               help="Labels per --scene: raster (0/1, any grid) or mine polygons (GeoJSON, GeoPackage, Shapefile…).")
 @click.option("--test-scene", "test_scenes", multiple=True, metavar="PATH",
               help="A held-out test scene (never trained on); repeatable.")
 @click.option("--test-s1", "test_s1s", multiple=True, metavar="PATH", help="Sentinel-1 per raw --test-scene.")
 @click.option("--test-labels", "test_labels", multiple=True, metavar="PATH", help="Labels per --test-scene.")
-@click.option("--dem", type=click.Path(path_type=Path), default=None,
-              help="DEM for terrain correction of the Sentinel-1 GRD products given with --s1/--test-s1 "
-                   "(any CRS, covering every scene).  [default: the products' geolocation-grid heights]")
-@click.option("--orbit", type=click.Path(path_type=Path), default=None,
-              help="Sentinel-1 orbit file (.EOF), or a folder of them, for the GRD products.")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Bundle folder to write (work files go to OUT.work beside it).")
 @click.option("--epochs", type=int, default=None, help="Most epochs  [config or 200]")
@@ -105,8 +104,6 @@ def main() -> None:
 @click.option("--max-patches", type=int, default=None, help="Cap on train+validation patches  [config or none]")
 @click.option("--patience", type=int, default=None, help="Early-stopping patience in epochs, 0 = off  [config or 30]")
 @click.option("--threshold", default=None, help="Decision threshold, or 'tune' on validation  [config or 0.5]")
-@click.option("--glcm-edges", type=click.Choice(["equal_frequency", "equal_width"]), default=None,
-              help="GLCM bin edges for raw inputs  [config or equal_frequency]")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N  [config or auto]")
 @click.option("--no-amp", is_flag=True, default=False, help="Disable mixed precision on CUDA.")
 @click.option("--encoder-weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -115,12 +112,14 @@ def main() -> None:
               help="Patch cache folder  [OUT.work/cache]")
 @click.option("--resume", is_flag=True, default=False, help="Continue from the last checkpoint in OUT.work.")
 @click.option("--overwrite", is_flag=True, default=False, help="Replace an existing OUT.")
+@input_options
+@preprocessing_options
 @verbose_opt
 @quiet_opt
 @handle_errors(PROG)
 def train_cmd(config: Path | None, scenes: tuple[str, ...], s1s: tuple[str, ...], labels: tuple[str, ...],
               test_scenes: tuple[str, ...], test_s1s: tuple[str, ...], test_labels: tuple[str, ...],
-              dem: Path | None, orbit: Path | None, out: Path, no_amp: bool, resume: bool, overwrite: bool, verbose: int, quiet: bool,
+              out: Path, no_amp: bool, resume: bool, overwrite: bool, verbose: int, quiet: bool,
               **settings: Any) -> None:
     """Train a bundle from CONFIG (TOML) and/or --scene/--labels pairs."""
     setup_logging(verbose, quiet)
@@ -128,10 +127,12 @@ def train_cmd(config: Path | None, scenes: tuple[str, ...], s1s: tuple[str, ...]
     from .config import TrainConfig, load_config, with_overrides
 
     cfg = load_config(config) if config else TrainConfig()
-    given = _scenes(scenes, s1s, labels, "train", "--scene")
-    given += _scenes(test_scenes, test_s1s, test_labels, "test", "--test-scene")
-    given = [replace(s, dem=dem, orbit=orbit) if s.s1 is not None else s for s in given]
-    specs = list(cfg.scenes) + given
+    specs = list(cfg.scenes) + _scenes(scenes, s1s, labels, "train", "--scene")
+    specs += _scenes(test_scenes, test_s1s, test_labels, "test", "--test-scene")
+    ctx = click.get_current_context()
+    for name in (*INPUT_KEYS, *PREPROCESSING_KEYS):  # shared options: only what was given overrides CONFIG
+        if ctx.get_parameter_source(name) != click.core.ParameterSource.COMMANDLINE:
+            settings[name] = None
     thr = settings.pop("threshold")
     if thr is not None and thr != "tune":
         try:
@@ -163,11 +164,13 @@ def train_cmd(config: Path | None, scenes: tuple[str, ...], s1s: tuple[str, ...]
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the report as JSON to this file ('-' = JSON on stdout instead of the table).")
 @click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
+@input_options
 @verbose_opt
 @quiet_opt
 @handle_errors(PROG)
 def evaluate_cmd(bundle: Path, scenes: tuple[str, ...], s1s: tuple[str, ...], labels: tuple[str, ...],
-                 json_out: Path | None, device: str, verbose: int, quiet: bool) -> None:
+                 json_out: Path | None, device: str, s2_offset: float | None, s1_units: str, scl: str | None,
+                 verbose: int, quiet: bool) -> None:
     """Accuracy of a bundle on scenes with reference labels: the study's table plus JSON."""
     setup_logging(verbose, quiet)
     from coalmine.runtime._io import atomic_write_json
@@ -176,7 +179,8 @@ def evaluate_cmd(bundle: Path, scenes: tuple[str, ...], s1s: tuple[str, ...], la
     from .report import format_report
 
     specs = _scenes(scenes, s1s, labels, "train", "--scene")
-    rep = evaluate(bundle, specs, device=device, progress=not quiet)
+    inputs = InputOptions(s2_offset=s2_offset, s1_units=s1_units, scl=scl)
+    rep = evaluate(bundle, specs, device=device, progress=not quiet, inputs=inputs)
     if json_out is not None and str(json_out) == "-":
         click.echo(json.dumps(rep, indent=2))
         return

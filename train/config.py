@@ -36,6 +36,7 @@ from typing import Any
 from coalmine.runtime.bundle import ModelSpec
 from coalmine.runtime.configfile import expand_path, read_toml, refuse_unknown, tables, typed
 from coalmine.runtime.errors import ConfigError
+from coalmine.runtime.options import EDGE_METHODS, InputOptions, OptionError, PreprocessingOptions
 from coalmine.runtime.scenes import SPLITS, SceneSpec, scenes_from_tables
 from coalmine.runtime.tiling import tile_size_problem
 
@@ -74,9 +75,25 @@ class TrainConfig:
     block_tiles: int = 4
     #: Training patches closer than this (pixels) to a validation patch are dropped.
     buffer: int | None = None
-    # -- GLCM edges for raw inputs ---------------------------------------------------------------
-    #: "equal_frequency" (from the training VV dB) or "equal_width" (fixed dB range).
+    # -- raw inputs: what they are and how the stack is computed (coalmine.runtime.options) -------
+    #: Sentinel-2 DN offset of raw scenes (None: from the metadata, else guessed from the date).
+    s2_offset: float | None = InputOptions.s2_offset
+    #: Units of the Sentinel-1 values: "auto", "linear" or "db".
+    s1_units: str = InputOptions.s1_units
+    #: Sentinel-2 SCL raster (or "auto") masking clouds of raw scenes; None: no mask.
+    scl: str | None = InputOptions.scl
+    #: DEM and orbit file/folder for the raw scenes' Sentinel-1 GRD products (a [[scenes]]
+    #: table's own ``dem``/``orbit`` wins); None: the products' own heights and state vectors.
+    dem: str | None = InputOptions.dem
+    orbit: str | None = InputOptions.orbit
+    #: Speckle filter ("lee", "none") and Lee window; None: lee, 5.
+    speckle: str | None = PreprocessingOptions.speckle
+    speckle_window: int | None = PreprocessingOptions.speckle_window
+    #: GLCM bin edges: "equal_frequency" (from the training VV dB), "equal_width" (over
+    #: ``db_range``), or a bundle / file of edges (see ``PreprocessingOptions``).
     glcm_edges: str = "equal_frequency"
+    #: dB range of equal-width edges (None: -25 to 5).
+    db_range: tuple[float, float] | None = PreprocessingOptions.db_range
     # -- optimisation --------------------------------------------------------------------------
     epochs: int = 200
     batch_size: int = 8
@@ -106,6 +123,18 @@ class TrainConfig:
     @property
     def effective_stride(self) -> int:
         return self.stride or self.tile
+
+    @property
+    def inputs(self) -> InputOptions:
+        """What the raw scenes are (checked by InputOptions' rules)."""
+        return InputOptions(s2_offset=self.s2_offset, s1_units=self.s1_units, scl=self.scl,
+                            dem=self.dem, orbit=self.orbit)
+
+    @property
+    def preprocessing_options(self) -> PreprocessingOptions:
+        """How the stacks of raw scenes are computed (checked by PreprocessingOptions' rules)."""
+        return PreprocessingOptions(speckle=self.speckle, speckle_window=self.speckle_window,
+                                    glcm_edges=self.glcm_edges, db_range=self.db_range)
 
     @property
     def effective_buffer(self) -> int:
@@ -139,8 +168,10 @@ class TrainConfig:
             raise bad("buffer", "use a number of pixels >= 0")
         if self.max_patches is not None and self.max_patches < 2:
             raise bad("max_patches", "use at least 2 (or leave it out)")
-        if self.glcm_edges not in ("equal_frequency", "equal_width"):
-            raise bad("glcm_edges", "use 'equal_frequency' or 'equal_width'")
+        try:
+            _ = (self.inputs, self.preprocessing_options)  # their rules run when they are made
+        except OptionError as exc:
+            raise ConfigError(f"setting '{exc.name}' = {exc.value!r} {exc.rule}") from None
         for k in ("epochs", "batch_size"):
             if getattr(self, k) < 1:
                 raise bad(k, "use an integer >= 1")
@@ -171,8 +202,10 @@ _SCALAR_KEYS = {f.name for f in fields(TrainConfig)} - {"scenes"}
 _PATH_KEYS = {"encoder_weights", "cache_dir"}
 
 
-#: Settings whose default is None but whose values are whole numbers.
-_OPTIONAL_INTS = {"stride", "buffer", "max_patches"}
+#: Settings whose default is None but whose values are whole numbers, numbers or strings.
+_OPTIONAL_INTS = {"stride", "buffer", "max_patches", "speckle_window"}
+_OPTIONAL_FLOATS = {"s2_offset"}
+_OPTIONAL_STRS = {"scl", "speckle", "dem", "orbit"}
 
 
 def _coerce(key: str, value: Any, where: Any) -> Any:
@@ -183,6 +216,11 @@ def _coerce(key: str, value: Any, where: Any) -> Any:
             return value
         typed({key: value}, key, str, where)
         return Path(value)
+    if key == "db_range":
+        if (not isinstance(value, (list, tuple)) or len(value) != 2
+                or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value)):
+            raise ConfigError(f"{where}: db_range must be two numbers [LOW, HIGH] in dB, got {value!r}")
+        return (float(value[0]), float(value[1]))
     if key == "threshold":
         if value == "tune":
             return value
@@ -191,11 +229,11 @@ def _coerce(key: str, value: Any, where: Any) -> Any:
         kind: type = float
     elif isinstance(default, bool):
         kind = bool
-    elif isinstance(default, float):
+    elif isinstance(default, float) or key in _OPTIONAL_FLOATS:
         kind = float
     elif isinstance(default, int) or key in _OPTIONAL_INTS:
         kind = int
-    elif isinstance(default, str):
+    elif isinstance(default, str) or key in _OPTIONAL_STRS:
         kind = str
     else:
         return value
@@ -231,6 +269,10 @@ def config_from_dict(data: dict[str, Any], base: Path = Path("."), where: Any = 
     refuse_unknown(data, _SCALAR_KEYS | {"scenes"}, where)
     kwargs: dict[str, Any] = {k: (expand_path(v, base, where, k) if k in _PATH_KEYS else _coerce(k, v, where))
                               for k, v in data.items()}
+    for k in ("glcm_edges", "scl", "dem", "orbit"):  # a file named in the config is relative to it
+        v = kwargs.get(k)
+        if isinstance(v, str) and v not in (*EDGE_METHODS, "auto"):
+            kwargs[k] = str(expand_path(v, base, where, k))
     kwargs["scenes"] = scenes_from_tables(entries, base, where, keys=SCENE_KEYS, required=("path", "labels"),
                                           old_keys={"scene": "path"})
     return TrainConfig(**kwargs).validate()

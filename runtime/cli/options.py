@@ -53,6 +53,35 @@ def _input_option_list() -> list[Callable[[F], F]]:
     ]
 
 
+def _preprocessing_option_list() -> list[Callable[[F], F]]:
+    from ..options import EDGE_METHODS, SPECKLE_FILTERS
+
+    return [
+        click.option("--speckle", type=click.Choice(SPECKLE_FILTERS), default=None,
+                     help="Speckle filter of Sentinel-1 ('none' for input that is already filtered).  "
+                          "[default: lee, or the bundle's with --glcm-edges BUNDLE]"),
+        click.option("--speckle-window", type=int, default=None,
+                     help="Lee filter window in pixels (odd).  [default: 5, or the bundle's]"),
+        click.option("--glcm-edges", type=str, default=None, metavar="METHOD|PATH",
+                     help=f"GLCM bin edges: {' or '.join(EDGE_METHODS)} (coal-train: quantiles of the training "
+                          "VV), or a model bundle (folder or bundle.json; its whole preprocessing, speckle "
+                          "settings included unless given here), or a JSON/text list of dB thresholds.  "
+                          "[default: coal-prepare equal_width, coal-train equal_frequency]"),
+        click.option("--db-range", type=(float, float), default=None, metavar="LOW HIGH",
+                     help="dB range of equal-width GLCM edges.  [default: -25 5]"),
+    ]
+
+
+def preprocessing_options(fn: F) -> F:
+    """Add the options that choose how a stack is computed (``--speckle``, ``--speckle-window``,
+    ``--glcm-edges``, ``--db-range``): one declaration for coal-prepare and coal-train, read into
+    :class:`~coalmine.runtime.options.PreprocessingOptions`. coal-run and coal-monitor take the
+    bundle's preprocessing instead."""
+    for opt in reversed(_preprocessing_option_list()):
+        fn = opt(fn)
+    return fn
+
+
 def input_options(fn: F) -> F:
     """Add the options that describe raw inputs (``--s2-offset``, ``--s1-units``, ``--scl``,
     ``--dem``, ``--orbit``): one

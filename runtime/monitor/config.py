@@ -59,7 +59,7 @@ YEARLY_RULES = ("max_extent", "median", "majority", "latest")
 #: Settings of coal-run that ``[run]`` may not hold: the monitor sets them for every scene.
 MONITOR_SETS_RUN: frozenset[str] = frozenset({"prefix", "progress", "aoi_name_field"})
 
-#: Options of ``[cluster]`` (issue 8: scenes as Dask tasks, see ``cluster.py``) and their types.
+#: Options of ``[cluster]`` (scenes as Dask tasks, see ``cluster.py``) and their types.
 CLUSTER_OPTIONS: dict[str, tuple[type, ...]] = {
     "scheduler": (str,),
     "retries": (int,),

@@ -34,6 +34,7 @@ from rasterio.windows import Window
 from ..bands import BAND_NAMES, GLCM_SLICE, INDEX_SLICE, N_BANDS, S2_SLICE, VV_INDEX, is_stack_bands
 from ..bundle import Preprocessing
 from ..errors import BandError, BundleError, InputError, UsageError
+from ..options import PreprocessingOptions
 from ..raster import Grid, check_crs, check_exists, check_window, open_raster, read_checked
 from ..timing import StageTimer
 from .indices import compute_indices
@@ -165,10 +166,8 @@ class RawSource(SceneSource):
         self._texture = texture
         prep = prep or Preprocessing()
         prep = replace(prep, glcm=prep.glcm.with_default_edges())
-        if prep.s1.speckle_filter not in ("lee", "none"):
-            raise UsageError(f"speckle filter {prep.s1.speckle_filter!r} is not one of lee, none")
-        if prep.s1.speckle_window < 1 or prep.s1.speckle_window % 2 == 0:
-            raise UsageError(f"--speckle-window {prep.s1.speckle_window} must be an odd number >= 1")
+        # the rules of --speckle/--speckle-window, also for a bundle's preprocessing
+        PreprocessingOptions(speckle=prep.s1.speckle_filter, speckle_window=prep.s1.speckle_window)
         self.path = Path(s2)
         self.timers = StageTimer()
         self.glcm_threads = glcm_threads
