@@ -170,7 +170,7 @@ def train_cmd(config: Path | None, scenes: tuple[str, ...], s1s: tuple[str, ...]
 @handle_errors(PROG)
 def evaluate_cmd(bundle: Path, scenes: tuple[str, ...], s1s: tuple[str, ...], labels: tuple[str, ...],
                  json_out: Path | None, device: str, s2_offset: float | None, s1_units: str, scl: str | None,
-                 verbose: int, quiet: bool) -> None:
+                 dem: str | None, orbit: str | None, verbose: int, quiet: bool) -> None:
     """Accuracy of a bundle on scenes with reference labels: the study's table plus JSON."""
     setup_logging(verbose, quiet)
     from coalmine.runtime._io import atomic_write_json
@@ -179,7 +179,7 @@ def evaluate_cmd(bundle: Path, scenes: tuple[str, ...], s1s: tuple[str, ...], la
     from .report import format_report
 
     specs = _scenes(scenes, s1s, labels, "train", "--scene")
-    inputs = InputOptions(s2_offset=s2_offset, s1_units=s1_units, scl=scl)
+    inputs = InputOptions(s2_offset=s2_offset, s1_units=s1_units, scl=scl, dem=dem, orbit=orbit)
     rep = evaluate(bundle, specs, device=device, progress=not quiet, inputs=inputs)
     if json_out is not None and str(json_out) == "-":
         click.echo(json.dumps(rep, indent=2))
