@@ -423,12 +423,16 @@ class RunOptions:
         return d
 
     # -- the bundle's part ------------------------------------------------------------------
-    def resolve(self, tile_size: int, overlap: int, threshold: float, size_multiple: int) -> RunOptions:
+    def resolve(self, tile_size: int, overlap: int, threshold: float, size_multiple: int,
+                engine_tile: int | None = None) -> RunOptions:
         """These options with the bundle's defaults filled in and the model's rules checked.
 
         Args:
             tile_size, overlap, threshold: the bundle's training tile, overlap and threshold.
             size_multiple: the model's input-size divisor (``bundle.model.size_multiple``).
+            engine_tile: the tile of the engine profile coal-export recorded in the bundle
+                (``bundle.engine_profile``): the default tile when given, so the run finds the
+                gated engine.
 
         Raises:
             OptionError: the tile is not a multiple of ``size_multiple`` or the overlap is not
@@ -436,7 +440,7 @@ class RunOptions:
         """
         from .tiling import overlap_problem, tile_size_problem
 
-        tile = self.tile if self.tile is not None else max(tile_size, MIN_DEFAULT_TILE)
+        tile = self.tile if self.tile is not None else (engine_tile or max(tile_size, MIN_DEFAULT_TILE))
         ov = self.overlap if self.overlap is not None else overlap
         problem = tile_size_problem(tile, size_multiple)
         if problem:

@@ -51,8 +51,15 @@ from coalmine.runtime.bundle import (
     Preprocessing,
     load_bundle,
 )
-from coalmine.runtime.errors import BandError, InputError, InputNotFoundError, UsageError
+from coalmine.runtime.errors import (
+    BandError,
+    ConfigError,
+    InputError,
+    InputNotFoundError,
+    UsageError,
+)
 from coalmine.runtime.options import InputOptions
+from coalmine.runtime.tiling import tile_size_problem
 
 from .config import SceneSpec, TrainConfig, config_to_dict
 from .labels import labels_on_grid
@@ -349,6 +356,9 @@ def train(
     mean, std = normalization_stats(ps.x, tr)
     norm = Normalization(mean=mean, std=std)
     spec = model_spec(len(BAND_NAMES))
+    problem = tile_size_problem(cfg.tile, spec.size_multiple)  # the encoder built, not a default
+    if problem:
+        raise ConfigError(f"setting 'tile' = {cfg.tile} {problem}")
     settings = {k: v for k, v in config_to_dict(cfg).items() if k not in ("cache_dir", "scenes")}
     run_key = hashlib.sha256(json.dumps([ps.meta["key"], settings], sort_keys=True, default=str).encode()).hexdigest()
     fitres = fit(ps.x, ps.y, tr, va, norm, cfg, work, spec=spec, run_key=run_key, resume=resume,

@@ -13,6 +13,7 @@ Example ``monitor.toml``::
     aoi_name_field = "name"            # attribute holding each area's name
     output = "monitor"                 # ledger, per-scene outputs, composites, reports
     yearly_rule = "max_extent"         # max_extent | median | majority | latest
+    min_valid_share = 0.5              # below this observed share a year/AOI/scene has no figure
 
     [run]                              # coal-run's settings for every scene (RunOptions)
     backend = "auto"
@@ -37,6 +38,11 @@ Example ``monitor.toml``::
 
     [cluster]                          # optional: scenes as Dask tasks (see cluster.py)
     scheduler = "tcp://10.0.0.5:8786"  # or "local:4", or a scheduler JSON file
+
+    [source]                           # optional: fetch new scenes from a STAC catalogue first
+    catalog = "planetary-computer"     # see coalmine.runtime.fetch.source for every key
+    start = 2023-01-01
+    since_last_run = true
 """
 
 from __future__ import annotations
@@ -71,7 +77,7 @@ CLUSTER_OPTIONS: dict[str, tuple[type, ...]] = {
 
 _TOP_KEYS = {
     "title", "bundle", "aois", "aoi_name_field", "output", "ledger", "yearly_rule",
-    "max_attempts", "run", "scenes", "search", "cluster",
+    "max_attempts", "run", "scenes", "search", "cluster", "source", "min_valid_share",
 }
 _SCENE_KEYS = ("path", "date", "s1")
 _SEARCH_KEYS = {
@@ -119,6 +125,8 @@ class MonitorConfig:
     ledger: Path | None = None
     yearly_rule: str = "max_extent"
     max_attempts: int = 3
+    #: A figure (a scene, a year, an AOI in either) whose valid share is below this is "no data".
+    min_valid_share: float = 0.5
     #: The ``[run]`` table as written (validated by :class:`RunOptions`): passed to
     #: ``run_scene`` for every scene and recorded in the ledger.
     run: dict[str, Any] = field(default_factory=dict)
@@ -126,6 +134,9 @@ class MonitorConfig:
     searches: tuple[SearchSpec, ...] = ()
     #: ``[cluster]`` settings (validated types; ranges checked by ``cluster.DaskExecutor``).
     cluster: dict[str, Any] = field(default_factory=dict)
+    #: ``[source]``: the STAC catalogue new scenes are fetched from (a ``fetch.SourceSpec``
+    #: whose ``folder`` is set), or None.
+    fetch: Any = None
 
     @property
     def ledger_path(self) -> Path:
@@ -177,14 +188,21 @@ def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
     if max_attempts < 1:
         raise ConfigError(f"{src}: max_attempts must be at least 1, got {max_attempts}")
 
+    min_valid = float(typed(raw, "min_valid_share", float, src, default=MonitorConfig.min_valid_share))
+    if not 0.0 < min_valid <= 1.0:
+        raise ConfigError(f"{src}: min_valid_share must lie in (0, 1] (the share of an area that must be "
+                          f"observed for its hectares to count), got {min_valid}")
+
     run = _run_table(raw, src, bundle)
     cluster = _options_table(raw, "cluster", CLUSTER_OPTIONS, src)
 
     scenes = scenes_from_tables(tables(raw, "scenes", src), base, src, keys=_SCENE_KEYS,
                                 required=("path", "date"), must_exist=True)
     searches = tuple(_search(i, s, base, src) for i, s in enumerate(tables(raw, "search", src)))
-    if not scenes and not searches:
-        raise ConfigError(f"{src}: no scenes; add [[scenes]] entries (path, date) or a [[search]] folder pattern")
+    fetch = _source(raw, base, src, output)
+    if not scenes and not searches and fetch is None:
+        raise ConfigError(f"{src}: no scenes; add [[scenes]] entries (path, date), a [[search]] folder "
+                          "pattern or a [source] catalogue")
     name_field = typed(raw, "aoi_name_field", str, src, default="name")
     if not name_field:
         raise ConfigError(f"{src}: aoi_name_field must be a non-empty string, got {name_field!r}")
@@ -199,11 +217,29 @@ def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
         ledger=ledger,
         yearly_rule=rule,
         max_attempts=max_attempts,
+        min_valid_share=min_valid,
         run=dict(run),
         scenes=scenes,
         searches=searches,
         cluster=dict(cluster),
+        fetch=fetch,
     )
+
+
+def _source(raw: dict[str, Any], base: Path, src: Path, output: Path) -> Any:
+    """``[source]`` (see ``coalmine.runtime.fetch.source``), its folder defaulting to <output>/downloads."""
+    if "source" not in raw:
+        return None
+    from dataclasses import replace
+
+    from ..fetch.source import check_source, parse_source
+
+    spec = parse_source(raw["source"], base, src)
+    check_source(spec, src)
+    if spec.s1 == "none":
+        raise ConfigError(f"{src}: source.s1 = \"none\": every monitored scene needs Sentinel-1 VV; "
+                          "use s1 = \"rtc\" (a catalogue with Sentinel-1 RTC, e.g. planetary-computer)")
+    return replace(spec, folder=spec.folder or output / "downloads")
 
 
 def discover_scenes(cfg: MonitorConfig) -> list[SceneSpec]:
@@ -217,6 +253,10 @@ def discover_scenes(cfg: MonitorConfig) -> list[SceneSpec]:
             appears twice.
     """
     found: list[SceneSpec] = list(cfg.scenes)
+    if cfg.fetch is not None:  # fetched acquisitions with their Sentinel-1 partner
+        from ..fetch.record import acquisitions
+
+        found += [SceneSpec(path=a.s2, date=a.date, s1=a.s1) for a in acquisitions(cfg.fetch.folder) if a.s1]
     for s in cfg.searches:
         if not s.folder.is_dir():
             raise InputNotFoundError(f"{cfg.source}: search folder {s.folder} does not exist; fix search.folder")
@@ -341,7 +381,8 @@ def _run_table(raw: dict[str, Any], src: Path, bundle: Path) -> dict[str, Any]:
     except BundleError:
         return dict(table)
     try:
-        opts.resolve(b.tile_size, b.overlap, b.threshold, b.model.size_multiple)
+        opts.resolve(b.tile_size, b.overlap, b.threshold, b.model.size_multiple,
+                     engine_tile=b.engine_profile.get("tile"))
     except OptionError as exc:
         raise exc.in_config(src, "run") from None
     return dict(table)
