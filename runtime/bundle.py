@@ -104,6 +104,14 @@ class S1Params:
     speckle_filter: str = "lee"
     speckle_window: int = 5
     resampling: str = "bilinear"
+    #: How VV was made: "raster" (a calibrated raster made elsewhere: SNAP, GEE, ASF, ...) or
+    #: "grd" (from a GRD product by :mod:`coalmine.runtime.preprocess.s1grd`).
+    source: str = "raster"
+    #: "sigma0" (the study's band) or "gamma0" (terrain-flattened).
+    radiometry: str = "sigma0"
+    #: Terrain correction: "dem", "none" (the geolocation grid's heights) or "unknown" (a raster
+    #: made elsewhere). Scenes made otherwise than a bundle's training scenes get a warning.
+    terrain: str = "unknown"
 
 
 @dataclass(frozen=True)

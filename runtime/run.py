@@ -327,6 +327,12 @@ def _summary(source: Any, scene_path: Any, s1: Any, bundle: Bundle, outs: Output
                    "block": plan.block, "blocks": len(plan.blocks), "tiles": plan.n_tiles},
         "grid": {"crs": source.crs.to_string(), "transform": list(source.transform)[:6],
                  "width": W, "height": H},
+        # what was done to the raw inputs (for a GRD product: noise removal, border method,
+        # calibration, geocoding, DEM and its hash, orbit, IPF), from the stack's tag or the raw
+        # source, and how its VV was made
+        "inputs": getattr(source, "inputs", None),
+        "s1_made": ({k: getattr(source.preprocessing.s1, k) for k in ("source", "radiometry", "terrain")}
+                    if getattr(source, "preprocessing", None) is not None else None),
         "timings": {},
         "warnings": warnings,
     }

@@ -18,12 +18,15 @@ Example ``monitor.toml``::
     [run]                              # coal-run's settings for every scene (RunOptions)
     backend = "auto"
     threshold = 0.5
-    s2_offset = -1000                  # input settings too: s2_offset, s1_units, scl
+    s2_offset = -1000                  # input settings too: s2_offset, s1_units, scl, dem, orbit
+    dem = "dem/copernicus_30m.vrt"     # terrain correction of Sentinel-1 GRD products (any CRS)
+    orbit = "orbits"                   # folder of S1?_OPER_AUX_POEORB_*.EOF (the matching one is used)
 
     [[scenes]]                         # one explicit scene
     path = "s2/S2A_20160714_T50MKB"    # a stack, a folder of band files or a SAFE folder
     date = 2016-07-14
-    s1 = "s1/S1A_20160712_VV.tif"      # Sentinel-1 VV for raw Sentinel-2 input
+    s1 = "s1/S1A_IW_GRDH_1SDV_20160712T….zip"  # Sentinel-1 for raw Sentinel-2 input: a GRD
+                                       # product (SAFE folder, zip, COG-SAFE) or a sigma0 raster
 
     [[search]]                         # or every match of a pattern in a folder
     folder = "incoming/s2"
@@ -367,6 +370,11 @@ def _run_table(raw: dict[str, Any], src: Path, bundle: Path) -> dict[str, Any]:
     table = raw.get("run", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{src}: 'run' must be a table ([run]), got {type(table).__name__}")
+    table = dict(table)
+    for key in ("dem", "orbit"):  # paths, relative to the configuration file like all others
+        v = table.get(key)
+        if isinstance(v, str) and v and not Path(v).expanduser().is_absolute():
+            table[key] = str(src.parent / Path(v).expanduser())
     opts = RunOptions.from_table(table, src, "run", exclude=MONITOR_SETS_RUN)
     try:
         b = load_bundle(bundle)
