@@ -77,7 +77,10 @@ void check_levels(const py::array& levels, int n_levels, std::optional<int> noda
 
 PYBIND11_MODULE(_glcm, m) {
     m.doc() = "Private compiled GLCM kernel; use coalmine.runtime.texture instead.";
-    m.attr("N_FEATURES") = g::kFeatures;
+    m.attr("N_FEATURES") = static_cast<int>(g::kFeatures);
+    py::tuple names(static_cast<py::size_t>(g::kFeatures));
+    for (int f = 0; f < g::kFeatures; ++f) names[static_cast<py::size_t>(f)] = py::str(g::kFeatureNames[f]);
+    m.attr("FEATURES") = names;
     m.attr("MIN_WINDOW") = g::kMinWindow;
     m.attr("MAX_WINDOW") = g::kMaxWindow;
     m.attr("MIN_LEVELS") = g::kMinLevels;

@@ -161,16 +161,16 @@ void emit(const Lin& l, const Sums& s, const Tables& t, float* out, std::size_t 
     const std::int64_t var_n2 = s2 * n - s1 * s1;
     const double corr =
         var_n2 == 0 ? 1.0 : 1.0 - static_cast<double>(c2) * dn / static_cast<double>(var_n2);
-    out[0 * plane] = static_cast<float>(static_cast<double>(c2) * inv_np);
-    out[1 * plane] = static_cast<float>(static_cast<double>(c1) * inv_np);
-    out[2 * plane] = static_cast<float>(static_cast<double>(l.hom) * (kInvFixed * inv_np));
-    out[3 * plane] = static_cast<float>(asm_);
-    out[4 * plane] = static_cast<float>(std::sqrt(asm_));
-    out[5 * plane] = static_cast<float>(static_cast<double>(s.maxv) * inv_n);
-    out[6 * plane] = static_cast<float>(entropy);
-    out[7 * plane] = static_cast<float>(static_cast<double>(s1) * inv_n);
-    out[8 * plane] = static_cast<float>(static_cast<double>(var_n2) * (inv_n * inv_n));
-    out[9 * plane] = static_cast<float>(corr);
+    out[kContrast * plane] = static_cast<float>(static_cast<double>(c2) * inv_np);
+    out[kDissimilarity * plane] = static_cast<float>(static_cast<double>(c1) * inv_np);
+    out[kHomogeneity * plane] = static_cast<float>(static_cast<double>(l.hom) * (kInvFixed * inv_np));
+    out[kAsm * plane] = static_cast<float>(asm_);
+    out[kEnergy * plane] = static_cast<float>(std::sqrt(asm_));
+    out[kMaxProb * plane] = static_cast<float>(static_cast<double>(s.maxv) * inv_n);
+    out[kEntropy * plane] = static_cast<float>(entropy);
+    out[kGlcmMean * plane] = static_cast<float>(static_cast<double>(s1) * inv_n);
+    out[kGlcmVariance * plane] = static_cast<float>(static_cast<double>(var_n2) * (inv_n * inv_n));
+    out[kCorrelation * plane] = static_cast<float>(corr);
 }
 
 // Pixel access through precomputed row pointers (arbitrary strides).

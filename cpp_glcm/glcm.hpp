@@ -13,7 +13,25 @@
 namespace coalmine {
 namespace glcm {
 
-constexpr int kFeatures = 10;
+//! The ten features, in output order. Their names are coalmine.runtime.bands.GLCM_FEATURES (the one
+//! home of the band layout); the binding exports kFeatureNames so a test can hold the two equal.
+enum Feature : int {
+    kContrast,
+    kDissimilarity,
+    kHomogeneity,
+    kAsm,
+    kEnergy,
+    kMaxProb,
+    kEntropy,
+    kGlcmMean,
+    kGlcmVariance,
+    kCorrelation,
+    kFeatures  // the count
+};
+constexpr const char* kFeatureNames[kFeatures] = {
+    "contrast", "dissimilarity", "homogeneity", "asm", "energy",
+    "max_prob", "entropy", "glcm_mean", "glcm_variance", "correlation",
+};
 constexpr int kMinWindow = 3;
 constexpr int kMaxWindow = 31;
 constexpr int kMinLevels = 2;

@@ -27,19 +27,19 @@ import datetime as _dt
 import logging
 import os
 import re
-import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from coalmine.runtime.bundle import Bundle, load_bundle, write_json_atomic
-from coalmine.runtime.errors import BackendError, BundleError, OutputError, UsageError
+from coalmine.runtime._io import atomic_write_json, sha256_file, temp_path
+from coalmine.runtime.bundle import Bundle, load_bundle
+from coalmine.runtime.errors import BackendError, BundleError, UsageError
 
 from . import engine as _engine
 from .fp16 import convert_fp16
 from .int8 import quantize_int8
-from .onnx_export import SOURCE_KEY, export_onnx, other_shape_batch, read_metadata, sha256_of
+from .onnx_export import SOURCE_KEY, export_onnx, other_shape_batch, read_metadata
 from .parity import (
     FP16_TOLERANCES,
     FP32_TOLERANCES,
@@ -188,14 +188,7 @@ def _gate(reports: dict[str, ParityReport], key: str, rep: ParityReport) -> None
 def _staging(bundle: Bundle, key: str, stack: ExitStack) -> Path:
     """A temporary file beside the bundle's file for ``key``, removed unless renamed."""
     target = bundle.path / bundle.files[key]
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".partial.onnx", dir=bundle.path)
-    except OSError as exc:
-        raise OutputError(f"cannot write into bundle {bundle.path} ({exc.strerror}); check its permissions") from exc
-    os.close(fd)
-    path = Path(tmp)
-    # mkstemp creates 0600; the finished model files should be as readable as any other output.
-    os.chmod(path, 0o644)
+    path = temp_path(target, "--bundle")
     stack.callback(lambda: path.unlink(missing_ok=True))
     return path
 
@@ -278,7 +271,7 @@ def export_bundle(
         names["onnx_int8"] = bundle.files["onnx_int8"]
     # An FP16/INT8 file made from older weights would outlive this export and be picked up by
     # coal-run (and by the engine build): refresh it in the same transaction.
-    model_sha = sha256_of(bundle.file("pytorch"))
+    model_sha = sha256_file(bundle.file("pytorch"))
     for key in ("onnx_fp16", "onnx_int8"):
         if key not in names and bundle.has(key):
             try:
@@ -361,7 +354,7 @@ def export_bundle(
         "stale_engines": stale,
     }
     report_path = bundle.path / REPORT_FILE
-    write_json_atomic(report_path, result)
+    atomic_write_json(report_path, result)
     result["report_path"] = str(report_path)
     result["table"] = format_table(list(reports.values()))
     return result

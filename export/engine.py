@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from coalmine.runtime._optional import pip_hint
 from coalmine.runtime.bundle import Bundle
 from coalmine.runtime.errors import BackendError, BundleError
 
@@ -31,7 +32,7 @@ def tensorrt_status() -> tuple[bool, str]:
         ``(True, description)`` or ``(False, reason it cannot)``.
     """
     if importlib.util.find_spec("tensorrt") is None:
-        return False, "the tensorrt package is not installed (pip install 'coalmine[tensorrt]')"
+        return False, f"the tensorrt package is not installed ({pip_hint('tensorrt')})"
     try:
         from coalmine.runtime.backends.tensorrt import device_info
 
@@ -67,7 +68,8 @@ def stale_engines(
     Raises:
         BundleError: the manifest is not valid JSON.
     """
-    from coalmine.runtime.backends.tensorrt import entry_mismatches, read_manifest, sha256_file
+    from coalmine.runtime._io import sha256_file
+    from coalmine.runtime.backends.tensorrt import entry_mismatches, read_manifest
 
     if device is None and trt_version is None and tensorrt_status()[0]:
         import tensorrt as trt
@@ -143,8 +145,8 @@ def build_checked_engine(
 
 def discard_engine(bundle: Bundle, path: Path) -> None:
     """Remove an engine that failed its gate, and its manifest entry."""
+    from coalmine.runtime._io import atomic_write_json
     from coalmine.runtime.backends.tensorrt import MANIFEST, read_manifest
-    from coalmine.runtime.bundle import write_json_atomic
 
     path.unlink(missing_ok=True)
     try:
@@ -152,4 +154,4 @@ def discard_engine(bundle: Bundle, path: Path) -> None:
     except BundleError:
         return
     entries = [e for e in manifest["engines"] if e.get("file") != path.name]
-    write_json_atomic(bundle.engines_dir / MANIFEST, {**manifest, "engines": entries})
+    atomic_write_json(bundle.engines_dir / MANIFEST, {**manifest, "engines": entries})

@@ -12,7 +12,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import warnings
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from coalmine.runtime._io import sha256_file
 from coalmine.runtime.bundle import Bundle
 from coalmine.runtime.errors import BundleError
 
@@ -33,15 +33,6 @@ META_PREFIX = "coalmine."
 SOURCE_KEY = f"{META_PREFIX}source_model_sha256"
 
 
-def sha256_of(path: str | Path) -> str:
-    """Hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def bundle_metadata(bundle: Bundle) -> dict[str, str]:
     """The bundle facts stored in the ONNX ``metadata_props`` (all values are strings).
 
@@ -50,7 +41,7 @@ def bundle_metadata(bundle: Bundle) -> dict[str, str]:
     """
     return {
         f"{META_PREFIX}bundle_id": bundle.bundle_id,
-        SOURCE_KEY: sha256_of(bundle.file("pytorch")),
+        SOURCE_KEY: sha256_file(bundle.file("pytorch")),
         f"{META_PREFIX}bands": json.dumps(list(bundle.bands)),
         f"{META_PREFIX}normalization": json.dumps(
             {"mean": list(bundle.normalization.mean), "std": list(bundle.normalization.std)}

@@ -4,6 +4,8 @@ import numpy as np
 import numpy.typing as npt
 
 N_FEATURES: int
+#: Feature names in output order (must equal coalmine.runtime.bands.GLCM_FEATURES).
+FEATURES: tuple[str, ...]
 MIN_WINDOW: int
 MAX_WINDOW: int
 MIN_LEVELS: int

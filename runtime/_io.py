@@ -1,14 +1,33 @@
-"""Small helpers for writing outputs safely: temp names, rename when complete."""
+"""Writing outputs safely, and hashing files: the one home of both.
+
+Every file coalmine writes for a user goes through a temporary name beside its target and is
+renamed only when complete (:func:`atomic_output`, :func:`atomic_write_bytes`,
+:func:`atomic_write_text`, :func:`atomic_write_json`), so a crash or a refused input never
+leaves a half-written file under the final name. The temporary file is created the way a
+plain ``open(path, "w")`` creates one, with mode ``0o666`` filtered by the process umask
+(0644 under the usual umask 022), not the 0600 of :func:`tempfile.mkstemp`: a colleague, a web
+server serving the report or a Dask worker under another account can read what was written.
+The rename keeps that mode.
+
+:func:`sha256_file` (and :func:`hash_file` for a digest over several files) is the one place
+that streams a file's bytes into SHA-256.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from .errors import OutputError
+
+#: Bytes read at a time when hashing.
+HASH_CHUNK = 1 << 20
 
 
 def ensure_output_dir(path: str | os.PathLike[str], option: str = "--out") -> Path:
@@ -27,11 +46,47 @@ def ensure_output_dir(path: str | os.PathLike[str], option: str = "--out") -> Pa
     return p
 
 
+def temp_path(target: str | os.PathLike[str], option: str = "--out", tag: str = "partial") -> Path:
+    """Create an empty, uniquely named hidden file beside ``target`` and return its path.
+
+    The name is ``.<target name>.<random>.<tag><target suffix>`` (the suffix is kept so that
+    writers that pick a format from it, such as matplotlib, still work). The file is created
+    with ``O_CREAT | O_EXCL`` and mode ``0o666``, so the umask decides its final permissions
+    exactly as for ``open(path, "w")``. The caller renames it into place or removes it.
+
+    Raises:
+        OutputError: the folder cannot be written, naming ``option``.
+    """
+    target = Path(target)
+    folder = target.parent if str(target.parent) else Path(".")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        p = folder / f".{target.name}.{secrets.token_hex(4)}.{tag}{target.suffix}"
+        try:
+            fd = os.open(p, flags, 0o666)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise OutputError(f"cannot write into {folder} ({exc.strerror}); choose another {option}") from exc
+        os.close(fd)
+        return p
+    raise OutputError(f"cannot find a free temporary name beside {target}; clean up hidden files in {folder}")
+
+
+def remove_temp(path: Path) -> None:
+    """Remove a temporary file and the side files GDAL may have put beside it (.aux.xml, .ovr)."""
+    path.unlink(missing_ok=True)
+    for side in path.parent.glob(path.name + ".*"):
+        side.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_output(target: str | os.PathLike[str], option: str = "--out") -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it to ``target`` on success.
 
-    On any exception the temporary file is removed, so nothing half-written is left.
+    The folder is created if needed. On any exception the temporary file (and any GDAL side
+    file) is removed and ``target`` is left as it was. The file gets the umask's mode (see the
+    module docstring), whatever writes into it.
 
     Example:
         >>> with atomic_output("scene.tif") as tmp:   # doctest: +SKIP
@@ -39,14 +94,50 @@ def atomic_output(target: str | os.PathLike[str], option: str = "--out") -> Iter
     """
     target = Path(target)
     ensure_output_dir(target.parent if str(target.parent) else Path("."), option)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".partial{target.suffix}", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp = temp_path(target, option)
     try:
-        yield tmp_path
-        os.replace(tmp_path, target)
+        yield tmp
+        os.replace(tmp, target)
     except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        for side in tmp_path.parent.glob(tmp_path.name + ".*"):  # e.g. GDAL .aux.xml / .ovr
-            side.unlink(missing_ok=True)
+        remove_temp(tmp)
         raise
+
+
+def atomic_write_bytes(target: str | os.PathLike[str], data: bytes | memoryview, option: str = "--out") -> Path:
+    """Write ``data`` to ``target`` through a temporary file (see :func:`atomic_output`)."""
+    with atomic_output(target, option) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+    return Path(target)
+
+
+def atomic_write_text(target: str | os.PathLike[str], text: str, option: str = "--out") -> Path:
+    """Write UTF-8 ``text`` to ``target`` through a temporary file (see :func:`atomic_output`)."""
+    return atomic_write_bytes(target, text.encode("utf-8"), option)
+
+
+def atomic_write_json(target: str | os.PathLike[str], data: Any, option: str = "--out") -> Path:
+    """Write ``data`` as indented JSON (no NaN/Infinity: they are not JSON) plus a newline.
+
+    Raises:
+        ValueError: ``data`` holds NaN or infinity; nothing is written.
+    """
+    return atomic_write_text(target, json.dumps(data, indent=2, allow_nan=False) + "\n", option)
+
+
+def hash_file(h: Any, path: str | os.PathLike[str]) -> None:
+    """Stream the bytes of the file ``path`` into the hash object ``h`` (bounded memory)."""
+    with open(path, "rb") as f:
+        while block := f.read(HASH_CHUNK):
+            h.update(block)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes.
+
+    Example:
+        >>> sha256_file("model.onnx")[:12]   # doctest: +SKIP
+        '3f1c0a9e77b2'
+    """
+    h = hashlib.sha256()
+    hash_file(h, path)
+    return h.hexdigest()

@@ -1,14 +1,17 @@
-"""Areas of interest from GeoJSON or GeoPackage files.
+"""Areas of interest (and other polygon layers) from any vector file GDAL reads.
 
-GeoJSON is read with :mod:`json` (RFC 7946 lon/lat WGS 84 by default; a legacy ``crs``
-member such as ``urn:ogc:def:crs:EPSG::32750`` is honoured). GeoPackage is read with the
-standard library's :mod:`sqlite3` and a small WKB reader (GeoPackage geometry header +
-ISO/extended WKB, 2D/Z/M/ZM), so no GDAL vector driver or extra package is needed. The
-first feature table is used unless ``layer`` names another.
+Files are read with pyogrio (GDAL's vector drivers, bundled in its wheels): GeoJSON,
+GeoPackage, Shapefile, FlatGeobuf, KML, GML, FileGDB… in any CRS. GDAL handles what a
+hand-written reader gets wrong: GeoPackage extended geometry types, curves (approximated by
+line segments), Z/M coordinates (dropped), legacy GeoJSON ``crs`` members. Geometries become
+shapely geometries; the first layer is used unless ``layer`` names another.
 
 Only polygonal geometries make areas of interest; points and lines are refused, naming the
-feature. The AOI name comes from ``name_field`` (or a ``name``/``NAME``/``Name`` property,
-else the feature id, else ``aoi_<n>``).
+feature. An invalid polygon (self-intersecting ring, bow tie) is repaired with
+:func:`shapely.make_valid`, which keeps every covered area, and the repair is reported (a log
+warning and a note on the AOI that reaches the run summary); one that has no area left after
+repair is refused. The AOI name comes from ``name_field`` (or a ``name``/``NAME``/``Name``
+property, else the feature id, else ``aoi_<n>``).
 
 Example:
     >>> aois = read_aois("districts.gpkg", name_field="district")  # doctest: +SKIP
@@ -18,253 +21,241 @@ Example:
 
 from __future__ import annotations
 
-import json
+import logging
 import os
-import sqlite3
-import struct
-from dataclasses import dataclass
+import re
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import shapely
 from rasterio.crs import CRS
 from rasterio.errors import CRSError as _RioCRSError
 
 from .errors import InputError, InputNotFoundError, UsageError
 
+log = logging.getLogger("coalmine.runtime.aoi")
+
 WGS84 = CRS.from_epsg(4326)
 _NAME_KEYS = ("name", "NAME", "Name")
+FORMATS = "GeoJSON (.geojson), GeoPackage (.gpkg), Shapefile (.shp), FlatGeobuf (.fgb) or KML (.kml)"
+#: File suffixes taken as vector files where a raster is also possible (labels).
+VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb", ".kml", ".kmz", ".gml", ".sqlite", ".gdb")
 
 
 @dataclass(frozen=True)
 class Aoi:
-    """One area of interest: a GeoJSON Polygon/MultiPolygon dict in ``crs`` coordinates."""
+    """One area of interest: a GeoJSON Polygon/MultiPolygon dict in ``crs`` coordinates.
+
+    ``note`` says what was done to the geometry on reading (a repair), empty when nothing.
+    """
 
     name: str
     geometry: dict[str, Any]
     crs: CRS
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class VectorFeature:
+    """One feature of a vector layer: a 2-D shapely geometry (None when empty), its fields, its id."""
+
+    geometry: Any
+    properties: dict[str, Any]
+    fid: int | None
+    where: str
+
+
+@dataclass
+class VectorLayer:
+    """The features of one layer and their CRS."""
+
+    features: list[VectorFeature]
+    crs: CRS
+    path: Path
+    layer: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def read_vector(path: str | os.PathLike[str], *, what: str = "AOI file", option: str = "--aoi",
+                layer: str | None = None) -> VectorLayer:
+    """Read one layer of a vector file with GDAL (pyogrio).
+
+    Args:
+        path: the file (any GDAL vector format).
+        what: what the file is, for messages ("AOI file", "labels").
+        option: the option that named it, for messages.
+        layer: layer to read (default: the first).
+
+    Raises:
+        InputNotFoundError: the file does not exist.
+        InputError: GDAL cannot read it, it has no CRS, or its coordinates do not fit its CRS.
+        UsageError: ``layer`` is not in the file.
+    """
+    import pyogrio
+    import pyogrio.raw
+    from pyogrio.errors import DataLayerError, DataSourceError, GeometryError
+
+    p = Path(path)
+    if not p.exists():
+        raise InputNotFoundError(f"{what} {p} does not exist; pass {option} a vector file: {FORMATS}")
+    try:
+        layers = [str(n) for n, _ in pyogrio.list_layers(p)]
+    except DataSourceError as exc:
+        raise InputError(f"{what} {p} is not a vector file GDAL can read ({_first_line(exc)}); "
+                         f"expected {FORMATS}") from exc
+    if layer is not None and layer not in layers:
+        raise UsageError(f"layer '{layer}' is not in {what} {p} (it has: {', '.join(layers) or 'no layers'})")
+    name = layer if layer is not None else (layers[0] if layers else "")
+    try:
+        with warnings.catch_warnings():
+            # GDAL's notes about renumbered duplicate GeoJSON ids; the ids are not used as keys
+            warnings.filterwarnings("ignore", message="Several features with id", category=RuntimeWarning)
+            meta, fids, wkb, values = pyogrio.raw.read(p, layer=name or None, force_2d=True, return_fids=True)
+    except (DataSourceError, DataLayerError, GeometryError) as exc:
+        raise InputError(f"{what} {p} cannot be read ({_first_line(exc)}); expected {FORMATS}") from exc
+    if meta["crs"] is None:
+        raise InputError(f"{what} {p} has no coordinate reference system (a Shapefile without its .prj?); "
+                         "save it with its CRS, e.g. as GeoPackage")
+    try:
+        crs = CRS.from_user_input(meta["crs"])
+    except (_RioCRSError, ValueError, TypeError) as exc:
+        raise InputError(f"{what} {p} has an unrecognised CRS {meta['crs']!r}; save it as EPSG:4326 GeoJSON") from exc
+    geoms = shapely.from_wkb(wkb)
+    fields = [str(f) for f in meta["fields"]]
+    # A FID is the file's own identifier where the format stores one (a GeoPackage's fid column,
+    # a GeoJSON feature's integer "id"); GDAL numbers features 0, 1, 2… when the file has none.
+    info = pyogrio.read_info(p, layer=name or None)
+    has_ids = bool(info.get("fid_column")) or not np.array_equal(fids, np.arange(len(fids)))
+    where_layer = f" of layer '{name}'" if len(layers) > 1 or layer is not None else ""
+    feats = []
+    for i, g in enumerate(geoms):
+        props = {f: _plain(values[k][i]) for k, f in enumerate(fields)}
+        feats.append(VectorFeature(
+            geometry=None if g is None or g.is_empty else g,
+            properties={k: v for k, v in props.items() if v is not None},
+            fid=int(fids[i]) if has_ids else None,
+            where=f"feature {i + 1}{where_layer} of {p}",
+        ))
+    out = VectorLayer(feats, crs, p, name)
+    _check_lonlat(out, what)
+    return out
+
+
+def _plain(v: Any) -> Any:
+    """A field value as a plain Python value (NaN of a missing number -> None)."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and np.isnan(v):
+        return None
+    return v
+
+
+def _check_lonlat(layer: VectorLayer, what: str) -> None:
+    """Refuse projected coordinates in a file whose CRS says degrees (e.g. GeoJSON's default)."""
+    if not layer.crs.is_geographic:
+        return
+    gs = [f.geometry for f in layer.features if f.geometry is not None]
+    if not gs:
+        return
+    x0, y0, x1, y1 = shapely.total_bounds(gs)
+    if x0 < -360 or x1 > 360 or y0 < -90 or y1 > 90:
+        raise InputError(
+            f"{what} {layer.path}: coordinates such as ({x1:.6g}, {y1:.6g}) are not longitude/latitude, "
+            f"but the file's CRS is {layer.crs.to_string()} (GeoJSON's default); save the file with its "
+            "own CRS (e.g. as GeoPackage) or reproject it to EPSG:4326"
+        )
 
 
 def read_aois(path: str | os.PathLike[str], name_field: str | None = None, layer: str | None = None) -> list[Aoi]:
-    """Read polygonal areas of interest from a GeoJSON (.geojson/.json) or GeoPackage (.gpkg).
+    """Read polygonal areas of interest from a vector file (GeoJSON, GeoPackage, Shapefile…).
 
     Args:
         path: the file.
         name_field: property holding each AOI's name (default: name/NAME/Name, else the id).
-        layer: GeoPackage table to read (default: the first feature table).
+        layer: layer to read (default: the first).
 
     Returns:
         The AOIs in file order.
 
     Raises:
         InputNotFoundError: the file does not exist.
-        InputError: unreadable, not GeoJSON/GeoPackage, no polygon features, a non-polygon
-            feature, or an unknown CRS.
+        InputError: unreadable, no CRS, no polygon features, a non-polygon feature, or a
+            polygon with no area even after repair.
         UsageError: ``name_field`` is missing from a feature, or ``layer`` does not exist.
 
     Example:
         >>> read_aois("tapin.geojson")[0].name  # doctest: +SKIP
         'Tapin'
     """
-    p = Path(path)
-    if not p.exists():
-        raise InputNotFoundError(f"AOI file {p} does not exist; pass --aoi a GeoJSON or GeoPackage file")
-    suffix = p.suffix.lower()
-    if suffix == ".gpkg":
-        aois = _read_gpkg(p, name_field, layer)
-    elif suffix in (".geojson", ".json"):
-        aois = _read_geojson(p, name_field)
-    else:
-        raise InputError(f"AOI file {p} is neither GeoJSON (.geojson, .json) nor GeoPackage (.gpkg)")
+    vec = read_vector(path, layer=layer)
+    aois = []
+    for n, f in enumerate(vec.features, start=1):
+        name = _name(f.properties, name_field, f.fid, n, vec.path, f.where)
+        geom, note = polygonal(f.geometry, f"AOI '{name}' ({f.where})")
+        aois.append(Aoi(name, to_geojson(geom), vec.crs, note))
     if not aois:
-        raise InputError(f"AOI file {p} holds no polygon features; it needs at least one area of interest")
+        raise InputError(f"AOI file {vec.path} holds no polygon features; it needs at least one area of interest")
     return aois
 
 
-def _name(props: dict[str, Any], name_field: str | None, fid: Any, n: int, path: Path) -> str:
+def _name(props: dict[str, Any], name_field: str | None, fid: int | None, n: int, path: Path, where: str) -> str:
     if name_field is not None:
         if name_field not in props:
             raise UsageError(
-                f"--aoi-name-field '{name_field}' is not a property of feature {n} in {path} "
+                f"--aoi-name-field '{name_field}' is not a property of {where} "
                 f"(it has: {', '.join(sorted(props)) or 'no properties'})"
             )
         return str(props[name_field])
     for k in _NAME_KEYS:
         if props.get(k) not in (None, ""):
             return str(props[k])
-    return str(fid) if fid not in (None, "") else f"aoi_{n}"
+    return str(fid) if fid is not None else f"aoi_{n}"
 
 
-def _polygonal(geom: dict[str, Any] | None, where: str) -> dict[str, Any]:
-    if not isinstance(geom, dict) or "type" not in geom:
+def polygonal(geom: Any, where: str) -> tuple[Any, str]:
+    """The Polygon/MultiPolygon of a feature, repaired when invalid, and a note on the repair.
+
+    Raises:
+        InputError: no geometry, a point or line (also inside a collection), or no area.
+    """
+    if geom is None:
         raise InputError(f"{where} has no geometry; an AOI must be a Polygon or MultiPolygon")
-    t = geom["type"]
-    if t in ("Polygon", "MultiPolygon"):
-        if not geom.get("coordinates"):
-            raise InputError(f"{where} has an empty {t}")
-        return geom
-    if t == "GeometryCollection":
-        polys: list[Any] = []
-        for g in geom.get("geometries", []):
-            g = _polygonal(g, where)
-            polys += [g["coordinates"]] if g["type"] == "Polygon" else g["coordinates"]
-        return {"type": "MultiPolygon", "coordinates": polys}
-    raise InputError(f"{where} is a {t}; an AOI must be a Polygon or MultiPolygon (buffer points/lines first)")
+    parts = shapely.get_parts(geom) if geom.geom_type == "GeometryCollection" else [geom]
+    for part in parts:
+        if part.geom_type not in ("Polygon", "MultiPolygon"):
+            raise InputError(f"{where} is a {part.geom_type}; an AOI must be a Polygon or MultiPolygon "
+                             "(buffer points/lines first)")
+    if geom.geom_type == "GeometryCollection":
+        geom = shapely.MultiPolygon([q for part in parts for q in shapely.get_parts(part)])
+    if geom.is_valid:
+        return geom, ""
+    reason = shapely.is_valid_reason(geom)
+    fixed = shapely.make_valid(geom)
+    polys = [q for q in shapely.get_parts(fixed) if q.geom_type in ("Polygon", "MultiPolygon")]
+    polys = [q for p in polys for q in shapely.get_parts(p)]
+    if not polys or sum(q.area for q in polys) == 0:
+        raise InputError(f"{where} is not a valid polygon ({reason}) and encloses no area; draw it again")
+    fixed = polys[0] if len(polys) == 1 else shapely.MultiPolygon(polys)
+    note = f"{where} was not a valid polygon ({reason}); repaired with shapely.make_valid"
+    log.warning("%s", note)
+    return fixed, note
 
 
-def _crs(value: Any, path: Path) -> CRS:
-    try:
-        return CRS.from_user_input(value)
-    except (_RioCRSError, ValueError, TypeError) as exc:
-        raise InputError(f"AOI file {path} has an unrecognised CRS {value!r}; save it as EPSG:4326 GeoJSON") from exc
+def to_geojson(geom: Any) -> dict[str, Any]:
+    """A GeoJSON-like dict (lists of float pairs) of a shapely Polygon or MultiPolygon."""
+    def rings(poly: Any) -> list[list[list[float]]]:
+        return [shapely.get_coordinates(r).tolist() for r in (poly.exterior, *poly.interiors)]
+
+    if geom.geom_type == "Polygon":
+        return {"type": "Polygon", "coordinates": rings(geom)}
+    return {"type": "MultiPolygon", "coordinates": [rings(p) for p in geom.geoms]}
 
 
-def _read_geojson(p: Path, name_field: str | None) -> list[Aoi]:
-    try:
-        d = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"AOI file {p} is not valid GeoJSON ({exc})") from exc
-    if not isinstance(d, dict) or "type" not in d:
-        raise InputError(f"AOI file {p} is not GeoJSON: no top-level 'type'")
-    crs = WGS84
-    legacy = d.get("crs")
-    if isinstance(legacy, dict) and isinstance(legacy.get("properties"), dict):
-        name = legacy["properties"].get("name")
-        if name and "CRS84" not in str(name):
-            crs = _crs(name, p)
-    if d["type"] == "FeatureCollection":
-        feats = d.get("features")
-        if not isinstance(feats, list):
-            raise InputError(f"AOI file {p} is a FeatureCollection without a 'features' list")
-    elif d["type"] == "Feature":
-        feats = [d]
-    else:
-        feats = [{"type": "Feature", "properties": {}, "geometry": d}]
-    out = []
-    for n, f in enumerate(feats, start=1):
-        props = f.get("properties") or {}
-        where = f"feature {n} of {p}"
-        out.append(Aoi(_name(props, name_field, f.get("id"), n, p), _polygonal(f.get("geometry"), where), crs))
-    return out
-
-
-# -- GeoPackage ------------------------------------------------------------------------------
-_ENVELOPE_BYTES = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
-
-
-def _gpkg_geometry(blob: bytes) -> dict[str, Any] | None:
-    """GeoJSON-like dict from a GeoPackage geometry blob (header + WKB); None if empty."""
-    if blob is None:
-        return None
-    b = bytes(blob)
-    if b[:2] != b"GP":
-        raise ValueError("not a GeoPackage geometry blob (no 'GP' magic)")
-    flags = b[3]
-    env = _ENVELOPE_BYTES.get((flags >> 1) & 0x7)
-    if env is None:
-        raise ValueError(f"bad envelope indicator in flags {flags:#x}")
-    if flags & 0x10:  # empty geometry
-        return None
-    geom, _ = _wkb(b, 8 + env)
-    return geom
-
-
-def _wkb(b: bytes, pos: int) -> tuple[dict[str, Any], int]:
-    """Parse one WKB geometry at ``pos``; return (GeoJSON-like dict, next position)."""
-    bo = "<" if b[pos] == 1 else ">"
-    (code,) = struct.unpack_from(bo + "I", b, pos + 1)
-    pos += 5
-    has_z = bool(code & 0x80000000)
-    has_m = bool(code & 0x40000000)
-    if code & 0x20000000:  # EWKB SRID follows
-        pos += 4
-    code &= 0x0FFFFFFF
-    base, dim = code % 1000, code // 1000
-    has_z = has_z or dim in (1, 3)
-    has_m = has_m or dim in (2, 3)
-    nd = 2 + has_z + has_m
-
-    def points(pos: int) -> tuple[list[list[float]], int]:
-        (n,) = struct.unpack_from(bo + "I", b, pos)
-        vals = struct.unpack_from(bo + "d" * (n * nd), b, pos + 4)
-        return [[vals[i * nd], vals[i * nd + 1]] for i in range(n)], pos + 4 + 8 * n * nd
-
-    def count(pos: int) -> tuple[int, int]:
-        return struct.unpack_from(bo + "I", b, pos)[0], pos + 4
-
-    if base == 1:
-        vals = struct.unpack_from(bo + "d" * nd, b, pos)
-        return {"type": "Point", "coordinates": [vals[0], vals[1]]}, pos + 8 * nd
-    if base == 2:
-        pts, pos = points(pos)
-        return {"type": "LineString", "coordinates": pts}, pos
-    if base == 3:
-        n, pos = count(pos)
-        rings = []
-        for _ in range(n):
-            ring, pos = points(pos)
-            rings.append(ring)
-        return {"type": "Polygon", "coordinates": rings}, pos
-    if base in (4, 5, 6, 7):
-        n, pos = count(pos)
-        parts = []
-        for _ in range(n):
-            g, pos = _wkb(b, pos)
-            parts.append(g)
-        if base == 7:
-            return {"type": "GeometryCollection", "geometries": parts}, pos
-        kind = {4: "MultiPoint", 5: "MultiLineString", 6: "MultiPolygon"}[base]
-        return {"type": kind, "coordinates": [g["coordinates"] for g in parts]}, pos
-    raise ValueError(f"unsupported WKB geometry type {code}")
-
-
-def _read_gpkg(p: Path, name_field: str | None, layer: str | None) -> list[Aoi]:
-    try:
-        con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise InputError(f"AOI file {p} cannot be opened as a GeoPackage ({exc})") from exc
-    try:
-        try:
-            tables = [r[0] for r in con.execute(
-                "SELECT table_name FROM gpkg_contents WHERE data_type = 'features' ORDER BY rowid")]
-        except sqlite3.DatabaseError as exc:
-            raise InputError(f"AOI file {p} is not a GeoPackage ({exc}); save the AOIs as .gpkg or .geojson") from exc
-        if not tables:
-            raise InputError(f"GeoPackage {p} has no feature table")
-        table = layer or tables[0]
-        if table not in tables:
-            raise UsageError(f"layer '{table}' is not in GeoPackage {p} (it has: {', '.join(tables)})")
-        row = con.execute(
-            "SELECT column_name, srs_id FROM gpkg_geometry_columns WHERE table_name = ?", (table,)
-        ).fetchone()
-        if row is None:
-            raise InputError(f"GeoPackage {p} table '{table}' is not registered in gpkg_geometry_columns")
-        geom_col, srs_id = row
-        srs = con.execute(
-            "SELECT organization, organization_coordsys_id, definition FROM gpkg_spatial_ref_sys WHERE srs_id = ?",
-            (srs_id,),
-        ).fetchone()
-        if srs is None:
-            raise InputError(f"GeoPackage {p} uses srs_id {srs_id}, which gpkg_spatial_ref_sys does not define")
-        org, org_id, wkt = srs
-        if str(org).upper() == "EPSG" and int(org_id) > 0:
-            crs = _crs(f"EPSG:{int(org_id)}", p)
-        else:
-            crs = _crs(wkt, p)
-        cur = con.execute(f'SELECT * FROM "{table.replace(chr(34), chr(34) * 2)}"')
-        cols = [c[0] for c in cur.description]
-        pk = next((r[1] for r in con.execute(f'PRAGMA table_info("{table}")') if r[5]), None)
-        out = []
-        for n, values in enumerate(cur, start=1):
-            rec = dict(zip(cols, values, strict=True))
-            where = f"feature {n} of layer '{table}' in {p}"
-            try:
-                geom = _gpkg_geometry(rec.pop(geom_col))
-            except (ValueError, struct.error, IndexError) as exc:
-                raise InputError(f"{where} has an unreadable geometry ({exc})") from exc
-            fid = rec.pop(pk) if pk in rec else None
-            out.append(Aoi(_name(rec, name_field, fid, n, p), _polygonal(geom, where), crs))
-        return out
-    except sqlite3.DatabaseError as exc:
-        raise InputError(f"AOI file {p} is not a readable GeoPackage ({exc})") from exc
-    finally:
-        con.close()
+def _first_line(exc: BaseException) -> str:
+    """GDAL's message, first sentence, without the quoted path it repeats."""
+    s = str(exc).strip().splitlines()
+    msg = s[0].split(";")[0] if s else type(exc).__name__
+    return re.sub(r"^'[^']*' ", "", msg).rstrip(".")

@@ -219,6 +219,7 @@ def mask_areas_ha(
             "warnings": [],
         }
         full = Window(0, 0, W, H)
+        result["warnings"] += [a.note for a in aois if a.note]  # e.g. a repaired geometry
         for name, aoi in zip(_unique_names(aois), aois, strict=True):
             geom = transform_geom(aoi.crs, crs, aoi.geometry) if aoi.crs != crs else aoi.geometry
             area = 0.0

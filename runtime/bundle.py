@@ -20,13 +20,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._io import atomic_write_json
 from .bands import BAND_NAMES
 from .errors import BundleError
 
@@ -259,22 +259,8 @@ class Bundle:
         """Write ``bundle.json`` atomically (temp file + rename) and return its path."""
         self.path.mkdir(parents=True, exist_ok=True)
         target = self.path / BUNDLE_JSON
-        write_json_atomic(target, self.to_dict())
+        atomic_write_json(target, self.to_dict())
         return target
-
-
-def write_json_atomic(target: Path, data: Any) -> None:
-    """Write JSON to ``target`` via a temporary file in the same folder, then rename."""
-    target = Path(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_bundle(path: str | os.PathLike[str]) -> Bundle:

@@ -5,7 +5,8 @@ meaning, so callers can catch either. A message says what was given, what was
 expected and how to fix it, and names the file, band or option concerned.
 
 CLIs print ``str(error)`` as one line on stderr and exit with ``error.exit_code``:
-2 for usage errors (bad options, bad configuration), 1 for data errors.
+2 for usage errors (bad options, bad configuration), 1 for data errors, 69 for a remote
+service (STAC catalogue, file server) that cannot be reached.
 """
 
 from __future__ import annotations
@@ -63,17 +64,13 @@ class BackendError(CoalmineError, RuntimeError):
     """An inference backend cannot be used on this machine."""
 
 
+class ServiceUnavailableError(CoalmineError, ConnectionError):
+    """A catalogue or file server cannot be reached, or keeps failing, after retries (exit code 69,
+    EX_UNAVAILABLE: nothing is wrong with the input; a later run resumes)."""
+
+    exit_code = 69
+
+
 class MissingDependencyError(CoalmineError, ImportError):
-    """An optional package is needed; the message gives the pip command."""
+    """An optional package is needed; the message gives the pip command (see ``_optional``)."""
 
-
-def missing_dependency(package: str, extra: str, purpose: str) -> MissingDependencyError:
-    """Build the error for an optional package that is not installed.
-
-    Example:
-        >>> raise missing_dependency("onnxruntime", "cpu", "running a model on the CPU")
-    """
-    return MissingDependencyError(
-        f"{purpose} needs the Python package '{package}', which is not installed; "
-        f"install it with: pip install 'coalmine[{extra}]'"
-    )

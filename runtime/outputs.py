@@ -24,28 +24,22 @@ import json
 import logging
 import math
 import os
-import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from ._io import ensure_output_dir
+from ._io import ensure_output_dir, remove_temp, temp_path
 from .areas import geodesic_area_ha
 from .errors import OutputError
+from .raster import NODATA, to_cog
 
 log = logging.getLogger("coalmine.runtime.outputs")
 
 PROB_SCALE = 250
-NODATA = 255
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def quantize_prob(prob: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -75,6 +69,20 @@ def mask_from_prob(q: np.ndarray, threshold: float) -> np.ndarray:
     m = (q >= mask_level(threshold)).astype(np.uint8)
     m[q == NODATA] = NODATA
     return m
+
+
+def write_feature_collection(f: TextIO, features: Iterable[dict[str, Any]], **members: Any) -> None:
+    """Stream a GeoJSON FeatureCollection to ``f``, one feature in memory at a time.
+
+    The collection's members (``name``...) and each feature are serialised by :mod:`json`;
+    the features go between the brackets of the ``features`` member that json wrote for a
+    placeholder, one per line.
+    """
+    head, tail = json.dumps({"type": "FeatureCollection", **members, "features": [0]}).rsplit("[0]", 1)
+    f.write(head + "[\n")
+    for i, feat in enumerate(features):
+        f.write(("" if i == 0 else ",\n") + json.dumps(feat, separators=(",", ":"), allow_nan=False))
+    f.write("\n]" + tail + "\n")
 
 
 class OutputSet:
@@ -128,10 +136,7 @@ class OutputSet:
             raise OutputError(f"cannot write into {self.out_dir} ({exc}); choose another --out") from exc
 
     def _temp(self, name: str) -> Path:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial" + Path(name).suffix, dir=self.out_dir)
-        os.close(fd)
-        p = Path(tmp)
-        os.chmod(p, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
+        p = temp_path(self.out_dir / name)
         self._temps.append(p)
         return p
 
@@ -153,20 +158,11 @@ class OutputSet:
 
     def finish_rasters(self) -> None:
         """Turn the staging rasters into COGs under their temporary final names."""
-        from rio_cogeo.cogeo import cog_translate
-        from rio_cogeo.profiles import cog_profiles
-
         self.close_stage(("prob", "mask"))
         resampling = {"prob": "average", "mask": "nearest"}
         for k in ("prob", "mask"):
-            try:
-                cog_translate(
-                    str(self.stage[k]), str(self.tmp[k]), cog_profiles.get("deflate"), nodata=NODATA,
-                    overview_resampling=resampling[k], in_memory=False, quiet=True,
-                    additional_cog_metadata=self.tags or None,
-                )
-            except Exception as exc:  # noqa: BLE001 - GDAL/rio-cogeo raise various types
-                raise OutputError(f"cannot write the COG {self.final[k]} ({exc}); check free disk space") from exc
+            to_cog(self.stage[k], self.tmp[k], nodata=NODATA, overview_resampling=resampling[k],
+                   tags=self.tags, name=self.final[k])
             self.stage[k].unlink(missing_ok=True)
         self._close_one("mines")
 
@@ -186,9 +182,8 @@ class OutputSet:
         mask_path = mask_path or self.stage["mines"]
         kept = dropped = 0
         total = 0.0
-        with rasterio.open(mask_path) as ds, open(self.tmp["mines"], "w", encoding="utf-8") as f:
-            f.write('{"type": "FeatureCollection", "name": ' + json.dumps(self.prefix + "_mines")
-                    + ', "features": [\n')
+        def features() -> Iterator[dict[str, Any]]:
+            nonlocal kept, dropped, total
             band = rasterio.band(ds, 1)
             for geom, value in shapes(band, mask=band, connectivity=4, transform=ds.transform):
                 if int(value) != 1:
@@ -200,10 +195,11 @@ class OutputSet:
                     continue
                 kept += 1
                 total += area
-                feat = {"type": "Feature", "id": kept, "properties": {"id": kept, "area_ha": round(area, 4)},
-                        "geometry": g}
-                f.write(("" if kept == 1 else ",\n") + json.dumps(feat, separators=(",", ":")))
-            f.write("\n]}\n")
+                yield {"type": "Feature", "id": kept, "properties": {"id": kept, "area_ha": round(area, 4)},
+                       "geometry": g}
+
+        with rasterio.open(mask_path) as ds, open(self.tmp["mines"], "w", encoding="utf-8") as f:
+            write_feature_collection(f, features(), name=self.prefix + "_mines")
         return {"polygons": kept, "dropped_below_mmu": dropped, "area_ha": total}
 
     def write_summary(self, summary: dict[str, Any]) -> None:
@@ -227,9 +223,7 @@ class OutputSet:
         except Exception:  # noqa: BLE001 - closing a broken dataset must not hide the cause
             pass
         for p in self._temps:
-            p.unlink(missing_ok=True)
-            for side in p.parent.glob(p.name + ".*"):
-                side.unlink(missing_ok=True)
+            remove_temp(p)
         self._temps.clear()
 
     def __enter__(self) -> OutputSet:

@@ -39,6 +39,7 @@ import rasterio
 from .aoi import Aoi, read_aois
 from .areas import mask_areas_ha, pixel_areas_ha
 from .backends import Backend, make_backend
+from .bands import band_positions
 from .bundle import Bundle, Preprocessing, load_bundle
 from .errors import BandError, InputError, UsageError
 from .outputs import OutputSet, mask_from_prob, mask_level, quantize_prob
@@ -180,15 +181,13 @@ def _short(edges: Any) -> str:
 def _band_index(source: Any, bundle: Bundle) -> list[int] | None:
     """Indices of the bundle's bands in the source, or None when they are the same list."""
     have = tuple(source.bands)
-    if have == tuple(bundle.bands):
-        return None
-    missing = [b for b in bundle.bands if b not in have]
-    if missing:
+    try:
+        return band_positions(have, bundle.bands)
+    except KeyError as exc:
         raise BandError(
-            f"{getattr(source, 'path', 'the scene')} lacks band(s) {', '.join(missing)} that bundle "
+            f"{getattr(source, 'path', 'the scene')} lacks band(s) {', '.join(exc.args[0])} that bundle "
             f"{bundle.path} needs (scene bands: {', '.join(have)}); prepare the stack with coal-prepare"
-        )
-    return [have.index(b) for b in bundle.bands]
+        ) from None
 
 
 def _validate_options(tile: int, overlap: int, threshold: float, batch_size: int | str, gpu_mem_gb: float,

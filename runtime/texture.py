@@ -39,6 +39,11 @@ __all__ = [
 
 #: The ten feature names, in output order (the one home is ``coalmine.runtime.bands``).
 FEATURES: tuple[str, ...] = GLCM_FEATURES
+if tuple(_glcm.FEATURES) != FEATURES:  # a kernel built from other sources than this module
+    raise ImportError(
+        f"the compiled GLCM kernel computes {_glcm.FEATURES}, but coalmine.runtime.bands lists "
+        f"{FEATURES}; rebuild the extension (pip install -e .) from the same sources"
+    )
 #: Level given to NaN input by :func:`quantize`, and the default ``nodata`` of the kernel.
 NODATA = 255
 

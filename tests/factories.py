@@ -1,11 +1,12 @@
-"""Small seeded test inputs shared by the test suites (owned by the runtime stream, issue 4).
+"""Small seeded test inputs shared by the test suites.
 
 - :func:`make_tiny_bundle`: a complete bundle whose ``model.onnx`` is a tiny graph built with
   ``onnx.helper`` (runs in milliseconds on the CPU), with a real normalisation and the
   default preprocessing, so ``coal-run`` and friends can be tested end to end without torch.
 - :func:`make_stack` / :func:`write_stack`: a 23-band float32 stack GeoTIFF with the band
   descriptions and the ``COALMINE_PREPROCESSING`` tag, as coal-prepare writes it.
-- :func:`write_gpkg`: a minimal, spec-conformant GeoPackage of polygons (stdlib sqlite3).
+- :func:`write_vector` / :func:`write_gpkg`: polygon layers written by GDAL (pyogrio);
+  :func:`write_gpkg_blobs`: a GeoPackage of hand-made geometry blobs (curves).
 - :class:`StackSource`: a minimal reader with the ``SceneSource`` interface for stacks.
 
 Example:
@@ -226,38 +227,43 @@ class StackSource:
         self.close()
 
 
-# -- GeoPackage ------------------------------------------------------------------------------
-def _wkb_polygon(rings: list[list[list[float]]]) -> bytes:
-    out = struct.pack("<BII", 1, 3, len(rings))
-    for ring in rings:
-        out += struct.pack("<I", len(ring)) + b"".join(struct.pack("<dd", x, y) for x, y in ring)
-    return out
+# -- vector files ------------------------------------------------------------------------------
+def write_vector(path: Path, features: list[tuple[dict[str, Any], dict[str, Any]]], *, crs: str = "EPSG:4326",
+                 driver: str | None = None, layer: str | None = None) -> Path:
+    """Write ``[(properties, GeoJSON geometry), ...]`` with GDAL (pyogrio), in the format the
+    suffix names (or ``driver``); every property becomes a text field."""
+    import shapely
+    from pyogrio.raw import write
 
-
-def _wkb(geom: dict[str, Any]) -> bytes:
-    if geom["type"] == "Polygon":
-        return _wkb_polygon(geom["coordinates"])
-    if geom["type"] == "MultiPolygon":
-        return struct.pack("<BII", 1, 6, len(geom["coordinates"])) + b"".join(
-            _wkb_polygon(p) for p in geom["coordinates"])
-    if geom["type"] == "Point":
-        return struct.pack("<BIdd", 1, 1, *geom["coordinates"])
-    raise ValueError(geom["type"])
+    path = Path(path)
+    keys = sorted({k for props, _ in features for k in props})
+    geoms = np.array([shapely.to_wkb(shapely.geometry.shape(g)) for _, g in features], dtype=object)
+    values = [np.array([None if props.get(k) is None else str(props[k]) for props, _ in features], dtype=object)
+              for k in keys]
+    kinds = {g["type"] for _, g in features}
+    write(path, geoms, values, keys, layer=layer, driver=driver, crs=crs,
+          geometry_type=kinds.pop() if len(kinds) == 1 else "Unknown")
+    return path
 
 
 def write_gpkg(path: Path, features: list[tuple[dict[str, Any], dict[str, Any]]], *, epsg: int = 4326,
-               table: str = "aois", envelope: bool = True) -> Path:
-    """Write polygons ``[(properties, geometry), ...]`` as a GeoPackage feature table.
+               table: str = "aois") -> Path:
+    """A GeoPackage of polygons written by GDAL (see :func:`write_vector`)."""
+    Path(path).unlink(missing_ok=True)
+    return write_vector(path, features, crs=f"EPSG:{epsg}", driver="GPKG", layer=table)
 
-    Geometry blobs carry the standard header ('GP', version 0, little-endian flags, an
-    optional xy envelope) followed by little-endian WKB, as GDAL writes them.
-    """
+
+def write_gpkg_blobs(path: Path, blobs: list[bytes], *, epsg: int, geometry_type: str, flags: int = 0b1) -> Path:
+    """A GeoPackage whose geometry blobs are given as raw WKB, for geometry types GDAL's
+    writers do not produce from WKB (curves): standard header ('GP', version 0, ``flags``,
+    no envelope) + the WKB, in a table "aois" with a name column "aoi_<n>"."""
     path = Path(path)
     path.unlink(missing_ok=True)
     con = sqlite3.connect(path)
     con.executescript(
         """
         PRAGMA application_id = 1196444487;
+        PRAGMA user_version = 10300;
         CREATE TABLE gpkg_spatial_ref_sys (srs_name TEXT NOT NULL, srs_id INTEGER PRIMARY KEY,
             organization TEXT NOT NULL, organization_coordsys_id INTEGER NOT NULL,
             definition TEXT NOT NULL, description TEXT);
@@ -267,43 +273,20 @@ def write_gpkg(path: Path, features: list[tuple[dict[str, Any], dict[str, Any]]]
         CREATE TABLE gpkg_geometry_columns (table_name TEXT NOT NULL, column_name TEXT NOT NULL,
             geometry_type_name TEXT NOT NULL, srs_id INTEGER NOT NULL, z TINYINT NOT NULL,
             m TINYINT NOT NULL);
+        CREATE TABLE aois (fid INTEGER PRIMARY KEY AUTOINCREMENT, geom BLOB, name TEXT);
         """
     )
-    wkt = CRS.from_epsg(epsg).to_wkt()
-    con.execute("INSERT INTO gpkg_spatial_ref_sys VALUES (?, ?, 'EPSG', ?, ?, '')", (f"EPSG:{epsg}", epsg, epsg, wkt))
-    con.execute("INSERT INTO gpkg_contents (table_name, data_type, identifier, srs_id) VALUES (?, 'features', ?, ?)",
-                (table, table, epsg))
-    con.execute("INSERT INTO gpkg_geometry_columns VALUES (?, 'geom', 'MULTIPOLYGON', ?, 0, 0)", (table, epsg))
-    keys = sorted({k for props, _ in features for k in props})
-    cols = ", ".join(f'"{k}" TEXT' for k in keys)
-    con.execute(f'CREATE TABLE "{table}" (fid INTEGER PRIMARY KEY AUTOINCREMENT, geom BLOB{", " + cols if cols else ""})')
-    for props, geom in features:
-        xs, ys = _xy(geom)
-        flags = 0b1 | ((1 << 1) if envelope else 0)
+    con.execute("INSERT INTO gpkg_spatial_ref_sys VALUES (?, ?, 'EPSG', ?, ?, '')",
+                (f"EPSG:{epsg}", epsg, epsg, CRS.from_epsg(epsg).to_wkt()))
+    con.execute("INSERT INTO gpkg_contents (table_name, data_type, identifier, srs_id) VALUES ('aois', 'features', 'aois', ?)",
+                (epsg,))
+    con.execute("INSERT INTO gpkg_geometry_columns VALUES ('aois', 'geom', ?, ?, 0, 0)", (geometry_type, epsg))
+    for n, wkb in enumerate(blobs, start=1):
         header = b"GP" + bytes([0, flags]) + struct.pack("<i", epsg)
-        if envelope:
-            header += struct.pack("<dddd", min(xs), max(xs), min(ys), max(ys))
-        names = ", ".join(["geom"] + [f'"{k}"' for k in keys])
-        marks = ", ".join("?" * (1 + len(keys)))
-        con.execute(f'INSERT INTO "{table}" ({names}) VALUES ({marks})',
-                    [header + _wkb(geom)] + [props.get(k) for k in keys])
+        con.execute("INSERT INTO aois (geom, name) VALUES (?, ?)", (header + wkb, f"aoi_{n}"))
     con.commit()
     con.close()
     return path
-
-
-def _xy(geom: dict[str, Any]) -> tuple[list[float], list[float]]:
-    flat = np.asarray(_flatten(geom["coordinates"]), dtype=float).reshape(-1, 2)
-    return flat[:, 0].tolist(), flat[:, 1].tolist()
-
-
-def _flatten(c: Any) -> list[float]:
-    if isinstance(c, (int, float)):
-        return [float(c)]
-    out: list[float] = []
-    for x in c:
-        out += _flatten(x)
-    return out
 
 
 def box(x0: float, y0: float, x1: float, y1: float, n: int = 1) -> dict[str, Any]:

@@ -144,39 +144,40 @@ def test_read_geojson_feature_collection_names_and_crs(tmp_path):
     assert read_aois(p)[0].crs == CRS.from_epsg(32750)
 
 
-@pytest.mark.parametrize("envelope", [True, False])
-def test_read_geopackage(tmp_path, envelope):
+def test_read_geopackage(tmp_path):
     g1 = box(300000, 9690000, 301000, 9691000)
     g2 = {"type": "MultiPolygon", "coordinates": [box(302000, 9690000, 303000, 9691000)["coordinates"]]}
     p = write_gpkg(tmp_path / "a.gpkg", [({"name": "pit A", "kab": "Tapin"}, g1), ({"name": "pit B", "kab": "Banjar"}, g2)],
-                   epsg=32750, envelope=envelope)
+                   epsg=32750)
     aois = read_aois(p)
     assert [a.name for a in aois] == ["pit A", "pit B"]
     assert aois[0].crs == CRS.from_epsg(32750)
     assert aois[0].geometry["coordinates"] == [[list(map(float, c)) for c in g1["coordinates"][0]]]
     assert aois[1].geometry["type"] == "MultiPolygon"
     assert [a.name for a in read_aois(p, name_field="kab")] == ["Tapin", "Banjar"]
-    with pytest.raises(UsageError, match="layer 'nope' is not in GeoPackage"):
+    with pytest.raises(UsageError, match=r"layer 'nope' is not in AOI file .*a.gpkg \(it has: aois\)"):
         read_aois(p, layer="nope")
 
 
-def test_read_geopackage_written_by_gdal_matches(tmp_path, realdata):
-    # A point layer from a real file is refused with the feature named.
+def test_point_layer_refused_naming_the_feature(realdata):
     pts = realdata / "tapin_mines" / "tapin_gcmt_points.geojson"
     with pytest.raises(InputError, match="feature 1 of .* is a Point; an AOI must be a Polygon"):
         read_aois(pts)
 
 
+NOT_VECTOR = "is not a vector file GDAL can read \\(not recognized as being in a supported file format\\); expected GeoJSON"
+
+
 @pytest.mark.parametrize("name,content,exc,msg", [
-    ("missing.geojson", None, InputNotFoundError, "AOI file .*missing.geojson does not exist"),
-    ("bad.geojson", "{not json", InputError, "is not valid GeoJSON"),
+    ("missing.geojson", None, InputNotFoundError, "AOI file .*missing.geojson does not exist; pass --aoi a vector file"),
+    ("bad.geojson", "{not json", InputError, NOT_VECTOR),
     ("empty.geojson", '{"type": "FeatureCollection", "features": []}', InputError, "holds no polygon features"),
     ("line.geojson", json.dumps({"type": "LineString", "coordinates": [[0, 0], [1, 1]]}), InputError,
      "is a LineString; an AOI must be a Polygon or MultiPolygon"),
-    ("a.shp", "x", InputError, "is neither GeoJSON .* nor GeoPackage"),
-    ("fake.gpkg", "this is not sqlite", InputError, "is not a GeoPackage"),
-    ("crs.geojson", json.dumps({"type": "Polygon", "crs": {"type": "name", "properties": {"name": "EPSG:999999"}},
-                                "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}), InputError, "unrecognised CRS"),
+    ("a.shp", "x", InputError, NOT_VECTOR),
+    ("fake.gpkg", "this is not sqlite", InputError, NOT_VECTOR),
+    ("utm.geojson", json.dumps({"type": "Polygon", "coordinates": [[[3e5, 9.69e6], [3.1e5, 9.69e6], [3.1e5, 9.7e6], [3e5, 9.69e6]]]}),
+     InputError, r"coordinates such as \(310000, 9.7e\+06\) are not longitude/latitude, but the file's CRS is EPSG:4326"),
 ])
 def test_bad_aoi_files_refused(tmp_path, name, content, exc, msg):
     p = tmp_path / name

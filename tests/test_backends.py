@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from coalmine.runtime._io import sha256_file
 from coalmine.runtime.backends import make_backend
 from coalmine.runtime.backends import onnx as ort_backend
 from coalmine.runtime.backends import tensorrt as trt_backend
@@ -91,7 +92,7 @@ def test_cuda_provider_that_silently_falls_back_is_refused(bundle, monkeypatch):
 
 
 def test_tensorrt_requested_without_package_names_the_install(bundle):
-    with pytest.raises(MissingDependencyError, match="pip install 'coalmine\\[tensorrt\\]'"):
+    with pytest.raises(MissingDependencyError, match='pip install "coalmine\\[tensorrt\\]"'):
         make_backend(bundle, "tensorrt", tile=64, max_batch=4)
 
 
@@ -193,7 +194,7 @@ def test_tensorrt_engine_matches_onnxruntime(tmp_path):
         y = be.infer(x)
     np.testing.assert_allclose(y, ref, atol=1e-2, rtol=1e-2)
     manifest = trt_backend.read_manifest(b.engines_dir)["engines"]
-    assert manifest and manifest[0]["onnx_sha256"] == trt_backend.sha256_file(b.path / "model.onnx")
+    assert manifest and manifest[0]["onnx_sha256"] == sha256_file(b.path / "model.onnx")
     assert "built now" in why
     # Second time: found in the manifest, not rebuilt.
     be2, why2 = make_backend(b, "tensorrt", tile=64, max_batch=4)
@@ -226,7 +227,7 @@ def _fake_trt(monkeypatch, *, builder: bool):
 def _foreign_engine(bundle):
     bundle.engines_dir.mkdir()
     (bundle.engines_dir / "old.engine").write_bytes(b"plan")
-    entry = _entry(file="old.engine", onnx_sha256=trt_backend.sha256_file(bundle.path / "model.onnx"),
+    entry = _entry(file="old.engine", onnx_sha256=sha256_file(bundle.path / "model.onnx"),
                    compute_capability="8.6", gpu_name="RTX 3060", tile=64)
     (bundle.engines_dir / "manifest.json").write_text(json.dumps({"engines": [entry]}))
 

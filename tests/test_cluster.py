@@ -10,7 +10,6 @@ resources, and every refusal (bad address, missing distributed, bad [cluster] va
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sqlite3
@@ -19,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import crash_points
 import pytest
 from click.testing import CliRunner
 from coalmine.runtime.errors import (
@@ -40,8 +40,10 @@ from coalmine.runtime.monitor.cluster import (
 )
 from factories import make_tiny_bundle
 from test_monitor_data import (
+    ledger_state,
     make_mask_project,
     oracle_run_scene,
+    report_tables,
     synth_config,
     write_aois,
     write_config,
@@ -121,29 +123,6 @@ def stamped_scene(task: SceneTask) -> SceneResult:
 # -- helpers --------------------------------------------------------------------------------------
 
 
-def _ledger(root: Path) -> tuple[list[Any], ...]:
-    """Ledger content that must not depend on where or how scenes ran (no timings, tokens)."""
-    con = sqlite3.connect(root / "out" / "ledger.sqlite")
-    rel = str(root)
-    scenes = [
-        (k.replace(rel, ""), st, sha, s1sha, round(ha, 6) if ha is not None else None, err,
-         sorted((k2, v) for k2, v in json.loads(outs or "{}").items() if k2 != "folder"))
-        for k, st, sha, s1sha, ha, err, outs in con.execute(
-            "SELECT key, status, sha256, s1_sha256, total_ha, error, outputs FROM scenes ORDER BY key")
-    ]
-    areas = [(k.replace(rel, ""), a, round(h, 6)) for k, a, h in con.execute(
-        "SELECT key, aoi, hectares FROM scene_areas ORDER BY key, aoi")]
-    years = con.execute("SELECT year, n_scenes, round(total_ha, 6) FROM years ORDER BY year").fetchall()
-    yareas = con.execute("SELECT year, aoi, round(hectares, 6) FROM year_areas ORDER BY year, aoi").fetchall()
-    changes = con.execute("SELECT from_year, to_year, stats FROM changes ORDER BY from_year").fetchall()
-    con.close()
-    return scenes, areas, years, yareas, changes
-
-
-def _reports(root: Path) -> dict[str, str]:
-    return {n: (root / "out" / "reports" / n).read_text() for n in ("yearly_areas.csv", "changes.csv")}
-
-
 def _partials(root: Path) -> list[Path]:
     return [p for p in (root / "out" / "scenes").iterdir() if p.name.startswith(".") and p.name != ".locks"]
 
@@ -193,11 +172,11 @@ def test_cluster_run_equals_local_run_through_the_cli(tmp_path, series, address,
     ran = [t for t in ts.data if str(t["key"]).startswith("coal-scene-")]
     assert len(ran) == 3 and all(str(t["worker"]).startswith("tcp://") for t in ran)  # on the workers
 
-    assert _ledger(dask) == _ledger(local)
-    assert _reports(dask) == _reports(local)
-    scenes = _ledger(dask)[0]
+    assert ledger_state(dask) == ledger_state(local)
+    assert report_tables(dask) == report_tables(local)
+    scenes = ledger_state(dask)[0]
     assert [s[1] for s in scenes] == ["done"] * 3 and all(s[4] is not None for s in scenes)
-    assert len(_ledger(dask)[1]) == 6  # West and East hectares for each scene, once
+    assert len(ledger_state(dask)[1]) == 6  # West and East hectares for each scene, once
     assert _partials(dask) == []
 
     # A second run through --scheduler finds nothing to do.
@@ -216,9 +195,9 @@ def test_coordinator_killed_mid_run_then_restarted_equals_the_local_run(tmp_path
 
     p = _synth_project(tmp_path / "p", series)
     marker = tmp_path / "paused"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COALMINE_MONITOR_TEST")}
-    env.update(COALMINE_MONITOR_TEST_PAUSE="before_run:1", COALMINE_MONITOR_TEST_MARKER=str(marker),
-               COALMINE_MONITOR_TEST_SLEEP="120")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COALMINE_CRASH")}
+    # the workers (LocalCluster processes) pause inside their first scene: a Dask worker preload
+    env.update(crash_points.env("before_run:1", marker), DASK_DISTRIBUTED__WORKER__PRELOAD='["crash_points"]')
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "coal-monitor"), str(p / "monitor.toml"), "-q", "--scheduler", "local:2"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -242,8 +221,8 @@ def test_coordinator_killed_mid_run_then_restarted_equals_the_local_run(tmp_path
 
     res = CliRunner().invoke(main, [str(p / "monitor.toml"), "-q", "--scheduler", address])
     assert res.exit_code == 0, res.output
-    assert _ledger(p) == _ledger(local_ref)
-    assert _reports(p) == _reports(local_ref)
+    assert ledger_state(p) == ledger_state(local_ref)
+    assert report_tables(p) == report_tables(local_ref)
     assert _partials(p) == []
 
 
@@ -262,8 +241,8 @@ def test_worker_killed_mid_task_is_rescheduled_and_the_ledger_is_exact(tmp_path)
     killed = p["root"] / "marks" / "killed"
     assert killed.is_file() and int(killed.read_text()) != os.getpid()  # a worker process died
     assert (s.processed, s.failed, s.exit_code) == (5, 0, 0)
-    assert _ledger(p["root"]) == _ledger(ref["root"])  # nothing lost, nothing counted twice
-    assert _reports(p["root"]) == _reports(ref["root"])
+    assert ledger_state(p["root"]) == ledger_state(ref["root"])  # nothing lost, nothing counted twice
+    assert report_tables(p["root"]) == report_tables(ref["root"])
     assert _partials(p["root"]) == []  # the dead attempt's half-written folder is gone
     con = sqlite3.connect(p["root"] / "out" / "ledger.sqlite")
     assert con.execute("SELECT count(*) FROM scene_areas").fetchone()[0] == 10
@@ -419,8 +398,8 @@ def test_gpu_worker_maps_while_cpu_workers_prepare(tmp_path, series, local_ref):
     assert sorted(k for k, _ in where) == ["prepare"] * 3 + ["scene"] * 3
     assert all(w != gpu_worker for k, w in where if k == "prepare")
     assert all(w == gpu_worker for k, w in where if k == "scene")
-    assert _ledger(p) == _ledger(local)
-    assert _reports(p) == _reports(local)
+    assert ledger_state(p) == ledger_state(local)
+    assert report_tables(p) == report_tables(local)
     assert _partials(p) == []  # the hand-over stacks are removed
 
 
@@ -527,13 +506,13 @@ def test_missing_distributed_gives_the_pip_hint(tmp_path, monkeypatch):
 
     p = make_mask_project(tmp_path / "p")
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
-    with pytest.raises(MissingDependencyError, match=r"pip install 'coalmine\[cluster\]'"):
+    with pytest.raises(MissingDependencyError, match=r'pip install "coalmine\[cluster\]"'):
         DaskExecutor("local:2").connect()
     res = CliRunner().invoke(main, [str(p["config"]), "--scheduler", "local:2"])
     assert res.exit_code == 1
     assert res.stderr.strip() == (
         "coal-monitor: error: running coal-monitor on a Dask cluster (--scheduler / [cluster]) needs the "
-        "Python package 'distributed', which is not installed; install it with: pip install 'coalmine[cluster]'"
+        "Python package 'distributed', which is not installed; install it with: pip install \"coalmine[cluster]\""
     )
 
 

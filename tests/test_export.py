@@ -388,7 +388,8 @@ def test_stale_engine_manifest_detected(
 @pytest.mark.tensorrt
 @pytest.mark.gpu
 def test_engine_build_and_parity(bundle_dir: Path) -> None:
-    from coalmine.runtime.backends.tensorrt import read_manifest, sha256_file
+    from coalmine.runtime._io import sha256_file
+    from coalmine.runtime.backends.tensorrt import read_manifest
 
     res = export_bundle(bundle_dir, fp16=True, engine=True, max_batch=4, tile=64, progress=False)
     assert res["engine"]["built"] and res["reports"]["engine"]["passed"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from coalmine.runtime import bands, errors
@@ -16,17 +17,33 @@ from coalmine.runtime.bundle import (
     load_bundle,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 
-def test_runtime_import_pulls_in_no_torch():
-    code = (
-        "import sys, coalmine.runtime, coalmine.runtime.bundle, coalmine.runtime.bands, "
-        "coalmine.runtime.errors, coalmine.runtime.cli.options;"
-        "bad=[m for m in sys.modules if m.split('.')[0] in ('torch','segmentation_models_pytorch','torchvision')"
-        " or m.startswith(('coalmine.train','coalmine.export'))];"
-        "print(','.join(bad))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "", f"runtime imported: {out.stdout}"
+
+LEAN_CHECK = """
+import importlib, pkgutil, sys
+import coalmine.runtime as rt
+names = sorted(m.name for m in pkgutil.walk_packages(rt.__path__, "coalmine.runtime."))
+for name in names:
+    importlib.import_module(name)
+bad = sorted(m for m in sys.modules
+             if m.split(".")[0] in ("torch", "segmentation_models_pytorch", "torchvision", "timm")
+             or m.startswith(("coalmine.train", "coalmine.export")))
+print(",".join(names))
+print(",".join(bad))
+"""
+
+
+def test_no_runtime_module_imports_torch_train_or_export():
+    """Every module of coalmine.runtime, imported in a fresh interpreter, pulls in no torch,
+    segmentation-models-pytorch, coalmine.train or coalmine.export."""
+    out = subprocess.run([sys.executable, "-c", LEAN_CHECK], capture_output=True, text=True, check=True)
+    names, bad = out.stdout.splitlines()
+    files = {p.relative_to(REPO / "runtime").with_suffix("") for p in (REPO / "runtime").rglob("*.py")}
+    on_disk = {".".join(("coalmine", "runtime", *(f.parts[:-1] if f.name == "__init__" else f.parts)))
+               for f in files} - {"coalmine.runtime"}
+    assert on_disk <= set(names.split(","))  # every module was imported (and _glcm, compiled)
+    assert bad == "", f"coalmine.runtime imported: {bad}"
 
 
 def test_band_spec_order():
@@ -41,8 +58,7 @@ def test_errors_subclass_builtins_and_exit_codes():
     assert issubclass(errors.OutputError, OSError)
     assert issubclass(errors.InputNotFoundError, FileNotFoundError)
     assert errors.UsageError("x").exit_code == 2 and errors.InputError("x").exit_code == 1
-    e = errors.missing_dependency("onnxruntime", "cpu", "running a model")
-    assert isinstance(e, ImportError) and "pip install 'coalmine[cpu]'" in str(e)
+    assert issubclass(errors.MissingDependencyError, ImportError)
 
 
 def _bundle(tmp_path, **kw):
@@ -125,3 +141,52 @@ def test_setup_logging_resets_levels_left_by_an_earlier_command():
     child.setLevel(logging.WARNING)  # as a command that quiets a stage would
     setup_logging(verbose=0, quiet=False)
     assert child.getEffectiveLevel() == logging.INFO
+
+
+# -- optional packages ------------------------------------------------------------------------------
+def test_optional_table_names_the_extra_that_installs_each_package():
+    import re
+
+    import tomllib
+    from coalmine.runtime._optional import OPTIONAL
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for module, (dist, extra) in OPTIONAL.items():
+        names = [re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0].lower() for req in extras[extra]]
+        assert dist in names, f"{module}: extra [{extra}] does not install {dist} ({extras[extra]})"
+
+
+def test_optional_import_names_the_pip_command(monkeypatch):
+    from coalmine.runtime._optional import optional_import
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> not installed
+    with pytest.raises(errors.MissingDependencyError) as ei:
+        optional_import("distributed", purpose="running on a Dask cluster")
+    assert str(ei.value) == (
+        "running on a Dask cluster needs the Python package 'distributed', which is not installed; "
+        'install it with: pip install "coalmine[cluster]"'
+    )
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(errors.MissingDependencyError, match=r'pip install "coalmine\[cpu\]" \(or "coalmine\[gpu\]"'):
+        optional_import("onnxruntime", purpose="running the model")
+
+
+def test_optional_import_takes_the_first_layout_that_imports(monkeypatch):
+    from coalmine.runtime import _optional
+
+    monkeypatch.setitem(_optional.OPTIONAL, "coalmine_no_such_layout", ("cuda-python", "tensorrt"))
+    assert _optional.optional_import("coalmine_no_such_layout", "json", purpose="x") is json
+
+
+def test_optional_import_of_a_broken_package_says_it_cannot_be_imported(tmp_path, monkeypatch):
+    from coalmine.runtime import _optional
+
+    pkg = tmp_path / "coalmine_broken_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("import coalmine_missing_shared_lib\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(_optional.OPTIONAL, "coalmine_broken_pkg", ("tensorrt", "tensorrt"))
+    with pytest.raises(errors.MissingDependencyError) as ei:
+        _optional.optional_import("coalmine_broken_pkg", purpose="the TensorRT backend")
+    assert "which cannot be imported (No module named 'coalmine_missing_shared_lib')" in str(ei.value)
+    assert 'pip install "coalmine[tensorrt]"' in str(ei.value)

@@ -15,13 +15,21 @@ import sys
 import time
 from pathlib import Path
 
+import crash_points
 import pytest
 import rasterio
 from click.testing import CliRunner
 from coalmine.runtime.cli.monitor import main
 from coalmine.runtime.monitor import RunLock
 from factories import make_tiny_bundle
-from test_monitor_data import PX_HA, expected_ha, synth_config, write_aois
+from test_monitor_data import (
+    PX_HA,
+    expected_ha,
+    ledger_state,
+    report_tables,
+    synth_config,
+    write_aois,
+)
 
 CONFIG = synth_config()
 
@@ -57,22 +65,7 @@ def _csv(path):
 
 def _state(root: Path):
     """Ledger and report content that must not depend on how the runs went (no timings)."""
-    con = sqlite3.connect(root / "out" / "ledger.sqlite")
-    rel = str(root)
-    # the output folder name carries a hash of the absolute input path: compare file names only
-    scenes = [(k.replace(rel, ""), st, sha, s1sha, round(ha, 6),
-               sorted((k2, v) for k2, v in json.loads(outs).items() if k2 != "folder"))
-              for k, st, sha, s1sha, ha, outs in con.execute(
-                  "SELECT key, status, sha256, s1_sha256, total_ha, outputs FROM scenes ORDER BY key")]
-    areas = [(k.replace(rel, ""), a, round(h, 6)) for k, a, h in con.execute(
-        "SELECT key, aoi, hectares FROM scene_areas ORDER BY key, aoi")]
-    years = con.execute("SELECT year, n_scenes, round(total_ha, 6) FROM years ORDER BY year").fetchall()
-    yareas = con.execute("SELECT year, aoi, round(hectares, 6) FROM year_areas ORDER BY year, aoi").fetchall()
-    changes = con.execute("SELECT from_year, to_year, stats FROM changes ORDER BY from_year").fetchall()
-    con.close()
-    reports = {n: (root / "out" / "reports" / n).read_text()
-               for n in ("yearly_areas.csv", "changes.csv", "change_maps.csv")}
-    return scenes, areas, years, yareas, changes, reports
+    return ledger_state(root), report_tables(root, ("yearly_areas.csv", "changes.csv", "change_maps.csv"))
 
 
 def test_cli_runs_then_does_nothing(project):
@@ -129,14 +122,14 @@ def test_cli_lock_exit_75(project):
 
 
 def _start(root: Path, pause: str | None, marker: Path | None = None) -> subprocess.Popen:
-    env = dict(os.environ)
-    env.pop("COALMINE_MONITOR_TEST_PAUSE", None)
+    """coal-monitor in a subprocess; with ``pause`` it stops at that crash point (crash_points)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COALMINE_CRASH")}
+    code = "from coalmine.runtime.cli.monitor import main; main()"
     if pause:
-        env.update(COALMINE_MONITOR_TEST_PAUSE=pause, COALMINE_MONITOR_TEST_MARKER=str(marker),
-                   COALMINE_MONITOR_TEST_SLEEP="120")
+        env.update(crash_points.env(pause, marker))
+        code = crash_points.COORDINATOR
     return subprocess.Popen(
-        [sys.executable, "-c", "from coalmine.runtime.cli.monitor import main; main()",
-         str(root / "monitor.toml"), "-q"],
+        [sys.executable, "-c", code, str(root / "monitor.toml"), "-q"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 

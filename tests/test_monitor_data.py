@@ -1,5 +1,6 @@
 """Test data for the monitor tests (no tests here): mask series with known areas, AOIs,
-an "oracle" runner that maps a scene to its known mask, and config writers.
+an "oracle" runner that maps a scene to its known mask, config writers, and the ledger and
+report content two runs are compared by.
 
 The grid: 120 x 120 pixels of 10 m (0.01 ha each) in EPSG:32750 near Tapin. AOI "West"
 covers columns 0-59, "East" columns 60-119 (given in EPSG:4326, as users do). Each scene
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +163,28 @@ s1_folder = "series"
 s1_glob = "synth_*_S1_VV*.tif"
 s1_date_regex = 'synth_(?P<year>\\d{{4}})_S1'
 """
+
+
+def ledger_state(root: Path) -> tuple[list[Any], ...]:
+    """Ledger content of ``root/out`` that must not depend on where, how or in how many runs the
+    scenes were processed (no timings, tokens, attempts, output folder names)."""
+    con = sqlite3.connect(root / "out" / "ledger.sqlite")
+    rel = str(root)  # keys are absolute input paths: compare them below the project root
+    scenes = [
+        (k.replace(rel, ""), st, sha, s1sha, round(ha, 6) if ha is not None else None, err,
+         sorted((k2, v) for k2, v in json.loads(outs or "{}").items() if k2 != "folder"))
+        for k, st, sha, s1sha, ha, err, outs in con.execute(
+            "SELECT key, status, sha256, s1_sha256, total_ha, error, outputs FROM scenes ORDER BY key")
+    ]
+    areas = [(k.replace(rel, ""), a, round(h, 6)) for k, a, h in con.execute(
+        "SELECT key, aoi, hectares FROM scene_areas ORDER BY key, aoi")]
+    years = con.execute("SELECT year, n_scenes, round(total_ha, 6) FROM years ORDER BY year").fetchall()
+    yareas = con.execute("SELECT year, aoi, round(hectares, 6) FROM year_areas ORDER BY year, aoi").fetchall()
+    changes = con.execute("SELECT from_year, to_year, stats FROM changes ORDER BY from_year").fetchall()
+    con.close()
+    return scenes, areas, years, yareas, changes
+
+
+def report_tables(root: Path, names: tuple[str, ...] = ("yearly_areas.csv", "changes.csv")) -> dict[str, str]:
+    """The text of report CSVs under ``root/out/reports``."""
+    return {n: (root / "out" / "reports" / n).read_text() for n in names}

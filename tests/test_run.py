@@ -280,7 +280,8 @@ def test_refuses_unreadable_scene(tmp_path, linear_bundle):
 def test_refuses_bad_aoi(tmp_path, good_scene, linear_bundle):
     aoi = tmp_path / "a.geojson"
     aoi.write_text("{")
-    _refused(tmp_path, InputError, "is not valid GeoJSON", scene=good_scene, bundle=linear_bundle, aoi=aoi)
+    _refused(tmp_path, InputError, "a.geojson is not a vector file GDAL can read", scene=good_scene,
+             bundle=linear_bundle, aoi=aoi)
 
 
 def test_refuses_unwritable_output(tmp_path, good_scene, linear_bundle):
@@ -288,6 +289,35 @@ def test_refuses_unwritable_output(tmp_path, good_scene, linear_bundle):
     blocker.write_text("x")
     _refused(tmp_path, OutputError, "cannot create output folder", scene=good_scene, bundle=linear_bundle,
              out=blocker / "sub")
+
+
+def test_bundle_with_another_band_list_reads_a_stack_by_its_band_names(tmp_path):
+    # A bundle that uses 13 of the bands (no textures) maps a stack whose 23 bands are stored in
+    # another order: the stack is recognised by its descriptions and the bands picked by name.
+    from coalmine.runtime.bands import BAND_NAMES
+    from coalmine.runtime.bundle import Bundle, ModelSpec, Normalization
+    from factories import tiny_onnx
+
+    bands = BAND_NAMES[:13]
+    path = tmp_path / "b13"
+    tiny_onnx(path / "model.onnx", kind="linear", bias=0.1, n_bands=len(bands))
+    b = Bundle(path=path, bundle_id="b13", bands=bands, preprocessing=linear_preprocessing(),
+               normalization=Normalization(mean=(0.5,) * 13, std=(0.25,) * 13),
+               model=ModelSpec(in_channels=13), tile_size=64, overlap=16)
+    b.save()
+    stack = make_stack(70, 90, seed=4, nodata=(0, 6, 0, 9), nan_band=3)
+    order = np.random.default_rng(0).permutation(len(BAND_NAMES))
+    scene = write_stack(tmp_path / "shuffled.tif", stack[order], band_names=tuple(BAND_NAMES[i] for i in order))
+    run_scene(scene, path, tmp_path / "o", tile=64, progress=False)
+    prob, _, _ = read1(tmp_path / "o" / "shuffled_prob.tif")
+    assert np.abs(prob.astype(int) - expected_q(stack[:13], b, 0.1)).max() <= 1
+    assert (prob[:6, :9] == 255).all()
+
+
+def linear_preprocessing():
+    from coalmine.runtime.bundle import Preprocessing
+
+    return Preprocessing()
 
 
 def test_refuses_stack_with_other_glcm_edges(tmp_path, linear_bundle):

@@ -405,6 +405,15 @@ def test_features_constant_matches_bands_module():
     assert FEATURES == GLCM_FEATURES and len(FEATURES) == 10
 
 
+def test_compiled_kernel_feature_count_and_order_equal_the_band_layout():
+    from coalmine.runtime import _glcm
+
+    assert _glcm.N_FEATURES == len(GLCM_FEATURES)
+    assert _glcm.FEATURES == GLCM_FEATURES
+    out = _glcm.features(np.zeros((5, 5), np.uint8), 4, 3, 1, None)
+    assert out.shape[0] == len(GLCM_FEATURES)
+
+
 # --- refused input: one test each, checking the message -------------------------------------------
 
 GOOD = np.zeros((8, 8), np.uint8)

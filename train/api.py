@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from coalmine.runtime._io import ensure_output_dir
+from coalmine.runtime._io import atomic_write_json, ensure_output_dir, hash_file
 from coalmine.runtime.bands import BAND_NAMES, S1_BAND
 from coalmine.runtime.bundle import (
     MODEL_FILES,
@@ -51,7 +51,6 @@ from coalmine.runtime.bundle import (
     Normalization,
     Preprocessing,
     load_bundle,
-    write_json_atomic,
 )
 from coalmine.runtime.errors import BandError, InputError, InputNotFoundError, UsageError
 
@@ -82,9 +81,7 @@ def _hash_path(h: Any, p: Path) -> None:
     for f in files:
         h.update(str(f.relative_to(p) if p.is_dir() else f.name).encode())
         h.update(str(f.stat().st_size).encode())
-        with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
+        hash_file(h, f)
 
 
 def data_fingerprint(scenes: Sequence[SceneSpec]) -> str:
@@ -404,7 +401,7 @@ def train(
         pick = _pick_val_tiles(ps, va, cfg.max_val_tiles)
         np.savez_compressed(tmp / MODEL_FILES["val_tiles"], x=np.asarray(ps.x[pick], dtype=np.float32),
                             y=np.asarray(ps.y[pick], dtype=np.uint8))
-        write_json_atomic(tmp / "report.json", report)
+        atomic_write_json(tmp / "report.json", report)
         write_log_csv(tmp / "log.csv", fitres.history)
         plot_curves(tmp / "curves.png", fitres.history, fitres.best_epoch)
         bundle = Bundle(

@@ -81,7 +81,7 @@ def main() -> None:
               help="23-band stack, or raw Sentinel-2 (with --s1); repeat for more scenes.")
 @click.option("--s1", "s1s", multiple=True, metavar="PATH", help="Sentinel-1 VV sigma0 per raw --scene, same order.")
 @click.option("--labels", "labels", multiple=True, metavar="PATH",
-              help="Labels per --scene: raster (0/1, any grid) or mine polygons (GeoJSON/GeoPackage).")
+              help="Labels per --scene: raster (0/1, any grid) or mine polygons (GeoJSON, GeoPackage, Shapefile…).")
 @click.option("--test-scene", "test_scenes", multiple=True, metavar="PATH",
               help="A held-out test scene (never trained on); repeatable.")
 @click.option("--test-s1", "test_s1s", multiple=True, metavar="PATH", help="Sentinel-1 per raw --test-scene.")
@@ -162,7 +162,7 @@ def evaluate_cmd(bundle: Path, scenes: tuple[str, ...], s1s: tuple[str, ...], la
                  json_out: Path | None, device: str, verbose: int, quiet: bool) -> None:
     """Accuracy of a bundle on scenes with reference labels: the study's table plus JSON."""
     setup_logging(verbose, quiet)
-    from coalmine.runtime.bundle import write_json_atomic
+    from coalmine.runtime._io import atomic_write_json
 
     from .api import evaluate
     from .report import format_report
@@ -179,7 +179,7 @@ def evaluate_cmd(bundle: Path, scenes: tuple[str, ...], s1s: tuple[str, ...], la
     parts.append(format_report(rep["total"], f"all scenes (bundle {rep['bundle_id']}, threshold {rep['threshold']})"))
     click.echo("\n\n".join(parts))
     if json_out is not None:
-        write_json_atomic(json_out, rep)
+        atomic_write_json(json_out, rep)
         click.echo(f"{PROG}: report written to {json_out}", err=True)
 
 

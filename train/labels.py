@@ -3,7 +3,7 @@
 Label values: 0 = background, 1 = mine, 255 = nodata (not labelled). A label raster may be
 on any grid and CRS: it is reprojected onto the scene grid with nearest-neighbour
 resampling; its own nodata value (or 255) marks unlabelled pixels, and scene pixels it does
-not cover are nodata. Vector labels (GeoJSON, GeoPackage) are polygons of mines: pixels whose
+not cover are nodata. Vector labels (GeoJSON, GeoPackage, Shapefile… any format GDAL reads) are polygons of mines: pixels whose
 centre lies in a polygon are 1, every other pixel of the scene is 0 (the polygons are taken
 as a complete inventory of the scene). With ``label_field`` each polygon's class comes from
 that attribute (0 or 1) instead, e.g. to draw background polygons explicitly.
@@ -15,12 +15,12 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
+from coalmine.runtime.aoi import VECTOR_SUFFIXES, polygonal, read_vector, to_geojson
 from coalmine.runtime.errors import CRSError, InputError, InputNotFoundError, RasterError
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
@@ -31,8 +31,6 @@ from rasterio.transform import array_bounds
 from rasterio.warp import reproject, transform_bounds, transform_geom
 
 from .patches import LABEL_NODATA, SceneGeo
-
-VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg")
 
 
 def _bounds(geo: SceneGeo) -> tuple[float, float, float, float]:
@@ -111,45 +109,24 @@ def _raster_labels(path: Path, geo: SceneGeo, scene_name: str) -> np.ndarray:
 
 
 def _read_features(path: Path, label_field: str | None) -> tuple[list[tuple[dict[str, Any], int]], CRS]:
-    """(geometry, class) pairs and the CRS of a GeoJSON or GeoPackage file."""
-    if path.suffix.lower() == ".gpkg":
-        from coalmine.runtime.aoi import read_aois  # one home for GeoPackage reading
+    """(geometry, class) pairs of the polygons of a vector file, and its CRS.
 
-        aois = read_aois(path, name_field=label_field)
-        feats = []
-        for a in aois:
-            feats.append((a.geometry, _class_of(a.name, path, label_field) if label_field else 1))
-        return feats, (aois[0].crs if aois else CRS.from_epsg(4326))
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"labels {path} are not valid GeoJSON ({exc})") from exc
-    crs = CRS.from_epsg(4326)  # RFC 7946; the legacy "crs" member is honoured below
-    name = (((doc.get("crs") or {}).get("properties") or {}).get("name")) if isinstance(doc, dict) else None
-    if name:
-        try:
-            crs = CRS.from_user_input(name)
-        except Exception as exc:  # noqa: BLE001 - rasterio raises CRSError subclasses of several kinds
-            raise CRSError(f"labels {path} name an unknown CRS {name!r}") from exc
-    if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
-        items = doc.get("features") or []
-    elif isinstance(doc, dict) and doc.get("type") == "Feature":
-        items = [doc]
-    else:
-        raise InputError(f"labels {path} are not a GeoJSON Feature or FeatureCollection")
+    Points and lines are not labels and are skipped; invalid polygons are repaired
+    (:func:`coalmine.runtime.aoi.polygonal`).
+    """
+    vec = read_vector(path, what="labels", option="--labels")
     feats = []
-    for f in items:
-        g = f.get("geometry")
-        if not g or g.get("type") not in ("Polygon", "MultiPolygon"):
+    for f in vec.features:
+        if f.geometry is None or f.geometry.geom_type not in ("Polygon", "MultiPolygon"):
             continue
+        geom, _ = polygonal(f.geometry, f"label polygon {f.where}")
         if label_field:
-            props = f.get("properties") or {}
-            if label_field not in props:
+            if label_field not in f.properties:
                 raise InputError(f"labels {path}: a feature lacks the attribute '{label_field}' named by label_field")
-            feats.append((g, _class_of(props[label_field], path, label_field)))
+            feats.append((to_geojson(geom), _class_of(f.properties[label_field], path, label_field)))
         else:
-            feats.append((g, 1))
-    return feats, crs
+            feats.append((to_geojson(geom), 1))
+    return feats, vec.crs
 
 
 def _class_of(value: Any, path: Path, field: str | None) -> int:
@@ -189,7 +166,8 @@ def labels_on_grid(
     """Labels of one scene on its grid, uint8 (H, W): 0 background, 1 mine, 255 nodata.
 
     Args:
-        path: a label raster (any GDAL format, any grid/CRS) or polygons (.geojson/.json/.gpkg).
+        path: a label raster (any GDAL format, any grid/CRS) or polygons (a vector file whose suffix
+            is one of :data:`coalmine.runtime.aoi.VECTOR_SUFFIXES`).
         geo: the scene grid.
         scene_name: the scene's name for messages.
         label_field: vector attribute with the class (0/1); None = every polygon is a mine.
@@ -204,7 +182,7 @@ def labels_on_grid(
     """
     p = Path(path)
     if not p.exists():
-        raise InputNotFoundError(f"label file {p} does not exist; give a label raster or polygons (GeoJSON/GeoPackage)")
+        raise InputNotFoundError(f"label file {p} does not exist; give a label raster or polygons (GeoJSON/GeoPackage/Shapefile)")
     if p.suffix.lower() in VECTOR_SUFFIXES:
         return _vector_labels(p, geo, scene_name or "?", label_field)
     return _raster_labels(p, geo, scene_name or "?")

@@ -17,11 +17,8 @@ validation kappa; the weights of the best epoch are the result.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,8 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from coalmine.runtime._io import atomic_output
 from coalmine.runtime.bundle import ModelSpec, Normalization
 from coalmine.runtime.errors import InputError, UsageError
+from coalmine.runtime.tables import write_csv
 
 from .config import TrainConfig
 from .metrics import accuracy_report, kappa_from_counts
@@ -214,21 +213,13 @@ def validate(
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
 
 
 def write_log_csv(path: Path, history: list[dict[str, float]]) -> None:
-    """Write the per-epoch history as CSV (temp file + rename)."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for row in history:
-        w.writerow(row)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(buf.getvalue(), encoding="utf-8")
-    os.replace(tmp, path)
+    """Write the per-epoch history as CSV (temp file + rename); a missing value is an empty cell."""
+    write_csv(path, LOG_COLUMNS, ([row.get(c) for c in LOG_COLUMNS] for row in history))
 
 
 def plot_curves(path: Path, history: list[dict[str, float]], best_epoch: int) -> None:
@@ -253,10 +244,11 @@ def plot_curves(path: Path, history: list[dict[str, float]], best_epoch: int) ->
     a2.set_ylim(-0.05, 1.0)
     a2.legend()
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
 
 
 def fit(

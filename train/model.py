@@ -13,16 +13,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from coalmine.runtime._optional import optional_import
 from coalmine.runtime.bundle import Bundle, ModelSpec
-from coalmine.runtime.errors import BundleError, InputError, missing_dependency
+from coalmine.runtime.errors import BundleError, InputError
 
 
 def _smp() -> Any:
-    try:
-        import segmentation_models_pytorch as smp
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise missing_dependency("segmentation-models-pytorch", "train", "building the U-Net") from exc
-    return smp
+    return optional_import("segmentation_models_pytorch", purpose="building the U-Net")
 
 
 def build_model(spec: ModelSpec | None = None, encoder_weights: str | Path | None = None) -> Any:

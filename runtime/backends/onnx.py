@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from .._optional import optional_import, pip_hint
 from ..bundle import Bundle
-from ..errors import BackendError, BundleError, missing_dependency
+from ..errors import BackendError, BundleError
 from . import Backend
 
 log = logging.getLogger("coalmine.runtime.backends")
@@ -25,11 +26,7 @@ CPU_EP = "CPUExecutionProvider"
 
 
 def _ort() -> Any:
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise missing_dependency("onnxruntime", "cpu", "running the model with ONNX Runtime") from exc
-    return ort
+    return optional_import("onnxruntime", purpose="running the model with ONNX Runtime")
 
 
 def cpu_cores() -> int:
@@ -84,7 +81,7 @@ def cuda_availability() -> tuple[bool, str]:
     if CUDA_EP not in ort.get_available_providers():
         return False, (
             "this onnxruntime has no CUDAExecutionProvider (CPU-only build or no CUDA GPU); "
-            "for a GPU install: pip uninstall onnxruntime && pip install 'coalmine[gpu]'"
+            f"for a GPU install: pip uninstall onnxruntime && {pip_hint('gpu')}"
         )
     return True, "CUDAExecutionProvider available"
 

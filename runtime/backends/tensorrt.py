@@ -23,19 +23,19 @@ Example:
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..bundle import Bundle, write_json_atomic
-from ..errors import BackendError, BundleError, OutputError, missing_dependency
+from .._io import atomic_write_bytes, atomic_write_json, sha256_file
+from .._optional import optional_import
+from ..bundle import Bundle
+from ..errors import BackendError, BundleError, OutputError
 from . import Backend
 
 log = logging.getLogger("coalmine.runtime.backends")
@@ -46,22 +46,12 @@ TIMING_CACHE = "timing.cache"
 
 # -- optional imports ----------------------------------------------------------------------
 def _trt() -> Any:
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise missing_dependency("tensorrt", "tensorrt", "the TensorRT backend") from exc
-    return trt
+    return optional_import("tensorrt", purpose="the TensorRT backend")
 
 
 def _cudart() -> Any:
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart  # cuda-python < 12.6 layout
-        except ImportError as exc:
-            raise missing_dependency("cuda-python", "tensorrt", "the TensorRT backend") from exc
-    return cudart
+    # cuda.cudart: the cuda-python < 12.6 layout
+    return optional_import("cuda.bindings.runtime", "cuda.cudart", purpose="the TensorRT backend")
 
 
 def _check(result: Any, what: str) -> Any:
@@ -89,15 +79,6 @@ def device_info(device: int = 0) -> dict[str, str]:
     prop = _check(cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
     name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
     return {"gpu_name": name.strip("\x00 "), "compute_capability": f"{prop.major}.{prop.minor}"}
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_manifest(engines_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -286,14 +267,7 @@ def build_engine(
         )
     version = trt.__version__
     target = engines_dir / _engine_name(onnx_path, dev["compute_capability"], version, tile, max_batch)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=engines_dir)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(memoryview(plan))
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(target, memoryview(plan))
     try:
         cache_path.write_bytes(memoryview(config.get_timing_cache().serialize()))
     except OSError:  # the cache is an optimisation only
@@ -312,7 +286,7 @@ def build_engine(
         "workspace_bytes": int(workspace_bytes),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     })
-    write_json_atomic(engines_dir / MANIFEST, {"engines": entries})
+    atomic_write_json(engines_dir / MANIFEST, {"engines": entries})
     return target
 
 

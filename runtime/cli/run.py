@@ -35,7 +35,7 @@ def _batch(value: str) -> int | str:
 @click.option("--out", "-o", "out", type=click.Path(path_type=str), default=".",
               help="Output folder for *_prob.tif, *_mask.tif, *_mines.geojson, *_summary.json.")
 @click.option("--aoi", type=click.Path(path_type=str), default=None,
-              help="Areas of interest (GeoJSON or GeoPackage, any CRS): hectares per area.")
+              help="Areas of interest (GeoJSON, GeoPackage, Shapefile… any CRS): hectares per area.")
 @click.option("--aoi-name-field", default=None, help="AOI property with the area's name [default: name].")
 @click.option("--backend", type=click.Choice(["auto", "tensorrt", "cuda", "cpu"]), default="auto",
               help="Inference backend; auto picks the fastest that works and says why.")

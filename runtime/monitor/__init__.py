@@ -1,9 +1,14 @@
 """Scheduled yearly monitoring of mined area: ``coal-monitor CONFIG.toml``.
 
-Modules, one concern each: :mod:`.config` (TOML, scene discovery), :mod:`.ledger` (SQLite
-ledger and run lock), :mod:`.pipeline` (the pure per-scene work and executors),
-:mod:`.scheduler` (the coordinator), :mod:`.yearly` (composites), :mod:`.change` (change
-maps), :mod:`.reports` (CSV, charts, HTML).
+Modules, one concern each, with dependencies that run one way (top to bottom):
+
+- :mod:`.scheduler` — the coordinator: lock, plan, process, compose, report;
+- :mod:`.yearly` (composites), :mod:`.change` (change maps), :mod:`.reports` (CSV, charts,
+  HTML), :mod:`.cluster` (the Dask executor) — the stages, which never import each other;
+- :mod:`.pipeline` (the pure per-scene work and the local executor), :mod:`.legend` (raster
+  classes and colours);
+- :mod:`.layout` (the output folder's paths), :mod:`.ledger` (the SQLite ledger and run lock,
+  the only module that speaks SQL), :mod:`.config` (TOML, scene discovery).
 
 Example:
     >>> from coalmine.runtime.monitor import load_config, run_monitor   # doctest: +SKIP
@@ -11,12 +16,13 @@ Example:
 """
 
 from .config import MonitorConfig, SceneSpec, discover_scenes, load_config
+from .layout import MonitorLayout
 from .ledger import EXIT_LOCKED, Ledger, LedgerLockedError, RunLock
 from .pipeline import Executor, LocalExecutor, SceneResult, SceneTask, process_scene
 from .scheduler import MonitorSummary, plan, run_monitor
 
 __all__ = [
     "EXIT_LOCKED", "Executor", "Ledger", "LedgerLockedError", "LocalExecutor", "MonitorConfig",
-    "MonitorSummary", "RunLock", "SceneResult", "SceneSpec", "SceneTask", "discover_scenes",
+    "MonitorLayout", "MonitorSummary", "RunLock", "SceneResult", "SceneSpec", "SceneTask", "discover_scenes",
     "load_config", "plan", "process_scene", "run_monitor",
 ]

@@ -1,16 +1,8 @@
 """Change rasters between two yearly composites (on the same grid).
 
-Classes (uint8, a COG with a colour table so QGIS shows it ready-styled):
-
-====  ==================  ===========================
-code  meaning             colour
-====  ==================  ===========================
-0     stable non-mine     light grey
-1     newly mined         red
-2     no longer mined     green (replanted/reclaimed)
-3     stable mine         dark brown
-255   nodata              transparent (either year)
-====  ==================  ===========================
+Each pixel gets a change class (:mod:`.legend`: stable non-mine, newly mined, no longer mined,
+stable mine, nodata where either year has none), written as a COG with a colour table so QGIS
+shows it ready-styled.
 """
 
 from __future__ import annotations
@@ -22,22 +14,11 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
-from ._raster import NODATA, Grid, open_on_grid, read_mask, write_cog
-
-STABLE_NON_MINE, NEWLY_MINED, NO_LONGER_MINED, STABLE_MINE = 0, 1, 2, 3
-CLASS_NAMES: dict[int, str] = {
-    STABLE_NON_MINE: "stable non-mine",
-    NEWLY_MINED: "newly mined",
-    NO_LONGER_MINED: "no longer mined",
-    STABLE_MINE: "stable mine",
-}
-CHANGE_COLORS: dict[int, tuple[int, int, int, int]] = {
-    STABLE_NON_MINE: (225, 225, 220, 255),
-    NEWLY_MINED: (215, 48, 39, 255),
-    NO_LONGER_MINED: (26, 152, 80, 255),
-    STABLE_MINE: (92, 58, 33, 255),
-    NODATA: (255, 255, 255, 0),
-}
+from ..areas import pixel_areas_ha
+from ..raster import NODATA, Grid, open_on_grid, read_mask, write_uint8_cog
+from .layout import MonitorLayout
+from .ledger import Ledger
+from .legend import CHANGE_COLORS, CLASS_NAMES
 
 
 def classify(before: np.ndarray, after: np.ndarray) -> np.ndarray:
@@ -67,8 +48,6 @@ def write_change(
         >>> p, s = write_change("2018_mask.tif", "2019_mask.tif", grid, "change_2018_2019.tif")  # doctest: +SKIP
         >>> s["hectares"]["newly mined"]                                                        # doctest: +SKIP
     """
-    from ..areas import pixel_areas_ha
-
     counts = dict.fromkeys(CLASS_NAMES, 0)
     hectares = dict.fromkeys(CLASS_NAMES, 0.0)
     with open_on_grid(before, grid) as b, open_on_grid(after, grid) as a:
@@ -85,7 +64,7 @@ def write_change(
                 hectares[code] += float(cell[sel].sum())
             return out
 
-        path = write_cog(target, grid, fill, CHANGE_COLORS, descriptions="change")
+        path = write_uint8_cog(target, grid, fill, CHANGE_COLORS, description="change")
     stats = {
         "pixels": {CLASS_NAMES[k]: v for k, v in counts.items()},
         "hectares": {CLASS_NAMES[k]: round(v, 6) for k, v in hectares.items()},
@@ -93,25 +72,23 @@ def write_change(
     return path, stats
 
 
-def update_changes(led: Any, out: Path, years: list[int]) -> list[tuple[int, int]]:
+def update_changes(led: Ledger, layout: MonitorLayout, years: list[int]) -> list[tuple[int, int]]:
     """Rebuild the change map of each pair of consecutive years whose composites changed.
 
     Returns:
         The (from_year, to_year) pairs that have a change map.
     """
-    from .scheduler import CHANGE_DIR
-
     rows = {r["year"]: r for r in led.years()}
     existing = {(r["from_year"], r["to_year"]): r for r in led.changes()}
     pairs = list(zip(years, years[1:], strict=False))
     for y0, y1 in pairs:
         fp = rows[y0]["fingerprint"] + "|" + rows[y1]["fingerprint"]
-        rel = f"{CHANGE_DIR}/change_{y0}_{y1}.tif"
+        target = layout.change_map(y0, y1)
         old = existing.get((y0, y1))
-        if old is not None and old["fingerprint"] == fp and (out / rel).is_file():
+        if old is not None and old["fingerprint"] == fp and target.is_file():
             continue
-        a, b = out / rows[y0]["composite"], out / rows[y1]["composite"]
-        _, stats = write_change(a, b, Grid.of(a), out / rel)
-        led.set_change(y0, y1, fp, rel, stats)
+        a, b = layout.path(rows[y0]["composite"]), layout.path(rows[y1]["composite"])
+        _, stats = write_change(a, b, Grid.of(a), target)
+        led.set_change(y0, y1, fp, layout.rel(target), stats)
     led.drop_changes_except(set(pairs))
     return pairs

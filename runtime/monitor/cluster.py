@@ -33,7 +33,7 @@ What the executor adds:
   attempt starts, and the folder the ledger registers is the one written last.
 
 dask and distributed are imported only here and only when a cluster is asked for, so
-``coalmine.runtime`` works without them (``pip install 'coalmine[cluster]'`` adds them).
+``coalmine.runtime`` works without them (``pip install "coalmine[cluster]"`` adds them).
 """
 
 from __future__ import annotations
@@ -48,13 +48,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._optional import optional_import
 from ..errors import (
     CoalmineError,
     ConfigError,
     InputError,
     OutputError,
     UsageError,
-    missing_dependency,
 )
 from .pipeline import SceneResult, SceneTask
 
@@ -516,13 +516,7 @@ def open_executor(
 
 
 def _import_distributed() -> Any:
-    try:
-        import distributed
-    except ImportError as exc:
-        raise missing_dependency(
-            "distributed", "cluster", "running coal-monitor on a Dask cluster (--scheduler / [cluster])"
-        ) from exc
-    return distributed
+    return optional_import("distributed", purpose="running coal-monitor on a Dask cluster (--scheduler / [cluster])")
 
 
 def _workers(client: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ Example ``monitor.toml``::
 
     title = "Tapin Regency"            # optional, shown in the report
     bundle = "models/tapin"            # a model bundle folder (coal-train / coal-export)
-    aois = "aois/tapin.geojson"        # GeoJSON or GeoPackage with one polygon per area
+    aois = "aois/tapin.geojson"        # GeoJSON, GeoPackage, Shapefile… with one polygon per area
     aoi_name_field = "name"            # attribute holding each area's name
     output = "monitor"                 # ledger, per-scene outputs, composites, reports
     yearly_rule = "max_extent"         # max_extent | median | majority | latest
@@ -193,7 +193,7 @@ def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
         raise InputNotFoundError(f"{src}: bundle folder {bundle} does not exist; set 'bundle' to the folder coal-train wrote")
     aois = _path(raw, "aois", base, src)
     if not aois.is_file():
-        raise InputNotFoundError(f"{src}: AOI file {aois} does not exist; set 'aois' to a GeoJSON or GeoPackage file")
+        raise InputNotFoundError(f"{src}: AOI file {aois} does not exist; set 'aois' to a vector file (GeoJSON, GeoPackage, Shapefile…)")
     output = _path(raw, "output", base, src)
 
     rule = _typed(raw, "yearly_rule", str, src, "max_extent")

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._io import hash_file
 from ..errors import CoalmineError, OutputError
 
 SCHEMA_VERSION = 1
@@ -135,16 +136,14 @@ def stat_input(path: Path) -> InputStat:
     return InputStat(size=size, mtime_ns=mtime, nfiles=len(files))
 
 
-def hash_input(path: Path, chunk: int = 1 << 20) -> str:
+def hash_input(path: Path) -> str:
     """SHA-256 of a file, or of a folder's files (relative names and contents), streamed."""
     h = hashlib.sha256()
     root = path if path.is_dir() else path.parent
     for f in _files(path):
         if path.is_dir():
             h.update(f.relative_to(root).as_posix().encode() + b"\0")
-        with open(f, "rb") as fh:
-            while block := fh.read(chunk):
-                h.update(block)
+        hash_file(h, f)
     return h.hexdigest()
 
 
@@ -338,6 +337,21 @@ class Ledger:
                     vals,
                 )
                 c.execute("DELETE FROM scene_areas WHERE key=?", (r["key"],))
+
+    def refresh_input_stats(self, stats: list[tuple[str, InputStat, InputStat | None]]) -> None:
+        """Record the new size, mtime and file count of inputs whose content is unchanged
+        (touched files), so the next run's cheap pre-check skips hashing them again.
+
+        ``stats`` holds (scene key, Sentinel-2 stat, Sentinel-1 stat or None); one transaction.
+        """
+        with self.tx() as c:
+            for key, st, s1st in stats:
+                c.execute("UPDATE scenes SET size=?, mtime_ns=?, nfiles=? WHERE key=?", (st.size, st.mtime_ns, st.nfiles, key))
+                if s1st is not None:
+                    c.execute(
+                        "UPDATE scenes SET s1_size=?, s1_mtime_ns=?, s1_nfiles=? WHERE key=?",
+                        (s1st.size, s1st.mtime_ns, s1st.nfiles, key),
+                    )
 
     def claim(self, key: str, token: str, run_id: int) -> None:
         """Mark a scene ``running`` under a fresh attempt token (committed before work starts)."""

@@ -96,7 +96,6 @@ def process_scene(task: SceneTask) -> SceneResult:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        pause_for_crash_test("before_run")
         runner = resolve_runner(task.runner)
         summary = runner(
             task.scene, task.bundle, tmp, s1=task.s1, aoi=task.aois, aoi_name_field=task.aoi_name_field,
@@ -111,7 +110,6 @@ def process_scene(task: SceneTask) -> SceneResult:
         areas = {"total": float(areas["total"]), "aois": {str(k): float(v) for k, v in areas.get("aois", {}).items()}}
         if "summary" in outputs:
             _fix_summary_paths(tmp / outputs["summary"], tmp, final)
-        pause_for_crash_test("before_rename")
         swap_into_place(tmp, final, task.token)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -140,7 +138,7 @@ def _areas(mask: Path, task: SceneTask) -> dict[str, Any]:
 
 def _fix_summary_paths(path: Path, tmp: Path, final: Path) -> None:
     """Point the runner's summary JSON at the final folder instead of the temporary one."""
-    from ..bundle import write_json_atomic
+    from .._io import atomic_write_json
 
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -150,7 +148,7 @@ def _fix_summary_paths(path: Path, tmp: Path, final: Path) -> None:
     if isinstance(outs, dict):
         data["outputs"] = {k: (str(final / Path(v).name) if isinstance(v, str) and str(tmp) in v else v)
                            for k, v in outs.items()}
-        write_json_atomic(path, data)
+        atomic_write_json(path, data)
 
 
 def _float(v: Any) -> float | None:
@@ -212,26 +210,3 @@ class LocalExecutor:
                 yield task, fn(task)
             except Exception as exc:  # one scene's failure must not stop the others
                 yield task, exc
-
-
-# -- test hook ----------------------------------------------------------------------------------
-
-_pause_counts: dict[str, int] = {}
-
-
-def pause_for_crash_test(phase: str) -> None:
-    """Crash-test hook: with ``COALMINE_MONITOR_TEST_PAUSE=phase:n`` the n-th arrival at
-    ``phase`` writes the file named by ``COALMINE_MONITOR_TEST_MARKER`` and sleeps, so a test
-    can SIGKILL the run at a known point. Does nothing when the variable is unset."""
-    spec = os.environ.get("COALMINE_MONITOR_TEST_PAUSE")
-    if not spec:
-        return
-    name, _, nth = spec.partition(":")
-    if name != phase:
-        return
-    _pause_counts[phase] = _pause_counts.get(phase, 0) + 1
-    if _pause_counts[phase] == int(nth or 1):
-        marker = os.environ.get("COALMINE_MONITOR_TEST_MARKER")
-        if marker:
-            Path(marker).write_text(phase)
-        time.sleep(float(os.environ.get("COALMINE_MONITOR_TEST_SLEEP", "60")))

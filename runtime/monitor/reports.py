@@ -1,6 +1,6 @@
 """Reports regenerated from the ledger after every run: CSV tables, PNG charts, one HTML file.
 
-Files (under the output folder):
+Files (paths from :class:`~.layout.MonitorLayout`):
 
 - ``reports/yearly_areas.csv`` — one row per year: hectares per AOI and the total mapped area;
 - ``reports/changes.csv`` — year-over-year change per AOI and total: ha before/after, change
@@ -12,37 +12,121 @@ Files (under the output folder):
 - ``report.html`` — a single self-contained page (tables, charts and map previews inline as
   base64 ``data:`` URIs, no script, no external resource) that opens offline in any browser.
 
+The steps, each a function: :func:`collect` reads the ledger into a :class:`ReportData`;
+:func:`write_tables`, :func:`draw_charts` and :func:`draw_previews` write the CSVs and draw the
+PNGs; :func:`html_context` turns all of it into the values the page shows, and
+:func:`render_html` renders them with the Jinja2 template ``templates/report.html.j2``
+(package data) with autoescaping on, so a name from the user (title, AOI, scene file, error)
+is shown as text whatever characters it holds. Names reach the charts as literal text too
+(matplotlib's math mode is off: ``$x^2$`` stays ``$x^2$``).
+
 Every file is written under a temporary name and renamed when complete.
 """
 
 from __future__ import annotations
 
 import base64
-import csv
 import datetime as dt
-import html
+import functools
+import importlib.resources
 import io
 import json
-import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
 
-from .._io import atomic_output
-from ._raster import thumbnail
-from .change import CHANGE_COLORS, CLASS_NAMES
-from .yearly import MASK_COLORS
+from .. import __version__
+from .._io import atomic_write_bytes, atomic_write_text
+from ..raster import thumbnail
+from ..tables import write_csv
+from .config import MonitorConfig
+from .layout import REPORTS_DIR, MonitorLayout
+from .ledger import Ledger
+from .legend import (
+    CHANGE_COLORS,
+    CLASS_NAMES,
+    MASK_COLORS,
+    MASK_NAMES,
+    NEWLY_MINED,
+    NO_LONGER_MINED,
+    RGBA,
+    STABLE_MINE,
+    STABLE_NON_MINE,
+)
 
-REPORTS_DIR = "reports"
 TOTAL = "Total mapped area"
+
+RULE_TEXT = {
+    "max_extent": "maximum extent: a pixel counts as mined in a year if any valid scene of that year shows it mined",
+    "median": "median: mined where at least half of the year's valid observations show a mine",
+    "majority": "majority: mined where more than half of the year's valid observations show a mine",
+    "latest": "latest: the most recent valid observation of each pixel in the year",
+}
 
 # Colour cycle of the charts (colour-blind safe, Okabe–Ito).
 _PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+#: Drawing settings of every chart and preview; names are drawn as plain text, never as math.
+_RC = {"font.size": 10, "axes.spines.top": False, "axes.spines.right": False, "text.parse_math": False}
+_AOI_OUTLINE = "#0072B2"
+
+#: The change classes the report's change table shows, in its column order.
+_CHANGE_COLUMNS = (NEWLY_MINED, NO_LONGER_MINED, STABLE_MINE)
+
+
+# -- what the report shows ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChangeMap:
+    """One change raster as the ledger records it."""
+
+    from_year: int
+    to_year: int
+    hectares: dict[str, float]
+    raster: str
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the reports show, read from the ledger once.
+
+    ``table`` is ``{year: {aoi | TOTAL: ha}}``; ``names`` are the AOI names in the AOI file's
+    order (then any others the ledger holds); ``composites`` the relative path of each year's
+    composite; ``scenes`` the ledger rows of the configured scenes.
+    """
+
+    years: list[int]
+    names: list[str]
+    table: dict[int, dict[str, float]]
+    composites: dict[int, str]
+    changes: list[dict[str, Any]]
+    change_maps: list[ChangeMap]
+    scenes: list[Any]
+
+
+def collect(led: Ledger, keys: set[str], aoi_order: list[str]) -> ReportData:
+    """Read the report's figures from the ledger (``keys``: the configured scenes)."""
+    years, names, table = yearly_table(led, aoi_order)
+    return ReportData(
+        years=years,
+        names=names,
+        table=table,
+        composites={r["year"]: r["composite"] for r in led.years()},
+        changes=change_rows(years, names, table),
+        change_maps=[
+            ChangeMap(r["from_year"], r["to_year"], json.loads(r["stats"])["hectares"], r["raster"])
+            for r in led.changes()
+        ],
+        scenes=[r for r in led.scenes() if r["key"] in keys],
+    )
 
 
 def yearly_table(
-    led: Any, order: list[str] | None = None
+    led: Ledger, order: list[str] | None = None
 ) -> tuple[list[int], list[str], dict[int, dict[str, float]]]:
     """Years, AOI names (in ``order``, e.g. the AOI file's, then any others) and
     ``{year: {aoi | TOTAL: ha}}`` from the ledger."""
@@ -77,18 +161,27 @@ def change_rows(years: list[int], names: list[str], table: dict[int, dict[str, f
             a, b = table[y0].get(n, 0.0), table[y1].get(n, 0.0)
             out.append({
                 "area": n, "from_year": y0, "to_year": y1, "from_ha": a, "to_ha": b,
-                "change_ha": b - a, "change_pct": (100.0 * (b - a) / a) if a > 0 else None,
+                "change_ha": b - a, "change_pct": _pct(a, b),
             })
     return out
 
 
-def write_reports(cfg: Any, led: Any, out: Path, keys: set[str], aois: list[Any]) -> dict[str, Path]:
+def _pct(before: float, after: float) -> float | None:
+    return 100.0 * (after - before) / before if before > 0 else None
+
+
+# -- the steps ---------------------------------------------------------------------------------
+
+
+def write_reports(
+    cfg: MonitorConfig, led: Ledger, layout: MonitorLayout, keys: set[str], aois: list[Any]
+) -> dict[str, Path]:
     """Regenerate every report from the ledger.
 
     Args:
         cfg: the configuration (title, rule, paths).
         led: the ledger.
-        out: the output folder.
+        layout: the output folder's paths.
         keys: ledger keys of the scenes in the current configuration.
         aois: the AOIs (outlines on the map previews).
 
@@ -96,79 +189,82 @@ def write_reports(cfg: Any, led: Any, out: Path, keys: set[str], aois: list[Any]
         ``{"yearly_csv", "changes_csv", "change_maps_csv", "scenes_csv", "chart_aois",
         "chart_total", "html": path}``.
     """
-    rep = out / REPORTS_DIR
-    rep.mkdir(parents=True, exist_ok=True)
-    years, names, table = yearly_table(led, [a.name for a in aois])
-    changes = change_rows(years, names, table)
-    scenes = [r for r in led.scenes() if r["key"] in keys]
-    change_maps = led.changes()
-    paths = {
-        "yearly_csv": rep / "yearly_areas.csv",
-        "changes_csv": rep / "changes.csv",
-        "change_maps_csv": rep / "change_maps.csv",
-        "scenes_csv": rep / "scenes.csv",
-        "chart_aois": rep / "chart_aois.png",
-        "chart_total": rep / "chart_total.png",
-        "html": out / "report.html",
-    }
-    _csv(paths["yearly_csv"], ["year", *names, TOTAL.lower().replace(" ", "_")],
-         [[y, *(_r(table[y].get(n, 0.0)) for n in names), _r(table[y][TOTAL])] for y in years])
-    _csv(paths["changes_csv"], ["area", "from_year", "to_year", "from_ha", "to_ha", "change_ha", "change_pct"],
-         [[c["area"], c["from_year"], c["to_year"], _r(c["from_ha"]), _r(c["to_ha"]), _r(c["change_ha"]),
-           "" if c["change_pct"] is None else round(c["change_pct"], 2)] for c in changes])
-    cm_rows = []
-    for r in change_maps:
-        ha = json.loads(r["stats"])["hectares"]
-        cm_rows.append([r["from_year"], r["to_year"], *(_r(ha[CLASS_NAMES[k]]) for k in sorted(CLASS_NAMES)), r["raster"]])
-    _csv(paths["change_maps_csv"],
-         ["from_year", "to_year", *(CLASS_NAMES[k].replace(" ", "_") + "_ha" for k in sorted(CLASS_NAMES)), "raster"],
-         cm_rows)
-    _csv(paths["scenes_csv"],
-         ["date", "scene", "s1", "status", "mined_ha", "nodata_share", "seconds", "attempts", "bundle_id", "sha256", "error"],
-         [[r["date"], r["path"], r["s1_path"] or "", r["status"], "" if r["total_ha"] is None else _r(r["total_ha"]),
-           "" if r["nodata_share"] is None else round(r["nodata_share"], 4),
-           "" if r["seconds"] is None else round(r["seconds"], 2), r["attempts"], r["bundle_id"], r["sha256"],
-           r["error"] or ""] for r in scenes])
-    charts = _charts(years, names, table, paths["chart_aois"], paths["chart_total"])
-    previews = _previews(out, led, aois)
-    page = render_html(cfg, years, names, table, changes, scenes, change_maps, charts, previews, led)
-    with atomic_output(paths["html"]) as tmp:
-        tmp.write_text(page, encoding="utf-8")
-    return paths
+    layout.reports.mkdir(parents=True, exist_ok=True)
+    files = layout.report_files()
+    data = collect(led, keys, [a.name for a in aois])
+    write_tables(data, files)
+    charts = draw_charts(data, files["chart_aois"], files["chart_total"])
+    previews = draw_previews(data, layout, aois)
+    page = render_html(html_context(cfg, led.path, data, charts, previews))
+    atomic_write_text(files["html"], page)
+    return files
 
 
-# -- files -------------------------------------------------------------------------------------
+def write_tables(data: ReportData, files: dict[str, Path]) -> None:
+    """The four CSV tables (hectares rounded to 4 decimals, i.e. 1 m²)."""
+    years, names, table = data.years, data.names, data.table
+    write_csv(files["yearly_csv"], ["year", *names, TOTAL.lower().replace(" ", "_")],
+              [[y, *(_r(table[y].get(n, 0.0)) for n in names), _r(table[y][TOTAL])] for y in years])
+    write_csv(files["changes_csv"], ["area", "from_year", "to_year", "from_ha", "to_ha", "change_ha", "change_pct"],
+              [[c["area"], c["from_year"], c["to_year"], _r(c["from_ha"]), _r(c["to_ha"]), _r(c["change_ha"]),
+                _opt(c["change_pct"], 2)] for c in data.changes])
+    classes = sorted(CLASS_NAMES)
+    write_csv(files["change_maps_csv"],
+              ["from_year", "to_year", *(CLASS_NAMES[k].replace(" ", "_") + "_ha" for k in classes), "raster"],
+              [[m.from_year, m.to_year, *(_r(m.hectares[CLASS_NAMES[k]]) for k in classes), m.raster]
+               for m in data.change_maps])
+    write_csv(files["scenes_csv"],
+              ["date", "scene", "s1", "status", "mined_ha", "nodata_share", "seconds", "attempts", "bundle_id",
+               "sha256", "error"],
+              [[r["date"], r["path"], r["s1_path"], r["status"], _opt(r["total_ha"], 4), _opt(r["nodata_share"], 4),
+                _opt(r["seconds"], 2), r["attempts"], r["bundle_id"], r["sha256"], r["error"]] for r in data.scenes])
 
 
 def _r(v: float) -> float:
     return round(float(v), 4)
 
 
-def _csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    with atomic_output(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(header)
-            w.writerows(rows)
+def _opt(v: float | None, digits: int) -> float | None:
+    return None if v is None else round(float(v), digits)
 
 
-def _charts(
-    years: list[int], names: list[str], table: dict[int, dict[str, float]], p_aois: Path, p_total: Path
-) -> dict[str, bytes]:
-    import matplotlib
+def draw_charts(data: ReportData, p_aois: Path, p_total: Path) -> dict[str, bytes]:
+    """The two bar charts as PNG files; returns their bytes (``aois``, ``total``) for the page."""
+    return {"aois": _save(chart_aois(data), p_aois), "total": _save(chart_total(data), p_total)}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    out: dict[str, bytes] = {}
-    plt.rcParams.update({"font.size": 10, "axes.spines.top": False, "axes.spines.right": False})
-    # Area per AOI per year: grouped bars, one group per year (the study's figures 7–8).
-    fig, ax = plt.subplots(figsize=(9, 4.2), dpi=110)
+def _styled(draw: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a drawing function under the report's matplotlib settings (:data:`_RC`); matplotlib
+    reads them when each artist is made, and they are restored afterwards."""
+
+    @functools.wraps(draw)
+    def styled(*args: Any, **kwargs: Any) -> Any:
+        import matplotlib
+
+        with matplotlib.rc_context(_RC):
+            return draw(*args, **kwargs)
+
+    return styled
+
+
+def _figure(**kw: Any) -> Any:
+    """A matplotlib Figure without pyplot: no global figure registry, no GUI backend."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kw)
+
+
+@_styled
+def chart_aois(data: ReportData) -> Any:
+    """Area per AOI per year: grouped bars, one group per year (the study's figures 7–8)."""
+    years, names = data.years, data.names
+    fig = _figure(figsize=(9, 4.2), dpi=110)
+    ax = fig.subplots()
     n = max(1, len(names))
     width = 0.8 / n
     x = np.arange(len(years))
     for i, name in enumerate(names):
-        vals = [table[y].get(name, 0.0) for y in years]
+        vals = [data.table[y].get(name, 0.0) for y in years]
         ax.bar(x - 0.4 + width * (i + 0.5), vals, width, label=name, color=_PALETTE[i % len(_PALETTE)])
     ax.set_xticks(x, [str(y) for y in years])
     ax.set_ylabel("mined area (ha)")
@@ -177,55 +273,63 @@ def _charts(
     if names:
         ax.legend(frameon=False, fontsize=8, ncol=min(4, n), loc="upper left", bbox_to_anchor=(0, -0.12))
     fig.tight_layout()
-    out["aois"] = _save(fig, p_aois)
-    plt.close(fig)
+    return fig
 
-    fig, ax = plt.subplots(figsize=(9, 3.6), dpi=110)
-    tot = [table[y][TOTAL] for y in years]
-    bars = ax.bar([str(y) for y in years], tot, color="#5C3A21", width=0.6)
+
+@_styled
+def chart_total(data: ReportData) -> Any:
+    """Total per year, each bar labelled with its hectares and the change from the year before."""
+    fig = _figure(figsize=(9, 3.6), dpi=110)
+    ax = fig.subplots()
+    tot = [data.table[y][TOTAL] for y in data.years]
+    bars = ax.bar([str(y) for y in data.years], tot, color="#5C3A21", width=0.6)
     for i, b in enumerate(bars):
         label = f"{tot[i]:,.1f} ha"
-        if i > 0 and tot[i - 1] > 0:
-            label += f"\n{100 * (tot[i] - tot[i - 1]) / tot[i - 1]:+.1f} %"
+        pct = _pct(tot[i - 1], tot[i]) if i > 0 else None
+        if pct is not None:
+            label += f"\n{pct:+.1f} %"
         ax.annotate(label, (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=8)
     ax.set_ylabel("mined area (ha)")
     ax.set_title("Total mined area per year (whole mapped extent)")
     ax.margins(y=0.25)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    out["total"] = _save(fig, p_total)
-    plt.close(fig)
-    return out
+    return fig
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
 
 
 def _save(fig: Any, path: Path) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    data = buf.getvalue()
-    with atomic_output(path) as tmp:
-        tmp.write_bytes(data)
+    data = _png(fig)
+    atomic_write_bytes(path, data)
     return data
 
 
-def _previews(out: Path, led: Any, aois: list[Any]) -> dict[str, list[tuple[str, bytes]]]:
-    """Small PNG previews of the yearly composites and change maps, AOI outlines drawn on."""
+def draw_previews(data: ReportData, layout: MonitorLayout, aois: list[Any]) -> dict[str, list[tuple[str, bytes]]]:
+    """Small PNG previews of the yearly composites and change maps, AOI outlines drawn on.
+
+    Returns:
+        ``{"years": [(caption, png)], "changes": [(caption, png)]}``; a raster missing on disk
+        has no preview.
+    """
     res: dict[str, list[tuple[str, bytes]]] = {"years": [], "changes": []}
-    for r in led.years():
-        p = out / r["composite"]
+    for year, rel in data.composites.items():
+        p = layout.path(rel)
         if p.is_file():
-            res["years"].append((str(r["year"]), _preview_png(p, MASK_COLORS, aois)))
-    for r in led.changes():
-        p = out / r["raster"]
+            res["years"].append((str(year), _preview_png(p, MASK_COLORS, aois)))
+    for m in data.change_maps:
+        p = layout.path(m.raster)
         if p.is_file():
-            res["changes"].append((f"{r['from_year']} → {r['to_year']}", _preview_png(p, CHANGE_COLORS, aois)))
+            res["changes"].append((f"{m.from_year} → {m.to_year}", _preview_png(p, CHANGE_COLORS, aois)))
     return res
 
 
-def _preview_png(path: Path, colors: dict[int, tuple[int, int, int, int]], aois: list[Any]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+@_styled
+def _preview_png(path: Path, colors: dict[int, RGBA], aois: list[Any]) -> bytes:
     import rasterio
     from rasterio.warp import transform_geom
 
@@ -237,7 +341,7 @@ def _preview_png(path: Path, colors: dict[int, tuple[int, int, int, int]], aois:
     rgba = lut[arr]
     with rasterio.open(path) as ds:
         b, crs = ds.bounds, ds.crs
-    fig = plt.figure(figsize=(2.6, 2.6 * arr.shape[0] / max(1, arr.shape[1])), dpi=100)
+    fig = _figure(figsize=(2.6, 2.6 * arr.shape[0] / max(1, arr.shape[1])), dpi=100)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.imshow(rgba, extent=(b.left, b.right, b.bottom, b.top), interpolation="nearest")
     for a in aois:
@@ -248,52 +352,110 @@ def _preview_png(path: Path, colors: dict[int, tuple[int, int, int, int]], aois:
         polys = [g["coordinates"]] if g["type"] == "Polygon" else g["coordinates"]
         for poly in polys:
             ring = np.asarray(poly[0])
-            ax.plot(ring[:, 0], ring[:, 1], color="#0072B2", lw=1.0)
+            ax.plot(ring[:, 0], ring[:, 1], color=_AOI_OUTLINE, lw=1.0)
     ax.set_xlim(b.left, b.right)
     ax.set_ylim(b.bottom, b.top)
     ax.set_axis_off()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
 
 
 # -- HTML --------------------------------------------------------------------------------------
 
-_CSS = """
-body{font-family:"Segoe UI",Helvetica,Arial,sans-serif;color:#222;margin:0;background:#f4f2ee}
-main{max-width:1080px;margin:0 auto;padding:24px 32px 48px;background:#fff}
-header{border-bottom:3px solid #5c3a21;margin-bottom:16px}
-h1{font-size:26px;margin:8px 0 4px}
-.sub{color:#666;margin:0 0 12px;font-size:14px}
-h2{font-size:19px;margin:30px 0 8px;color:#5c3a21}
-p.note{color:#555;font-size:13px;margin:4px 0 10px}
-.cards{display:flex;gap:14px;flex-wrap:wrap;margin:14px 0}
-.card{flex:1 1 180px;border:1px solid #ddd;border-radius:6px;padding:10px 14px;background:#faf9f7}
-.card .k{font-size:12px;color:#666;text-transform:uppercase;letter-spacing:.04em}
-.card .v{font-size:24px;font-weight:600;margin-top:2px}
-.card .s{font-size:13px;color:#555}
-.up{color:#b2182b}.down{color:#1a7837}
-table{border-collapse:collapse;font-size:13px;margin:6px 0 12px;width:100%}
-th,td{border-bottom:1px solid #e3e0da;padding:5px 8px;text-align:right}
-th{background:#efebe4;font-weight:600}
-th:first-child,td:first-child{text-align:left}
-tr.total td{font-weight:600;border-top:2px solid #bbb}
-td small{color:inherit;opacity:.85}
-td.failed{color:#b2182b;font-weight:600}td.done{color:#1a7837}
-img.chart{max-width:100%;display:block;margin:6px 0}
-.maps{display:flex;flex-wrap:wrap;gap:12px}
-figure{margin:0;text-align:center;font-size:12px;color:#444}
-figure img{border:1px solid #ccc;width:240px;height:auto;display:block}
-.legend{font-size:12px;color:#444;margin:4px 0 10px}
-.legend span{display:inline-block;width:12px;height:12px;margin:0 4px -2px 12px;border:1px solid #999}
-footer{margin-top:36px;font-size:12px;color:#777;border-top:1px solid #ddd;padding-top:10px}
-td.err{text-align:left;color:#b2182b;max-width:360px}
-@media print{body{background:#fff}main{padding:0}}
-"""
+
+def html_context(
+    cfg: MonitorConfig, ledger_path: Path, data: ReportData, charts: dict[str, bytes],
+    previews: dict[str, list[tuple[str, bytes]]], now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """The values the page shows, plain data for the template (numbers are formatted there).
+
+    Args:
+        now: the time stamp shown as "generated" (default: now, UTC).
+    """
+    scenes = data.scenes
+    n_done = sum(1 for s in scenes if s["status"] == "done")
+    n_failed = sum(1 for s in scenes if s["status"] == "failed")
+    years = data.years
+    return {
+        "title": cfg.title,
+        "generated": f"{now or dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M}",
+        "span": f"{years[0]}–{years[-1]}" if years else "no years yet",
+        "n_done": n_done,
+        "cards": _cards(data, n_done, n_failed),
+        "rule_text": RULE_TEXT[cfg.yearly_rule],
+        "total_label": TOTAL,
+        "years": years,
+        "area_rows": [
+            {"name": n, "cells": [data.table[y].get(n, 0.0) for y in years]} for n in data.names
+        ],
+        "total_values": [data.table[y][TOTAL] for y in years],
+        "charts": {k: _data_uri(png) for k, png in charts.items()},
+        "change_areas": [*data.names, TOTAL],
+        "change_rows": _change_table(data),
+        "change_classes": [CLASS_NAMES[k] for k in _CHANGE_COLUMNS],
+        "change_maps": [
+            {"from_year": m.from_year, "to_year": m.to_year, "raster": m.raster,
+             "cells": [m.hectares[CLASS_NAMES[k]] for k in _CHANGE_COLUMNS]}
+            for m in data.change_maps
+        ],
+        "change_legend": _legend(CHANGE_COLORS, {k: CLASS_NAMES[k] for k in (*_CHANGE_COLUMNS, STABLE_NON_MINE)}),
+        "mask_legend": _legend(MASK_COLORS, MASK_NAMES),
+        "change_previews": [(t, _data_uri(png)) for t, png in previews["changes"]],
+        "year_previews": [(t, _data_uri(png)) for t, png in previews["years"]],
+        "scenes": [
+            {"date": s["date"], "name": Path(s["path"]).name, "status": s["status"], "ha": s["total_ha"],
+             "seconds": s["seconds"], "error": s["error"] or ""}
+            for s in scenes
+        ],
+        "bundles": ", ".join(sorted({s["bundle_id"] for s in scenes if s["bundle_id"]})) or "–",
+        "rule": cfg.yearly_rule,
+        "aoi_file": Path(cfg.aois).name,
+        "ledger": str(ledger_path),
+        "version": __version__,
+        "reports_dir": REPORTS_DIR,
+    }
 
 
-def _b64(png: bytes) -> str:
+def _cards(data: ReportData, n_done: int, n_failed: int) -> list[dict[str, str]]:
+    """The key figures at the top: latest year, change from the year before and from the first."""
+    if not data.years:
+        return []
+    years, table = data.years, data.table
+    last = years[-1]
+    cards = [_card(f"Mined area {last}", f"{table[last][TOTAL]:,.1f} ha", "", "whole mapped extent")]
+    refs = [(years[-2], f"Change {years[-2]} → {last}"), (years[0], f"Change since {years[0]}")] if len(years) > 1 else []
+    for ref, label in refs:
+        d = table[last][TOTAL] - table[ref][TOTAL]
+        cards.append(_card(label, f"{d:+,.1f} ha", _tone(d), _fmt_pct(_pct(table[ref][TOTAL], table[last][TOTAL]))))
+    cards.append(_card("Scenes", f"{n_done} done", "up" if n_failed else "",
+                       f"{n_failed} failed" if n_failed else "none failed"))
+    return cards
+
+
+def _card(label: str, value: str, tone: str, sub: str) -> dict[str, str]:
+    return {"label": label, "value": value, "tone": tone, "sub": sub}
+
+
+def _change_table(data: ReportData) -> list[dict[str, Any]]:
+    """Rows of the year-over-year table: one per pair of years, one cell per area."""
+    by = {(c["area"], c["from_year"]): c for c in data.changes}
+    return [
+        {"from_year": a, "to_year": b,
+         "cells": [{"ha": c["change_ha"], "pct": c["change_pct"], "tone": _tone(c["change_ha"])}
+                   for c in (by[(n, a)] for n in [*data.names, TOTAL])]}
+        for a, b in zip(data.years, data.years[1:], strict=False)
+    ]
+
+
+def _tone(delta: float) -> str:
+    """CSS class of a change: more mined land is "up" (red), less is "down" (green)."""
+    return "up" if delta > 0 else "down" if delta < 0 else ""
+
+
+def _legend(colors: dict[int, RGBA], labels: dict[int, str]) -> list[dict[str, str]]:
+    return [{"color": "rgb({}, {}, {})".format(*colors[k][:3]), "label": labels[k]} for k in labels]
+
+
+def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
@@ -305,139 +467,27 @@ def _fmt_pct(v: float | None) -> str:
     return "–" if v is None else f"{v:+.1f} %"
 
 
-def _legend(colors: dict[int, tuple[int, int, int, int]], labels: dict[int, str]) -> str:
-    return '<div class="legend">' + "".join(
-        f'<span style="background:rgb{colors[k][:3]}"></span>{html.escape(labels[k])}' for k in labels
-    ) + "</div>"
+def _fmt_signed_ha(v: float) -> str:
+    return f"{v:+,.1f} ha"
 
 
-def render_html(
-    cfg: Any, years: list[int], names: list[str], table: dict[int, dict[str, float]],
-    changes: list[dict[str, Any]], scenes: list[Any], change_maps: list[Any],
-    charts: dict[str, bytes], previews: dict[str, list[tuple[str, bytes]]], led: Any,
-) -> str:
-    """The self-contained HTML report (no script, no external resource)."""
-    e = html.escape
-    rule_text = {
-        "max_extent": "maximum extent: a pixel counts as mined in a year if any valid scene of that year shows it mined",
-        "median": "median: mined where at least half of the year's valid observations show a mine",
-        "majority": "majority: mined where more than half of the year's valid observations show a mine",
-        "latest": "latest: the most recent valid observation of each pixel in the year",
-    }[cfg.yearly_rule]
-    n_done = sum(1 for s in scenes if s["status"] == "done")
-    n_failed = sum(1 for s in scenes if s["status"] == "failed")
-    bundle_ids = sorted({s["bundle_id"] for s in scenes if s["bundle_id"]})
-    parts: list[str] = []
-    parts.append(
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{e(cfg.title)} — mined area report</title><style>{_CSS}</style></head><body><main>"
+def _fmt_seconds(v: float | None) -> str:
+    return "–" if v is None else f"{v:.1f} s"
+
+
+@functools.lru_cache(maxsize=1)
+def _template() -> jinja2.Template:
+    """The page template, read from the package with importlib.resources (works from a wheel,
+    a zip or a source tree); autoescaping on, and an undefined name is an error."""
+    env = jinja2.Environment(
+        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+        keep_trailing_newline=True,
     )
-    span = f"{years[0]}–{years[-1]}" if years else "no years yet"
-    parts.append(
-        f"<header><h1>{e(cfg.title)}</h1><p class=\"sub\">Open-pit coal mining: mined area per year, {span}. "
-        f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC from {n_done} processed scene"
-        f"{'s' if n_done != 1 else ''}.</p></header>"
-    )
-    # key figures
-    if years:
-        last = years[-1]
-        cards = [("Mined area " + str(last), f"{table[last][TOTAL]:,.1f} ha", "", "whole mapped extent")]
-        if len(years) > 1:
-            prev = years[-2]
-            d = table[last][TOTAL] - table[prev][TOTAL]
-            pct = (100 * d / table[prev][TOTAL]) if table[prev][TOTAL] > 0 else None
-            cls = "up" if d > 0 else "down" if d < 0 else ""
-            cards.append((f"Change {prev} → {last}", f"{d:+,.1f} ha", cls, _fmt_pct(pct)))
-            first = years[0]
-            d0 = table[last][TOTAL] - table[first][TOTAL]
-            p0 = (100 * d0 / table[first][TOTAL]) if table[first][TOTAL] > 0 else None
-            cards.append((f"Change since {first}", f"{d0:+,.1f} ha", "up" if d0 > 0 else "down" if d0 < 0 else "",
-                          _fmt_pct(p0)))
-        cards.append(("Scenes", f"{n_done} done", "up" if n_failed else "",
-                      f"{n_failed} failed" if n_failed else "none failed"))
-        parts.append('<div class="cards">' + "".join(
-            f'<div class="card"><div class="k">{e(k)}</div><div class="v {c}">{e(v)}</div>'
-            f'<div class="s">{e(sub)}</div></div>' for k, v, c, sub in cards
-        ) + "</div>")
-    else:
-        parts.append("<p>No scene has been processed successfully yet, so there are no yearly figures.</p>")
+    env.filters.update(ha=_fmt_ha, pct=_fmt_pct, signed_ha=_fmt_signed_ha, seconds=_fmt_seconds)
+    source = importlib.resources.files(__package__).joinpath("templates", "report.html.j2").read_text("utf-8")
+    return env.from_string(source)
 
-    # yearly table: areas as rows, years as columns (how the study's tables read)
-    if years:
-        parts.append("<h2>Mined area per year (hectares)</h2>")
-        parts.append(f'<p class="note">Yearly rule: {e(rule_text)}. {e(TOTAL)} covers the whole '
-                     "mapped extent, including land outside the areas of interest.</p>")
-        head = "".join(f"<th>{y}</th>" for y in years)
-        rows = []
-        for n in names:
-            rows.append(f"<tr><td>{e(n)}</td>" + "".join(f"<td>{_fmt_ha(table[y].get(n, 0.0))}</td>" for y in years) + "</tr>")
-        rows.append(f'<tr class="total"><td>{e(TOTAL)}</td>' + "".join(
-            f"<td>{_fmt_ha(table[y][TOTAL])}</td>" for y in years) + "</tr>")
-        parts.append(f"<table><thead><tr><th>Area</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
-        parts.append(f'<img class="chart" alt="Mined area per AOI and year" src="{_b64(charts["aois"])}">')
-        parts.append(f'<img class="chart" alt="Total mined area per year" src="{_b64(charts["total"])}">')
 
-    if changes:
-        parts.append("<h2>Year-over-year change</h2>")
-        pairs = list(zip(years, years[1:], strict=False))
-        areas = [*names, TOTAL]
-        head = "".join(f"<th>{e(n)}</th>" for n in areas)
-        by = {(c["area"], c["from_year"]): c for c in changes}
-        rows = []
-        for a, b in pairs:
-            cells = []
-            for n in areas:
-                c = by[(n, a)]
-                cls = "up" if c["change_ha"] > 0 else "down" if c["change_ha"] < 0 else ""
-                cells.append(f'<td class="{cls}">{c["change_ha"]:+,.1f} ha<br><small>{_fmt_pct(c["change_pct"])}</small></td>')
-            rows.append(f"<tr><td>{a} → {b}</td>{''.join(cells)}</tr>")
-        parts.append(f"<table><thead><tr><th>Years</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
-        parts.append('<p class="note">Change in hectares and, below it, in percent of the earlier year '
-                     "(“–” where the earlier year had no mined area). Red: more mined land, green: less.</p>")
-
-    if change_maps:
-        parts.append("<h2>Where the change happened</h2>")
-        head = "".join(f"<th>{e(CLASS_NAMES[k])} (ha)</th>" for k in (1, 2, 3))
-        rows = []
-        for r in change_maps:
-            ha = json.loads(r["stats"])["hectares"]
-            rows.append(f"<tr><td>{r['from_year']} → {r['to_year']}</td>" + "".join(
-                f"<td>{_fmt_ha(ha[CLASS_NAMES[k]])}</td>" for k in (1, 2, 3)) + f"<td>{e(r['raster'])}</td></tr>")
-        parts.append(f"<table><thead><tr><th>Years</th>{head}<th>Change raster (COG)</th></tr></thead>"
-                     f"<tbody>{''.join(rows)}</tbody></table>")
-        parts.append(_legend(CHANGE_COLORS, {k: CLASS_NAMES[k] for k in (1, 2, 3, 0)}))
-        parts.append('<div class="maps">' + "".join(
-            f'<figure><img alt="change {e(t)}" src="{_b64(png)}"><figcaption>{e(t)}</figcaption></figure>'
-            for t, png in previews["changes"]) + "</div>")
-    if previews["years"]:
-        parts.append("<h2>Yearly mine maps</h2>")
-        parts.append(_legend(MASK_COLORS, {1: "mined", 0: "not mined"})
-                     + '<p class="note">Blue outlines: areas of interest.</p>')
-        parts.append('<div class="maps">' + "".join(
-            f'<figure><img alt="mine map {e(t)}" src="{_b64(png)}"><figcaption>{e(t)}</figcaption></figure>'
-            for t, png in previews["years"]) + "</div>")
-
-    parts.append("<h2>Scenes</h2>")
-    rows = []
-    for s in scenes:
-        st = s["status"]
-        secs = "–" if s["seconds"] is None else f"{s['seconds']:.1f} s"
-        rows.append(
-            f"<tr><td>{e(s['date'])}</td><td style=\"text-align:left\">{e(Path(s['path']).name)}</td>"
-            f'<td class="{st}">{e(st)}</td><td>{_fmt_ha(s["total_ha"])}</td>'
-            f"<td>{secs}</td>"
-            f"<td class=\"err\">{e(s['error'] or '')}</td></tr>"
-        )
-    parts.append("<table><thead><tr><th>Date</th><th style=\"text-align:left\">Scene</th><th>Status</th>"
-                 f"<th>Mined (ha)</th><th>Time</th><th style=\"text-align:left\">Error</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
-    from .. import __version__
-
-    parts.append(
-        f"<footer>Model bundle: {e(', '.join(bundle_ids) or '–')} · yearly rule: {e(cfg.yearly_rule)} · "
-        f"areas of interest: {e(os.path.basename(str(cfg.aois)))} · ledger: {e(str(led.path))} · "
-        f"coalmine {e(__version__)}. Tables as CSV in {REPORTS_DIR}/. "
-        "Contains modified Copernicus Sentinel data where real scenes are used.</footer>"
-    )
-    parts.append("</main></body></html>\n")
-    return "".join(parts)
+def render_html(context: dict[str, Any]) -> str:
+    """The self-contained HTML report (no script, no external resource) from :func:`html_context`."""
+    return _template().render(context)

@@ -7,18 +7,21 @@ One run:
    (SHA-256, cheap size+mtime pre-check), other bundle or options, interrupted earlier
    (``running``/``pending`` left by a killed run), failed with attempts left, or outputs
    missing → to process; everything else is unchanged;
-3. hands the scenes to an executor (:class:`~.pipeline.LocalExecutor`, or issue 8's Dask
-   executor) and registers each result in one transaction as it arrives;
-4. rebuilds the yearly composites and change maps whose inputs changed;
-5. regenerates the reports from the ledger.
+3. hands the scenes to an executor (:class:`~.pipeline.LocalExecutor`, or the Dask
+   executor of :mod:`.cluster`) and registers each result in one transaction as it arrives;
+4. rebuilds the yearly composites and change maps whose inputs changed (:mod:`.yearly`,
+   :mod:`.change`);
+5. regenerates the reports from the ledger (:mod:`.reports`).
+
+The stages get the output folder's paths from one :class:`~.layout.MonitorLayout` and the
+ledger (:mod:`.ledger`, the only module that speaks SQL); they never import this module, so
+the dependencies run one way: scheduler → stages → layout, ledger.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -27,23 +30,24 @@ from pathlib import Path
 from typing import Any
 
 from .._io import ensure_output_dir
+from ..bundle import load_bundle
 from ..errors import CoalmineError, ConfigError, UsageError
+from .change import update_changes
 from .config import MonitorConfig, SceneSpec, discover_scenes
-from .ledger import InputStat, Ledger, RunLock, fingerprint, hash_input
+from .layout import MonitorLayout
+from .ledger import InputStat, Ledger, RunLock, fingerprint
 from .pipeline import (
     DEFAULT_RUNNER,
     Executor,
     LocalExecutor,
+    SceneResult,
     SceneTask,
-    pause_for_crash_test,
     process_scene,
 )
+from .reports import write_reports
+from .yearly import update_years
 
 log = logging.getLogger("coalmine.monitor")
-
-SCENES_DIR = "scenes"
-YEARLY_DIR = "yearly"
-CHANGE_DIR = "change"
 
 
 @dataclass
@@ -113,67 +117,28 @@ def run_monitor(
         >>> s = run_monitor(load_config("monitor.toml"))   # doctest: +SKIP
         >>> print(s.status_line())                          # doctest: +SKIP
     """
-    from ..bundle import load_bundle
-
-    out = ensure_output_dir(cfg.output, option="'output' in the configuration")
-    with RunLock(out):
+    layout = MonitorLayout(ensure_output_dir(cfg.output, option="'output' in the configuration"), cfg.ledger_path)
+    with RunLock(layout.root):
         bundle = load_bundle(cfg.bundle)
         aois = read_config_aois(cfg)  # fail early on bad AOIs
         specs = discover_scenes(cfg)
-        _clean_partials(out)
-        with Ledger(cfg.ledger_path) as led:
+        _clean_partials(layout)
+        with Ledger(layout.ledger) as led:
             options = json.dumps(cfg.run, sort_keys=True)
-            items = plan(cfg, led, specs, bundle.bundle_id, options, retry_failed)
-            summary = MonitorSummary()
-            for it in items:
-                summary.reasons[it.reason] = summary.reasons.get(it.reason, 0) + 1
-                if not it.process:
-                    if it.reason == "failed earlier":
-                        summary.given_up += 1
-                    else:
-                        summary.unchanged += 1
-            todo = [it for it in items if it.process]
-            for it in items:  # unchanged scenes only with -v: a timer's journal shows what happened
-                log.log(logging.INFO if it.process else logging.DEBUG, "%s %s: %s", it.spec.date.isoformat(),
-                        it.spec.path.name, it.reason)
+            items = plan(cfg, led, layout, specs, bundle.bundle_id, options, retry_failed)
+            summary = _summarise(items)
             if dry_run:
                 return summary
             run_id = led.start_run()
+            todo = [it for it in items if it.process]
             led.mark_pending([it.row for it in todo])
-            tasks = {it.row["key"]: _task(cfg, out, it, runner) for it in todo}
-
-            def claimed() -> Iterator[SceneTask]:
-                # Claim lazily: a scene is 'running' in the ledger only once the executor takes it.
-                for key, task in tasks.items():
-                    led.claim(key, task.token, run_id)
-                    yield task
-
+            tasks = [_task(cfg, layout, it, runner) for it in todo]
             try:
-                for task, res in (executor or LocalExecutor()).run(process_scene, claimed()):
-                    if isinstance(res, BaseException):
-                        msg = _one_line(res)
-                        led.fail(task.key, task.token, msg)
-                        summary.failed += 1
-                        summary.failures.append((task.scene, msg))
-                        log.warning("%s %s: FAILED: %s", task.date, Path(task.scene).name, msg)
-                        continue
-                    pause_for_crash_test("before_commit")
-                    done = res.as_dict()
-                    done["outputs"] = {"folder": Path(res.out_dir).relative_to(out).as_posix(), **res.outputs}
-                    if led.complete(task.key, task.token, done):
-                        summary.processed += 1
-                        log.info(
-                            "%s %s: done in %.1f s, %.2f ha mined", task.date, Path(task.scene).name,
-                            res.seconds, res.areas_ha["total"],
-                        )
+                _process(led, executor or LocalExecutor(), tasks, run_id, layout, summary)
                 keys = {s.key for s in specs}
-                from .change import update_changes
-                from .reports import write_reports
-                from .yearly import update_years
-
-                years = update_years(cfg, led, out, keys, aois)
-                update_changes(led, out, years)
-                summary.outputs = write_reports(cfg, led, out, keys, aois)
+                years = update_years(cfg, led, layout, keys, aois)
+                update_changes(led, layout, years)
+                summary.outputs = write_reports(cfg, led, layout, keys, aois)
                 summary.report = summary.outputs.get("html")
             except BaseException as exc:
                 led.finish_run(run_id, "interrupted", summary.processed, summary.unchanged, summary.failed, _one_line(exc))
@@ -185,8 +150,57 @@ def run_monitor(
             return summary
 
 
+def _summarise(items: list[PlanItem]) -> MonitorSummary:
+    """Count the plan's reasons and log it: the scenes to process at INFO, the others at DEBUG
+    (with -v a timer's journal shows what happened to every scene)."""
+    summary = MonitorSummary()
+    for it in items:
+        summary.reasons[it.reason] = summary.reasons.get(it.reason, 0) + 1
+        if not it.process:
+            if it.reason == "failed earlier":
+                summary.given_up += 1
+            else:
+                summary.unchanged += 1
+        log.log(logging.INFO if it.process else logging.DEBUG, "%s %s: %s", it.spec.date.isoformat(),
+                it.spec.path.name, it.reason)
+    return summary
+
+
+def _process(
+    led: Ledger, executor: Executor, tasks: list[SceneTask], run_id: int, layout: MonitorLayout,
+    summary: MonitorSummary,
+) -> None:
+    """Hand the tasks to the executor and register each result in the ledger as it arrives."""
+
+    def claimed() -> Iterator[SceneTask]:
+        # Claim lazily: a scene is 'running' in the ledger only once the executor takes it.
+        for task in tasks:
+            led.claim(task.key, task.token, run_id)
+            yield task
+
+    for task, res in executor.run(process_scene, claimed()):
+        if isinstance(res, BaseException):
+            msg = _one_line(res)
+            led.fail(task.key, task.token, msg)
+            summary.failed += 1
+            summary.failures.append((task.scene, msg))
+            log.warning("%s %s: FAILED: %s", task.date, Path(task.scene).name, msg)
+        elif _register(led, layout, task, res):
+            summary.processed += 1
+            log.info("%s %s: done in %.1f s, %.2f ha mined", task.date, Path(task.scene).name, res.seconds,
+                     res.areas_ha["total"])
+
+
+def _register(led: Ledger, layout: MonitorLayout, task: SceneTask, res: SceneResult) -> bool:
+    """Record a finished scene (one transaction); False when another attempt owns the row."""
+    done = res.as_dict()
+    done["outputs"] = {"folder": layout.rel(Path(res.out_dir)), **res.outputs}
+    return led.complete(task.key, task.token, done)
+
+
 def plan(
-    cfg: MonitorConfig, led: Ledger, specs: list[SceneSpec], bundle_id: str, options: str, retry_failed: bool
+    cfg: MonitorConfig, led: Ledger, layout: MonitorLayout, specs: list[SceneSpec], bundle_id: str, options: str,
+    retry_failed: bool,
 ) -> list[PlanItem]:
     """Decide for each configured scene whether this run processes it, and why.
 
@@ -219,7 +233,7 @@ def plan(
             reason, process = "bundle or run options changed", True
         elif prev["status"] == "done":
             outputs = json.loads(prev["outputs"] or "{}")
-            mask = cfg.output / outputs.get("folder", "") / outputs.get("mask", "")
+            mask = layout.path(outputs.get("folder", "")) / outputs.get("mask", "")
             if outputs.get("mask") and mask.is_file():
                 reason, process = "unchanged", False
                 if not st.same_stat(known):
@@ -236,14 +250,7 @@ def plan(
         row["attempts"] = 0 if fresh or prev is None or retry_failed else prev["attempts"]
         items.append(PlanItem(spec=spec, reason=reason, process=process, row=row))
     if refresh:  # same content, touched file: remember the new mtime so the next run skips hashing
-        with led.tx() as c:
-            for key, st, s1st in refresh:
-                c.execute("UPDATE scenes SET size=?, mtime_ns=?, nfiles=? WHERE key=?", (st.size, st.mtime_ns, st.nfiles, key))
-                if s1st is not None:
-                    c.execute(
-                        "UPDATE scenes SET s1_size=?, s1_mtime_ns=?, s1_nfiles=? WHERE key=?",
-                        (s1st.size, s1st.mtime_ns, s1st.nfiles, key),
-                    )
+        led.refresh_input_stats(refresh)
     return items
 
 
@@ -274,29 +281,15 @@ def read_config_aois(cfg: MonitorConfig) -> list[Any]:
     return aois
 
 
-def scene_folder(spec_date: str, path: str) -> str:
-    """Folder name of a scene's outputs: date, a readable stem and a short hash of the path."""
-    stem = Path(path).name
-    for suffix in (".tif", ".tiff", ".SAFE", ".vrt"):
-        if stem.lower().endswith(suffix.lower()):
-            stem = stem[: -len(suffix)]
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem)[:48] or "scene"
-    return f"{spec_date}_{stem}_{hashlib.sha256(path.encode()).hexdigest()[:8]}"
-
-
-def aoi_fingerprint(cfg: MonitorConfig) -> str:
-    return hash_input(cfg.aois) + "|" + str(cfg.aoi_name_field)
-
-
-def _task(cfg: MonitorConfig, out: Path, it: PlanItem, runner: Any) -> SceneTask:
-    folder = scene_folder(it.row["date"], it.row["path"])
+def _task(cfg: MonitorConfig, layout: MonitorLayout, it: PlanItem, runner: Any) -> SceneTask:
+    folder = layout.scene_dir(it.row["date"], it.row["path"])
     return SceneTask(
         key=it.row["key"],
         scene=it.row["path"],
         date=it.row["date"],
         bundle=str(cfg.bundle),
-        out_dir=str(out / SCENES_DIR / folder),
-        prefix=folder.rsplit("_", 1)[0],
+        out_dir=str(folder),
+        prefix=folder.name.rsplit("_", 1)[0],
         token=uuid.uuid4().hex[:12],
         aois=str(cfg.aois),
         aoi_name_field=cfg.aoi_name_field,
@@ -312,10 +305,9 @@ def _stat(row: Any, prefix: str) -> InputStat | None:
     return InputStat(row[prefix + "size"], row[prefix + "mtime_ns"], row[prefix + "nfiles"], row[prefix + "sha256"])
 
 
-def _clean_partials(out: Path) -> None:
+def _clean_partials(layout: MonitorLayout) -> None:
     """Remove temporary folders/files left by a killed run (we hold the lock: none is live)."""
-    for sub in (SCENES_DIR, YEARLY_DIR, CHANGE_DIR, "reports"):
-        d = out / sub
+    for d in layout.work_dirs:
         if not d.is_dir():
             continue
         for p in d.iterdir():

@@ -26,22 +26,20 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rasterio.windows import Window
 
+from ..areas import mask_areas_ha
 from ..errors import UsageError
-from ._raster import NODATA, Grid, open_on_grid, read_mask, write_cog
-from .config import YEARLY_RULES
-
-#: Colours of a composite mask: not mined (light grey), mined (coal brown), nodata transparent.
-MASK_COLORS: dict[int, tuple[int, int, int, int]] = {
-    0: (235, 235, 230, 255),
-    1: (92, 58, 33, 255),
-    NODATA: (255, 255, 255, 0),
-}
+from ..raster import NODATA, Grid, open_on_grid, read_mask, write_uint8_cog
+from .config import YEARLY_RULES, MonitorConfig
+from .layout import MonitorLayout
+from .ledger import Ledger, hash_input
+from .legend import MASK_COLORS
 
 
 def combine(masks: np.ndarray, rule: str) -> np.ndarray:
@@ -96,8 +94,6 @@ def write_composite(
     """
     if rule not in YEARLY_RULES:
         raise UsageError(f"yearly rule '{rule}' is unknown; use one of {', '.join(YEARLY_RULES)}")
-    from contextlib import ExitStack
-
     valid_px = 0
     with ExitStack() as stack:
         dss = [stack.enter_context(open_on_grid(m, grid)) for m in masks]
@@ -108,14 +104,16 @@ def write_composite(
             valid_px += int((out != NODATA).sum())
             return out
 
-        path = write_cog(
-            target, grid, fill, MASK_COLORS, descriptions="mine",
+        path = write_uint8_cog(
+            target, grid, fill, MASK_COLORS, description="mine",
             tags={"COALMINE_YEARLY_RULE": rule, "COALMINE_N_SCENES": str(len(masks))},
         )
     return path, valid_px / float(grid.width * grid.height)
 
 
-def update_years(cfg: Any, led: Any, out: Path, keys: set[str], aois: list[Any]) -> list[int]:
+def update_years(
+    cfg: MonitorConfig, led: Ledger, layout: MonitorLayout, keys: set[str], aois: list[Any]
+) -> list[int]:
     """Rebuild the composites (and their hectares per AOI) of the years whose scenes changed.
 
     A year's fingerprint covers its done scenes (inputs, bundle, options), the rule, the
@@ -123,19 +121,23 @@ def update_years(cfg: Any, led: Any, out: Path, keys: set[str], aois: list[Any])
     unchanged is left alone. The composite is renamed into place before the one ledger
     transaction that registers it, so a kill at any point is repaired by the next run.
 
+    Args:
+        cfg: the configuration (yearly rule, AOI file and name field).
+        led: the ledger (done scenes in, years out).
+        layout: where the scene masks are and the composites go.
+        keys: ledger keys of the scenes in the current configuration.
+        aois: the AOIs the hectares are measured in.
+
     Returns:
         The years that have a composite, ascending.
     """
-    from ..areas import mask_areas_ha
-    from .scheduler import YEARLY_DIR, aoi_fingerprint
-
     done = [r for r in led.scenes("done") if r["key"] in keys]
     if not done:
         led.drop_years_except(set())
         return []
-    masks = {r["key"]: _mask_path(out, r) for r in done}
+    masks = {r["key"]: _mask_path(layout, r) for r in done}
     grid = Grid.of(masks[done[0]["key"]])  # scenes() is ordered by date, path
-    aoi_fp = aoi_fingerprint(cfg)
+    aoi_fp = hash_input(cfg.aois) + "|" + str(cfg.aoi_name_field)
     by_year: dict[int, list[Any]] = {}
     for r in done:
         by_year.setdefault(r["year"], []).append(r)
@@ -147,17 +149,17 @@ def update_years(cfg: Any, led: Any, out: Path, keys: set[str], aois: list[Any])
                  [[r["key"], r["date"], r["sha256"], r["s1_sha256"], r["bundle_id"], r["options"]] for r in rows]]
             ).encode()
         ).hexdigest()
-        rel = f"{YEARLY_DIR}/mask_{year}.tif"
+        target = layout.yearly_mask(year)
         old = existing.get(year)
-        if old is not None and old["fingerprint"] == fp and (out / rel).is_file():
+        if old is not None and old["fingerprint"] == fp and target.is_file():
             continue
-        path, valid = write_composite([masks[r["key"]] for r in rows], cfg.yearly_rule, grid, out / rel)
+        path, valid = write_composite([masks[r["key"]] for r in rows], cfg.yearly_rule, grid, target)
         areas = mask_areas_ha(path, aois)
-        led.set_year(year, cfg.yearly_rule, fp, len(rows), rel, areas, valid)
+        led.set_year(year, cfg.yearly_rule, fp, len(rows), layout.rel(target), areas, valid)
     led.drop_years_except(set(by_year))
     return sorted(by_year)
 
 
-def _mask_path(out: Path, row: Any) -> Path:
+def _mask_path(layout: MonitorLayout, row: Any) -> Path:
     outputs = json.loads(row["outputs"])
-    return out / outputs["folder"] / outputs["mask"]
+    return layout.path(outputs["folder"]) / outputs["mask"]

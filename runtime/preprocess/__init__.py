@@ -7,7 +7,8 @@ window by window) and ``coal-train``. Modules, one concern each:
 * :mod:`.s1` — Sentinel-1 VV: units, refusing raw GRD DN, warping onto the S2 grid;
 * :mod:`.speckle` — Lee filter (linear power) and dB conversions;
 * :mod:`.indices` — NDVI, NDCI, BAI with zero-denominator guard;
-* :mod:`.grid` — the target grid and windowed resampling of any raster onto it;
+* :mod:`.warp` — windowed resampling of any raster onto the target grid
+  (:class:`coalmine.runtime.raster.Grid`);
 * :mod:`.stack` — :class:`SceneSource` (prepared stack or raw inputs) and :func:`open_scene`;
 * :mod:`.prepare` — :func:`prepare_scene`, the streaming writer.
 """

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -27,10 +26,11 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from .._io import atomic_output, ensure_output_dir
+from .._io import atomic_output, ensure_output_dir, temp_path
 from ..bands import BAND_NAMES, N_BANDS
 from ..bundle import Preprocessing
 from ..errors import CoalmineError, InputError, OutputError, UsageError
+from ..raster import to_cog
 from .stack import INPUTS_TAG, PREPROCESSING_TAG, RawSource
 
 log = logging.getLogger("coalmine.preprocess")
@@ -151,17 +151,16 @@ def prepare_scene(
             with atomic_output(out, "-o") as tmp:
                 target = tmp
                 if cog:
-                    fd, inter = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".tiles.tif",
-                                                 dir=out.parent)
-                    os.close(fd)
-                    target = Path(inter)
+                    target = temp_path(out, "-o", tag="tiles")
                 try:
                     valid = _write_blocks(src, target, windows, progress)
                     if valid == 0:
                         raise InputError(_no_valid_message(src))
                     if cog:
                         t = time.perf_counter()
-                        _to_cog(target, tmp)
+                        to_cog(target, tmp, nodata=float("nan"), predictor=3, blocksize=TILE,
+                               bigtiff="IF_SAFER", forward_band_tags=True, name=out,
+                               config={"GDAL_NUM_THREADS": "ALL_CPUS", "GDAL_CACHEMAX": GDAL_CACHE_BYTES})
                         src.timers.add("cog", t)
                 finally:
                     if cog:
@@ -212,23 +211,6 @@ def _write_blocks(src: RawSource, path: Path, windows: list[Window], progress: b
                 bar.update(1)
         bar.close()
     return valid
-
-
-def _to_cog(path: Path, dst_path: Path) -> None:
-    from rio_cogeo.cogeo import cog_translate
-    from rio_cogeo.profiles import cog_profiles
-
-    # DEFLATE: every COG reader (QGIS, browsers via GDAL/libtiff builds of any age) supports it.
-    profile = cog_profiles.get("deflate")
-    profile.update(predictor=3, blockxsize=TILE, blockysize=TILE, BIGTIFF="IF_SAFER")
-    cog_translate(str(path), str(dst_path), profile, nodata=float("nan"), quiet=True,
-                  overview_resampling="nearest", forward_band_tags=True,
-                  config={"GDAL_NUM_THREADS": "ALL_CPUS", "GDAL_CACHEMAX": GDAL_CACHE_BYTES})
-    # rio-cogeo keeps band descriptions; make sure the dataset tags survived too.
-    with rasterio.open(path) as s, rasterio.open(dst_path) as d:
-        missing = {k: v for k, v in s.tags().items() if k not in d.tags()}
-    if missing:
-        raise OutputError(f"COG conversion dropped the tags {sorted(missing)}")  # pragma: no cover
 
 
 def _no_valid_message(src: RawSource) -> str:

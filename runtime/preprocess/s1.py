@@ -27,9 +27,9 @@ from rasterio.windows import Window
 
 from ..bundle import S1Params
 from ..errors import CRSError, InputError, UnitsError, UsageError
-from ._raster import check_crs, open_raster, read_checked
-from .grid import Grid, read_onto_grid, source_bounds_in
+from ..raster import Grid, check_crs, open_raster, read_checked
 from .speckle import db_to_power
+from .warp import read_onto_grid, source_bounds_in
 
 log = logging.getLogger("coalmine.preprocess")
 

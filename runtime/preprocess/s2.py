@@ -39,8 +39,8 @@ from rasterio.windows import Window
 from ..bands import S2_BANDS
 from ..bundle import S2Params
 from ..errors import BandError, InputError, UsageError
-from ._raster import check_crs, check_exists, open_raster
-from .grid import Grid, read_onto_grid
+from ..raster import Grid, check_crs, check_exists, open_raster
+from .warp import read_onto_grid
 
 log = logging.getLogger("coalmine.preprocess")
 
@@ -160,6 +160,8 @@ def _metadata_from_tags(ds: DatasetReader) -> S2Metadata:
         md.baseline = tags["PROCESSING_BASELINE"]
     if "BOA_ADD_OFFSET" in tags:
         md.offsets = {b: float(tags["BOA_ADD_OFFSET"]) for b in S2_BANDS}
+        if tags.get("BOA_ADD_OFFSET_SOURCE"):  # why the writer (e.g. coal-fetch) chose it
+            md.source += f" ({tags['BOA_ADD_OFFSET_SOURCE']})"
     if "BOA_QUANTIFICATION_VALUE" in tags:
         md.scale = float(tags["BOA_QUANTIFICATION_VALUE"])
     level = (tags.get("PROCESSING_LEVEL", "") + tags.get("PRODUCT_TYPE", "")).upper()

@@ -32,11 +32,10 @@ from rasterio.coords import BoundingBox
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from ..bands import BAND_NAMES, N_BANDS
+from ..bands import BAND_NAMES, GLCM_SLICE, INDEX_SLICE, N_BANDS, S2_SLICE, VV_INDEX, is_stack_bands
 from ..bundle import Preprocessing
 from ..errors import BandError, BundleError, InputError, UsageError
-from ._raster import check_crs, check_exists, open_raster, read_checked
-from .grid import Grid, check_window
+from ..raster import Grid, check_crs, check_exists, check_window, open_raster, read_checked
 from .indices import compute_indices
 from .s1 import S1Reader
 from .s2 import S2Reader
@@ -53,7 +52,7 @@ INPUTS_TAG = "COALMINE_INPUTS"
 class SceneSource(ABC):
     """A scene on the Sentinel-2 10 m grid that can be read window by window as the 23-band stack.
 
-    Attributes: ``crs``, ``transform``, ``width``, ``height``, ``bands`` (23 names), ``res``,
+    Attributes: ``crs``, ``transform``, ``width``, ``height``, ``bands`` (names in read order), ``res``,
     ``bounds``, ``preprocessing`` (the Preprocessing used or recorded; None for a stack without
     the tag), ``path``.
     """
@@ -89,7 +88,7 @@ class SceneSource(ABC):
 
     @abstractmethod
     def read(self, window: Window) -> np.ndarray:
-        """The float32 (23, h, w) stack of ``window`` (inside the scene), NaN = nodata."""
+        """The float32 (len(bands), h, w) stack of ``window`` (inside the scene), NaN = nodata."""
 
     def check_preprocessing(self, prep: Preprocessing, what: str = "the bundle") -> None:
         """Raise if this scene's GLCM parameters/edges differ from ``prep`` (a stack made otherwise).
@@ -124,7 +123,10 @@ class SceneSource(ABC):
 
 
 class StackSource(SceneSource):
-    """A 23-band stack written by ``coal-prepare`` (recognised by its band descriptions)."""
+    """A stack written by ``coal-prepare``, recognised by its band descriptions (:func:`is_stack`).
+
+    ``bands`` are the file's own band names, in its order; a bundle picks the bands it needs.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -132,8 +134,10 @@ class StackSource(SceneSource):
         try:
             check_crs(self.ds, "scene")
             if not is_stack(self.ds):
-                raise BandError(f"scene {self.path} is not a coalmine 23-band stack (its band "
-                                "descriptions are not the 23 band names); prepare it with coal-prepare")
+                raise BandError(f"scene {self.path} is not a coalmine stack (its band descriptions "
+                                "are not distinct band names of coalmine.runtime.bands); prepare it "
+                                "with coal-prepare")
+            self.bands = tuple(self.ds.descriptions)
             self.grid = Grid(self.ds.crs, self.ds.transform, self.ds.width, self.ds.height)
             self.preprocessing = _read_prep_tag(self.ds)
         except BaseException:
@@ -142,7 +146,7 @@ class StackSource(SceneSource):
 
     def read(self, window: Window) -> np.ndarray:
         w = check_window(self.grid, window)
-        a = read_checked(self.ds, "scene", list(range(1, N_BANDS + 1)), window=w)
+        a = read_checked(self.ds, "scene", list(range(1, len(self.bands) + 1)), window=w)
         a = a.astype(np.float32, copy=False)
         nd = self.ds.nodata
         if nd is not None and not np.isnan(nd):
@@ -232,13 +236,13 @@ class RawSource(SceneSource):
         T = self.timers
         t = time.perf_counter()
         out = np.empty((N_BANDS, w.height, w.width), dtype=np.float32)
-        refl = self.s2.read(w, out=out[:9])
+        refl = self.s2.read(w, out=out[S2_SLICE])
         t = T.add("read_s2", t)
         s2_bad = np.isnan(refl[0])  # S2Reader marks a pixel NaN in all 9 bands
         if self.use_scl:
             s2_bad |= self.s2.scl_invalid(self.scl, w)
             t = T.add("read_s2", t)
-        compute_indices(refl, out=out[9:12])
+        compute_indices(refl, out=out[INDEX_SLICE])
         t = T.add("indices", t)
 
         # S1 over the block + halo, so the speckle filter and the GLCM see the same context
@@ -251,10 +255,10 @@ class RawSource(SceneSource):
         vv = power_to_db(power)
         t = T.add("speckle", t)
         ro, co = w.row_off - region.row_off, w.col_off - region.col_off
-        out[12] = vv[ro: ro + w.height, co: co + w.width]
+        out[VV_INDEX] = vv[ro: ro + w.height, co: co + w.width]
         g = prep.glcm
         levels = self._texture.quantize(vv, self.edges)
-        out[13:] = self._texture.glcm_block(levels, (ro, co, w.height, w.width), g.levels,
+        out[GLCM_SLICE] = self._texture.glcm_block(levels, (ro, co, w.height, w.width), g.levels,
                                             window_size=g.window, distance=g.distance,
                                             nodata=self._texture.NODATA,
                                             threads=self.glcm_threads)
@@ -271,8 +275,8 @@ class RawSource(SceneSource):
 
 
 def is_stack(ds: Any) -> bool:
-    """True if an open dataset's band descriptions are the 23 band names, in order."""
-    return ds.count == N_BANDS and tuple(ds.descriptions) == BAND_NAMES
+    """True if an open dataset is a prepared stack: see :func:`coalmine.runtime.bands.is_stack_bands`."""
+    return is_stack_bands(tuple(ds.descriptions))
 
 
 def _read_prep_tag(ds: Any) -> Preprocessing | None:

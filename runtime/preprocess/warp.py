@@ -1,4 +1,4 @@
-"""The target grid (the Sentinel-2 10 m grid) and reading any raster onto a window of it.
+"""Reading any raster onto a window of the target grid (the Sentinel-2 10 m grid).
 
 Every input (20 m Sentinel-2 bands, the SCL mask, Sentinel-1 on its own grid or by GCPs) is
 brought onto the grid by :func:`read_onto_grid`, which reads only the source window that the
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 from affine import Affine
@@ -29,59 +28,11 @@ from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window, from_bounds
 from rasterio.windows import transform as window_transform
 
-from ._raster import read_checked
+from ..raster import Grid, read_checked
 
 #: Source pixels read around the needed source window (bilinear needs 1; rounding and the
 #: non-linear CRS change need a little more).
 SOURCE_MARGIN = 3
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A raster grid: CRS, affine transform and size."""
-
-    crs: CRS
-    transform: Affine
-    width: int
-    height: int
-
-    @property
-    def bounds(self) -> BoundingBox:
-        return BoundingBox(*array_bounds(self.height, self.width, self.transform))
-
-    @property
-    def res(self) -> tuple[float, float]:
-        return (abs(self.transform.a), abs(self.transform.e))
-
-    @property
-    def full(self) -> Window:
-        return Window(0, 0, self.width, self.height)
-
-    def clip(self, window: Window) -> Window:
-        """``window`` intersected with the grid (may be empty: width/height 0)."""
-        c0 = max(0, int(window.col_off))
-        r0 = max(0, int(window.row_off))
-        c1 = min(self.width, int(window.col_off + window.width))
-        r1 = min(self.height, int(window.row_off + window.height))
-        return Window(c0, r0, max(0, c1 - c0), max(0, r1 - r0))
-
-    def expand(self, window: Window, halo: int) -> Window:
-        """``window`` grown by ``halo`` pixels on each side, clipped to the grid."""
-        return self.clip(
-            Window(window.col_off - halo, window.row_off - halo, window.width + 2 * halo,
-                   window.height + 2 * halo)
-        )
-
-
-def check_window(grid: Grid, window: Window) -> Window:
-    """Validate that ``window`` has integer offsets/sizes and lies inside ``grid``."""
-    vals = (window.col_off, window.row_off, window.width, window.height)
-    if any(float(v) != int(v) for v in vals):
-        raise ValueError(f"window {window} must have whole-pixel offsets and sizes")
-    w = Window(*(int(v) for v in vals))
-    if w.width <= 0 or w.height <= 0 or grid.clip(w) != w:
-        raise ValueError(f"window {w} does not lie inside the {grid.width}x{grid.height} raster")
-    return w
 
 
 def source_georef(ds: DatasetReader) -> tuple[CRS, Affine | None, list[GroundControlPoint]]:
