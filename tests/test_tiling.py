@@ -190,3 +190,24 @@ def test_weight_window_with_a_one_pixel_overlap():
     # i = 0 only: 0.5 - 0.5 cos(pi * 0.5 / 1) = 0.5 at both ends, 1 elsewhere
     w = weight_window(8, 1)
     np.testing.assert_allclose(w[4], [0.5, 1, 1, 1, 1, 1, 1, 0.5], atol=1e-7)
+
+
+@pytest.mark.parametrize("tile,overlap,msg", [
+    # the nearest multiples of 32 around the given tile, worked out by hand
+    (100, 16, "use 96 or 128"),
+    (0, 0, "use 32 or 64"),
+    (200, 16, "use 192 or 224"),
+    # a suggested overlap of tile / 8
+    (64, 40, "try 8"),
+    (256, 200, "try 32"),
+])
+def test_check_tile_suggestions(tile, overlap, msg):
+    with pytest.raises(UsageError) as e:
+        check_tile(tile, overlap)
+    assert str(e.value).endswith(msg)
+
+
+def test_check_tile_accepts_the_limits():
+    check_tile(64, 32)  # half the tile is the most overlap there can be
+    check_tile(64, 0)
+    check_tile(32, 16)
