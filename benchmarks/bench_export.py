@@ -1,11 +1,11 @@
 """Benchmark the exported artefacts on the same tiles: PyTorch eager fp32, ONNX Runtime fp32 and INT8.
 
-Targets (issue 6): ONNX Runtime fp32 >= 1.5x PyTorch eager, INT8 >= 2x ONNX Runtime fp32 with
+Targets: ONNX Runtime fp32 >= 1.5x PyTorch eager, INT8 >= 2x ONNX Runtime fp32 with
 >= 99 % mask agreement. On a CUDA machine it also measures PyTorch fp32 vs fp16 (peak GPU memory
 via ``torch.cuda.max_memory_allocated``), ONNX Runtime CUDA on the fp16 model and a TensorRT
 engine where tensorrt is installed; elsewhere it prints "not available" with the reason.
 
-Without ``--bundle`` a toy bundle is made (``coalmine.export._toy``: U-Net-ResNet34, 23 bands,
+Without ``--bundle`` a toy bundle is made (``tests/toy_bundle.py``: U-Net-ResNet34, 23 bands,
 briefly fitted so the mask is mixed). The timed tiles are cut from a generated Tapin-like scene
 run through ``prepare_scene``; every model sees the same normalised tiles; each timing is the
 best of ``--repeat`` passes after one warm-up batch, the CPU models taking turns pass by pass.
@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # toy_bundle
 
 
 def _time(fn, x: np.ndarray, batch: int, repeat: int) -> tuple[float, np.ndarray]:
@@ -174,9 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args(argv)
 
-    from coalmine.export._toy import synth_tiles
     from coalmine.export.api import export_bundle
     from coalmine.runtime.bundle import load_bundle
+    from toy_bundle import synth_tiles
 
     work = Path(tempfile.mkdtemp(prefix="bench_export_"))
     try:
@@ -184,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             bdir = work / "bundle"
             shutil.copytree(args.bundle, bdir)
         else:
-            from coalmine.export._toy import make_toy_bundle
+            from toy_bundle import make_toy_bundle
 
             bdir = make_toy_bundle(work / "bundle", n_val=16, tile=args.tile, threads=args.threads)
         t0 = time.perf_counter()

@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{d:>2} | {o1:>10.2f} | {on:>10.2f} | {on / o1:>7.2f}x | {sk:>9.5f} | {npr:>9.4f} | "
               f"{o1 / sk:>11.0f}x | {o1 / npr:>9.0f}x | {o1 / 0.2:>9.1f}x | "
               f"{'yes' if a_sk else 'NO'}/{'yes' if a_np else 'NO'}")
-    print("* SNAP's GLCM operator at about 0.2 Mpx/s per the issue (quoted, not measured here);"
+    print("* SNAP's GLCM operator at about 0.2 Mpx/s (a published figure, not measured here);"
           " speed-up = all cores / 1 thread (wall clock)")
     print()
     print("CPU-time view (less sensitive to other work on a shared machine):")

@@ -122,7 +122,7 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 from coalmine.runtime.raster import Grid
-from coalmine.runtime.preprocess.prepare import block_windows
+from coalmine.runtime.tiling import block_grid
 from coalmine.runtime.preprocess.speckle import lee_filter, power_to_db
 mode, path, dem, size, a, c, e, f = sys.argv[1:9]
 size = int(size)
@@ -135,7 +135,7 @@ else:
     from coalmine.runtime.preprocess.s1grd import GrdReader
     r = GrdReader(path, grid, dem=dem if mode == "grd+dem" else None, dem_vertical="ellipsoid")
 valid = 0
-for w in block_windows(size, size, 1024):
+for w in (b.core for b in block_grid(size, size, block=1024, halo=0)):
     region = grid.expand(w, 15)
     vv = power_to_db(lee_filter(r.read_power(region), 5))
     ro, co = w.row_off - region.row_off, w.col_off - region.col_off

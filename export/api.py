@@ -35,6 +35,7 @@ import numpy as np
 from coalmine.runtime._io import atomic_write_json, sha256_file, temp_path
 from coalmine.runtime.bundle import Bundle, load_bundle
 from coalmine.runtime.errors import BackendError, BundleError, UsageError
+from coalmine.runtime.tiling import check_tile
 
 from . import engine as _engine
 from .fp16 import convert_fp16
@@ -95,21 +96,6 @@ def parse_size(text: str | int, option: str = "--workspace") -> int:
             "(about 1GiB suits a 6 GB card)"
         )
     return value
-
-
-def check_tile(tile: int, multiple: int = 32, option: str = "--tile") -> int:
-    """Check a tile size is a positive multiple of ``multiple``.
-
-    Raises:
-        UsageError: naming the option, the value and the nearest valid sizes.
-    """
-    if tile <= 0 or tile % multiple:
-        lo = max(multiple, (tile // multiple) * multiple)
-        raise UsageError(
-            f"{option} {tile} is not a positive multiple of {multiple} (the U-Net halves the size "
-            f"5 times); use {lo} or {lo + multiple}"
-        )
-    return tile
 
 
 def load_val_tiles(bundle: Bundle, max_tiles: int = MAX_GATE_TILES) -> tuple[np.ndarray, np.ndarray]:
@@ -235,7 +221,7 @@ def export_bundle(
     if not p.is_dir():
         raise BundleError(f"bundle folder {p} does not exist; give coal-export the folder coal-train wrote")
     bundle = load_bundle(p)
-    tile = check_tile(int(tile if tile is not None else bundle.tile_size), bundle.model.size_multiple)
+    tile = check_tile(int(tile if tile is not None else bundle.tile_size), multiple=bundle.model.size_multiple)
     if max_batch < 1 or max_batch > 1024:
         raise UsageError(f"--max-batch {max_batch} must be between 1 and 1024")
     workspace_bytes = parse_size(workspace)

@@ -29,6 +29,7 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "pystac_client": ("pystac-client", "fetch"),
     "planetary_computer": ("planetary-computer", "fetch"),
     "shapely": ("shapely", "fetch"),
+    "urllib3": ("urllib3", "fetch"),  # the retry policy of the catalogue requests
 }
 
 #: Other ways to the same package, named after the extra's own hint.

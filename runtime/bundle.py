@@ -29,6 +29,7 @@ import numpy as np
 from ._io import atomic_write_json
 from .bands import BAND_NAMES
 from .errors import BundleError
+from .tiling import tile_size_problem
 
 FORMAT_NAME = "coalmine-bundle"
 FORMAT_VERSION = 1
@@ -184,7 +185,8 @@ class ModelSpec:
     classes: int = 1
     input_name: str = "input"
     output_name: str = "logits"
-    #: Inputs must be a multiple of this in height and width (ResNet encoders: 32).
+    #: Inputs must be a multiple of this in height and width: the encoder's output stride (ResNet:
+    #: 32), recorded by coal-train from the encoder it built; the tile rule is in ``tiling``.
     size_multiple: int = 32
 
 
@@ -338,9 +340,9 @@ def _validate(b: Bundle, jpath: Path) -> None:
         raise BundleError(f"{jpath}: unknown band names {unknown}; known bands are {list(BAND_NAMES)}")
     if not 0.0 < b.threshold < 1.0:
         raise BundleError(f"{jpath}: threshold {b.threshold} must lie strictly between 0 and 1")
-    m = b.model.size_multiple
-    if b.tile_size <= 0 or b.tile_size % m:
-        raise BundleError(f"{jpath}: tile size {b.tile_size} must be a positive multiple of {m}")
+    problem = tile_size_problem(b.tile_size, b.model.size_multiple)
+    if problem:
+        raise BundleError(f"{jpath}: tile size {b.tile_size} {problem}")
     if not 0 <= b.overlap < b.tile_size:
         raise BundleError(f"{jpath}: overlap {b.overlap} must be >= 0 and smaller than the tile size {b.tile_size}")
     g = b.preprocessing.glcm

@@ -25,11 +25,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,18 +38,16 @@ from .aoi import Aoi, read_aois
 from .areas import mask_areas_ha, pixel_areas_ha
 from .backends import Backend, make_backend
 from .bands import band_positions
-from .bundle import Bundle, Preprocessing, load_bundle
+from .bundle import Bundle, load_bundle
 from .errors import BandError, InputError, UsageError
+from .options import RunOptions
 from .outputs import OutputSet, mask_from_prob, mask_level, quantize_prob
-from .tiling import Block, block_grid, check_tile, predict_block, tiles_in, weight_window
+from .preprocess.stack import check_preprocessing, open_scene
+from .tiling import Block, block_grid, predict_block, tiles_in, weight_window
+from .timing import StageTimer
 
 log = logging.getLogger("coalmine.runtime.run")
 
-#: Default block core size (pixels). 23 float32 bands of a 1088^2 read window = 109 MB.
-DEFAULT_BLOCK = 1024
-#: Smallest default inference tile: 256 px keeps the overlap overhead at (256/224)^2 = 1.3x
-#: instead of (128/96)^2 = 1.8x for a 128 px training tile; the network is fully convolutional.
-MIN_DEFAULT_TILE = 256
 #: Estimated GPU memory per tile pixel for U-Net-ResNet34 inference in fp32: the encoder
 #: skips (64 ch at 1/2, 64 at 1/4, 128 at 1/8, 256 at 1/16, 512 at 1/32 = 23.5 floats/px),
 #: the largest decoder working tensors (~2 x 48 floats/px), the 23-band input, with ~1.25x
@@ -113,71 +109,6 @@ def auto_batch_size(tile: int, *, on_gpu: bool, gpu_mem_gb: float, tiles_per_blo
     return n, why
 
 
-@dataclass
-class _Timer:
-    """Thread-safe accumulated seconds per stage."""
-
-    seconds: dict[str, float] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, stage: str, dt: float) -> None:
-        with self.lock:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + dt
-
-    def wrap(self, stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def timed(*a: Any, **k: Any) -> Any:
-            t = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                self.add(stage, time.perf_counter() - t)
-
-        return timed
-
-
-def _open_scene(scene: Any, s1: Any, prep: Preprocessing) -> Any:
-    """Open ``scene`` with the shared preprocessing (engineer B's ``open_scene``)."""
-    from .preprocess import open_scene
-
-    return open_scene(scene, s1, prep)
-
-
-def _check_preprocessing(source: Any, bundle: Bundle) -> list[str]:
-    """Refuse a stack prepared with other GLCM/speckle parameters than the bundle's."""
-    used = getattr(source, "preprocessing", None)
-    where = getattr(source, "path", "the scene")
-    if used is None:
-        msg = (f"{where} records no preprocessing parameters (no COALMINE_PREPROCESSING tag); "
-               "cannot check its GLCM edges against the bundle")
-        log.warning(msg)
-        return [msg]
-    want, got = bundle.preprocessing, used
-    diffs = []
-    for key in ("window", "distance", "levels"):
-        if getattr(want.glcm, key) != getattr(got.glcm, key):
-            diffs.append(f"GLCM {key} {getattr(got.glcm, key)} (bundle: {getattr(want.glcm, key)})")
-    if len(want.glcm.edges) != len(got.glcm.edges) or not np.allclose(
-        want.glcm.edges, got.glcm.edges, rtol=0, atol=1e-5
-    ):
-        diffs.append(f"GLCM bin edges {_short(got.glcm.edges)} (bundle: {_short(want.glcm.edges)})")
-    if (want.s1.speckle_filter, want.s1.speckle_window) != (got.s1.speckle_filter, got.s1.speckle_window):
-        diffs.append(f"speckle filter {got.s1.speckle_filter}/{got.s1.speckle_window} "
-                     f"(bundle: {want.s1.speckle_filter}/{want.s1.speckle_window})")
-    if diffs:
-        raise InputError(
-            f"{where} was prepared with {'; '.join(diffs)}, which differ from bundle {bundle.path}; "
-            f"re-run coal-prepare with --bundle {bundle.path} so the stack matches the model"
-        )
-    return []
-
-
-def _short(edges: Any) -> str:
-    e = list(edges)
-    if len(e) <= 4:
-        return "[" + ", ".join(f"{x:g}" for x in e) + "]"
-    return f"[{e[0]:g}, {e[1]:g}, ..., {e[-1]:g}] ({len(e)} edges)"
-
-
 def _band_index(source: Any, bundle: Bundle) -> list[int] | None:
     """Indices of the bundle's bands in the source, or None when they are the same list."""
     have = tuple(source.bands)
@@ -188,21 +119,6 @@ def _band_index(source: Any, bundle: Bundle) -> list[int] | None:
             f"{getattr(source, 'path', 'the scene')} lacks band(s) {', '.join(exc.args[0])} that bundle "
             f"{bundle.path} needs (scene bands: {', '.join(have)}); prepare the stack with coal-prepare"
         ) from None
-
-
-def _validate_options(tile: int, overlap: int, threshold: float, batch_size: int | str, gpu_mem_gb: float,
-                      min_area_ha: float, block: int, multiple: int) -> None:
-    check_tile(tile, overlap, multiple)
-    if not 0.0 < threshold < 1.0:
-        raise UsageError(f"--threshold {threshold} must lie strictly between 0 and 1 (e.g. 0.5)")
-    if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
-        raise UsageError(f"--batch-size {batch_size!r} must be a positive integer or 'auto'")
-    if not gpu_mem_gb > 0:
-        raise UsageError(f"--gpu-mem {gpu_mem_gb} must be a positive number of GiB (e.g. 6)")
-    if min_area_ha < 0:
-        raise UsageError(f"--min-area {min_area_ha} must be >= 0 hectares")
-    if block < 64:
-        raise UsageError(f"--block {block} is too small; use at least 64 (default {DEFAULT_BLOCK})")
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -221,44 +137,26 @@ def run_scene(
     *,
     s1: str | os.PathLike[str] | None = None,
     aoi: str | os.PathLike[str] | list[Aoi] | None = None,
-    aoi_name_field: str | None = None,
-    backend: str = "auto",
-    tile: int | None = None,
-    overlap: int | None = None,
-    batch_size: int | str = "auto",
-    gpu_mem_gb: float = 6.0,
-    threshold: float | None = None,
-    min_area_ha: float = 0.0,
-    prefix: str | None = None,
-    progress: bool = True,
-    block: int = DEFAULT_BLOCK,
-    threads: int | None = None,
-    precision: str = "auto",
+    options: RunOptions | None = None,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Map mines in one scene and measure them.
 
     Args:
-        scene: a 23-band stack from coal-prepare, raw Sentinel-2 input (with ``s1``), or an
-            already opened ``SceneSource`` (anything with ``crs, transform, width, height,
-            bands, read(window)``).
+        scene: a stack from coal-prepare, raw Sentinel-2 input (with ``s1``), or an already
+            opened ``SceneSource`` (anything with ``crs, transform, width, height, bands,
+            read(window)``).
         bundle: bundle folder or loaded :class:`Bundle`.
         out_dir: output folder (created).
         s1: Sentinel-1 VV sigma0 file when ``scene`` is raw Sentinel-2.
         aoi: GeoJSON/GeoPackage of areas of interest (or a list of :class:`Aoi`).
-        aoi_name_field: AOI property holding the name.
-        backend: "auto", "tensorrt", "cuda" or "cpu".
-        tile: inference tile (multiple of 32; default max(bundle tile, 256)).
-        overlap: tile overlap in pixels (default: the bundle's).
-        batch_size: tiles per backend call, or "auto".
-        gpu_mem_gb: GPU memory budget in GiB.
-        threshold: decision threshold (default: the bundle's).
-        min_area_ha: minimum mapping unit for the polygons (hectares).
-        prefix: output file prefix (default: the scene's file stem).
-        progress: show a progress bar on stderr.
-        block: block core size in pixels.
-        threads: CPU threads for ONNX Runtime (default: all cores).
-        precision: which ONNX model ONNX Runtime runs: "auto" (the bundle's INT8 model on
-            the CPU / FP16 model on CUDA when present, else FP32), "fp32", "fp16" or "int8".
+        options: the run's settings (:class:`~coalmine.runtime.options.RunOptions`; default:
+            its defaults).
+        **settings: settings that override ``options``, by field name: ``backend``,
+            ``precision``, ``tile``, ``overlap``, ``batch_size``, ``gpu_mem_gb``,
+            ``threshold``, ``min_area_ha``, ``block``, ``threads``, ``prefix``,
+            ``aoi_name_field``, ``progress``, and the input settings ``s2_offset``,
+            ``s1_units``, ``scl``. Defaults and rules are RunOptions'.
 
     Returns:
         The summary dict (also written as ``<prefix>_summary.json``): ``outputs``,
@@ -272,117 +170,78 @@ def run_scene(
         OutputError: the output folder cannot be written.
         BackendError: the requested backend cannot run.
     """
+    opts = RunOptions.build(options, **settings)
     # GDAL's block cache defaults to 5 % of RAM; cap it so the scene reader, the staging
     # rasters and the COG step stay within the block-bounded memory budget.
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-        return _run_scene(scene, bundle, out_dir, s1=s1, aoi=aoi, aoi_name_field=aoi_name_field,
-                          backend=backend, tile=tile, overlap=overlap, batch_size=batch_size,
-                          gpu_mem_gb=gpu_mem_gb, threshold=threshold, min_area_ha=min_area_ha,
-                          prefix=prefix, progress=progress, block=block, threads=threads,
-                          precision=precision)
+        return _run_scene(scene, bundle, out_dir, s1, aoi, opts)
 
 
-def _run_scene(scene: Any, bundle: Any, out_dir: Any, *, s1: Any, aoi: Any, aoi_name_field: str | None,
-               backend: str, tile: int | None, overlap: int | None, batch_size: int | str, gpu_mem_gb: float,
-               threshold: float | None, min_area_ha: float, prefix: str | None, progress: bool, block: int,
-               threads: int | None, precision: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Plan:
+    """How a scene is cut: blocks (aligned to the tiles) and the tiles each one computes."""
+
+    block: int
+    blocks: list[Block]
+    tiles_per_block: list[int]
+
+    @property
+    def n_tiles(self) -> int:
+        return sum(self.tiles_per_block)
+
+
+def _plan(height: int, width: int, opts: RunOptions) -> _Plan:
+    tile, overlap = int(opts.tile or 0), int(opts.overlap or 0)
+    block = aligned_block(opts.block, tile, overlap)
+    blocks = list(block_grid(height, width, block=block, halo=overlap, tile=tile))
+    tiles = [len(tiles_in(max(int(b.read.height), tile), max(int(b.read.width), tile), tile, overlap))
+             for b in blocks]
+    return _Plan(block, blocks, tiles)
+
+
+def _run_scene(scene: Any, bundle: Any, out_dir: Any, s1: Any, aoi: Any, opts: RunOptions) -> dict[str, Any]:
     t_start = time.perf_counter()
-    timer = _Timer()
+    timer = StageTimer()
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
-    tile_was_default = tile is None
-    tile = int(tile) if tile is not None else max(bundle.tile_size, MIN_DEFAULT_TILE)
-    overlap = int(overlap) if overlap is not None else bundle.overlap
-    threshold = float(threshold) if threshold is not None else bundle.threshold
-    _validate_options(tile, overlap, threshold, batch_size, gpu_mem_gb, min_area_ha, block,
-                      bundle.model.size_multiple)
+    asked = opts
+    opts = opts.resolve(bundle.tile_size, bundle.overlap, bundle.threshold, bundle.model.size_multiple)
     if bundle.model.classes != 1:
         raise InputError(f"bundle {bundle.path} has {bundle.model.classes} output classes; coal-run needs 1 (mine logit)")
-    warnings: list[str] = []
-
-    aois: list[Aoi] = []
-    if aoi is not None:
-        aois = list(aoi) if isinstance(aoi, list) else read_aois(aoi, name_field=aoi_name_field)
-
-    t = time.perf_counter()
+    aois = _read_aois(aoi, opts)
     owns_source = isinstance(scene, (str, os.PathLike))
-    source = _open_scene(scene, s1, bundle.preprocessing) if owns_source else scene
-    timer.add("open", time.perf_counter() - t)
+    with timer.stage("open"):
+        source = (open_scene(scene, s1, bundle.preprocessing, **opts.inputs.reader_args()) if owns_source
+                  else scene)
     try:
-        warnings += _check_preprocessing(source, bundle)
+        warnings = check_preprocessing(source, bundle)
         band_idx = _band_index(source, bundle)
         scene_path = getattr(source, "path", None) or (scene if owns_source else None)
-        if prefix is None:
-            prefix = Path(str(scene_path)).stem if scene_path else "scene"
-        H, W = int(source.height), int(source.width)
-        block = aligned_block(block, tile, overlap)
-        blocks = list(block_grid(H, W, block=block, halo=overlap, tile=tile))
-        tiles_per = [len(tiles_in(max(int(b.read.height), tile), max(int(b.read.width), tile), tile, overlap))
-                     for b in blocks]
-        n_tiles = sum(tiles_per)
-
-        gpu_batch, _ = auto_batch_size(tile, on_gpu=True, gpu_mem_gb=gpu_mem_gb, tiles_per_block=max(tiles_per))
-        max_batch = gpu_batch if batch_size == "auto" else int(batch_size)
-        t = time.perf_counter()
-        be, reason = make_backend(bundle, backend, tile=tile, max_batch=max_batch, gpu_mem_gb=gpu_mem_gb,
-                                  threads=threads, precision=precision)
-        timer.add("backend_load", time.perf_counter() - t)
+        prefix = opts.prefix or (Path(str(scene_path)).stem if scene_path else "scene")
+        plan = _plan(int(source.height), int(source.width), opts)
+        with timer.stage("backend_load"):
+            be, reason = _load_backend(bundle, opts, plan)
         with be:
             log.info("backend: %s — %s", be.name, reason)
-            if be.fixed_tile is not None and be.fixed_tile != tile:
-                raise UsageError(f"the {be.name} engine runs tile {be.fixed_tile}, not --tile {tile}")
-            if batch_size == "auto":
-                batch, batch_why = auto_batch_size(tile, on_gpu=be.on_gpu, gpu_mem_gb=gpu_mem_gb,
-                                                   tiles_per_block=max(tiles_per))
-            else:
-                batch, batch_why = int(batch_size), "set with --batch-size"
-            if be.max_batch is not None:
-                batch = min(batch, be.max_batch)
-            tags = {"COALMINE_BUNDLE": bundle.bundle_id, "COALMINE_THRESHOLD": f"{threshold:g}",
+            batch, batch_why = _batch_size(be, opts, plan)
+            tags = {"COALMINE_BUNDLE": bundle.bundle_id, "COALMINE_THRESHOLD": f"{opts.threshold:g}",
                     "COALMINE_PROB_SCALE": "250"}
-            with OutputSet(out_dir, prefix, source.crs, source.transform, W, H, tags=tags) as outs:
-                stats = _stream(source, blocks, n_tiles, be, bundle, outs, timer, tile=tile, overlap=overlap,
-                                batch=batch, threshold=threshold, band_idx=band_idx, progress=progress)
-                t = time.perf_counter()
-                outs.finish_rasters()
-                timer.add("cog", time.perf_counter() - t)
-                t = time.perf_counter()
-                areas = mask_areas_ha(outs.tmp["mask"], aois)
-                timer.add("areas", time.perf_counter() - t)
-                warnings += areas["warnings"]
-                t = time.perf_counter()
-                mines = outs.write_mines(min_area_ha=min_area_ha)
-                timer.add("polygons", time.perf_counter() - t)
-                px_area = pixel_areas_ha(source.crs, source.transform, H, W)
-                total_px = H * W
-                summary: dict[str, Any] = {
-                    "scene": str(scene_path) if scene_path else None,
-                    "s1": str(s1) if s1 else None,
-                    "bundle": {"id": bundle.bundle_id, "version": bundle.format_version,
-                               "created": bundle.created, "path": str(bundle.path),
-                               "code_version": bundle.training.get("code_version")},
-                    "outputs": {k: str(v) for k, v in outs.final.items()},
-                    "areas_ha": {"total": areas["total"], "aois": areas["aois"]},
-                    "aoi_pixels": areas["aoi_pixels"],
-                    "pixels": {"total": total_px, **areas["pixels"]},
-                    "nodata_share": areas["pixels"]["nodata"] / total_px if total_px else 0.0,
-                    "pixel_area_ha": {"min": float(px_area.min()), "max": float(px_area.max()),
-                                      "grid": "geographic (geodesic per row)" if source.crs.is_geographic
-                                      else "projected (constant)"},
-                    "polygons": {**mines, "min_area_ha": min_area_ha},
-                    "threshold": threshold,
-                    "mask_rule": f"mask = prob_u8 >= {mask_level(threshold)} (prob_u8 = round(p * 250))",
-                    "backend": {"name": be.name, "reason": reason, "details": be.describe(),
-                                "batch_size": batch, "batch_size_reason": batch_why},
-                    "tiling": {"tile": tile, "tile_default": tile_was_default, "overlap": overlap,
-                               "block": block, "blocks": len(blocks), "tiles": n_tiles},
-                    "grid": {"crs": source.crs.to_string(), "transform": list(source.transform)[:6],
-                             "width": W, "height": H},
-                    "timings": {},
-                    "warnings": warnings,
-                }
-                summary["timings"] = {k: round(v, 3) for k, v in timer.seconds.items()}
-                summary["timings"].update({k: round(v, 3) for k, v in stats.items()})
+            with OutputSet(out_dir, prefix, source.crs, source.transform, source.width, source.height,
+                           tags=tags) as outs:
+                waits = _stream(source, plan, be, bundle, outs, timer, opts=opts, batch=batch, band_idx=band_idx)
+                with timer.stage("cog"):
+                    outs.finish_rasters()
+                with timer.stage("areas"):
+                    areas = mask_areas_ha(outs.tmp["mask"], aois)
+                with timer.stage("polygons"):
+                    mines = outs.write_mines(min_area_ha=opts.min_area_ha)
+                summary = _summary(
+                    source, scene_path, s1, bundle, outs, areas, mines, opts, plan,
+                    tile_default=asked.tile is None,
+                    backend={"name": be.name, "reason": reason, "details": be.describe(),
+                             "batch_size": batch, "batch_size_reason": batch_why},
+                    warnings=warnings + areas["warnings"])
+                summary["timings"] = {k: round(v, 3) for k, v in {**timer.seconds, **waits}.items()}
                 summary["timings"]["wall"] = round(time.perf_counter() - t_start, 3)
                 outs.write_summary(summary)
                 outs.commit()
@@ -394,27 +253,91 @@ def _run_scene(scene: Any, bundle: Any, out_dir: Any, *, s1: Any, aoi: Any, aoi_
     return json.loads(json.dumps(summary))
 
 
-def _stream(source: Any, blocks: list[Block], n_tiles: int, be: Backend, bundle: Bundle, outs: OutputSet,
-            timer: _Timer, *, tile: int, overlap: int, batch: int, threshold: float,
-            band_idx: list[int] | None, progress: bool) -> dict[str, float]:
+def _read_aois(aoi: Any, opts: RunOptions) -> list[Aoi]:
+    if aoi is None:
+        return []
+    return list(aoi) if isinstance(aoi, list) else read_aois(aoi, name_field=opts.aoi_name_field)
+
+
+def _load_backend(bundle: Bundle, opts: RunOptions, plan: _Plan) -> tuple[Backend, str]:
+    """The backend and why it was chosen; a GPU engine is sized for the batch ``auto`` would take."""
+    tile = int(opts.tile or 0)
+    gpu_batch, _ = auto_batch_size(tile, on_gpu=True, gpu_mem_gb=opts.gpu_mem_gb,
+                                   tiles_per_block=max(plan.tiles_per_block))
+    max_batch = gpu_batch if opts.batch_size == "auto" else int(opts.batch_size)
+    be, reason = make_backend(bundle, opts.backend, tile=tile, max_batch=max_batch, gpu_mem_gb=opts.gpu_mem_gb,
+                              threads=opts.threads, precision=opts.precision)
+    if be.fixed_tile is not None and be.fixed_tile != tile:
+        be.close()
+        raise UsageError(f"the {be.name} engine runs tile {be.fixed_tile}, not --tile {tile}")
+    return be, reason
+
+
+def _batch_size(be: Backend, opts: RunOptions, plan: _Plan) -> tuple[int, str]:
+    """Tiles per backend call, and why."""
+    if opts.batch_size == "auto":
+        batch, why = auto_batch_size(int(opts.tile or 0), on_gpu=be.on_gpu, gpu_mem_gb=opts.gpu_mem_gb,
+                                     tiles_per_block=max(plan.tiles_per_block))
+    else:
+        batch, why = int(opts.batch_size), "set with --batch-size"
+    if be.max_batch is not None:
+        batch = min(batch, be.max_batch)
+    return batch, why
+
+
+def _summary(source: Any, scene_path: Any, s1: Any, bundle: Bundle, outs: OutputSet, areas: dict[str, Any],
+             mines: dict[str, Any], opts: RunOptions, plan: _Plan, *, tile_default: bool,
+             backend: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+    """The run summary (``<prefix>_summary.json``) without its timings."""
+    H, W = int(source.height), int(source.width)
+    px_area = pixel_areas_ha(source.crs, source.transform, H, W)
+    total_px = H * W
+    return {
+        "scene": str(scene_path) if scene_path else None,
+        "s1": str(s1) if s1 else None,
+        "bundle": {"id": bundle.bundle_id, "version": bundle.format_version,
+                   "created": bundle.created, "path": str(bundle.path),
+                   "code_version": bundle.training.get("code_version")},
+        "outputs": {k: str(v) for k, v in outs.final.items()},
+        "areas_ha": {"total": areas["total"], "aois": areas["aois"]},
+        "aoi_pixels": areas["aoi_pixels"],
+        "pixels": {"total": total_px, **areas["pixels"]},
+        "nodata_share": areas["pixels"]["nodata"] / total_px if total_px else 0.0,
+        "pixel_area_ha": {"min": float(px_area.min()), "max": float(px_area.max()),
+                          "grid": "geographic (geodesic per row)" if source.crs.is_geographic
+                          else "projected (constant)"},
+        "polygons": {**mines, "min_area_ha": opts.min_area_ha},
+        "threshold": opts.threshold,
+        "mask_rule": f"mask = prob_u8 >= {mask_level(float(opts.threshold or 0))} (prob_u8 = round(p * 250))",
+        "backend": backend,
+        "tiling": {"tile": opts.tile, "tile_default": tile_default, "overlap": opts.overlap,
+                   "block": plan.block, "blocks": len(plan.blocks), "tiles": plan.n_tiles},
+        "grid": {"crs": source.crs.to_string(), "transform": list(source.transform)[:6],
+                 "width": W, "height": H},
+        "timings": {},
+        "warnings": warnings,
+    }
+
+
+def _stream(source: Any, plan: _Plan, be: Backend, bundle: Bundle, outs: OutputSet, timer: StageTimer, *,
+            opts: RunOptions, batch: int, band_idx: list[int] | None) -> dict[str, float]:
     """Read, infer and write every block with a reader and a writer thread beside the model."""
     from tqdm import tqdm
+
+    blocks, tile, overlap = plan.blocks, int(opts.tile or 0), int(opts.overlap or 0)
+    threshold, n_tiles, progress = float(opts.threshold or 0), plan.n_tiles, opts.progress
 
     window = weight_window(tile, overlap)
     infer = timer.wrap("infer", be.infer)
 
     def read(b: Block) -> np.ndarray:
-        t = time.perf_counter()
-        x = source.read(b.read)
-        if band_idx is not None:
-            x = x[band_idx]
-        timer.add("read", time.perf_counter() - t)
-        return x
+        with timer.stage("read"):
+            x = source.read(b.read)
+            return x if band_idx is None else x[band_idx]
 
     def write(b: Block, q: np.ndarray, m: np.ndarray) -> None:
-        t = time.perf_counter()
-        outs.write(b.core, q, m)
-        timer.add("write", time.perf_counter() - t)
+        with timer.stage("write"):
+            outs.write(b.core, q, m)
 
     waits = {"wait_read": 0.0, "wait_write": 0.0}
     bar = tqdm(total=n_tiles, unit="tile", desc="coal-run", disable=not progress, leave=False,
@@ -438,17 +361,17 @@ def _stream(source: Any, blocks: list[Block], n_tiles: int, be: Backend, bundle:
             rs, cs = b.core_in_read
             valid = np.isfinite(x[:, rs, cs]).all(axis=0)
             xn = bundle.normalization.apply(x, out=x)  # in place: the raw block is not needed again
-            timer.add("normalise", time.perf_counter() - t)
+            timer.lap("normalise", t)
 
             t = time.perf_counter()
-            t_inf = timer.seconds.get("infer", 0.0)
+            t_inf = timer.get("infer")
             logits = predict_block(xn, infer, tile=tile, overlap=overlap, batch_size=batch, window=window,
                                    on_batch=bar.update)
             core = logits[rs, cs]
             prob = _sigmoid(core)
             q = quantize_prob(prob, valid)
             m = mask_from_prob(q, threshold)
-            timer.add("blend", (time.perf_counter() - t) - (timer.seconds.get("infer", 0.0) - t_inf))
+            timer.add("blend", (time.perf_counter() - t) - (timer.get("infer") - t_inf))
             del x, xn, logits, core, prob
 
             t = time.perf_counter()
@@ -467,10 +390,4 @@ def _stream(source: Any, blocks: list[Block], n_tiles: int, be: Backend, bundle:
     return waits
 
 
-def tiles_total(height: int, width: int, *, tile: int, overlap: int, block: int = DEFAULT_BLOCK) -> int:
-    """Number of tiles a run over a ``height x width`` scene computes (for estimates)."""
-    return sum(len(tiles_in(max(int(b.read.height), tile), max(int(b.read.width), tile), tile, overlap))
-               for b in block_grid(height, width, block=block, halo=overlap, tile=tile))
-
-
-__all__ = ["run_scene", "auto_batch_size", "tiles_total", "DEFAULT_BLOCK"]
+__all__ = ["run_scene", "auto_batch_size", "aligned_block"]

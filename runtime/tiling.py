@@ -57,24 +57,53 @@ class Block:
         return slice(r0, r0 + int(self.core.height)), slice(c0, c0 + int(self.core.width))
 
 
-def check_tile(tile: int, overlap: int, multiple: int = 32, option: str = "--tile") -> None:
-    """Validate a tile size and overlap.
+def tile_size_problem(tile: int, multiple: int) -> str | None:
+    """What is wrong with ``tile`` as the model's input size, or None when nothing is.
+
+    The one place of the rule: a tile is a positive multiple of ``multiple``, the output stride
+    of the model's encoder as the bundle records it (``ModelSpec.size_multiple``; 32 for ResNet).
+    Callers put the option or file and the value in front and raise their own error class.
+
+    Example:
+        >>> tile_size_problem(100, 32)
+        "is not a positive multiple of 32 (the model's encoder halves the size 5 times); use 96 or 128"
+        >>> tile_size_problem(256, 32) is None
+        True
+    """
+    if tile > 0 and tile % multiple == 0:
+        return None
+    lo = max(multiple, tile // multiple * multiple)
+    halvings = multiple.bit_length() - 1
+    why = (f"the model's encoder halves the size {halvings} times" if multiple == 1 << halvings
+           else f"the model's encoder output stride is {multiple}")
+    return f"is not a positive multiple of {multiple} ({why}); use {lo} or {lo + multiple}"
+
+
+def overlap_problem(tile: int, overlap: int) -> str | None:
+    """What is wrong with ``overlap`` for tiles of ``tile`` pixels, or None: it must lie in
+    ``[0, tile / 2]`` so that no pixel is covered by more than two tiles along an axis."""
+    if 0 <= overlap <= tile // 2:
+        return None
+    return f"must be between 0 and half the tile ({tile // 2}); try {min(max(tile // 8, 0), tile // 2)}"
+
+
+def check_tile(tile: int, overlap: int | None = None, multiple: int = 32, option: str = "--tile") -> int:
+    """Validate a tile size and, when given, the overlap of tiles of that size.
+
+    Returns:
+        ``tile``.
 
     Raises:
-        UsageError: the tile is not a positive multiple of ``multiple`` or the overlap is not
-            in ``[0, tile / 2]``.
+        UsageError: naming ``option`` or ``--overlap`` (see :func:`tile_size_problem` and
+            :func:`overlap_problem`).
     """
-    if tile <= 0 or tile % multiple:
-        lo = max(multiple, tile // multiple * multiple)
-        raise UsageError(
-            f"{option} {tile} is not a positive multiple of {multiple} (the network halves the "
-            f"size five times); use {lo} or {lo + multiple}"
-        )
-    if overlap < 0 or overlap > tile // 2:
-        raise UsageError(
-            f"--overlap {overlap} must be between 0 and half the tile ({tile // 2}); "
-            f"try {min(max(tile // 8, 0), tile // 2)}"
-        )
+    problem = tile_size_problem(tile, multiple)
+    if problem:
+        raise UsageError(f"{option} {tile} {problem}")
+    problem = None if overlap is None else overlap_problem(tile, overlap)
+    if problem:
+        raise UsageError(f"--overlap {overlap} {problem}")
+    return tile
 
 
 def _axis_span(start: int, length: int, halo: int, total: int, tile: int) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to ../shared/realdata, GPU/TensorRT skips."""
+"""Shared fixtures: paths to ../shared/realdata, GPU/TensorRT skips, the local STAC catalogue."""
 
 from __future__ import annotations
 
@@ -45,3 +45,13 @@ def realdata() -> Path:
     if not REALDATA.is_dir():
         pytest.skip(f"real Sentinel test data not found at {REALDATA} (../shared is not beside the checkout)")
     return REALDATA
+
+
+@pytest.fixture(scope="session")
+def stac_catalogue(tmp_path_factory):
+    """A local STAC API on 127.0.0.1 serving one synthetic tile as COGs (tests/stac_fixture.py)."""
+    from stac_fixture import make_catalogue
+
+    cat = make_catalogue(tmp_path_factory.mktemp("catalogue"))
+    yield cat
+    cat["srv"].stop()

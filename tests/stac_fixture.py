@@ -83,6 +83,7 @@ class StacServer:
     items: list[dict[str, Any]] = field(default_factory=list)
     collections: dict[str, dict[str, Any]] = field(default_factory=dict)
     page_size: int = 2
+    search_methods: tuple[str, ...] = ("GET", "POST")  # what the landing page advertises
     latency: float = 0.0  # seconds before each file response (a distant server)
     rate: float | None = None  # bytes per second per connection for file bodies (a slow link)
     bytes_sent: dict[str, int] = field(default_factory=dict)
@@ -148,9 +149,8 @@ class StacServer:
                 {"rel": "root", "type": "application/json", "href": f"{u}/"},
                 {"rel": "conformance", "type": "application/json", "href": f"{u}/conformance"},
                 {"rel": "data", "type": "application/json", "href": f"{u}/collections"},
-                {"rel": "search", "type": "application/geo+json", "href": f"{u}/search", "method": "GET"},
-                {"rel": "search", "type": "application/geo+json", "href": f"{u}/search", "method": "POST"},
-            ] + [{"rel": "child", "type": "application/json", "href": f"{u}/collections/{c}"}
+            ] + [{"rel": "search", "type": "application/geo+json", "href": f"{u}/search", "method": m}
+                 for m in self.search_methods] + [{"rel": "child", "type": "application/json", "href": f"{u}/collections/{c}"}
                  for c in self.collections],
         }
 
@@ -161,7 +161,8 @@ class StacServer:
                       {"rel": "items", "href": f"{self.url}/collections/{cid}/items"}]
         return c
 
-    def search(self, params: dict[str, Any], method: str) -> dict[str, Any]:
+    def search(self, params: dict[str, Any], method: str, query: dict[str, str] | None = None) -> dict[str, Any]:
+        """One page of a search; ``query`` is a GET request's own query string (for its next link)."""
         hits = [it for it in self.items if _matches(it, params)]
         hits.sort(key=lambda it: (it["properties"]["datetime"], it["id"]))
         limit = int(params.get("limit") or self.page_size)
@@ -172,7 +173,7 @@ class StacServer:
         if start + limit < len(hits):
             token = f"next:{start + limit}"
             if method == "GET":
-                q = {k: v for k, v in params.items() if k != "token"}
+                q = {k: v for k, v in (query or {}).items() if k != "token"}
                 q["token"] = token
                 links.append({"rel": "next", "type": "application/geo+json", "method": "GET",
                               "href": f"{self.url}/search?{urlencode(q)}"})
@@ -310,7 +311,7 @@ class _Handler(BaseHTTPRequestHandler):
                 params["intersects"] = json.loads(q["intersects"])
             with st._lock:
                 st.requests.append(("GET", "/search", params.get("token")))
-            self._json(st.search(params, "GET"))
+            self._json(st.search(params, "GET", q))
         else:
             self._json({"code": "NotFound", "description": u.path}, 404)
 
@@ -645,3 +646,34 @@ def standard_collections() -> dict[str, dict[str, Any]]:
     return {"sentinel-2-l2a": collection_doc("sentinel-2-l2a", "Sentinel-2 Level-2A"),
             "sentinel-1-rtc": collection_doc("sentinel-1-rtc", "Sentinel 1 Radiometrically Terrain Corrected (RTC)"),
             "sentinel-1-grd": collection_doc("sentinel-1-grd", "Sentinel-1 Level-1C Ground Range Detected (GRD)")}
+
+
+#: The AOI square of :func:`make_catalogue`: column, row and size in 10 m pixels of the tile.
+AOI_PX = (500, 500, 60)
+WHEN = dt.datetime(2023, 7, 15, 2, 25, 51, tzinfo=dt.timezone.utc)
+
+
+def aoi_geojson(path: Path, synth: Any, px: tuple[int, int, int] = AOI_PX, name: str = "Pit") -> Path:
+    """A GeoJSON square AOI (lon/lat) at ``px`` = (col, row, size) of a synthetic tile's 10 m grid."""
+    c, r, n = px
+    x0, y0 = synth.transform.c + c * 10.0, synth.transform.f - r * 10.0
+    ring = [[x0, y0], [x0 + n * 10, y0], [x0 + n * 10, y0 - n * 10], [x0, y0 - n * 10], [x0, y0]]
+    g = transform_geom(synth.crs, "EPSG:4326", {"type": "Polygon", "coordinates": [ring]})
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"name": name}, "geometry": g}]}))
+    return path
+
+
+def make_catalogue(root: Path) -> dict[str, Any]:
+    """A running server with one synthetic 2023 tile (1024 px, 10 m) served three ways, and an AOI.
+
+    Returns ``{"srv", "scene", "synth", "aoi", "root"}``; the caller stops ``srv``.
+    """
+    from coalmine.train.synth import make_scene
+
+    srv = StacServer(root / "files").start()
+    srv.collections = standard_collections()
+    synth = make_scene(root / "synth", 2023, seed=1, size=1024)
+    scene = serve_scene(srv, synth, WHEN)
+    return {"srv": srv, "scene": scene, "synth": synth, "aoi": aoi_geojson(root / "aoi.geojson", synth),
+            "root": root}

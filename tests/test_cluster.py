@@ -1,4 +1,4 @@
-"""coal-monitor on Dask (issue 8): the same scenes through a LocalCluster of 2 worker processes.
+"""coal-monitor on Dask: the same scenes through a LocalCluster of 2 worker processes.
 
 One LocalCluster (2 single-threaded worker processes) serves the module; the executor reaches
 it by its address, as it would a remote scheduler. Checked: results identical to the local
@@ -443,8 +443,8 @@ def test_cluster_config_keys_are_checked(tmp_path):
     for extra, message in [
         ("[cluster]\nworkers = 4\n", "unknown key 'cluster.workers'; known keys in cluster: connect_timeout, gpu, "
                                      "max_in_flight, prepare_on_cpu, retries, scheduler"),
-        ("[cluster]\nretries = true\n", "cluster.retries must be int, got True"),
-        ("[cluster]\nscheduler = 8786\n", "cluster.scheduler must be str, got 8786"),
+        ("[cluster]\nretries = true\n", "cluster.retries must be a whole number, got True"),
+        ("[cluster]\nscheduler = 8786\n", "cluster.scheduler must be a string, got 8786"),
     ]:
         write_config(p["config"], extra=extra)
         with pytest.raises(ConfigError) as e:

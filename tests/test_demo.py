@@ -123,7 +123,7 @@ def test_demo_quick_end_to_end(tmp_path, points):
     rep = json.loads((out / "model" / "report.json").read_text())
     assert rep["patches"]["test"] > 0 and rep["test"] is not None and rep["test"]["pixels"] > 0
     used = json.loads((out / "model" / "bundle.json").read_text())["training"]["config"]["scenes"]
-    assert sorted(f"{s['split']}:{s['scene'].rsplit('_', 2)[-2]}" for s in used) == sorted(
+    assert sorted(f"{s['split']}:{s['path'].rsplit('_', 2)[-2]}" for s in used) == sorted(
         [f"train:{y}" for y in range(2016, 2022) if y != TEST_YEAR] + [f"test:{TEST_YEAR}"])
     assert len(list((out / "monitor" / "change").glob("change_*.tif"))) == 5
     # the written monitor.toml is a working configuration: a second run has nothing to do

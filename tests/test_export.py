@@ -1,6 +1,6 @@
 """coal-export: ONNX fp32/fp16/int8 with parity gates, engine manifest checks, CLI and refusals.
 
-One briefly fitted U-Net-ResNet34 bundle (``coalmine.export._toy``: 20 optimiser steps on
+One briefly fitted U-Net-ResNet34 bundle (``tests/toy_bundle.py``: 20 optimiser steps on
 generated 23-band tiles, mixed mask with ~15 % mine and pixels near the threshold) is made
 once per session; tests that write into a bundle work on a copy.
 """
@@ -22,7 +22,6 @@ import pytest
 from click.testing import CliRunner
 from coalmine.export import api
 from coalmine.export import engine as export_engine
-from coalmine.export._toy import make_toy_bundle
 from coalmine.export.api import export_bundle, parse_size
 from coalmine.export.cli import main
 from coalmine.export.fp16 import FP16_MAX, HEADROOM, convert_fp16, risky_nodes
@@ -36,6 +35,7 @@ from coalmine.export.parity import (
 )
 from coalmine.runtime.bundle import load_bundle
 from coalmine.runtime.errors import BackendError, BundleError, UsageError
+from toy_bundle import make_toy_bundle
 
 
 @pytest.fixture(autouse=True)
@@ -451,7 +451,7 @@ def test_cli_exports_fp32_and_says_engine_skipped(bundle_dir: Path, monkeypatch:
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["--tile", "100"], 2, "--tile 100 is not a positive multiple of 32 (the U-Net halves the size 5 times); use 96 or 128"),
+        (["--tile", "100"], 2, "--tile 100 is not a positive multiple of 32 (the model's encoder halves the size 5 times); use 96 or 128"),
         (["--workspace", "lots"], 2, "--workspace 'lots' is not a size; give a number with an optional unit, e.g. 1GiB"),
         (["--workspace", "1KiB"], 2, "--workspace '1KiB' is 1024 bytes; it must lie between 16MiB and 64GiB (about"),
         (["--max-batch", "0"], 2, "--max-batch 0 must be between 1 and 1024"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import json
 import os
 import signal
 import sqlite3
@@ -43,28 +42,15 @@ from coalmine.runtime.fetch.download import verify_file
 from coalmine.runtime.fetch.items import dn_offset
 from coalmine.runtime.fetch.record import FolderLock
 from coalmine.runtime.preprocess.s2 import S2Reader
-from rasterio.warp import transform_geom
 from rasterio.windows import Window, from_bounds
-from stac_fixture import StacServer, serve_scene, standard_collections
+from stac_fixture import AOI_PX, StacServer
 
-WHEN = dt.datetime(2023, 7, 15, 2, 25, 51, tzinfo=dt.timezone.utc)
 FAST = FetchOptions(retries=3, backoff=0.01, timeout=5)
-AOI_PX = (500, 500, 60)  # col, row, size (10 m px) of the AOI square in the synthetic tile
 
 
-@pytest.fixture(scope="module")
-def cat_data(tmp_path_factory):
-    """One synthetic 2023 tile (1024 px, 10 m) served as COGs by a local STAC API."""
-    from coalmine.train.synth import make_scene
-
-    root = tmp_path_factory.mktemp("catalogue")
-    srv = StacServer(root / "files").start()
-    srv.collections = standard_collections()
-    synth = make_scene(root / "synth", 2023, seed=1, size=1024)
-    scene = serve_scene(srv, synth, WHEN)
-    aoi = _aoi_file(root / "aoi.geojson", synth)
-    yield {"srv": srv, "scene": scene, "synth": synth, "aoi": aoi, "root": root}
-    srv.stop()
+@pytest.fixture
+def cat_data(stac_catalogue):
+    return stac_catalogue
 
 
 @pytest.fixture
@@ -72,18 +58,9 @@ def srv(cat_data):
     s = cat_data["srv"]
     s.faults.clear()
     s.reset_counts()
+    s.search_methods = ("GET", "POST")
     s.items = [cat_data["scene"].pc_item, cat_data["scene"].rtc_item]
     return s
-
-
-def _aoi_file(path: Path, synth, px=AOI_PX) -> Path:
-    c, r, n = px
-    x0, y0 = synth.transform.c + c * 10.0, synth.transform.f - r * 10.0
-    ring = [[x0, y0], [x0 + n * 10, y0], [x0 + n * 10, y0 - n * 10], [x0, y0 - n * 10], [x0, y0]]
-    g = transform_geom("EPSG:32750", "EPSG:4326", {"type": "Polygon", "coordinates": [ring]})
-    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": {"name": "Pit"}, "geometry": g}]}))
-    return path
 
 
 def _req(cat_data, out: Path, srv: StacServer, **kw) -> FetchRequest:
@@ -187,6 +164,33 @@ def test_search_keeps_items_over_the_aois_in_the_dates_under_the_cloud_limit(cat
     assert [p.stac_id for p in s.planned if p.kind == "s2"] == ["august"]
 
 
+def test_a_catalogue_that_offers_only_get_is_searched_and_paged_with_get(cat_data, srv, tmp_path):
+    pc = cat_data["scene"].pc_item
+    srv.search_methods = ("GET",)
+    srv.items = [pc, *(_clone(pc, f"more{i}", dt.datetime(2023, 8, 1 + i, tzinfo=dt.timezone.utc))
+                       for i in range(3))]
+    s = fetch(_req(cat_data, tmp_path / "dl", srv, s1="none"), dry_run=True)
+    assert [p.stac_id for p in s.planned] == [pc["id"], "more0", "more1", "more2"]
+    searches = [(m, t) for m, p, t in srv.requests if p == "/search"]
+    assert {m for m, _ in searches} == {"GET"} and ("GET", "next:2") in searches
+
+
+def test_sentinel1_can_come_from_another_catalogue(cat_data, srv, tmp_path):
+    sc = cat_data["scene"]
+    srv.items = [sc.es_item]  # Sentinel-2 from one catalogue (Earth Search shape) ...
+    other = StacServer(srv.root).start()  # ... Sentinel-1 RTC from another
+    other.collections, other.items = srv.collections, [sc.rtc_item]
+    try:
+        s = fetch(_req(cat_data, tmp_path / "dl", srv, s1_catalogue=resolve_catalogue(other.url)))
+    finally:
+        other.stop()
+    assert s.exit_code == 0 and s.waiting_s1 == 0
+    with FetchRecord(tmp_path / "dl") as rec:
+        assert rec.get(sc.es_item["id"]).s1_id == sc.rtc_item["id"]
+        assert rec.get(sc.es_item["id"]).catalogue == srv.url
+        assert rec.get(sc.rtc_item["id"]).catalogue == other.url
+
+
 # -- download ---------------------------------------------------------------------------------
 def test_only_the_aoi_window_is_downloaded_into_the_layout_coal_prepare_reads(cat_data, srv, tmp_path):
     out = tmp_path / "dl"
@@ -256,6 +260,17 @@ def test_an_item_already_fetched_is_not_fetched_again(cat_data, srv, tmp_path):
     assert again.fetched == [] and again.known == 1 and again.exit_code == 0
     assert srv.file_bytes() == 0
     assert "1 already fetched" in again.status_line()
+
+
+def test_files_renamed_but_not_recorded_are_adopted_without_downloading(cat_data, srv, tmp_path):
+    out = tmp_path / "dl"
+    fetch(_req(cat_data, out, srv))
+    before = _pixels(out)
+    (out / "fetch.sqlite").unlink()  # as if killed between the rename and the record's commit
+    srv.reset_counts()
+    s = fetch(_req(cat_data, out, srv))
+    assert s.exit_code == 0 and len(s.fetched) == 2 and srv.file_bytes() == 0
+    assert _pixels(out) == before
 
 
 def _pixels(out: Path) -> dict[str, str]:
@@ -357,6 +372,13 @@ def test_unknown_catalogue_is_refused_naming_the_option(cat_data, tmp_path):
     line = _one_line(res)
     assert "--catalog 'earthsearch'" in line and "earth-search" in line and "URL" in line
     assert not (tmp_path / "dl").exists()
+
+
+def test_a_url_that_is_not_a_stac_api_is_refused(cat_data, srv, tmp_path):
+    res = _cli(cat_data, tmp_path, "--catalog", f"{srv.url}/not-an-api", "--s1", "none")
+    assert res.exit_code == 2
+    line = _one_line(res)
+    assert "does not answer as a STAC API (HTTP 404" in line and "--catalog" in line
 
 
 def test_missing_planetary_computer_key_names_the_variable(cat_data, tmp_path, monkeypatch):

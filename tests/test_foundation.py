@@ -106,7 +106,7 @@ def test_normalization_apply_fills_nodata_with_zero():
         (lambda d: d["bands"].pop(), "22 bands listed but the model takes 23"),
         (lambda d: d["normalization"]["std"].__setitem__(0, 0.0), "std values must be finite and > 0"),
         (lambda d: d.update(threshold=1.5), "threshold 1.5 must lie strictly between 0 and 1"),
-        (lambda d: d["tile"].update(size=100), "tile size 100 must be a positive multiple of 32"),
+        (lambda d: d["tile"].update(size=100), "tile size 100 is not a positive multiple of 32"),
         (lambda d: d["bands"].__setitem__(0, "B99"), "unknown band names ['B99']"),
         (lambda d: d.pop("bundle_id"), "is missing or has a bad entry"),
     ],

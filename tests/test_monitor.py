@@ -143,7 +143,7 @@ def test_config_explicit_scenes_and_s1_pairing(tmp_path):
         ('bundle="bundle"\naois="aois.geojson"\noutput="out"\nyearly_rule="mean"\n[[search]]\n'
          'folder="incoming"\ndate_format="%Y%m%d"\n', ConfigError, "yearly_rule 'mean' is not one of"),
         ('bundle="bundle"\naois="aois.geojson"\noutput="out"\n[run]\ntile="big"\n[[search]]\n'
-         'folder="incoming"\ndate_format="%Y%m%d"\n', ConfigError, "run.tile must be int"),
+         'folder="incoming"\ndate_format="%Y%m%d"\n', ConfigError, "run.tile = 'big' must be a whole number"),
         ('bundle="bundle"\naois=\n', ConfigError, "is not valid TOML"),
         ('bundle="bundle"\naois="aois.geojson"\noutput="out"\n[[scenes]]\npath="incoming/S2_20160715_scene.tif"\n'
          'date="July"\n', ConfigError, "scenes[0].date 'July' is not a date"),

@@ -45,7 +45,7 @@ except ModuleNotFoundError:  # Python 3.10
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
 PACKAGES = {"coalmine.runtime": REPO / "runtime", "coalmine.train": REPO / "train", "coalmine.export": REPO / "export"}
-#: The install lines every README must keep (the brief of the install section).
+#: The install lines the README must keep.
 REQUIRED_LINES = ({"cpu"}, {"gpu"}, {"cpu", "export"}, {"cpu", "train"}, {"cpu", "cluster"})
 #: Extras a command uses when present and does without otherwise.
 OPTIONAL_FOR = {

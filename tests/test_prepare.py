@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from click.testing import CliRunner
 from coalmine.runtime.bands import BAND_NAMES, S2_BANDS
 from coalmine.runtime.bundle import GlcmParams, Preprocessing, S1Params
 from coalmine.runtime.cli.prepare import main
+from coalmine.runtime.errors import InputError
 from coalmine.runtime.preprocess import (
     PREPROCESSING_TAG,
     RawSource,
@@ -26,6 +28,7 @@ from coalmine.runtime.preprocess import (
 )
 from coalmine.runtime.preprocess.indices import compute_indices, normalized_difference
 from coalmine.runtime.preprocess.speckle import box_sum, lee_filter
+from coalmine.runtime.preprocess.stack import check_preprocessing
 from coalmine.train.synth import make_scene
 from rasterio.control import GroundControlPoint
 from rasterio.windows import Window
@@ -101,10 +104,10 @@ def test_open_scene_reads_any_window_exactly(synth, stack):
         assert st.bounds == raw.bounds
         w = Window(5, 9, 60, 30)
         np.testing.assert_array_equal(st.read(w), whole[:, 9:39, 5:65])
-        st.check_preprocessing(raw.preprocessing)  # same edges: fine
+        assert check_preprocessing(st, SimpleNamespace(preprocessing=raw.preprocessing, path="b")) == []
         other = Preprocessing(glcm=GlcmParams(db_range=(-30.0, 0.0)).with_default_edges())
-        with pytest.raises(Exception, match="other GLCM edges"):
-            st.check_preprocessing(other)
+        with pytest.raises(InputError, match="was prepared with GLCM bin edges"):
+            check_preprocessing(st, SimpleNamespace(preprocessing=other, path="b"))
 
 
 def test_other_glcm_edges_change_textures_only(synth, stack, tmp_path):

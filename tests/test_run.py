@@ -326,7 +326,7 @@ def test_refuses_stack_with_other_glcm_edges(tmp_path, linear_bundle):
     other = Preprocessing(glcm=GlcmParams(db_range=(-30.0, 0.0)).with_default_edges())
     scene = write_stack(tmp_path / "e.tif", make_stack(64, 64), preprocessing=other)
     msg = _refused(tmp_path, InputError, "was prepared with GLCM bin edges", scene=scene, bundle=linear_bundle)
-    assert "re-run coal-prepare with --bundle" in msg
+    assert f"prepare it again with coal-prepare --glcm-edges {linear_bundle.path}" in msg
 
 
 @pytest.mark.parametrize("kw,msg", [

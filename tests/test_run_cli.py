@@ -55,7 +55,7 @@ def test_cli_reports_backend_choice_on_stderr(tmp_path, setup):
 @pytest.mark.parametrize("args,code,msg", [
     (["--tile", "50"], 2, "coal-run: error: --tile 50 is not a positive multiple of 32"),
     (["--batch-size", "lots"], 2, "coal-run: error: --batch-size 'lots' must be a positive integer or 'auto'"),
-    (["--threshold", "0"], 2, "coal-run: error: --threshold 0.0 must lie strictly between 0 and 1"),
+    (["--threshold", "0"], 2, "coal-run: error: --threshold 0 must lie strictly between 0 and 1"),
     (["--backend", "cuda"], 1, "coal-run: error: --backend cuda cannot run"),
 ])
 def test_cli_refusals(tmp_path, setup, args, code, msg):

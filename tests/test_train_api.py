@@ -1,4 +1,4 @@
-"""coal-train end to end on B's synthetic Tapin-like series: bundle, accuracy, evaluate, refusals.
+"""coal-train end to end on the synthetic Tapin-like series (``coalmine.train.synth``): bundle, accuracy, evaluate, refusals.
 
 The series (seed 3, 512 x 512 px, 10 m) has mines among dark burned land, rivers, bare fields and
 bright settlements, with clouds; two years are trained on (blocked train/validation split) and the
@@ -56,7 +56,7 @@ def trained(series, tmp_path_factory):
     lines = ["tile = 64", "block_tiles = 2", "epochs = 5", "batch_size = 4", "lr = 0.002", "warmup_epochs = 1",
              "patience = 0", 'device = "cpu"', "overlap = 16", "max_val_tiles = 8", "seed = 0"]
     for s in series:
-        lines += ["[[scene]]", f'scene = "{s.s2_dir}"', f's1 = "{s.s1_path}"', f'labels = "{s.label_path}"']
+        lines += ["[[scenes]]", f'path = "{s.s2_dir}"', f's1 = "{s.s1_path}"', f'labels = "{s.label_path}"']
         if s.year == 2019:
             lines.append('split = "test"')
     cfg = root / "train.toml"
@@ -127,6 +127,26 @@ def test_evaluate_whole_held_out_scene_through_the_cli(trained, series, tmp_path
     # every labelled pixel is counted except where the image has nodata (clouds, edges)
     assert 0.5 * (lab != 255).sum() < tot["pixels"] <= (lab != 255).sum()
     assert np.asarray(tot["confusion_matrix"]).sum() == tot["pixels"]
+
+
+def test_evaluate_and_coal_run_refuse_a_stack_with_other_speckle_filtering_alike(trained, tmp_path) -> None:
+    # One check for both commands: a stack made without the bundle's speckle filter is refused
+    # by evaluate as by coal-run, with the same message.
+    from dataclasses import replace
+
+    from coalmine.runtime.run import run_scene
+    from factories import make_stack, write_stack
+
+    b = load_bundle(trained)
+    prep = replace(b.preprocessing, s1=replace(b.preprocessing.s1, speckle_filter="none"))
+    stack = write_stack(tmp_path / "nolee.tif", make_stack(64, 64), preprocessing=prep)
+    with pytest.raises(InputError) as e_eval:
+        evaluate(trained, [SceneSpec(stack, tmp_path / "labels.tif")], device="cpu", progress=False)
+    with pytest.raises(InputError) as e_run:
+        run_scene(stack, trained, tmp_path / "o", progress=False)
+    assert str(e_eval.value) == str(e_run.value)
+    assert "speckle filter none (bundle: lee/5)" in str(e_eval.value)
+    assert "coal-prepare --glcm-edges" in str(e_eval.value)
 
 
 def test_evaluate_without_scenes_refused(trained) -> None:

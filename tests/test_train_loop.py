@@ -34,6 +34,39 @@ def _data(n: int = 12, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.nd
     return x, y
 
 
+def _smp_dice_bce(logits, target, valid, dice_weight):
+    """The same loss from segmentation-models-pytorch's DiceLoss (+ masked BCE), for comparison.
+
+    smp >= 0.4 writes Dice as a Tversky score, (I + s) / (I + (FP + FN) / 2 + s), so its
+    smooth 0.5 is our (2I + 1) / (|p| + |t| + 1); before 0.4 it was (2I + s) / (|p| + |t| + s).
+    """
+    import segmentation_models_pytorch as smp
+    from packaging.version import Version
+
+    smooth = 0.5 if Version(smp.__version__) >= Version("0.4") else 1.0
+    dice = smp.losses.DiceLoss("binary", from_logits=True, smooth=smooth, ignore_index=255)
+    y = torch.where(valid > 0, target, torch.full_like(target, 255.0))
+    bce = (torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none") * valid).sum()
+    return bce / valid.sum().clamp_min(1.0) + dice_weight * dice(logits, y)
+
+
+def test_dice_is_smp_dice_where_the_batch_has_mine_pixels_and_penalises_false_mines_where_not() -> None:
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(4, 1, 16, 16, generator=g) * 3
+    target = (torch.rand(4, 1, 16, 16, generator=g) > 0.8).float()
+    valid = (torch.rand(4, 1, 16, 16, generator=g) > 0.1).float()
+    for w in (0.0, 0.5, 1.0):
+        assert float(bce_dice_loss(logits, target, valid, w)) == pytest.approx(
+            float(_smp_dice_bce(logits, target, valid, w)), rel=1e-5, abs=1e-6)
+    # No mine pixel in the batch: smp sets the Dice term to 0 (Dice is undefined there); ours is
+    # 1 - 1 / (predicted mine area + 1), so background-only batches still push false mines down.
+    none = torch.zeros_like(target)
+    ours = float(bce_dice_loss(logits, none, valid, 1.0)) - float(bce_dice_loss(logits, none, valid, 0.0))
+    p = float((torch.sigmoid(logits) * valid).sum())
+    assert ours == pytest.approx(1.0 - 1.0 / (p + 1.0), rel=1e-5)
+    assert float(_smp_dice_bce(logits, none, valid, 1.0)) == pytest.approx(float(bce_dice_loss(logits, none, valid, 0.0)))
+
+
 def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
     f = [lr_lambda(s, 10, 100) for s in range(100)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)

@@ -36,7 +36,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -47,12 +47,12 @@ from coalmine.runtime.bands import BAND_NAMES, S1_BAND
 from coalmine.runtime.bundle import (
     MODEL_FILES,
     Bundle,
-    ModelSpec,
     Normalization,
     Preprocessing,
     load_bundle,
 )
 from coalmine.runtime.errors import BandError, InputError, InputNotFoundError, UsageError
+from coalmine.runtime.options import InputOptions
 
 from .config import SceneSpec, TrainConfig, config_to_dict
 from .labels import labels_on_grid
@@ -92,7 +92,7 @@ def data_fingerprint(scenes: Sequence[SceneSpec]) -> str:
     """
     h = hashlib.sha256()
     for s in scenes:
-        for what, p in (("scene", s.scene), ("s1", s.s1), ("labels", s.labels)):
+        for what, p in (("scene", s.path), ("s1", s.s1), ("labels", s.labels)):
             if p is None:
                 continue
             if not Path(p).exists():
@@ -107,7 +107,7 @@ def _check_stack_bands(spec: SceneSpec) -> None:
     import rasterio
     from rasterio.errors import RasterioIOError
 
-    p = Path(spec.scene)
+    p = Path(spec.path)
     if spec.s1 is not None or p.is_dir():
         if spec.s1 is None:
             raise UsageError(
@@ -128,14 +128,14 @@ def _check_stack_bands(spec: SceneSpec) -> None:
         )
 
 
-def _open(spec: SceneSpec, prep: Preprocessing | None) -> Any:
+def _open(spec: SceneSpec, prep: Preprocessing | None, inputs: InputOptions | None = None) -> Any:
     from coalmine.runtime.preprocess import open_scene
 
-    src = open_scene(spec.scene, spec.s1, prep=prep)
+    src = open_scene(spec.path, spec.s1, prep=prep, **(inputs or InputOptions()).reader_args())
     if tuple(src.bands) != BAND_NAMES:
         src.close()
         raise BandError(
-            f"scene {spec.scene} has bands {list(src.bands)[:4]}...; coal-train needs {len(BAND_NAMES)} bands "
+            f"scene {spec.path} has bands {list(src.bands)[:4]}...; coal-train needs {len(BAND_NAMES)} bands "
             f"in the order of coalmine.runtime.bands.BAND_NAMES; re-make the stack with coal-prepare"
         )
     return src
@@ -145,13 +145,15 @@ def _geo(src: Any) -> SceneGeo:
     return SceneGeo(crs=src.crs.to_string(), transform=src.transform, height=src.height, width=src.width)
 
 
-def _choose_preprocessing(specs: Sequence[SceneSpec], srcs: Sequence[Any], cfg: TrainConfig) -> tuple[Preprocessing, str]:
-    """The preprocessing of the run and where its GLCM edges come from (see module docstring)."""
+def _choose_preprocessing(specs: Sequence[SceneSpec], srcs: Sequence[Any], options: tuple[Preprocessing, str]
+                          ) -> tuple[Preprocessing, str]:
+    """The preprocessing of the run and where its GLCM edges come from (see module docstring):
+    the stacks' when there are stacks, else the one the options ask for."""
     stacks = [(s, src) for s, src in zip(specs, srcs, strict=True) if s.s1 is None]
     for s, src in stacks:
         if src.preprocessing is None:
             raise InputError(
-                f"stack {s.scene} records no preprocessing (GeoTIFF tag COALMINE_PREPROCESSING), so its "
+                f"stack {s.path} records no preprocessing (GeoTIFF tag COALMINE_PREPROCESSING), so its "
                 "GLCM bin edges are unknown; re-make it with coal-prepare"
             )
     if stacks:
@@ -159,13 +161,11 @@ def _choose_preprocessing(specs: Sequence[SceneSpec], srcs: Sequence[Any], cfg: 
         for s, src in stacks[1:]:
             if src.preprocessing.to_dict() != first.preprocessing.to_dict():
                 raise InputError(
-                    f"stacks {first_spec.scene} and {s.scene} were prepared with different preprocessing "
+                    f"stacks {first_spec.path} and {s.path} were prepared with different preprocessing "
                     "(e.g. GLCM bin edges); re-make them with one coal-prepare setting"
                 )
         return first.preprocessing, "stack"
-    if cfg.glcm_edges == "equal_width":
-        return Preprocessing(), "equal_width"
-    return Preprocessing(), "equal_frequency"
+    return options
 
 
 def _equal_frequency_prep(
@@ -198,6 +198,11 @@ def _settings_key(cfg: TrainConfig, fingerprint: str) -> str:
     keys = ("tile", "stride", "min_mine_fraction", "background_ratio", "max_nodata", "max_patches",
             "val_fraction", "block_tiles", "buffer", "glcm_edges", "seed")
     d = {k: getattr(cfg, k) for k in keys}
+    # the input and preprocessing settings change the patches too; named only when given, so
+    # caches made before they were settings stay valid
+    default = TrainConfig()
+    d.update({k: getattr(cfg, k) for k in ("s2_offset", "s1_units", "scl", "speckle", "speckle_window", "db_range")
+              if getattr(cfg, k) != getattr(default, k)})
     return hashlib.sha256(json.dumps([fingerprint, d], sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -213,16 +218,17 @@ def _prepare_patches(cfg: TrainConfig, work: Path, fingerprint: str, progress: b
         return cached, time.perf_counter() - t0
     for s in cfg.scenes:
         _check_stack_bands(s)
+    wanted = cfg.preprocessing_options.preprocessing(default_edges="equal_frequency", from_data=True)
     with contextlib.ExitStack() as stack:
         srcs = []
         for s in cfg.scenes:
-            src = _open(s, None if s.s1 is None else Preprocessing())
+            src = _open(s, None if s.s1 is None else wanted[0], cfg.inputs)
             stack.callback(src.close)
             srcs.append(src)
-        prep, edge_source = _choose_preprocessing(cfg.scenes, srcs, cfg)
+        prep, edge_source = _choose_preprocessing(cfg.scenes, srcs, wanted)
         geos = [_geo(src) for src in srcs]
         labels = [
-            labels_on_grid(s.labels, g, scene_name=str(s.scene), label_field=s.label_field)
+            labels_on_grid(s.labels, g, scene_name=str(s.path), label_field=s.label_field)
             for s, g in zip(cfg.scenes, geos, strict=True)
         ]
         plan = plan_patches(
@@ -233,13 +239,13 @@ def _prepare_patches(cfg: TrainConfig, work: Path, fingerprint: str, progress: b
         )
         if edge_source == "equal_frequency":
             prep = _equal_frequency_prep(prep, srcs, plan, cfg.tile, cfg.seed)
-        if edge_source != "equal_width":
+        if edge_source in ("equal_frequency", "stack"):
             # Re-open the raw scenes with the final edges (from the training VV, or those of the
-            # stacks they are trained with): the GLCM bands depend on them. equal_width is the
-            # Preprocessing() they were opened with.
+            # stacks they are trained with): the GLCM bands depend on them. Otherwise the edges
+            # are those they were opened with.
             for i, s in enumerate(cfg.scenes):
                 if s.s1 is not None:
-                    srcs[i] = stack.enter_context(contextlib.closing(_open(s, prep)))
+                    srcs[i] = stack.enter_context(contextlib.closing(_open(s, prep, cfg.inputs)))
 
         def read(i: int, window: Any) -> np.ndarray:
             return srcs[i].read(window)
@@ -249,7 +255,7 @@ def _prepare_patches(cfg: TrainConfig, work: Path, fingerprint: str, progress: b
             "fingerprint": fingerprint,
             "preprocessing": prep.to_dict(),
             "edges_source": edge_source,
-            "scenes": [str(s.scene) for s in cfg.scenes],
+            "scenes": [str(s.path) for s in cfg.scenes],
         }
         ps = extract_patches(plan, read, labels, folder, tile=cfg.tile, n_bands=len(BAND_NAMES),
                              max_nodata=cfg.max_nodata, meta=meta, progress=progress)
@@ -303,47 +309,83 @@ def train(
         UsageError: no training scene, ``out_dir`` exists without ``overwrite``, bad resume.
         InputError / BandError / CRSError: unusable scenes or labels (message names the file).
     """
-    import torch
-
-    from .loop import (
-        fit,
-        hist_confusion,
-        plot_curves,
-        predict_logits,
-        tune_threshold,
-        write_log_csv,
-    )
-    from .model import build_model, save_model
+    from .loop import fit
+    from .model import build_model, model_spec
 
     cfg = config.validate()
     out = Path(out_dir)
-    if not any(s.split == "train" for s in cfg.scenes):
-        raise UsageError("no training scene given; pass --scene and --labels (or [[scene]] tables in the config)")
-    if out.exists() and not overwrite:
-        raise UsageError(f"output folder {out} already exists; pass --overwrite to replace it or choose another --out")
-    ensure_output_dir(out.parent if str(out.parent) else Path("."), "--out")
-    work = out.parent / f"{out.name}.work"
+    work = _check_output(cfg, out, overwrite)
     t_start = time.perf_counter()
     fingerprint = data_fingerprint(cfg.scenes)
     ps, extract_s = _prepare_patches(cfg, work, fingerprint, progress)
-    prep = Preprocessing.from_dict(ps.meta["preprocessing"])
+    tr, va, te = _split(ps)
+    mean, std = normalization_stats(ps.x, tr)
+    norm = Normalization(mean=mean, std=std)
+    spec = model_spec(len(BAND_NAMES))
+    settings = {k: v for k, v in config_to_dict(cfg).items() if k not in ("cache_dir", "scenes")}
+    run_key = hashlib.sha256(json.dumps([ps.meta["key"], settings], sort_keys=True, default=str).encode()).hexdigest()
+    fitres = fit(ps.x, ps.y, tr, va, norm, cfg, work, spec=spec, run_key=run_key, resume=resume,
+                 progress=progress, on_epoch_end=on_epoch_end)
+    model = build_model(spec)
+    model.load_state_dict(fitres.state_dict)
+    model.eval()
+    acc = _accuracy(model, fitres, ps, te, norm, cfg)
+
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    bundle_id = f"{out.name}-{created[:10].replace('-', '')}-{run_key[:8]}"
+    report = _report(bundle_id, acc, (tr, va, te))
+    training = _training_summary(cfg, ps, fingerprint, fitres, acc, report["patches"], settings,
+                                 {"patch_extraction_s": extract_s, "t_start": t_start})
+    bundle = Bundle(
+        path=out, bundle_id=bundle_id, bands=BAND_NAMES, preprocessing=Preprocessing.from_dict(ps.meta["preprocessing"]),
+        normalization=norm, model=spec, tile_size=cfg.tile, overlap=cfg.overlap, threshold=acc.threshold,
+        training=training, created=created,
+    )
+    _write_bundle(bundle, model, fitres, report, ps.x, ps.y, _pick_val_tiles(ps, va, cfg.max_val_tiles))
+    for f in ("checkpoint.pt", "log.csv"):
+        (work / f).unlink(missing_ok=True)
+    if cfg.cache_dir is None:
+        log.info("patch cache kept in %s (delete it to free space)", work / "cache")
+    return out
+
+
+def _check_output(cfg: TrainConfig, out: Path, overwrite: bool) -> Path:
+    """Refuse a run without training scenes or onto an existing bundle; return the work folder."""
+    if not any(s.split == "train" for s in cfg.scenes):
+        raise UsageError("no training scene given; pass --scene and --labels (or [[scenes]] tables in the config)")
+    if out.exists() and not overwrite:
+        raise UsageError(f"output folder {out} already exists; pass --overwrite to replace it or choose another --out")
+    ensure_output_dir(out.parent if str(out.parent) else Path("."), "--out")
+    return out.parent / f"{out.name}.work"
+
+
+def _split(ps: PatchSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of the train, validation and test patches; refuses a validation set without mines."""
     tr, va, te = ps.indices("train"), ps.indices("val"), ps.indices("test")
     if len(va) == 0 or not (ps.y[va] == 1).any():
         raise InputError(
             "no validation patch with mine pixels is left after dropping nodata patches; "
             "lower block_tiles, raise val_fraction or max_nodata"
         )
-    mean, std = normalization_stats(ps.x, tr)
-    norm = Normalization(mean=mean, std=std)
-    spec = ModelSpec(in_channels=len(BAND_NAMES))
-    settings = {k: v for k, v in config_to_dict(cfg).items() if k not in ("cache_dir", "scenes")}
-    run_key = hashlib.sha256(json.dumps([ps.meta["key"], settings], sort_keys=True, default=str).encode()).hexdigest()
-    fitres = fit(ps.x, ps.y, tr, va, norm, cfg, work, spec=spec, run_key=run_key, resume=resume,
-                 progress=progress, on_epoch_end=on_epoch_end)
+    return tr, va, te
 
-    model = build_model(spec)
-    model.load_state_dict(fitres.state_dict)
-    model.eval()
+
+@dataclass(frozen=True)
+class _Accuracy:
+    threshold: float
+    tuned: bool
+    validation: dict[str, Any]
+    test: dict[str, Any] | None
+
+
+def _accuracy(model: Any, fitres: Any, ps: PatchSet, te: np.ndarray, norm: Normalization,
+              cfg: TrainConfig) -> _Accuracy:
+    """The decision threshold (given, or tuned on validation) and the accuracy it gives on the
+    validation and test patches."""
+    import torch
+
+    from .loop import hist_confusion, predict_logits, tune_threshold
+
     tuned = cfg.threshold == "tune"
     threshold = tune_threshold(fitres.val_hist) if tuned else float(cfg.threshold)
     val_rep = accuracy_report(hist_confusion(fitres.val_hist, threshold))
@@ -353,22 +395,33 @@ def train(
         cut = float(np.log(threshold / (1.0 - threshold)))  # prob >= t  <=>  logit >= logit(t)
         valid = np.isfinite(ps.x[te]).all(axis=1)
         test_rep = accuracy_report(confusion_matrix((lg >= cut).astype(np.uint8), ps.y[te], valid))
+    return _Accuracy(threshold, tuned, val_rep, test_rep)
 
-    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    bundle_id = f"{out.name}-{created[:10].replace('-', '')}-{run_key[:8]}"
-    report = {
+
+def _report(bundle_id: str, acc: _Accuracy, split: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict[str, Any]:
+    """``report.json``: the accuracy figures and what they were measured on."""
+    tr, va, te = split
+    return {
         "bundle_id": bundle_id,
-        "threshold": threshold,
-        "threshold_tuned_on_validation": tuned,
+        "threshold": acc.threshold,
+        "threshold_tuned_on_validation": acc.tuned,
         "note": (
             "pixel accuracy over the validation patches (spatially blocked hold-out)"
-            + ("; the threshold was tuned on them, so these figures are optimistic" if tuned else "")
+            + ("; the threshold was tuned on them, so these figures are optimistic" if acc.tuned else "")
         ),
-        "validation": val_rep,
-        "test": test_rep,
+        "validation": acc.validation,
+        "test": acc.test,
         "patches": {"train": int(len(tr)), "val": int(len(va)), "test": int(len(te))},
     }
-    training = {
+
+
+def _training_summary(cfg: TrainConfig, ps: PatchSet, fingerprint: str, fitres: Any, acc: _Accuracy,
+                      patches: dict[str, int], settings: dict[str, Any], times: dict[str, float]) -> dict[str, Any]:
+    """The bundle's ``training`` section: inputs, run, figures, versions, timings, settings."""
+    import torch
+
+    keys = ("overall_accuracy", "kappa", "iou_mine", "f1_mine")
+    return {
         "data_fingerprint": fingerprint,
         "patch_cache_key": ps.meta["key"],
         "edges_source": ps.meta["edges_source"],
@@ -377,38 +430,42 @@ def train(
         "best_epoch": fitres.best_epoch,
         "stopped_early": fitres.stopped_early,
         "seed": cfg.seed,
-        "validation": {k: val_rep[k] for k in ("overall_accuracy", "kappa", "iou_mine", "f1_mine")},
-        "test": None if test_rep is None else {k: test_rep[k] for k in ("overall_accuracy", "kappa", "iou_mine", "f1_mine")},
-        "patches": report["patches"],
+        "validation": {k: acc.validation[k] for k in keys},
+        "test": None if acc.test is None else {k: acc.test[k] for k in keys},
+        "patches": patches,
         "code_version": _code_version(),
         "torch_version": torch.__version__,
         "device": fitres.device,
         "amp": fitres.amp,
         "timings": {
-            "patch_extraction_s": round(extract_s, 2),
+            "patch_extraction_s": round(times["patch_extraction_s"], 2),
             "training_s": round(fitres.train_seconds, 2),
-            "total_s": round(time.perf_counter() - t_start, 2),
+            "total_s": round(time.perf_counter() - times["t_start"], 2),
             "tiles_per_s": round(fitres.tiles_per_second, 3),
         },
         "config": {**settings, "scenes": config_to_dict(cfg)["scenes"]},
     }
 
+
+def _write_bundle(bundle: Bundle, model: Any, fitres: Any, report: dict[str, Any], x: np.ndarray, y: np.ndarray,
+                  val_pick: np.ndarray) -> None:
+    """Write the bundle into a temporary folder beside ``bundle.path``, check that the runtime
+    loads it, and rename it into place (replacing an older one); nothing is left on failure."""
+    from .loop import plot_curves, write_log_csv
+    from .model import save_model
+
+    out = bundle.path
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        save_model(model, spec, tmp / MODEL_FILES["pytorch"])
-        pick = _pick_val_tiles(ps, va, cfg.max_val_tiles)
-        np.savez_compressed(tmp / MODEL_FILES["val_tiles"], x=np.asarray(ps.x[pick], dtype=np.float32),
-                            y=np.asarray(ps.y[pick], dtype=np.uint8))
+        save_model(model, bundle.model, tmp / MODEL_FILES["pytorch"])
+        np.savez_compressed(tmp / MODEL_FILES["val_tiles"], x=np.asarray(x[val_pick], dtype=np.float32),
+                            y=np.asarray(y[val_pick], dtype=np.uint8))
         atomic_write_json(tmp / "report.json", report)
         write_log_csv(tmp / "log.csv", fitres.history)
         plot_curves(tmp / "curves.png", fitres.history, fitres.best_epoch)
-        bundle = Bundle(
-            path=tmp, bundle_id=bundle_id, bands=BAND_NAMES, preprocessing=prep, normalization=norm, model=spec,
-            tile_size=cfg.tile, overlap=cfg.overlap, threshold=threshold, training=training, created=created,
-        )
-        bundle.save()
+        replace(bundle, path=tmp).save()
         load_bundle(tmp)  # the runtime must accept what we wrote
         if out.exists():
             shutil.rmtree(out)
@@ -416,11 +473,6 @@ def train(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for f in ("checkpoint.pt", "log.csv"):
-        (work / f).unlink(missing_ok=True)
-    if cfg.cache_dir is None:
-        log.info("patch cache kept in %s (delete it to free space)", work / "cache")
-    return out
 
 
 # -- evaluation ---------------------------------------------------------------------------------
@@ -434,6 +486,7 @@ def evaluate(
     block: int = 1024,
     batch_size: int = 8,
     progress: bool = True,
+    inputs: InputOptions | None = None,
 ) -> dict[str, Any]:
     """Accuracy of a bundle's model over whole scenes with reference labels.
 
@@ -448,6 +501,7 @@ def evaluate(
         block: block size for reading (memory depends on it, not on the scene).
         batch_size: tiles per forward pass.
         progress: tqdm bar on stderr.
+        inputs: what raw scenes are (Sentinel-2 offset, Sentinel-1 units, SCL mask).
 
     Returns:
         ``{"bundle_id", "threshold", "scenes": [{"scene", ...report}], "total": report}``.
@@ -456,6 +510,7 @@ def evaluate(
         BundleError: unusable bundle; InputError: scene/labels problems; UsageError: no scene.
     """
     import torch
+    from coalmine.runtime.preprocess.stack import check_preprocessing
     from coalmine.runtime.tiling import block_grid, predict_block, weight_window
     from tqdm import tqdm
 
@@ -478,14 +533,13 @@ def evaluate(
     total = np.zeros((2, 2), dtype=np.int64)
     for spec in scenes:
         _check_stack_bands(spec)
-        with contextlib.closing(_open(spec, b.preprocessing)) as src:
-            if spec.s1 is None:
-                src.check_preprocessing(b.preprocessing, f"bundle {b.path}")
+        with contextlib.closing(_open(spec, b.preprocessing, inputs)) as src:
+            check_preprocessing(src, b)
             geo = _geo(src)
-            lab = labels_on_grid(spec.labels, geo, scene_name=str(spec.scene), label_field=spec.label_field)
+            lab = labels_on_grid(spec.labels, geo, scene_name=str(spec.path), label_field=spec.label_field)
             cm = np.zeros((2, 2), dtype=np.int64)
             blocks = list(block_grid(geo.height, geo.width, block=block, halo=b.overlap, tile=b.tile_size))
-            for blk in tqdm(blocks, desc=f"evaluate {Path(spec.scene).name}", unit="block", disable=not progress):
+            for blk in tqdm(blocks, desc=f"evaluate {Path(spec.path).name}", unit="block", disable=not progress):
                 x = src.read(blk.read)
                 valid = np.isfinite(x).all(axis=0)
                 logits = predict_block(b.normalization.apply(x), infer, tile=b.tile_size, overlap=b.overlap,
@@ -496,11 +550,11 @@ def evaluate(
                 cm += confusion_matrix((logits[rs, cs] >= logit_t).astype(np.uint8), ref, valid[rs, cs])
         if cm.sum() == 0:
             raise InputError(
-                f"scene {spec.scene} has no pixel that is both valid and labelled by {spec.labels}; "
+                f"scene {spec.path} has no pixel that is both valid and labelled by {spec.labels}; "
                 "check that the labels belong to this scene"
             )
         total += cm
-        per_scene.append({"scene": str(spec.scene), "labels": str(spec.labels), **accuracy_report(cm)})
+        per_scene.append({"scene": str(spec.path), "labels": str(spec.labels), **accuracy_report(cm)})
     return {
         "bundle_id": b.bundle_id,
         "bundle": str(b.path),

@@ -23,11 +23,14 @@ import click
 from coalmine.runtime.cli.options import (
     CONTEXT_SETTINGS,
     handle_errors,
+    input_options,
+    preprocessing_options,
     quiet_opt,
     setup_logging,
     verbose_opt,
 )
 from coalmine.runtime.errors import UsageError
+from coalmine.runtime.options import INPUT_KEYS, PREPROCESSING_KEYS, InputOptions
 
 PROG = "coal-train"
 
@@ -60,7 +63,7 @@ def _scenes(scenes: tuple[str, ...], s1s: tuple[str, ...], labels: tuple[str, ..
             "Sentinel-1 file per raw scene (or none when the scenes are 23-band stacks)"
         )
     return [
-        SceneSpec(scene=Path(s), labels=Path(lab), s1=Path(s1s[i]) if s1s else None, split=split)
+        SceneSpec(path=Path(s), labels=Path(lab), s1=Path(s1s[i]) if s1s else None, split=split)
         for i, (s, lab) in enumerate(zip(scenes, labels, strict=True))
     ]
 
@@ -99,8 +102,6 @@ def main() -> None:
 @click.option("--max-patches", type=int, default=None, help="Cap on train+validation patches  [config or none]")
 @click.option("--patience", type=int, default=None, help="Early-stopping patience in epochs, 0 = off  [config or 30]")
 @click.option("--threshold", default=None, help="Decision threshold, or 'tune' on validation  [config or 0.5]")
-@click.option("--glcm-edges", type=click.Choice(["equal_frequency", "equal_width"]), default=None,
-              help="GLCM bin edges for raw inputs  [config or equal_frequency]")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N  [config or auto]")
 @click.option("--no-amp", is_flag=True, default=False, help="Disable mixed precision on CUDA.")
 @click.option("--encoder-weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -109,6 +110,8 @@ def main() -> None:
               help="Patch cache folder  [OUT.work/cache]")
 @click.option("--resume", is_flag=True, default=False, help="Continue from the last checkpoint in OUT.work.")
 @click.option("--overwrite", is_flag=True, default=False, help="Replace an existing OUT.")
+@input_options
+@preprocessing_options
 @verbose_opt
 @quiet_opt
 @handle_errors(PROG)
@@ -124,6 +127,10 @@ def train_cmd(config: Path | None, scenes: tuple[str, ...], s1s: tuple[str, ...]
     cfg = load_config(config) if config else TrainConfig()
     specs = list(cfg.scenes) + _scenes(scenes, s1s, labels, "train", "--scene")
     specs += _scenes(test_scenes, test_s1s, test_labels, "test", "--test-scene")
+    ctx = click.get_current_context()
+    for name in (*INPUT_KEYS, *PREPROCESSING_KEYS):  # shared options: only what was given overrides CONFIG
+        if ctx.get_parameter_source(name) != click.core.ParameterSource.COMMANDLINE:
+            settings[name] = None
     thr = settings.pop("threshold")
     if thr is not None and thr != "tune":
         try:
@@ -132,7 +139,7 @@ def train_cmd(config: Path | None, scenes: tuple[str, ...], s1s: tuple[str, ...]
             raise UsageError(f"--threshold {thr!r} is not a number; give e.g. 0.5 or 'tune'") from exc
     cfg = with_overrides(cfg, scenes=tuple(specs), threshold=thr, amp=False if no_amp else None, **settings)
     if not cfg.scenes:
-        raise UsageError("no scene given; pass --scene and --labels, or a CONFIG file with [[scene]] tables")
+        raise UsageError("no scene given; pass --scene and --labels, or a CONFIG file with [[scenes]] tables")
     path = train(cfg, out, progress=not quiet, resume=resume, overwrite=overwrite)
     import json as _json
 
@@ -155,11 +162,13 @@ def train_cmd(config: Path | None, scenes: tuple[str, ...], s1s: tuple[str, ...]
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the report as JSON to this file ('-' = JSON on stdout instead of the table).")
 @click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
+@input_options
 @verbose_opt
 @quiet_opt
 @handle_errors(PROG)
 def evaluate_cmd(bundle: Path, scenes: tuple[str, ...], s1s: tuple[str, ...], labels: tuple[str, ...],
-                 json_out: Path | None, device: str, verbose: int, quiet: bool) -> None:
+                 json_out: Path | None, device: str, s2_offset: float | None, s1_units: str, scl: str | None,
+                 verbose: int, quiet: bool) -> None:
     """Accuracy of a bundle on scenes with reference labels: the study's table plus JSON."""
     setup_logging(verbose, quiet)
     from coalmine.runtime._io import atomic_write_json
@@ -168,7 +177,8 @@ def evaluate_cmd(bundle: Path, scenes: tuple[str, ...], s1s: tuple[str, ...], la
     from .report import format_report
 
     specs = _scenes(scenes, s1s, labels, "train", "--scene")
-    rep = evaluate(bundle, specs, device=device, progress=not quiet)
+    inputs = InputOptions(s2_offset=s2_offset, s1_units=s1_units, scl=scl)
+    rep = evaluate(bundle, specs, device=device, progress=not quiet, inputs=inputs)
     if json_out is not None and str(json_out) == "-":
         click.echo(json.dumps(rep, indent=2))
         return

@@ -1,56 +1,46 @@
 """Training configuration: a TOML file and/or command-line options -> :class:`TrainConfig`.
 
-A config file has top-level training settings and one ``[[scene]]`` table per scene::
+A config file has top-level training settings and one ``[[scenes]]`` table per scene (the
+same tables as coal-monitor's, :mod:`coalmine.runtime.scenes`)::
 
     epochs = 200
     tile = 128
     seed = 0
 
-    [[scene]]
-    scene = "stacks/tapin_2019.tif"       # a 23-band stack from coal-prepare
+    [[scenes]]
+    path = "stacks/tapin_2019.tif"        # a 23-band stack from coal-prepare
     labels = "labels/mines_2019.gpkg"     # raster (any grid) or polygons (GeoJSON/GeoPackage)
 
-    [[scene]]
-    scene = "raw/S2_2020/"                # raw Sentinel-2 (folder, multi-band GeoTIFF or SAFE) ...
+    [[scenes]]
+    path = "$DATA/S2_2020/"               # raw Sentinel-2 (folder, multi-band GeoTIFF or SAFE) ...
     s1 = "raw/S1_2020_vv.tif"             # ... with its Sentinel-1 sigma0 VV
     labels = "labels/mines_2020.tif"
     split = "test"                        # optional: a held-out test scene, never trained on
 
-Relative paths are resolved against the config file's folder. Unknown keys are refused
-with their name. Command-line options override the file's values.
+The file is read as coal-monitor's is (:mod:`coalmine.runtime.configfile`): relative paths
+are resolved against its folder, ``~`` and environment variables are expanded (an unset one is
+refused), and unknown keys and wrong types are refused naming the key and the file. Files
+written before the two configurations shared one vocabulary say ``[[scene]]`` and
+``scene = ...``: they are read the same, with a warning naming the new spelling. Command-line
+options override the file's values.
 """
 
 from __future__ import annotations
 
-import sys
+import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from coalmine.runtime.errors import ConfigError, InputNotFoundError
+from coalmine.runtime.bundle import ModelSpec
+from coalmine.runtime.configfile import expand_path, read_toml, refuse_unknown, tables, typed
+from coalmine.runtime.errors import ConfigError
+from coalmine.runtime.options import EDGE_METHODS, InputOptions, OptionError, PreprocessingOptions
+from coalmine.runtime.scenes import SPLITS, SceneSpec, scenes_from_tables
+from coalmine.runtime.tiling import tile_size_problem
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
-SPLITS = ("train", "test")
-
-
-@dataclass(frozen=True)
-class SceneSpec:
-    """One training scene: a stack (``s1`` None) or a raw S2 input plus S1, and its labels.
-
-    ``split`` is "train" (patches go to the blocked train/validation split) or "test"
-    (a separate test scene: all its patches are held out and only evaluated).
-    """
-
-    scene: Path
-    labels: Path
-    s1: Path | None = None
-    split: str = "train"
-    #: Attribute of vector labels holding the class (0/1); None: every polygon is mine.
-    label_field: str | None = None
+#: The keys of a training ``[[scenes]]`` table; ``scene`` is the old spelling of ``path``.
+SCENE_KEYS = ("path", "s1", "labels", "split", "label_field")
 
 
 @dataclass(frozen=True)
@@ -84,9 +74,21 @@ class TrainConfig:
     block_tiles: int = 4
     #: Training patches closer than this (pixels) to a validation patch are dropped.
     buffer: int | None = None
-    # -- GLCM edges for raw inputs ---------------------------------------------------------------
-    #: "equal_frequency" (from the training VV dB) or "equal_width" (fixed dB range).
+    # -- raw inputs: what they are and how the stack is computed (coalmine.runtime.options) -------
+    #: Sentinel-2 DN offset of raw scenes (None: from the metadata, else guessed from the date).
+    s2_offset: float | None = InputOptions.s2_offset
+    #: Units of the Sentinel-1 values: "auto", "linear" or "db".
+    s1_units: str = InputOptions.s1_units
+    #: Sentinel-2 SCL raster (or "auto") masking clouds of raw scenes; None: no mask.
+    scl: str | None = InputOptions.scl
+    #: Speckle filter ("lee", "none") and Lee window; None: lee, 5.
+    speckle: str | None = PreprocessingOptions.speckle
+    speckle_window: int | None = PreprocessingOptions.speckle_window
+    #: GLCM bin edges: "equal_frequency" (from the training VV dB), "equal_width" (over
+    #: ``db_range``), or a bundle / file of edges (see ``PreprocessingOptions``).
     glcm_edges: str = "equal_frequency"
+    #: dB range of equal-width edges (None: -25 to 5).
+    db_range: tuple[float, float] | None = PreprocessingOptions.db_range
     # -- optimisation --------------------------------------------------------------------------
     epochs: int = 200
     batch_size: int = 8
@@ -118,6 +120,17 @@ class TrainConfig:
         return self.stride or self.tile
 
     @property
+    def inputs(self) -> InputOptions:
+        """What the raw scenes are (checked by InputOptions' rules)."""
+        return InputOptions(s2_offset=self.s2_offset, s1_units=self.s1_units, scl=self.scl)
+
+    @property
+    def preprocessing_options(self) -> PreprocessingOptions:
+        """How the stacks of raw scenes are computed (checked by PreprocessingOptions' rules)."""
+        return PreprocessingOptions(speckle=self.speckle, speckle_window=self.speckle_window,
+                                    glcm_edges=self.glcm_edges, db_range=self.db_range)
+
+    @property
     def effective_buffer(self) -> int:
         return self.tile // 2 if self.buffer is None else self.buffer
 
@@ -131,8 +144,9 @@ class TrainConfig:
         def bad(key: str, want: str) -> ConfigError:
             return ConfigError(f"setting '{key}' = {getattr(self, key)!r} is invalid: {want}")
 
-        if self.tile <= 0 or self.tile % 32:
-            raise bad("tile", "use a positive multiple of 32 (the U-Net needs it), e.g. 128")
+        problem = tile_size_problem(self.tile, ModelSpec().size_multiple)
+        if problem:
+            raise ConfigError(f"setting 'tile' = {self.tile} {problem}")
         if self.stride is not None and self.stride <= 0:
             raise bad("stride", "use a positive number of pixels")
         for k in ("min_mine_fraction", "max_nodata"):
@@ -148,8 +162,10 @@ class TrainConfig:
             raise bad("buffer", "use a number of pixels >= 0")
         if self.max_patches is not None and self.max_patches < 2:
             raise bad("max_patches", "use at least 2 (or leave it out)")
-        if self.glcm_edges not in ("equal_frequency", "equal_width"):
-            raise bad("glcm_edges", "use 'equal_frequency' or 'equal_width'")
+        try:
+            _ = (self.inputs, self.preprocessing_options)  # their rules run when they are made
+        except OptionError as exc:
+            raise ConfigError(f"setting '{exc.name}' = {exc.value!r} {exc.rule}") from None
         for k in ("epochs", "batch_size"):
             if getattr(self, k) < 1:
                 raise bad(k, "use an integer >= 1")
@@ -170,76 +186,57 @@ class TrainConfig:
             raise bad("overlap", f"use pixels >= 0 and below the tile size {self.tile}")
         for s in self.scenes:
             if s.split not in SPLITS:
-                raise ConfigError(f"scene {s.scene}: split {s.split!r} is invalid; use 'train' or 'test'")
+                raise ConfigError(f"scene {s.path}: split {s.split!r} is invalid; use 'train' or 'test'")
+            if s.labels is None:
+                raise ConfigError(f"scene {s.path} has no labels; give each training scene its labels")
         return self
 
 
 _SCALAR_KEYS = {f.name for f in fields(TrainConfig)} - {"scenes"}
-_SCENE_KEYS = {f.name for f in fields(SceneSpec)}
 _PATH_KEYS = {"encoder_weights", "cache_dir"}
 
 
-def _coerce(key: str, value: Any, where: str) -> Any:
-    """Type-check one scalar setting against the dataclass default's type."""
+#: Settings whose default is None but whose values are whole numbers, numbers or strings.
+_OPTIONAL_INTS = {"stride", "buffer", "max_patches", "speckle_window"}
+_OPTIONAL_FLOATS = {"s2_offset"}
+_OPTIONAL_STRS = {"scl", "speckle"}
+
+
+def _coerce(key: str, value: Any, where: Any) -> Any:
+    """Type-check one scalar setting against the dataclass default's type (NaN/inf refused)."""
     default = TrainConfig.__dataclass_fields__[key].default
     if key in _PATH_KEYS:
-        if not isinstance(value, (str, Path)):
-            raise ConfigError(f"{where}: '{key}' must be a path string, got {value!r}")
+        if isinstance(value, Path):
+            return value
+        typed({key: value}, key, str, where)
         return Path(value)
+    if key == "db_range":
+        if (not isinstance(value, (list, tuple)) or len(value) != 2
+                or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value)):
+            raise ConfigError(f"{where}: db_range must be two numbers [LOW, HIGH] in dB, got {value!r}")
+        return (float(value[0]), float(value[1]))
     if key == "threshold":
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
         if value == "tune":
             return value
-        raise ConfigError(f"{where}: 'threshold' must be a number or \"tune\", got {value!r}")
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: '{key}' must be true or false, got {value!r}")
-        return value
-    if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: '{key}' must be a number, got {value!r}")
+            raise ConfigError(f"{where}: threshold must be a number or \"tune\", got {value!r}")
+        kind: type = float
+    elif isinstance(default, bool):
+        kind = bool
+    elif isinstance(default, float) or key in _OPTIONAL_FLOATS:
+        kind = float
+    elif isinstance(default, int) or key in _OPTIONAL_INTS:
+        kind = int
+    elif isinstance(default, str) or key in _OPTIONAL_STRS:
+        kind = str
+    else:
+        return value
+    typed({key: value}, key, kind, where)
+    if kind is float:
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: {key} must be a finite number, got {value!r}")
         return float(value)
-    if isinstance(default, int) or key in ("stride", "buffer", "max_patches"):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: '{key}' must be an integer, got {value!r}")
-        return value
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: '{key}' must be a string, got {value!r}")
-        return value
     return value
-
-
-def _scene_from_table(t: Any, base: Path, where: str) -> SceneSpec:
-    if not isinstance(t, dict):
-        raise ConfigError(f"{where}: each [[scene]] must be a table with 'scene' and 'labels'")
-    unknown = sorted(set(t) - _SCENE_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key '{unknown[0]}' in [[scene]]; allowed keys are {sorted(_SCENE_KEYS)}"
-        )
-    for k in ("scene", "labels"):
-        if k not in t:
-            raise ConfigError(f"{where}: a [[scene]] table lacks '{k}'; give the path of the {k}")
-    for k, v in t.items():
-        if not isinstance(v, str):
-            raise ConfigError(f"{where}: [[scene]] key '{k}' must be a string, got {v!r}")
-
-    def path(k: str) -> Path | None:
-        v = t.get(k)
-        if v is None:
-            return None
-        p = Path(v).expanduser()
-        return p if p.is_absolute() else base / p
-
-    return SceneSpec(
-        scene=path("scene"),  # type: ignore[arg-type]
-        labels=path("labels"),  # type: ignore[arg-type]
-        s1=path("s1"),
-        split=t.get("split", "train"),
-        label_field=t.get("label_field"),
-    )
 
 
 def load_config(path: str | Path) -> TrainConfig:
@@ -249,37 +246,29 @@ def load_config(path: str | Path) -> TrainConfig:
         InputNotFoundError: the file does not exist.
         ConfigError: bad TOML, an unknown key (named), or a value of the wrong type.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise InputNotFoundError(f"config file {p} does not exist; pass the path of a TOML training config")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {p} is not valid TOML: {exc}") from exc
-    return config_from_dict(data, base=p.parent, where=str(p))
+    data, src = read_toml(path, "config file")
+    return config_from_dict(data, base=src.parent, where=src)
 
 
-def config_from_dict(data: dict[str, Any], base: Path = Path("."), where: str = "config") -> TrainConfig:
-    """Build a validated :class:`TrainConfig` from parsed TOML (``scene`` = list of tables).
+def config_from_dict(data: dict[str, Any], base: Path = Path("."), where: Any = "config") -> TrainConfig:
+    """Build a validated :class:`TrainConfig` from parsed TOML (``scenes`` = list of tables).
 
     Raises:
         ConfigError: an unknown key (named) or a bad value.
     """
-    allowed = _SCALAR_KEYS | {"scene"}
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key '{unknown[0]}'; allowed keys are {sorted(allowed)} "
-            "(check the spelling, or put scene paths in [[scene]] tables)"
-        )
-    kwargs: dict[str, Any] = {k: _coerce(k, v, where) for k, v in data.items() if k != "scene"}
-    scenes = data.get("scene", [])
-    if not isinstance(scenes, list):
-        raise ConfigError(f"{where}: 'scene' must be an array of tables ([[scene]])")
-    kwargs["scenes"] = tuple(_scene_from_table(t, base, where) for t in scenes)
-    for k in _PATH_KEYS:
-        if k in kwargs and not kwargs[k].is_absolute():
-            kwargs[k] = base / kwargs[k]
+    data = dict(data)
+    entries = tables(data, "scenes", where, old="scene")
+    data.pop("scenes", None)
+    data.pop("scene", None)
+    refuse_unknown(data, _SCALAR_KEYS | {"scenes"}, where)
+    kwargs: dict[str, Any] = {k: (expand_path(v, base, where, k) if k in _PATH_KEYS else _coerce(k, v, where))
+                              for k, v in data.items()}
+    for k in ("glcm_edges", "scl"):  # a file named in the config is relative to it
+        v = kwargs.get(k)
+        if isinstance(v, str) and v not in (*EDGE_METHODS, "auto"):
+            kwargs[k] = str(expand_path(v, base, where, k))
+    kwargs["scenes"] = scenes_from_tables(entries, base, where, keys=SCENE_KEYS, required=("path", "labels"),
+                                          old_keys={"scene": "path"})
     return TrainConfig(**kwargs).validate()
 
 
@@ -304,7 +293,7 @@ def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
         v = getattr(cfg, f.name)
         if f.name == "scenes":
             out["scenes"] = [
-                {k: (str(x) if isinstance(x, Path) else x) for k, x in vars(s).items()} for s in v
+                {k: (str(x) if isinstance(x, Path) else x) for k, x in vars(s).items() if k != "date"} for s in v
             ]
         elif isinstance(v, Path):
             out[f.name] = str(v)

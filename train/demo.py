@@ -345,7 +345,7 @@ def _train(scenes: list[Any], bundle_dir: Path, s: DemoSettings, progress: bool)
     from .config import SceneSpec, TrainConfig
 
     def spec(sc: Any, split: str = "train") -> SceneSpec:
-        return SceneSpec(scene=sc.s2_dir, labels=sc.label_path, s1=sc.s1_path, split=split)
+        return SceneSpec(path=sc.s2_dir, labels=sc.label_path, s1=sc.s1_path, split=split)
 
     train_scenes = [sc for sc in scenes if sc.year in TRAIN_YEARS] or list(scenes)
     test_scenes = [sc for sc in scenes if sc.year == TEST_YEAR and sc not in train_scenes]

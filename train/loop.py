@@ -94,6 +94,15 @@ def lr_lambda(step: int, warmup_steps: int, total_steps: int) -> float:
 def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, dice_weight: float) -> torch.Tensor:
     """Binary cross-entropy + soft Dice over valid pixels only.
 
+    The Dice term is ``1 - (2·Σpt + 1) / (Σp + Σt + 1)`` over the whole batch. On a batch that
+    holds mine pixels it equals segmentation-models-pytorch's
+    ``DiceLoss("binary", smooth=0.5, ignore_index=255)`` (smp >= 0.4; a test compares them).
+    It is written here because the two differ where it matters for this task: on a batch
+    without any mine pixel smp drops the Dice term (Dice is undefined there), while this one
+    stays ``1 - 1/(Σp + 1)`` and keeps pushing false mines (bare fields, settlements) down; and
+    smp's ``smooth`` changed meaning in 0.4. smp's SoftBCEWithLogitsLoss averages over ignored
+    pixels too, so the BCE term is also written here (mean over valid pixels).
+
     Args:
         logits: (N, 1, H, W) raw scores.
         target: (N, 1, H, W) 0/1 floats.
@@ -251,6 +260,151 @@ def plot_curves(path: Path, history: list[dict[str, float]], best_epoch: int) ->
         plt.close(fig)
 
 
+@dataclass
+class _Session:
+    """The model and its optimiser state for one training run."""
+
+    device: torch.device
+    amp: bool
+    model: Any
+    opt: Any
+    sched: Any
+    scaler: Any
+    steps_per_epoch: int
+
+
+def _start_session(spec: ModelSpec, cfg: TrainConfig, n_train: int) -> _Session:
+    """Seeded model (channels-last on CUDA), AdamW, warm-up + cosine schedule, AMP scaler."""
+    device = resolve_device(cfg.device)
+    cuda = device.type == "cuda"
+    amp = bool(cfg.amp and cuda)
+    if not cuda:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(cfg.seed)
+    model = build_model(spec, cfg.encoder_weights).to(device)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    warm = steps_per_epoch * cfg.warmup_epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, warm, total))
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    return _Session(device, amp, model, opt, sched, scaler, steps_per_epoch)
+
+
+@dataclass
+class _Progress:
+    """What a checkpoint carries besides the weights: history, best epoch, time spent."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"kappa": -2.0, "epoch": 0, "state": None, "hist": None, "bad": 0})
+    start_epoch: int = 1
+    seconds: float = 0.0
+
+
+def _resume(run: _Session, ckpt_path: Path, run_key: str, cfg: TrainConfig) -> _Progress:
+    """Load the checkpoint into ``run`` and return where training stood.
+
+    Raises:
+        UsageError: no checkpoint, or one of other data or settings.
+    """
+    if not ckpt_path.is_file():
+        raise UsageError(f"--resume: no checkpoint {ckpt_path} to resume from; run without --resume")
+    ck = torch.load(ckpt_path, map_location=run.device, weights_only=False)
+    if ck.get("run_key") != run_key:
+        raise UsageError(
+            f"--resume: checkpoint {ckpt_path} belongs to other data or settings; "
+            "resume with the same inputs and options, or run without --resume"
+        )
+    run.model.load_state_dict(ck["model"])
+    run.opt.load_state_dict(ck["optimizer"])
+    run.sched.load_state_dict(ck["scheduler"])
+    run.scaler.load_state_dict(ck["scaler"])
+    log.info("resuming after epoch %d of %d", ck["epoch"], cfg.epochs)
+    return _Progress(ck["history"], ck["best"], ck["epoch"] + 1, ck.get("seconds", 0.0))
+
+
+def _train_epoch(run: _Session, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, norm: Normalization,
+                 cfg: TrainConfig, epoch: int) -> float:
+    """One pass over the training patches in a seeded shuffled order; returns the summed loss."""
+    rng = np.random.default_rng([cfg.seed, epoch])
+    order = rng.permutation(np.asarray(train_idx))
+    run.model.train()
+    loss_sum = 0.0
+    # Equal-sized batches (sizes differ by at most one): never a lone sample, which
+    # BatchNorm cannot train on at a 1x1 bottleneck.
+    for b in np.array_split(order, run.steps_per_epoch):
+        srt = np.sort(b)  # memmap reads in file order, then back to the shuffled order
+        inv = np.argsort(np.argsort(b))
+        xb, yb = np.asarray(x[srt])[inv], np.asarray(y[srt])[inv]
+        xb, yb = augment(xb, yb, rng)
+        xt, tt, vt = _batch_tensors(xb, yb, norm, run.device, run.device.type == "cuda")
+        run.opt.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=run.device.type, dtype=torch.float16, enabled=run.amp):
+            lg = run.model(xt)
+        loss = bce_dice_loss(lg, tt, vt, cfg.dice_weight)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.opt)
+        run.scaler.update()
+        run.sched.step()
+        loss_sum += float(loss.detach()) * len(b)
+    return loss_sum
+
+
+def _record_epoch(run: _Session, prog: _Progress, epoch: int, train_loss: float, val_loss: float,
+                  hist: np.ndarray, seconds: float, patience: int) -> tuple[dict[str, float], bool]:
+    """Append the epoch's row to the history and keep the weights of the best validation kappa.
+
+    Returns:
+        (the row, whether early stopping triggers: ``patience`` epochs without a better kappa).
+    """
+    rep = accuracy_report(hist_confusion(hist, 0.5))
+    kappa = rep["kappa"] if rep["kappa"] is not None else 0.0
+    row = {
+        "epoch": epoch,
+        "lr": float(run.opt.param_groups[0]["lr"]),
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "val_kappa": float(kappa),
+        "val_oa": float(rep["overall_accuracy"] or 0.0),
+        "val_iou_mine": float(rep["iou_mine"] or 0.0),
+        "seconds": seconds,
+    }
+    prog.history.append(row)
+    best = prog.best
+    if kappa > best["kappa"] + 1e-9:
+        best.update(
+            kappa=float(kappa),
+            epoch=epoch,
+            state={k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()},
+            hist=hist,
+            bad=0,
+        )
+    else:
+        best["bad"] += 1
+    stop = bool(patience and best["bad"] >= patience)
+    if stop:
+        best["stopped"] = True
+    return row, stop
+
+
+def _checkpoint(run: _Session, prog: _Progress, run_key: str, epoch: int, seconds: float) -> dict[str, Any]:
+    return {
+        "run_key": run_key,
+        "epoch": epoch,
+        "model": run.model.state_dict(),
+        "optimizer": run.opt.state_dict(),
+        "scheduler": run.sched.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "history": prog.history,
+        "best": prog.best,
+        "seconds": seconds,
+    }
+
+
 def fit(
     x: np.ndarray,
     y: np.ndarray,
@@ -296,127 +450,32 @@ def fit(
             f"and {len(val_idx)}; add labelled area or lower tile / block_tiles"
         )
     spec = spec or ModelSpec(in_channels=x.shape[1])
-    device = resolve_device(cfg.device)
-    cuda = device.type == "cuda"
-    amp = bool(cfg.amp and cuda)
     det_before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
-    if not cuda:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    else:
-        torch.backends.cudnn.benchmark = True
-    torch.manual_seed(cfg.seed)
-    model = build_model(spec, cfg.encoder_weights).to(device)
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    warm = steps_per_epoch * cfg.warmup_epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, warm, total))
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-
+    run = _start_session(spec, cfg, len(train_idx))
     work_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = work_dir / CHECKPOINT
-    history: list[dict[str, float]] = []
-    best = {"kappa": -2.0, "epoch": 0, "state": None, "hist": None, "bad": 0}
-    start_epoch = 1
-    spent = 0.0
-    if resume:
-        if not ckpt_path.is_file():
-            raise UsageError(f"--resume: no checkpoint {ckpt_path} to resume from; run without --resume")
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ck.get("run_key") != run_key:
-            raise UsageError(
-                f"--resume: checkpoint {ckpt_path} belongs to other data or settings; "
-                "resume with the same inputs and options, or run without --resume"
-            )
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        scaler.load_state_dict(ck["scaler"])
-        history = ck["history"]
-        best = ck["best"]
-        start_epoch = ck["epoch"] + 1
-        spent = ck.get("seconds", 0.0)
-        log.info("resuming after epoch %d of %d", ck["epoch"], cfg.epochs)
+    prog = _resume(run, ckpt_path, run_key, cfg) if resume else _Progress()
 
-    n_train = len(train_idx)
-    stopped_early = bool(best.get("stopped", False))
-    bar = tqdm(total=cfg.epochs, initial=start_epoch - 1, desc="epochs", unit="epoch", disable=not progress)
+    stopped_early = bool(prog.best.get("stopped", False))
+    bar = tqdm(total=cfg.epochs, initial=prog.start_epoch - 1, desc="epochs", unit="epoch", disable=not progress)
     tiles_done = 0
     t_run = time.perf_counter()
-    epoch = start_epoch - 1
     try:
-        for epoch in range(start_epoch, cfg.epochs + 1):
+        for epoch in range(prog.start_epoch, cfg.epochs + 1):
             if stopped_early:
                 break
             t0 = time.perf_counter()
-            rng = np.random.default_rng([cfg.seed, epoch])
-            order = rng.permutation(np.asarray(train_idx))
-            model.train()
-            loss_sum = 0.0
-            # Equal-sized batches (sizes differ by at most one): never a lone sample, which
-            # BatchNorm cannot train on at a 1x1 bottleneck.
-            for b in np.array_split(order, steps_per_epoch):
-                srt = np.sort(b)  # memmap reads in file order, then back to the shuffled order
-                inv = np.argsort(np.argsort(b))
-                xb, yb = np.asarray(x[srt])[inv], np.asarray(y[srt])[inv]
-                xb, yb = augment(xb, yb, rng)
-                xt, tt, vt = _batch_tensors(xb, yb, norm, device, cuda)
-                opt.zero_grad(set_to_none=True)
-                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-                    lg = model(xt)
-                loss = bce_dice_loss(lg, tt, vt, cfg.dice_weight)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
-                loss_sum += float(loss.detach()) * len(b)
-                tiles_done += len(b)
-            val_loss, hist = validate(model, x, y, np.asarray(val_idx), norm, device, cfg, amp)
-            rep = accuracy_report(hist_confusion(hist, 0.5))
-            kappa = rep["kappa"] if rep["kappa"] is not None else 0.0
-            row = {
-                "epoch": epoch,
-                "lr": float(opt.param_groups[0]["lr"]),
-                "train_loss": loss_sum / n_train,
-                "val_loss": val_loss,
-                "val_kappa": float(kappa),
-                "val_oa": float(rep["overall_accuracy"] or 0.0),
-                "val_iou_mine": float(rep["iou_mine"] or 0.0),
-                "seconds": time.perf_counter() - t0,
-            }
-            history.append(row)
-            if kappa > best["kappa"] + 1e-9:
-                best.update(
-                    kappa=float(kappa),
-                    epoch=epoch,
-                    state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                    hist=hist,
-                    bad=0,
-                )
-            else:
-                best["bad"] += 1
-            if cfg.patience and best["bad"] >= cfg.patience:
-                stopped_early = True
-                best["stopped"] = True
-            _save_checkpoint(
-                ckpt_path,
-                {
-                    "run_key": run_key,
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "history": history,
-                    "best": best,
-                    "seconds": spent + time.perf_counter() - t_run,
-                },
-            )
-            write_log_csv(work_dir / "log.csv", history)
+            loss_sum = _train_epoch(run, x, y, train_idx, norm, cfg, epoch)
+            tiles_done += len(train_idx)
+            val_loss, hist = validate(run.model, x, y, np.asarray(val_idx), norm, run.device, cfg, run.amp)
+            row, stopped_early = _record_epoch(run, prog, epoch, loss_sum / len(train_idx), val_loss, hist,
+                                               time.perf_counter() - t0, cfg.patience)
+            _save_checkpoint(ckpt_path, _checkpoint(run, prog, run_key, epoch,
+                                                    prog.seconds + time.perf_counter() - t_run))
+            write_log_csv(work_dir / "log.csv", prog.history)
             bar.update(1)
-            bar.set_postfix(loss=f"{row['train_loss']:.3f}", kappa=f"{kappa:.3f}", best=f"{best['kappa']:.3f}")
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", kappa=f"{row['val_kappa']:.3f}",
+                            best=f"{prog.best['kappa']:.3f}")
             if on_epoch_end is not None:
                 on_epoch_end(epoch, row)
             if stopped_early:
@@ -427,15 +486,15 @@ def fit(
         torch.use_deterministic_algorithms(det_before[0], warn_only=det_before[1])
     run_s = time.perf_counter() - t_run
     return FitResult(
-        state_dict=best["state"],
-        history=history,
-        best_epoch=int(best["epoch"]),
-        best_kappa=float(best["kappa"]),
-        val_hist=best["hist"],
-        epochs_run=len(history),
+        state_dict=prog.best["state"],
+        history=prog.history,
+        best_epoch=int(prog.best["epoch"]),
+        best_kappa=float(prog.best["kappa"]),
+        val_hist=prog.best["hist"],
+        epochs_run=len(prog.history),
         stopped_early=stopped_early,
-        device=str(device),
-        amp=amp,
-        train_seconds=spent + run_s,
+        device=str(run.device),
+        amp=run.amp,
+        train_seconds=prog.seconds + run_s,
         tiles_per_second=tiles_done / run_s if run_s > 0 and tiles_done else 0.0,
     )

@@ -9,7 +9,7 @@ first convolution adapted from 3 to ``in_channels`` bands.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,14 @@ from coalmine.runtime.errors import BundleError, InputError
 
 def _smp() -> Any:
     return optional_import("segmentation_models_pytorch", purpose="building the U-Net")
+
+
+def model_spec(in_channels: int) -> ModelSpec:
+    """The spec of a new model with ``in_channels`` inputs, its input-size divisor (tile rule)
+    taken from the encoder's output stride, so the bundle records what the network needs."""
+    spec = ModelSpec(in_channels=in_channels)
+    encoder = _smp().encoders.get_encoder(spec.encoder, in_channels=in_channels, weights=None)
+    return replace(spec, size_multiple=int(encoder.output_stride))
 
 
 def build_model(spec: ModelSpec | None = None, encoder_weights: str | Path | None = None) -> Any:

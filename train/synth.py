@@ -445,104 +445,22 @@ def make_scene(
 
     cls, moisture = _landscape(seed, H, W)
     cls, terrace = _paint_mines(cls, plans, year, margin, margin)
-    rng = np.random.default_rng([seed, year, 2])
+    rng = np.random.default_rng([seed, year, 2])  # drawn from in this order: S2, then S1
 
-    # --- Sentinel-2 reflectance on the 10 m grid (central crop of the extended grid)
     sl = (slice(margin, margin + size), slice(margin, margin + size))
     c = cls[sl]
-    tone = 1.0 + 0.07 * _smooth(rng, (size, size), 12)
-    refl = _SPECTRA[c].transpose(2, 0, 1) * tone[None]
-    refl[:, c == _C["farm_bare"]] *= (1.0 - 0.12 * moisture[sl][c == _C["farm_bare"]])[None]
-    refl += rng.normal(0.0, 0.004, size=refl.shape).astype(np.float32)
-    cloud_share = 0.0
-    if cloud_cover > 0:
-        cf = _smooth(rng, (size, size), 7)
-        thr = np.quantile(cf, 1.0 - cloud_cover)
-        alpha = np.clip((cf - thr) / 0.6 + 0.15, 0.0, 1.0) * (cf > thr - 0.09)
-        alpha = alpha.astype(np.float32)
-        shadow = np.roll(alpha, (9, -12), axis=(0, 1)) * 0.55
-        refl *= (1.0 - shadow)[None]
-        refl = refl * (1.0 - alpha)[None] + _CLOUD[:, None, None] * alpha[None]
-        cloud_share = float((alpha > 0.05).mean())
-    refl = np.clip(refl, 0.0005, 1.5)
-    baseline = processing_baseline(year)
-    offset = -1000 if float(baseline) >= 4.0 else 0
-    dn10 = np.rint(refl * 10000.0 - offset).clip(1, 65535).astype(np.uint16)
-    nodata = np.zeros((size, size), dtype=bool)
+    refl, clouds = _s2_reflectance(rng, c, moisture[sl], cloud_cover)
     if nodata_corner is None:
         nodata_corner = year % 3 == 0
-    if nodata_corner:
-        rr, cc = np.mgrid[0:size, 0:size]
-        nodata = rr + cc < size // 3
-    dn10[:, nodata] = 0
-    # 20 m bands: 2x2 means of reflectance, nodata if any of the four is nodata
-    r20 = refl.reshape(9, size // 2, 2, size // 2, 2).mean(axis=(2, 4))
-    nd20 = nodata.reshape(size // 2, 2, size // 2, 2).any(axis=(1, 3))
-    dn20 = np.rint(r20 * 10000.0 - offset).clip(1, 65535).astype(np.uint16)
-    dn20[:, nd20] = 0
-    t20 = from_origin(x0, y0, 20.0, 20.0)
-    date = f"{year}-07-15"
-    stamp = f"{year}0715T022551"
-    tags = {"PROCESSING_BASELINE": baseline, "BOA_ADD_OFFSET": str(offset),
-            "BOA_QUANTIFICATION_VALUE": "10000", "PRODUCT_TYPE": "S2MSI2A", "DATE": date}
-    band_paths: dict[str, Path] = {}
-    for i, b in enumerate(_S2_ALL):
-        is10 = b in _S2_10M
-        p = s2_dir / f"T50MLA_{stamp}_{b}_{'10m' if is10 else '20m'}.tif"
-        _write(p, dn10[i] if is10 else dn20[i], crs, transform if is10 else t20, 0, tags, b)
-        band_paths[b] = p
-    (s2_dir / "MTD_MSIL2A.xml").write_text(_mtd_xml(date, baseline, offset), encoding="utf-8")
-
-    # SCL at 20 m: 0 nodata, 3 cloud shadow, 4 vegetation, 5 not vegetated, 6 water, 8/9 cloud
-    scl_cls = c[::2, ::2]
-    veg = np.isin(scl_cls, [_C["forest"], _C["plantation"], _C["shrub"], _C["farm_crop"]])
-    scl = np.where(veg, 4, 5).astype(np.uint8)
-    scl[np.isin(scl_cls, [_C["water"], _C["tailing_pond"]])] = 6
-    if cloud_cover > 0:
-        a20 = alpha[::2, ::2]
-        scl[shadow[::2, ::2] > 0.2] = 3
-        scl[a20 > 0.05] = 8
-        scl[a20 > 0.5] = 9
-    scl[nd20] = 0
-    scl_path = s2_dir / f"T50MLA_{stamp}_SCL_20m.tif"
-    _write(scl_path, scl, crs, t20, 0, tags, "SCL")
-
-    # --- Sentinel-1 sigma0 (speckle-free) on the extended 10 m grid, in linear power
-    mu, sd = _VV_DB[cls, 0], _VV_DB[cls, 1]
-    vv_db = mu + sd * _smooth(rng, (H, W), 30)
-    vv_db += np.where(cls == _C["farm_bare"], 2.5 * moisture, 0.0).astype(np.float32)
-    vv_db += np.where(cls == _C["benches"], 5.0 * terrace, 0.0).astype(np.float32)
-    pl = cls == _C["plantation"]
-    rows_pattern = (np.add.outer(np.arange(H), np.arange(W)) % 9 < 3).astype(np.float32)
-    vv_db[pl] += 1.5 * rows_pattern[pl]
-    st = cls == _C["settlement"]
-    vv_db[st] += rng.exponential(3.0, size=int(st.sum())).astype(np.float32)
-    truth_lin = np.power(10.0, vv_db / 10.0).astype(np.float32)
-
-    # --- onto the S1 grid, then gamma speckle (multiplicative, mean 1, ENL looks)
-    s1_crs = CRS.from_user_input(s1_crs)
-    left, bottom, right, top = array_bounds(H, W, ext_transform)
-    inset = 6 * 10.0  # the S1 raster lies inside the extended grid (no empty edge) but covers S2
-    left, bottom, right, top = left + inset, bottom + inset, right - inset, top - inset
-    if s1_crs == crs:
-        s1_t = from_origin(left + s1_shift[0], top + s1_shift[1], s1_res, s1_res)
-        s1_w = int((right - left - s1_shift[0]) // s1_res)
-        s1_h = int((top - bottom + s1_shift[1]) // s1_res)
-    else:
-        res = s1_res if not s1_crs.is_geographic else s1_res / 111320.0
-        s1_t, s1_w, s1_h = calculate_default_transform(crs, s1_crs, W, H, left, bottom, right, top,
-                                                       resolution=res)
-    s1 = np.full((s1_h, s1_w), np.nan, dtype=np.float32)
-    reproject(truth_lin, s1, src_transform=ext_transform, src_crs=crs, dst_transform=s1_t,
-              dst_crs=s1_crs, src_nodata=None, dst_nodata=np.nan, resampling=Resampling.bilinear)
-    s1 *= rng.gamma(ENL, 1.0 / ENL, size=s1.shape).astype(np.float32)
-    s1_path = out / f"{prefix}_S1_VV_sigma0_linear.tif"
-    _write(s1_path, s1, s1_crs, s1_t, float("nan"),
-           {"UNITS": "linear", "POLARISATION": "VV", "DATE": date}, "VV")
+    s2 = _write_s2(s2_dir, refl, year, origin, crs, nodata_corner)
+    scl_path = _write_scl(s2, c, clouds, crs)
+    truth_lin = _vv_truth_linear(rng, cls, moisture, terrace)
+    s1_path, s1_crs, s1_t = _write_s1(out / f"{prefix}_S1_VV_sigma0_linear.tif", rng, truth_lin, ext_transform,
+                                      crs, CRS.from_user_input(s1_crs), s1_res, s1_shift, s2.date)
 
     # --- label on the S2 grid
     label = np.isin(c, MINE_CLASSES).astype(np.uint8)
-    label[nodata] = 255
+    label[s2.nodata] = 255
     label_path = out / f"{prefix}_label.tif"
     _write(label_path, label, crs, transform, 255, {"CLASSES": "0=background,1=mine"}, "mine")
 
@@ -559,12 +477,155 @@ def make_scene(
         s1_crs=s1_crs,
         s1_transform=s1_t,
         mine_pixels=int((label == 1).sum()),
-        boa_add_offset=offset,
-        processing_baseline=baseline,
-        date=date,
-        cloud_share=cloud_share,
-        band_paths=band_paths,
+        boa_add_offset=s2.offset,
+        processing_baseline=s2.baseline,
+        date=s2.date,
+        cloud_share=clouds.share,
+        band_paths=s2.band_paths,
     )
+
+
+@dataclass
+class _Clouds:
+    """Cloud opacity and shadow (None without clouds) and the share of cloudy pixels."""
+
+    alpha: np.ndarray | None = None
+    shadow: np.ndarray | None = None
+    share: float = 0.0
+
+
+def _s2_reflectance(rng: np.random.Generator, c: np.ndarray, moisture: np.ndarray,
+                    cloud_cover: float) -> tuple[np.ndarray, _Clouds]:
+    """BOA reflectance (9, size, size) of the classes ``c``: spectra, tone, noise, clouds and shadows."""
+    size = c.shape[0]
+    tone = 1.0 + 0.07 * _smooth(rng, (size, size), 12)
+    refl = _SPECTRA[c].transpose(2, 0, 1) * tone[None]
+    refl[:, c == _C["farm_bare"]] *= (1.0 - 0.12 * moisture[c == _C["farm_bare"]])[None]
+    refl += rng.normal(0.0, 0.004, size=refl.shape).astype(np.float32)
+    clouds = _Clouds()
+    if cloud_cover > 0:
+        cf = _smooth(rng, (size, size), 7)
+        thr = np.quantile(cf, 1.0 - cloud_cover)
+        alpha = np.clip((cf - thr) / 0.6 + 0.15, 0.0, 1.0) * (cf > thr - 0.09)
+        alpha = alpha.astype(np.float32)
+        shadow = np.roll(alpha, (9, -12), axis=(0, 1)) * 0.55
+        refl *= (1.0 - shadow)[None]
+        refl = refl * (1.0 - alpha)[None] + _CLOUD[:, None, None] * alpha[None]
+        clouds = _Clouds(alpha, shadow, float((alpha > 0.05).mean()))
+    return np.clip(refl, 0.0005, 1.5), clouds
+
+
+@dataclass
+class _S2Product:
+    """What :func:`_write_s2` wrote and the facts later steps need."""
+
+    folder: Path
+    band_paths: dict[str, Path]
+    nodata: np.ndarray
+    nodata20: np.ndarray
+    transform20: Affine
+    tags: dict[str, str]
+    stamp: str
+    date: str
+    baseline: str
+    offset: int
+
+
+def _write_s2(s2_dir: Path, refl: np.ndarray, year: int, origin: tuple[float, float], crs: CRS,
+              nodata_corner: bool) -> _S2Product:
+    """Write the L2A band files (10 m bands, 20 m bands as 2x2 means) and MTD_MSIL2A.xml.
+
+    DN = reflectance * 10000 - BOA_ADD_OFFSET (-1000 from processing baseline 04.00); DN 0 is
+    nodata (the orbit-edge corner, and a 20 m pixel when any of its four 10 m pixels is).
+    """
+    size = refl.shape[1]
+    x0, y0 = origin
+    baseline = processing_baseline(year)
+    offset = -1000 if float(baseline) >= 4.0 else 0
+    dn10 = np.rint(refl * 10000.0 - offset).clip(1, 65535).astype(np.uint16)
+    nodata = np.zeros((size, size), dtype=bool)
+    if nodata_corner:
+        rr, cc = np.mgrid[0:size, 0:size]
+        nodata = rr + cc < size // 3
+    dn10[:, nodata] = 0
+    r20 = refl.reshape(9, size // 2, 2, size // 2, 2).mean(axis=(2, 4))
+    nd20 = nodata.reshape(size // 2, 2, size // 2, 2).any(axis=(1, 3))
+    dn20 = np.rint(r20 * 10000.0 - offset).clip(1, 65535).astype(np.uint16)
+    dn20[:, nd20] = 0
+    transform = from_origin(x0, y0, 10.0, 10.0)
+    t20 = from_origin(x0, y0, 20.0, 20.0)
+    date = f"{year}-07-15"
+    stamp = f"{year}0715T022551"
+    tags = {"PROCESSING_BASELINE": baseline, "BOA_ADD_OFFSET": str(offset),
+            "BOA_QUANTIFICATION_VALUE": "10000", "PRODUCT_TYPE": "S2MSI2A", "DATE": date}
+    band_paths: dict[str, Path] = {}
+    for i, b in enumerate(_S2_ALL):
+        is10 = b in _S2_10M
+        p = s2_dir / f"T50MLA_{stamp}_{b}_{'10m' if is10 else '20m'}.tif"
+        _write(p, dn10[i] if is10 else dn20[i], crs, transform if is10 else t20, 0, tags, b)
+        band_paths[b] = p
+    (s2_dir / "MTD_MSIL2A.xml").write_text(_mtd_xml(date, baseline, offset), encoding="utf-8")
+    return _S2Product(s2_dir, band_paths, nodata, nd20, t20, tags, stamp, date, baseline, offset)
+
+
+def _write_scl(s2: _S2Product, c: np.ndarray, clouds: _Clouds, crs: CRS) -> Path:
+    """The 20 m scene classification: 0 nodata, 3 cloud shadow, 4 vegetation, 5 not vegetated,
+    6 water, 8/9 cloud (medium/high probability)."""
+    scl_cls = c[::2, ::2]
+    veg = np.isin(scl_cls, [_C["forest"], _C["plantation"], _C["shrub"], _C["farm_crop"]])
+    scl = np.where(veg, 4, 5).astype(np.uint8)
+    scl[np.isin(scl_cls, [_C["water"], _C["tailing_pond"]])] = 6
+    if clouds.alpha is not None and clouds.shadow is not None:
+        a20 = clouds.alpha[::2, ::2]
+        scl[clouds.shadow[::2, ::2] > 0.2] = 3
+        scl[a20 > 0.05] = 8
+        scl[a20 > 0.5] = 9
+    scl[s2.nodata20] = 0
+    path = s2.folder / f"T50MLA_{s2.stamp}_SCL_20m.tif"
+    _write(path, scl, crs, s2.transform20, 0, s2.tags, "SCL")
+    return path
+
+
+def _vv_truth_linear(rng: np.random.Generator, cls: np.ndarray, moisture: np.ndarray,
+                     terrace: np.ndarray) -> np.ndarray:
+    """Speckle-free VV sigma0 (linear power) of the classes on the extended 10 m grid: class
+    means and texture, soil moisture on bare fields, bench terraces, plantation rows, bright
+    settlement scatterers."""
+    H, W = cls.shape
+    mu, sd = _VV_DB[cls, 0], _VV_DB[cls, 1]
+    vv_db = mu + sd * _smooth(rng, (H, W), 30)
+    vv_db += np.where(cls == _C["farm_bare"], 2.5 * moisture, 0.0).astype(np.float32)
+    vv_db += np.where(cls == _C["benches"], 5.0 * terrace, 0.0).astype(np.float32)
+    pl = cls == _C["plantation"]
+    rows_pattern = (np.add.outer(np.arange(H), np.arange(W)) % 9 < 3).astype(np.float32)
+    vv_db[pl] += 1.5 * rows_pattern[pl]
+    st = cls == _C["settlement"]
+    vv_db[st] += rng.exponential(3.0, size=int(st.sum())).astype(np.float32)
+    return np.power(10.0, vv_db / 10.0).astype(np.float32)
+
+
+def _write_s1(path: Path, rng: np.random.Generator, truth_lin: np.ndarray, ext_transform: Affine, crs: CRS,
+              s1_crs: CRS, s1_res: float, s1_shift: tuple[float, float], date: str) -> tuple[Path, CRS, Affine]:
+    """Warp the VV truth onto the Sentinel-1 grid (bilinear), add gamma speckle (mean 1, ENL
+    looks) and write it; returns (path, S1 CRS, S1 transform)."""
+    H, W = truth_lin.shape
+    left, bottom, right, top = array_bounds(H, W, ext_transform)
+    inset = 6 * 10.0  # the S1 raster lies inside the extended grid (no empty edge) but covers S2
+    left, bottom, right, top = left + inset, bottom + inset, right - inset, top - inset
+    if s1_crs == crs:
+        s1_t = from_origin(left + s1_shift[0], top + s1_shift[1], s1_res, s1_res)
+        s1_w = int((right - left - s1_shift[0]) // s1_res)
+        s1_h = int((top - bottom + s1_shift[1]) // s1_res)
+    else:
+        res = s1_res if not s1_crs.is_geographic else s1_res / 111320.0
+        s1_t, s1_w, s1_h = calculate_default_transform(crs, s1_crs, W, H, left, bottom, right, top,
+                                                       resolution=res)
+    s1 = np.full((s1_h, s1_w), np.nan, dtype=np.float32)
+    reproject(truth_lin, s1, src_transform=ext_transform, src_crs=crs, dst_transform=s1_t,
+              dst_crs=s1_crs, src_nodata=None, dst_nodata=np.nan, resampling=Resampling.bilinear)
+    s1 *= rng.gamma(ENL, 1.0 / ENL, size=s1.shape).astype(np.float32)
+    _write(path, s1, s1_crs, s1_t, float("nan"), {"UNITS": "linear", "POLARISATION": "VV", "DATE": date}, "VV")
+    return path, s1_crs, s1_t
 
 
 def make_series(

@@ -29,10 +29,12 @@ import numpy as np
 
 from ..bundle import Bundle
 from ..errors import BackendError, CoalmineError, UsageError
+from ..options import BACKENDS, PRECISIONS
 
 log = logging.getLogger("coalmine.runtime.backends")
 
-KINDS: tuple[str, ...] = ("auto", "tensorrt", "cuda", "cpu")
+#: Backend names: the one list is RunOptions' (``coalmine.runtime.options``).
+KINDS: tuple[str, ...] = BACKENDS
 
 
 class Backend(ABC):
@@ -73,8 +75,6 @@ def onnx_session(path: Any, providers: list[Any], threads: int | None = None) ->
     return _impl(path, providers, threads=threads)
 
 
-#: ``--precision`` choices; each names the bundle's ONNX file that ONNX Runtime backends run.
-PRECISIONS = ("auto", "fp32", "fp16", "int8")
 _MODEL_KEYS = {"fp32": "onnx", "fp16": "onnx_fp16", "int8": "onnx_int8"}
 
 

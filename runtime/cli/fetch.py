@@ -54,6 +54,9 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
               help="Download folder (s2/<item>/, s1/<item>_VV.tif, fetch.sqlite).")
 @click.option("--catalog", default=DEFAULT_CATALOG, metavar="NAME|URL",
               help="earth-search, planetary-computer, or the URL of any STAC API.")
+@click.option("--s1-catalog", default=None, metavar="NAME|URL",
+              help="Sentinel-1 from another catalogue (e.g. --catalog earth-search --s1-catalog "
+                   "planetary-computer).  [default: --catalog]")
 @click.option("--max-cloud", type=float, default=defaults.DEFAULT_MAX_CLOUD,
               help="Skip items whose eo:cloud_cover (percent of the tile) is above this.")
 @click.option("--s1", type=click.Choice(list(S1_CHOICES)), default=defaults.DEFAULT_S1,
@@ -76,7 +79,8 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 @quiet_opt
 @verbose_opt
 @handle_errors(PROG)
-def main(aoi: Path, start: dt.datetime, end: dt.datetime | None, out: Path, catalog: str, max_cloud: float,
+def main(aoi: Path, start: dt.datetime, end: dt.datetime | None, out: Path, catalog: str,
+         s1_catalog: str | None, max_cloud: float,
          s1: str, s1_max_days: int, halo: int, aoi_name_field: str | None, assets: tuple[str, ...],
          collections: tuple[str, ...], token_env: str | None, retries: int, timeout: float, dry_run: bool,
          quiet: bool, verbose: int) -> None:
@@ -91,12 +95,14 @@ def main(aoi: Path, start: dt.datetime, end: dt.datetime | None, out: Path, cata
     setup_logging(verbose, quiet)
     from ..fetch import FetchOptions, FetchRequest, fetch, resolve_catalogue
 
-    cat = resolve_catalogue(catalog, collections=_pairs(collections, "--collection"),
-                            assets=_pairs(assets, "--asset"), token_env=token_env)
+    cols, keys = _pairs(collections, "--collection"), _pairs(assets, "--asset")
+    cat = resolve_catalogue(catalog, collections=cols, assets=keys, token_env=token_env)
+    s1_cat = None if s1_catalog is None else resolve_catalogue(s1_catalog, collections=cols, assets=keys,
+                                                               option="--s1-catalog")
     req = FetchRequest(
         aois=aoi, out=out, start=start.date(), end=(end or dt.datetime.now()).date(), catalogue=cat,
         max_cloud=max_cloud, s1=s1, s1_max_days=s1_max_days, halo=halo, aoi_name_field=aoi_name_field,
-        options=FetchOptions(retries=retries, timeout=timeout),
+        options=FetchOptions(retries=retries, timeout=timeout), s1_catalogue=s1_cat,
     )
     summary = fetch(req, dry_run=dry_run, progress=not quiet)
     if dry_run:

@@ -9,7 +9,10 @@ code  meaning
 0     every configured scene is processed (or unchanged); reports are fresh
 1     a data problem: at least one scene failed (the others are done and the
       reports written), or the bundle/AOIs/scenes cannot be read
-2     a usage problem: bad configuration (unknown key, missing file, bad value)
+2     a usage problem: bad configuration (unknown key, missing file, bad value,
+      a credential the [source] catalogue needs not set)
+69    the [source] catalogue could not be reached: nothing new was fetched, the
+      scenes already there are processed and the reports written
 75    another coal-monitor run holds the output folder's lock; nothing done
       (EX_TEMPFAIL: the next timer run will simply try again)
 130   interrupted (Ctrl-C); the next run resumes
@@ -54,8 +57,10 @@ def main(config: str, retry_failed: bool, dry_run: bool, scheduler: str | None, 
 
     Processes only scenes that are new or changed since the last run (the SQLite ledger in
     the output folder remembers), composes one mask per year, writes change maps between
-    consecutive years and regenerates the CSV/PNG/HTML reports. Exit codes: 0 ok, 1 a scene
-    or input failed, 2 bad configuration, 75 another run holds the lock.
+    consecutive years and regenerates the CSV/PNG/HTML reports. With a [source] table it first
+    fetches the new acquisitions over the AOIs from a STAC catalogue. Exit codes: 0 ok, 1 a scene
+    or input failed, 2 bad configuration, 69 the catalogue could not be reached (what was there is
+    mapped), 75 another run holds the lock.
     """
     setup_logging(verbose, quiet)
     quiet_runner_logs(verbose)
@@ -67,7 +72,12 @@ def main(config: str, retry_failed: bool, dry_run: bool, scheduler: str | None, 
         summary = run_monitor(cfg, retry_failed=retry_failed, dry_run=dry_run, executor=executor)
     if dry_run:
         todo = sum(v for k, v in summary.reasons.items() if k not in ("unchanged", "failed earlier"))
-        click.echo(f"{PROG}: dry run: {todo} scene(s) to process, {summary.unchanged} unchanged", err=True)
+        fetch = ""
+        if summary.fetch is not None:
+            n = sum(p.action == "fetch" for p in summary.fetch.planned)
+            fetch = summary.fetch.unreachable or f"{n} acquisition(s) to fetch"
+            fetch += "; then "
+        click.echo(f"{PROG}: dry run: {fetch}{todo} scene(s) to process, {summary.unchanged} unchanged", err=True)
         sys.exit(0)
     for scene, err in summary.failures:
         click.echo(f"{PROG}: failed: {scene}: {err}", err=True)

@@ -30,6 +30,60 @@ quiet_opt = click.option(
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
 
 
+def _input_option_list() -> list[Callable[[F], F]]:
+    from ..options import S1_UNITS, InputOptions
+
+    d = InputOptions()
+    return [
+        click.option("--s2-offset", type=float, default=d.s2_offset,
+                     help="Sentinel-2 DN offset (BOA_ADD_OFFSET, e.g. -1000) of raw input; default: from "
+                          "the product metadata, else guessed from the date with a warning."),
+        click.option("--s1-units", type=click.Choice(S1_UNITS), default=d.s1_units,
+                     help="Units of the Sentinel-1 values of raw input."),
+        click.option("--scl", type=str, default=d.scl,
+                     help="Sentinel-2 SCL raster masking cloud, shadow, cirrus and no-data pixels of raw "
+                          "input ('auto': the SCL file beside the Sentinel-2 bands)."),
+    ]
+
+
+def _preprocessing_option_list() -> list[Callable[[F], F]]:
+    from ..options import EDGE_METHODS, SPECKLE_FILTERS
+
+    return [
+        click.option("--speckle", type=click.Choice(SPECKLE_FILTERS), default=None,
+                     help="Speckle filter of Sentinel-1 ('none' for input that is already filtered).  "
+                          "[default: lee, or the bundle's with --glcm-edges BUNDLE]"),
+        click.option("--speckle-window", type=int, default=None,
+                     help="Lee filter window in pixels (odd).  [default: 5, or the bundle's]"),
+        click.option("--glcm-edges", type=str, default=None, metavar="METHOD|PATH",
+                     help=f"GLCM bin edges: {' or '.join(EDGE_METHODS)} (coal-train: quantiles of the training "
+                          "VV), or a model bundle (folder or bundle.json; its whole preprocessing, speckle "
+                          "settings included unless given here), or a JSON/text list of dB thresholds.  "
+                          "[default: coal-prepare equal_width, coal-train equal_frequency]"),
+        click.option("--db-range", type=(float, float), default=None, metavar="LOW HIGH",
+                     help="dB range of equal-width GLCM edges.  [default: -25 5]"),
+    ]
+
+
+def preprocessing_options(fn: F) -> F:
+    """Add the options that choose how a stack is computed (``--speckle``, ``--speckle-window``,
+    ``--glcm-edges``, ``--db-range``): one declaration for coal-prepare and coal-train, read into
+    :class:`~coalmine.runtime.options.PreprocessingOptions`. coal-run and coal-monitor take the
+    bundle's preprocessing instead."""
+    for opt in reversed(_preprocessing_option_list()):
+        fn = opt(fn)
+    return fn
+
+
+def input_options(fn: F) -> F:
+    """Add the options that describe raw inputs (``--s2-offset``, ``--s1-units``, ``--scl``): one
+    declaration for coal-prepare, coal-run and coal-train, read into
+    :class:`~coalmine.runtime.options.InputOptions` (the monitor's ``[run]`` table has the same keys)."""
+    for opt in reversed(_input_option_list()):
+        fn = opt(fn)
+    return fn
+
+
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     """Log to stderr: WARNING when quiet, INFO by default, DEBUG with -v."""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)

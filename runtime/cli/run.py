@@ -10,20 +10,23 @@ import json
 
 import click
 
-from ..errors import UsageError
-from .options import CONTEXT_SETTINGS, handle_errors, quiet_opt, setup_logging, verbose_opt
+from ..options import BACKENDS, PRECISIONS, InputOptions, RunOptions
+from .options import (
+    CONTEXT_SETTINGS,
+    handle_errors,
+    input_options,
+    quiet_opt,
+    setup_logging,
+    verbose_opt,
+)
+
+#: The defaults shown by --help are RunOptions' own.
+D = RunOptions()
 
 
 def _batch(value: str) -> int | str:
-    if value == "auto":
-        return value
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise UsageError(f"--batch-size {value!r} must be a positive integer or 'auto'")
-    return n
+    """``--batch-size``: a whole number of tiles, else the text (RunOptions refuses all but 'auto')."""
+    return int(value) if value.strip().lstrip("+-").isdigit() else value
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -37,30 +40,31 @@ def _batch(value: str) -> int | str:
 @click.option("--aoi", type=click.Path(path_type=str), default=None,
               help="Areas of interest (GeoJSON, GeoPackage, Shapefile… any CRS): hectares per area.")
 @click.option("--aoi-name-field", default=None, help="AOI property with the area's name [default: name].")
-@click.option("--backend", type=click.Choice(["auto", "tensorrt", "cuda", "cpu"]), default="auto",
+@click.option("--backend", type=click.Choice(BACKENDS), default=D.backend,
               help="Inference backend; auto picks the fastest that works and says why.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), default="auto",
+@click.option("--precision", type=click.Choice(PRECISIONS), default=D.precision,
               help="ONNX Runtime model: auto takes the bundle's INT8 model on CPU or FP16 model on CUDA "
                    "when coal-export wrote one, else FP32.")
 @click.option("--tile", type=int, default=None,
               help="Inference tile in px, a multiple of 32 [default: max(bundle tile, 256)].")
 @click.option("--overlap", type=int, default=None, help="Tile overlap in px [default: the bundle's].")
-@click.option("--batch-size", "batch_size", default="auto",
+@click.option("--batch-size", "batch_size", default=str(D.batch_size),
               help="Tiles per inference call, or 'auto' (fits the GPU memory budget; 4 on CPU).")
-@click.option("--gpu-mem", "gpu_mem", type=float, default=6.0, help="GPU memory budget in GiB.")
+@click.option("--gpu-mem", "gpu_mem", type=float, default=D.gpu_mem_gb, help="GPU memory budget in GiB.")
 @click.option("--threshold", type=float, default=None, help="Mine probability threshold [default: the bundle's].")
-@click.option("--min-area", "min_area", type=float, default=0.0,
+@click.option("--min-area", "min_area", type=float, default=D.min_area_ha,
               help="Minimum mapping unit for the polygons, in hectares.")
 @click.option("--prefix", default=None, help="Output file prefix [default: the scene's file name].")
-@click.option("--block", type=int, default=1024, help="Block size in px (memory is bounded by it).")
+@click.option("--block", type=int, default=D.block, help="Block size in px (memory is bounded by it).")
 @click.option("--threads", type=int, default=None, help="CPU threads for ONNX Runtime [default: all cores].")
+@input_options
 @verbose_opt
 @quiet_opt
 @handle_errors("coal-run")
 def main(scene: str, s1: str | None, bundle: str, out: str, aoi: str | None, aoi_name_field: str | None,
          backend: str, precision: str, tile: int | None, overlap: int | None, batch_size: str, gpu_mem: float,
          threshold: float | None, min_area: float, prefix: str | None, block: int, threads: int | None,
-         verbose: int, quiet: bool) -> None:
+         s2_offset: float | None, s1_units: str, scl: str | None, verbose: int, quiet: bool) -> None:
     """Map open-pit coal mines in SCENE and measure them in hectares.
 
     SCENE is a 23-band stack written by coal-prepare, or raw Sentinel-2 L2A input (multi-band
@@ -73,10 +77,11 @@ def main(scene: str, s1: str | None, bundle: str, out: str, aoi: str | None, aoi
     setup_logging(verbose, quiet)
     from ..run import run_scene
 
-    summary = run_scene(
-        scene, bundle, out, s1=s1, aoi=aoi, aoi_name_field=aoi_name_field, backend=backend, tile=tile,
-        overlap=overlap, batch_size=_batch(batch_size), gpu_mem_gb=gpu_mem, threshold=threshold,
-        min_area_ha=min_area, prefix=prefix, progress=not quiet, block=block, threads=threads,
-        precision=precision,
+    options = RunOptions(
+        backend=backend, precision=precision, tile=tile, overlap=overlap, batch_size=_batch(batch_size),
+        gpu_mem_gb=gpu_mem, threshold=threshold, min_area_ha=min_area, block=block, threads=threads,
+        prefix=prefix, aoi_name_field=aoi_name_field, progress=not quiet,
+        inputs=InputOptions(s2_offset=s2_offset, s1_units=s1_units, scl=scl),
     )
+    summary = run_scene(scene, bundle, out, s1=s1, aoi=aoi, options=options)
     click.echo(json.dumps(summary, indent=2))

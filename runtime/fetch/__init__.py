@@ -18,10 +18,11 @@ Example:
 from .api import FetchRequest, FetchSummary, fetch
 from .catalogs import PROFILES, Catalogue, CredentialsError, check_credentials, resolve_catalogue
 from .download import FetchOptions
-from .record import FetchLockedError, FetchRecord, ItemRow
-from .source import SourceSpec, default_halo, parse_source, request_from_source
+from .record import Acquisition, FetchLockedError, FetchRecord, ItemRow, acquisitions, report_rows
+from .source import SourceSpec, default_halo, fetch_for_monitor, parse_source, request_from_source
 
 __all__ = [
+    "Acquisition", "acquisitions", "fetch_for_monitor", "report_rows",
     "PROFILES", "Catalogue", "CredentialsError", "FetchLockedError", "FetchOptions", "FetchRecord",
     "FetchRequest", "FetchSummary", "ItemRow", "check_credentials", "default_halo", "fetch",
     "SourceSpec", "parse_source", "request_from_source", "resolve_catalogue",

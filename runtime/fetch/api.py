@@ -102,6 +102,8 @@ class FetchRequest:
             for items a catalogue publishes late) instead of ``start``.
         options: retries, backoff, timeout.
         aoi_name_field: attribute naming the AOIs (only used to read the file).
+        s1_catalogue: Sentinel-1 from another catalogue (e.g. Sentinel-2 from Earth Search, RTC
+            from the Planetary Computer); default: ``catalogue``.
     """
 
     aois: str | os.PathLike[str] | Sequence[Aoi]
@@ -117,6 +119,12 @@ class FetchRequest:
     lookback_days: int = 30
     options: FetchOptions = field(default_factory=FetchOptions)
     aoi_name_field: str | None = None
+    s1_catalogue: Catalogue | None = None
+
+    @property
+    def s1_cat(self) -> Catalogue:
+        """Where Sentinel-1 comes from: ``s1_catalogue``, else the Sentinel-2 catalogue."""
+        return self.s1_catalogue or self.catalogue
 
 
 @dataclass
@@ -231,7 +239,7 @@ def _n_coords(g: Any) -> int:
 # -- the catalogue -----------------------------------------------------------------------------
 def _unreachable(cat: Catalogue, exc: BaseException) -> CoalmineError:
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    code = getattr(getattr(exc, "response", None), "status_code", None)
+    code = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
     m = re.search(r"\b([45]\d\d)\b", msg) if code is None else None
     code = code or (int(m.group(1)) if m else None)
     if code in (401, 403):
@@ -261,8 +269,11 @@ def _open_client(cat: Catalogue, opts: FetchOptions) -> Any:
 
 def _search(client: Any, cat: Catalogue, collection: str, geom: dict[str, Any], start: dt.date,
             end: dt.date) -> list[dict[str, Any]]:
+    # POST where the API offers it (the AOIs travel in the body), else GET
+    methods = {(link.extra_fields.get("method") or "GET").upper() for link in client.get_links("search")}
+    method = "POST" if "POST" in methods or not methods else "GET"
     try:
-        s = client.search(collections=[collection], intersects=geom,
+        s = client.search(collections=[collection], intersects=geom, method=method,
                           datetime=f"{start.isoformat()}/{end.isoformat()}", limit=100)
         items = list(s.items_as_dicts())
     except Exception as exc:
@@ -344,13 +355,13 @@ class _Fetcher:
         self.cat = req.catalogue
         self.opts = req.options
 
-    def _fetch(self, href: str, bounds: BoundingBox, crs: CRS, dst: Path, *, tags: dict[str, str],
-               description: str, label: str, margin: int) -> FetchedFile | None:
+    def _fetch(self, cat: Catalogue, href: str, bounds: BoundingBox, crs: CRS, dst: Path, *,
+               tags: dict[str, str], description: str, label: str, margin: int) -> FetchedFile | None:
         existing = _file_info(dst) if dst.exists() else None
         if existing is not None:
             log.debug("%s: %s already complete (resumed)", label, dst.name)
             return existing
-        return fetch_window(_href(self.cat, href), bounds, crs, dst, opts=_options_for(self.cat, href, self.opts),
+        return fetch_window(_href(cat, href), bounds, crs, dst, opts=_options_for(cat, href, self.opts),
                             tags=tags, description=description, label=label, margin=margin)
 
     def s2(self, item: dict[str, Any]) -> ItemRow:
@@ -401,7 +412,7 @@ class _Fetcher:
             key = keys[b]
             assert key is not None
             label = f"STAC item {iid} asset '{key}' ({b})"
-            ff = self._fetch(item["assets"][key]["href"], bounds, crs, part / f"{b}.tif",
+            ff = self._fetch(self.cat, item["assets"][key]["href"], bounds, crs, part / f"{b}.tif",
                              tags={**(tags if b != SCL else {k: v for k, v in tags.items()
                                                               if k.startswith(("STAC_", "ACQ"))}),
                                    "STAC_ASSET": key},
@@ -423,7 +434,8 @@ class _Fetcher:
     def s1(self, item: dict[str, Any]) -> ItemRow:
         t0 = time.monotonic()
         iid = item["id"]
-        key = asset_key(self.cat, item, VV)
+        cat = self.req.s1_cat
+        key = asset_key(cat, item, VV)
         if key is None:
             raise AssetError(f"STAC item {iid} has no VV asset (assets: {', '.join(sorted(item.get('assets', {})))}); "
                              "map it with VV = \"...\" in [source.assets] or --asset VV=KEY")
@@ -433,10 +445,10 @@ class _Fetcher:
         dst = self.out / "s1" / f"{name}_VV.tif"
         props = item.get("properties", {})
         tags = {"POLARISATION": "VV", "STAC_ITEM": iid, "STAC_ASSET": key,
-                "STAC_COLLECTION": str(item.get("collection", "")), "STAC_CATALOG": self.cat.url,
+                "STAC_COLLECTION": str(item.get("collection", "")), "STAC_CATALOG": cat.url,
                 "ACQUISITION_DATETIME": item_datetime(item).isoformat(),
                 "ORBIT_STATE": str(props.get("sat:orbit_state", ""))}
-        ff = self._fetch(item["assets"][key]["href"], bounds, crs, dst, tags=tags, description="VV",
+        ff = self._fetch(cat, item["assets"][key]["href"], bounds, crs, dst, tags=tags, description="VV",
                          label=f"STAC item {iid} asset '{key}' (VV)", margin=3)
         if ff is None or ff.all_nodata:
             dst.unlink(missing_ok=True)
@@ -447,7 +459,8 @@ class _Fetcher:
     def _row(self, item: dict[str, Any], kind: str, status: str, path: str | None, files: list[FetchedFile],
              t0: float, off: Any, window_cloud: float | None = None) -> ItemRow:
         return ItemRow(
-            stac_id=item["id"], kind=kind, collection=str(item.get("collection", "")), catalogue=self.cat.name,
+            stac_id=item["id"], kind=kind, collection=str(item.get("collection", "")),
+            catalogue=(self.cat if kind == "s2" else self.req.s1_cat).name,
             acquired=item_datetime(item).astimezone(dt.timezone.utc).isoformat(), cloud_cover=item_cloud(item),
             window_cloud=window_cloud, status=status, path=path, s1_id=None,
             dn_offset=None if off is None else off.offset, offset_source=None if off is None else off.why,
@@ -483,9 +496,10 @@ def _check_request(req: FetchRequest) -> None:
         raise UsageError(f"--halo {req.halo} must be 0 or more pixels")
     if req.options.retries < 0 or req.options.timeout <= 0:
         raise UsageError("--retries must be 0 or more and --timeout more than 0 seconds")
-    check_credentials(req.catalogue, req.s1)
+    check_credentials(req.catalogue, "none")
     if req.s1 != "none":
-        req.catalogue.s1_collection(req.s1)
+        req.s1_cat.s1_collection(req.s1)
+        check_credentials(req.s1_cat, req.s1)
 
 
 def fetch(req: FetchRequest, *, dry_run: bool = False, progress: bool = False) -> FetchSummary:
@@ -593,7 +607,9 @@ def _run(req: FetchRequest, rec: FetchRecord, fetcher: _Fetcher, union: Any, sta
     days = dt.timedelta(days=req.s1_max_days)
     lo = min(r.date for r in pending) - days
     hi = max(r.date for r in pending) + days
-    s1_items = [it for it in _search(client, cat, cat.s1_collection(req.s1), geom, lo, hi)
+    s1_cat = req.s1_cat
+    s1_client = client if s1_cat is cat else _open_client(s1_cat, req.options)
+    s1_items = [it for it in _search(s1_client, s1_cat, s1_cat.s1_collection(req.s1), geom, lo, hi)
                 if _item_footprint(it) is None or _item_footprint(it).intersects(union)]
     for r in tqdm(pending, desc="Sentinel-1", unit="item", disable=not progress or not pending):
         s1 = _pair(req, rec, fetcher, r, s1_items, union, summary)
@@ -665,7 +681,9 @@ def _dry_run(req: FetchRequest, out: Path, union: Any) -> FetchSummary:
                 new_dates.append(item_datetime(it))
         if req.s1 != "none" and new_dates:
             days = dt.timedelta(days=req.s1_max_days)
-            s1_items = _search(client, cat, cat.s1_collection(req.s1), geom,
+            s1_cat = req.s1_cat
+            s1_client = client if s1_cat is cat else _open_client(s1_cat, req.options)
+            s1_items = _search(s1_client, s1_cat, s1_cat.s1_collection(req.s1), geom,
                                (min(new_dates) - days).date(), (max(new_dates) + days).date())
             for it in s1_items:
                 if any(abs(item_datetime(it) - d) <= days for d in new_dates):

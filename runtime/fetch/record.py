@@ -196,6 +196,59 @@ class FetchRecord:
         return dict(r) if r else None
 
 
+@dataclass(frozen=True)
+class Acquisition:
+    """A fetched Sentinel-2 acquisition, with its Sentinel-1 partner once there is one."""
+
+    s2: Path
+    date: dt.date
+    s1: Path | None
+    row: ItemRow
+
+
+def acquisitions(folder: str | os.PathLike[str]) -> list[Acquisition]:
+    """The Sentinel-2 acquisitions fetched into ``folder`` (none when it has no record yet).
+
+    Read only; what is recorded is complete on disk (recorded after the rename).
+    """
+    folder = Path(folder)
+    if not (folder / RECORD_NAME).is_file():
+        return []
+    with FetchRecord(folder, readonly=True) as rec:
+        rows = rec.items()
+    by_id = {r.stac_id: r for r in rows}
+    out = []
+    for r in rows:
+        if r.kind != "s2" or r.status != "fetched" or not r.path:
+            continue
+        s1 = by_id.get(r.s1_id or "")
+        s1_path = folder / s1.path if s1 is not None and s1.path else None
+        out.append(Acquisition(folder / r.path, r.date, s1_path, r))
+    return out
+
+
+def report_rows(folder: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """What a report shows of a download folder: one row per recorded item, and the last run."""
+    folder = Path(folder)
+    if not (folder / RECORD_NAME).is_file():
+        return [], None
+    with FetchRecord(folder, readonly=True) as rec:
+        rows, last = rec.items(), rec.last_run()
+    out = []
+    for r in rows:
+        if r.status == "empty":
+            state = "no data over the AOIs"
+        elif r.kind == "s2" and r.s1_id is None:
+            state = "waiting for Sentinel-1"
+        else:
+            state = "fetched"
+        out.append({"date": r.date.isoformat(), "kind": "Sentinel-2" if r.kind == "s2" else "Sentinel-1",
+                    "stac_id": r.stac_id, "cloud_cover": r.cloud_cover, "window_cloud": r.window_cloud,
+                    "status": state, "s1_id": r.s1_id or "", "megabytes": r.bytes / 1e6,
+                    "fetched_at": r.fetched_at})
+    return out, last
+
+
 def _row(r: sqlite3.Row) -> ItemRow:
     d = dict(r)
     d["files"] = json.loads(d["files"] or "[]")

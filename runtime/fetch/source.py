@@ -5,6 +5,7 @@ it maps anything::
 
     [source]
     catalog = "planetary-computer"     # earth-search | planetary-computer | https://... (any STAC API)
+    s1_catalog = "planetary-computer"  # optional: Sentinel-1 from another catalogue
     s1 = "rtc"                         # rtc | none   (grd: not yet)
     max_cloud = 80                     # percent of the tile (eo:cloud_cover)
     start = 2023-01-01                 # first acquisition date
@@ -27,7 +28,6 @@ The defaults live here once and ``coal-fetch`` uses the same ones.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +44,7 @@ DEFAULT_LOOKBACK_DAYS = 30
 DEFAULT_RETRIES = 4
 DEFAULT_TIMEOUT = 30.0
 
-_KEYS = {"catalog", "s1", "max_cloud", "start", "end", "since_last_run", "lookback_days", "s1_max_days",
+_KEYS = {"catalog", "s1_catalog", "s1", "max_cloud", "start", "end", "since_last_run", "lookback_days", "s1_max_days",
          "folder", "token_env", "collections", "assets", "halo", "retries", "timeout"}
 
 
@@ -61,6 +61,7 @@ class SourceSpec:
     """A parsed ``[source]`` table (paths absolute)."""
 
     catalog: str = DEFAULT_CATALOG
+    s1_catalog: str | None = None  # Sentinel-1 from another catalogue (default: ``catalog``)
     s1: str = DEFAULT_S1
     max_cloud: float = DEFAULT_MAX_CLOUD
     start: dt.date | None = None
@@ -77,8 +78,8 @@ class SourceSpec:
     timeout: float = DEFAULT_TIMEOUT
 
 
-def parse_source(table: Any, base: Path, src: Path | str) -> SourceSpec:
-    """Validate a ``[source]`` table.
+def parse_source(table: Any, base: Path, src: Path) -> SourceSpec:
+    """Validate a ``[source]`` table (with the configuration vocabulary of ``runtime.configfile``).
 
     Args:
         table: the parsed TOML table.
@@ -88,76 +89,86 @@ def parse_source(table: Any, base: Path, src: Path | str) -> SourceSpec:
     Raises:
         ConfigError: not a table, an unknown key, a value of the wrong type or range, no ``start``.
     """
-    where = f"{src}: source"
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where} must be a table ([source]), got {type(table).__name__}")
-    unknown = sorted(set(table) - _KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key '{unknown[0]}'; known keys in source: {', '.join(sorted(_KEYS))}")
+    from ..configfile import expand_path, refuse_unknown, typed
 
-    def typed(key: str, types: tuple[type, ...], default: Any) -> Any:
-        v = table.get(key, default)
-        if v is default:
-            return v
-        if isinstance(v, bool) and bool not in types or not isinstance(v, types):
-            want = " or ".join(t.__name__ for t in types)
-            raise ConfigError(f"{where}.{key} must be {want}, got {v!r}")
-        return v
+    w = "source"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{src}: source must be a table ([source]), got {type(table).__name__}")
+    refuse_unknown(table, _KEYS, src, w)
 
     def date(key: str) -> dt.date | None:
         v = table.get(key)
-        if v is None:
-            return None
-        if isinstance(v, dt.datetime):
-            return v.date()
-        if isinstance(v, dt.date):
-            return v
-        if isinstance(v, str):
-            try:
-                return dt.date.fromisoformat(v)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}.{key} {v!r} is not a date; write it as {key} = 2023-01-01")
+        if v is None or isinstance(v, dt.date):
+            return v.date() if isinstance(v, dt.datetime) else v
+        try:
+            return dt.date.fromisoformat(str(v))
+        except ValueError:
+            raise ConfigError(f"{src}: {w}.{key} {v!r} is not a date; write it as {key} = 2023-01-01") from None
 
-    def table_of_str(key: str) -> Mapping[str, str]:
-        v = table.get(key, {})
-        if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()):
-            raise ConfigError(f"{where}.{key} must be a table of strings, e.g. {key} = {{ B02 = \"blue\" }}")
+    def strings(key: str) -> Mapping[str, str]:
+        v = typed(table, key, dict, src, w, default={})
+        if not all(isinstance(x, str) for x in v.values()):
+            raise ConfigError(f"{src}: {w}.{key} must be a table of strings, e.g. {key} = {{ B02 = \"blue\" }}")
         return MappingProxyType(dict(v))
 
-    s1 = typed("s1", (str,), DEFAULT_S1)
+    def at_least(key: str, types: Any, default: Any, lo: float) -> Any:
+        v = typed(table, key, types, src, w, default=default)
+        if v is not None and v < lo:
+            raise ConfigError(f"{src}: {w}.{key} must be {lo:g} or more, got {v}")
+        return v
+
+    s1 = typed(table, "s1", str, src, w, default=DEFAULT_S1)
     if s1 not in S1_CHOICES:
-        raise ConfigError(f"{where}.s1 '{s1}' is not one of {', '.join(S1_CHOICES)}")
-    max_cloud = float(typed("max_cloud", (int, float), DEFAULT_MAX_CLOUD))
+        raise ConfigError(f"{src}: {w}.s1 '{s1}' is not one of {', '.join(S1_CHOICES)}")
+    max_cloud = float(typed(table, "max_cloud", float, src, w, default=DEFAULT_MAX_CLOUD))
     if not 0 <= max_cloud <= 100:
-        raise ConfigError(f"{where}.max_cloud {max_cloud:g} must be a percentage between 0 and 100")
+        raise ConfigError(f"{src}: {w}.max_cloud {max_cloud:g} must be a percentage between 0 and 100")
     start, end = date("start"), date("end")
     if start is None:
-        raise ConfigError(f"{where} has no 'start'; add the first acquisition date, e.g. start = 2023-01-01")
+        raise ConfigError(f"{src}: [source] has no 'start'; add the first acquisition date, e.g. start = 2023-01-01")
     if end is not None and end < start:
-        raise ConfigError(f"{where}.end {end} is before start {start}")
-    ints = {}
-    for k, d, lo in (("lookback_days", DEFAULT_LOOKBACK_DAYS, 0), ("s1_max_days", DEFAULT_S1_MAX_DAYS, 0),
-                     ("retries", DEFAULT_RETRIES, 0), ("halo", None, 0)):
-        v = typed(k, (int,), d)
-        if v is not None and v < lo:
-            raise ConfigError(f"{where}.{k} must be {lo} or more, got {v}")
-        ints[k] = v
-    timeout = float(typed("timeout", (int, float), DEFAULT_TIMEOUT))
+        raise ConfigError(f"{src}: {w}.end {end} is before start {start}")
+    timeout = float(typed(table, "timeout", float, src, w, default=DEFAULT_TIMEOUT))
     if timeout <= 0:
-        raise ConfigError(f"{where}.timeout must be more than 0 seconds, got {timeout:g}")
-    folder = typed("folder", (str,), None)
-    if folder is not None:
-        p = Path(os.path.expandvars(folder)).expanduser()
-        folder = p if p.is_absolute() else base / p
-    token_env = typed("token_env", (str,), None)
+        raise ConfigError(f"{src}: {w}.timeout must be more than 0 seconds, got {timeout:g}")
+    folder = table.get("folder")
     return SourceSpec(
-        catalog=typed("catalog", (str,), DEFAULT_CATALOG), s1=s1, max_cloud=max_cloud, start=start, end=end,
-        since_last_run=typed("since_last_run", (bool,), False), lookback_days=ints["lookback_days"],
-        s1_max_days=ints["s1_max_days"], folder=folder, token_env=token_env,
-        collections=table_of_str("collections"), assets=table_of_str("assets"), halo=ints["halo"],
-        retries=ints["retries"], timeout=timeout,
+        catalog=typed(table, "catalog", str, src, w, default=DEFAULT_CATALOG),
+        s1_catalog=typed(table, "s1_catalog", str, src, w, default=None), s1=s1, max_cloud=max_cloud,
+        start=start, end=end, since_last_run=typed(table, "since_last_run", bool, src, w, default=False),
+        lookback_days=at_least("lookback_days", int, DEFAULT_LOOKBACK_DAYS, 0),
+        s1_max_days=at_least("s1_max_days", int, DEFAULT_S1_MAX_DAYS, 0),
+        folder=None if folder is None else expand_path(folder, base, src, f"{w}.folder"),
+        token_env=typed(table, "token_env", str, src, w, default=None),
+        collections=strings("collections"), assets=strings("assets"), halo=at_least("halo", int, None, 0),
+        retries=at_least("retries", int, DEFAULT_RETRIES, 0), timeout=timeout,
     )
+
+
+def check_source(spec: SourceSpec, src: Path | str) -> None:
+    """Refuse at load, naming the file, a ``[source]`` whose catalogue is unknown, whose Sentinel-1
+    kind the catalogue lacks (or is GRD), or whose credential is not set.
+
+    Raises:
+        ConfigError: one line naming the configuration file and the problem (a variable by name).
+    """
+    from ..errors import UsageError
+    from .api import GRD_REFUSAL
+    from .catalogs import check_credentials, resolve_catalogue
+
+    try:
+        cat = resolve_catalogue(spec.catalog, collections=spec.collections, assets=spec.assets,
+                                token_env=spec.token_env, option="source.catalog")
+        s1_cat = cat if not spec.s1_catalog else resolve_catalogue(
+            spec.s1_catalog, collections=spec.collections, assets=spec.assets, option="source.s1_catalog")
+        if spec.s1 == "grd":
+            raise UsageError(GRD_REFUSAL.replace("--s1 grd", "source.s1 = \"grd\"", 1))
+        check_credentials(cat, "none")
+        if spec.s1 != "none":
+            s1_cat.s1_collection(spec.s1)
+            check_credentials(s1_cat, spec.s1)
+    except UsageError as exc:
+        raise ConfigError(f"{src}: [source] {exc}") from None
 
 
 def request_from_source(spec: SourceSpec, *, aois: Any, out: Path, aoi_name_field: str | None = None,
@@ -169,10 +180,39 @@ def request_from_source(spec: SourceSpec, *, aois: Any, out: Path, aoi_name_fiel
 
     cat = resolve_catalogue(spec.catalog, collections=spec.collections, assets=spec.assets,
                             token_env=spec.token_env, option="source.catalog")
+    s1_cat = None if not spec.s1_catalog else resolve_catalogue(
+        spec.s1_catalog, collections=spec.collections, assets=spec.assets, option="source.s1_catalog")
     return FetchRequest(
         aois=aois, out=spec.folder or out, start=spec.start or dt.date.today(),
         end=spec.end or today or dt.date.today(), catalogue=cat, max_cloud=spec.max_cloud, s1=spec.s1,
         s1_max_days=spec.s1_max_days, halo=spec.halo, since_last_run=spec.since_last_run,
         lookback_days=spec.lookback_days, aoi_name_field=aoi_name_field,
-        options=FetchOptions(retries=spec.retries, timeout=spec.timeout),
+        options=FetchOptions(retries=spec.retries, timeout=spec.timeout), s1_catalogue=s1_cat,
     )
+
+
+def fetch_for_monitor(spec: SourceSpec, aois: Any, *, dry_run: bool = False, aoi_name_field: str | None = None) -> Any:
+    """Run the fetch a monitor's ``[source]`` describes, before the monitor plans its scenes.
+
+    A catalogue that cannot be reached does not raise: the returned summary's ``unreachable``
+    says so and the monitor maps what the download folder already holds.
+    """
+    import logging
+
+    from .api import fetch
+
+    log = logging.getLogger("coalmine.monitor")
+    assert spec.folder is not None, "the monitor sets [source] folder (default <output>/downloads)"
+    summary = fetch(request_from_source(spec, aois=aois, out=spec.folder, aoi_name_field=aoi_name_field),
+                    dry_run=dry_run)
+    if dry_run:
+        for p in summary.planned:
+            if p.action in ("fetch", "candidate"):
+                log.info("would fetch %s %s (%s): %s", "Sentinel-2" if p.kind == "s2" else "Sentinel-1",
+                         f"{p.acquired:%Y-%m-%d}", "cloud ?" if p.cloud is None else f"cloud {p.cloud:.0f} %",
+                         p.stac_id)
+    elif summary.unreachable:
+        log.error("%s", summary.unreachable)
+    else:
+        log.info("fetch: %s", summary.status_line())
+    return summary

@@ -385,9 +385,12 @@ def prepare_stack(task: SceneTask, stack: str) -> str:
         ``stack``, for :func:`process_prepared`.
     """
     from ..bundle import load_bundle
+    from ..options import RunOptions
     from ..preprocess import prepare_scene
 
-    prepare_scene(task.scene, task.s1, stack, load_bundle(task.bundle).preprocessing, progress=False)
+    inputs = RunOptions.build(**task.options).inputs  # what the raw inputs are, as run_scene reads them
+    prepare_scene(task.scene, task.s1, stack, load_bundle(task.bundle).preprocessing, progress=False,
+                  **inputs.reader_args())
     return stack
 
 

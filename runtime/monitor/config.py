@@ -14,9 +14,10 @@ Example ``monitor.toml``::
     output = "monitor"                 # ledger, per-scene outputs, composites, reports
     yearly_rule = "max_extent"         # max_extent | median | majority | latest
 
-    [run]                              # passed to coal-run for every scene
+    [run]                              # coal-run's settings for every scene (RunOptions)
     backend = "auto"
     threshold = 0.5
+    s2_offset = -1000                  # input settings too: s2_offset, s1_units, scl
 
     [[scenes]]                         # one explicit scene
     path = "s2/S2A_20160714_T50MKB"    # a stack, a folder of band files or a SAFE folder
@@ -33,6 +34,11 @@ Example ``monitor.toml``::
 
     [cluster]                          # optional: scenes as Dask tasks (see cluster.py)
     scheduler = "tcp://10.0.0.5:8786"  # or "local:4", or a scheduler JSON file
+
+    [source]                           # optional: fetch new scenes from a STAC catalogue first
+    catalog = "planetary-computer"     # see coalmine.runtime.fetch.source for every key
+    start = 2023-01-01
+    since_last_run = true
 """
 
 from __future__ import annotations
@@ -40,34 +46,22 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..configfile import expand_path, read_toml, refuse_unknown, tables, typed
 from ..errors import ConfigError, InputNotFoundError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: the same parser, published as tomli
-    import tomli as tomllib
+from ..options import RunOptions
+from ..scenes import SceneSpec, scenes_from_tables
 
 #: Rules that turn several scenes of one year into the yearly mask (see ``yearly.py``).
 YEARLY_RULES = ("max_extent", "median", "majority", "latest")
 
-#: Options of ``[run]`` and the type each must have; they are passed to ``run_scene``.
-RUN_OPTIONS: dict[str, tuple[type, ...]] = {
-    "backend": (str,),
-    "precision": (str,),
-    "tile": (int,),
-    "overlap": (int,),
-    "batch_size": (int, str),
-    "gpu_mem_gb": (int, float),
-    "threshold": (int, float),
-    "min_area_ha": (int, float),
-}
+#: Settings of coal-run that ``[run]`` may not hold: the monitor sets them for every scene.
+MONITOR_SETS_RUN: frozenset[str] = frozenset({"prefix", "progress", "aoi_name_field"})
 
-#: Options of ``[cluster]`` (issue 8: scenes as Dask tasks, see ``cluster.py``) and their types.
+#: Options of ``[cluster]`` (scenes as Dask tasks, see ``cluster.py``) and their types.
 CLUSTER_OPTIONS: dict[str, tuple[type, ...]] = {
     "scheduler": (str,),
     "retries": (int,),
@@ -79,9 +73,9 @@ CLUSTER_OPTIONS: dict[str, tuple[type, ...]] = {
 
 _TOP_KEYS = {
     "title", "bundle", "aois", "aoi_name_field", "output", "ledger", "yearly_rule",
-    "max_attempts", "run", "scenes", "search", "cluster",
+    "max_attempts", "run", "scenes", "search", "cluster", "source",
 }
-_SCENE_KEYS = {"path", "date", "s1"}
+_SCENE_KEYS = ("path", "date", "s1")
 _SEARCH_KEYS = {
     "folder", "glob", "date_format", "date_regex", "s1_folder", "s1_glob",
     "s1_date_format", "s1_date_regex", "s1_max_days",
@@ -99,24 +93,6 @@ _DIRECTIVES = {
     "S": r"\d{2}",
     "%": "%",
 }
-
-
-@dataclass(frozen=True)
-class SceneSpec:
-    """One scene to monitor: its input path, acquisition date and optional Sentinel-1 file."""
-
-    path: Path
-    date: dt.date
-    s1: Path | None = None
-
-    @property
-    def year(self) -> int:
-        return self.date.year
-
-    @property
-    def key(self) -> str:
-        """Ledger key: the absolute input path (one row per input, whatever its date)."""
-        return str(self.path)
 
 
 @dataclass(frozen=True)
@@ -145,15 +121,25 @@ class MonitorConfig:
     ledger: Path | None = None
     yearly_rule: str = "max_extent"
     max_attempts: int = 3
+    #: The ``[run]`` table as written (validated by :class:`RunOptions`): passed to
+    #: ``run_scene`` for every scene and recorded in the ledger.
     run: dict[str, Any] = field(default_factory=dict)
     scenes: tuple[SceneSpec, ...] = ()
     searches: tuple[SearchSpec, ...] = ()
     #: ``[cluster]`` settings (validated types; ranges checked by ``cluster.DaskExecutor``).
     cluster: dict[str, Any] = field(default_factory=dict)
+    #: ``[source]``: the STAC catalogue new scenes are fetched from (a ``fetch.SourceSpec``
+    #: whose ``folder`` is set), or None.
+    fetch: Any = None
 
     @property
     def ledger_path(self) -> Path:
         return self.ledger or self.output / "ledger.sqlite"
+
+    @property
+    def run_options(self) -> RunOptions:
+        """The ``[run]`` settings with coal-run's defaults for the others."""
+        return RunOptions.build(**self.run)
 
 
 def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
@@ -174,16 +160,9 @@ def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
         >>> cfg = load_config("monitor.toml")   # doctest: +SKIP
         >>> cfg.bundle, cfg.yearly_rule          # doctest: +SKIP
     """
-    src = Path(path).expanduser().absolute()
-    if not src.is_file():
-        raise InputNotFoundError(f"configuration file {src} does not exist; pass the path of your monitor TOML file")
-    try:
-        with open(src, "rb") as f:
-            raw = tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{src} is not valid TOML ({exc}); fix the syntax at that line") from exc
+    raw, src = read_toml(path, "configuration file")
     base = src.parent
-    _refuse_unknown(raw, _TOP_KEYS, src, "")
+    refuse_unknown(raw, _TOP_KEYS, src)
     for key in ("bundle", "aois", "output"):
         if key not in raw:
             raise ConfigError(f"{src}: the required key '{key}' is missing; add e.g. {key} = \"...\"")
@@ -196,22 +175,25 @@ def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
         raise InputNotFoundError(f"{src}: AOI file {aois} does not exist; set 'aois' to a vector file (GeoJSON, GeoPackage, Shapefile…)")
     output = _path(raw, "output", base, src)
 
-    rule = _typed(raw, "yearly_rule", str, src, "max_extent")
+    rule = typed(raw, "yearly_rule", str, src, default="max_extent")
     if rule not in YEARLY_RULES:
         raise ConfigError(f"{src}: yearly_rule '{rule}' is not one of {', '.join(YEARLY_RULES)}")
-    max_attempts = _typed(raw, "max_attempts", int, src, 3)
+    max_attempts = typed(raw, "max_attempts", int, src, default=3)
     if max_attempts < 1:
         raise ConfigError(f"{src}: max_attempts must be at least 1, got {max_attempts}")
 
-    run = _options_table(raw, "run", RUN_OPTIONS, src)
+    run = _run_table(raw, src, bundle)
     cluster = _options_table(raw, "cluster", CLUSTER_OPTIONS, src)
 
-    scenes = tuple(_scene(i, s, base, src) for i, s in enumerate(_tables(raw, "scenes", src)))
-    searches = tuple(_search(i, s, base, src) for i, s in enumerate(_tables(raw, "search", src)))
-    if not scenes and not searches:
-        raise ConfigError(f"{src}: no scenes; add [[scenes]] entries (path, date) or a [[search]] folder pattern")
-    name_field = raw.get("aoi_name_field", "name")
-    if not isinstance(name_field, str) or not name_field:
+    scenes = scenes_from_tables(tables(raw, "scenes", src), base, src, keys=_SCENE_KEYS,
+                                required=("path", "date"), must_exist=True)
+    searches = tuple(_search(i, s, base, src) for i, s in enumerate(tables(raw, "search", src)))
+    fetch = _source(raw, base, src, output)
+    if not scenes and not searches and fetch is None:
+        raise ConfigError(f"{src}: no scenes; add [[scenes]] entries (path, date), a [[search]] folder "
+                          "pattern or a [source] catalogue")
+    name_field = typed(raw, "aoi_name_field", str, src, default="name")
+    if not name_field:
         raise ConfigError(f"{src}: aoi_name_field must be a non-empty string, got {name_field!r}")
     ledger = _path(raw, "ledger", base, src) if "ledger" in raw else None
     return MonitorConfig(
@@ -220,7 +202,7 @@ def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
         aois=aois,
         output=output,
         aoi_name_field=name_field,
-        title=_typed(raw, "title", str, src, MonitorConfig.title),
+        title=typed(raw, "title", str, src, default=MonitorConfig.title),
         ledger=ledger,
         yearly_rule=rule,
         max_attempts=max_attempts,
@@ -228,7 +210,24 @@ def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
         scenes=scenes,
         searches=searches,
         cluster=dict(cluster),
+        fetch=fetch,
     )
+
+
+def _source(raw: dict[str, Any], base: Path, src: Path, output: Path) -> Any:
+    """``[source]`` (see ``coalmine.runtime.fetch.source``), its folder defaulting to <output>/downloads."""
+    if "source" not in raw:
+        return None
+    from dataclasses import replace
+
+    from ..fetch.source import check_source, parse_source
+
+    spec = parse_source(raw["source"], base, src)
+    check_source(spec, src)
+    if spec.s1 == "none":
+        raise ConfigError(f"{src}: source.s1 = \"none\": every monitored scene needs Sentinel-1 VV; "
+                          "use s1 = \"rtc\" (a catalogue with Sentinel-1 RTC, e.g. planetary-computer)")
+    return replace(spec, folder=spec.folder or output / "downloads")
 
 
 def discover_scenes(cfg: MonitorConfig) -> list[SceneSpec]:
@@ -242,6 +241,10 @@ def discover_scenes(cfg: MonitorConfig) -> list[SceneSpec]:
             appears twice.
     """
     found: list[SceneSpec] = list(cfg.scenes)
+    if cfg.fetch is not None:  # fetched acquisitions with their Sentinel-1 partner
+        from ..fetch.record import acquisitions
+
+        found += [SceneSpec(path=a.s2, date=a.date, s1=a.s1) for a in acquisitions(cfg.fetch.folder) if a.s1]
     for s in cfg.searches:
         if not s.folder.is_dir():
             raise InputNotFoundError(f"{cfg.source}: search folder {s.folder} does not exist; fix search.folder")
@@ -344,6 +347,29 @@ def date_from_name(name: str, pattern: re.Pattern[str]) -> dt.date | None:
 # -- helpers -----------------------------------------------------------------------------------
 
 
+def _run_table(raw: dict[str, Any], src: Path, bundle: Path) -> dict[str, Any]:
+    """``[run]``, checked by the rules of :class:`RunOptions` at load: those that need no
+    bundle, then (when the bundle loads; a broken one is refused when the run starts) the tile
+    divisor and overlap of its model. Raises ConfigError naming the file and ``run.key``."""
+    from ..bundle import load_bundle
+    from ..errors import BundleError
+    from ..options import OptionError
+
+    table = raw.get("run", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{src}: 'run' must be a table ([run]), got {type(table).__name__}")
+    opts = RunOptions.from_table(table, src, "run", exclude=MONITOR_SETS_RUN)
+    try:
+        b = load_bundle(bundle)
+    except BundleError:
+        return dict(table)
+    try:
+        opts.resolve(b.tile_size, b.overlap, b.threshold, b.model.size_multiple)
+    except OptionError as exc:
+        raise exc.in_config(src, "run") from None
+    return dict(table)
+
+
 def _options_table(raw: dict[str, Any], name: str, options: dict[str, tuple[type, ...]], src: Any) -> dict[str, Any]:
     """The optional table ``[name]`` with only known keys, each of one of its allowed types.
 
@@ -352,78 +378,19 @@ def _options_table(raw: dict[str, Any], name: str, options: dict[str, tuple[type
     table = raw.get(name, {})
     if not isinstance(table, dict):
         raise ConfigError(f"{src}: '{name}' must be a table ([{name}]), got {type(table).__name__}")
-    _refuse_unknown(table, set(options), src, f"{name}.")
-    for k, v in table.items():
-        if (isinstance(v, bool) and bool not in options[k]) or not isinstance(v, options[k]):
-            want = " or ".join(t.__name__ for t in options[k])
-            raise ConfigError(f"{src}: {name}.{k} must be {want}, got {v!r}")
+    refuse_unknown(table, options, src, name)
+    for k in table:
+        typed(table, k, options[k], src, name)
     return table
 
 
-def _refuse_unknown(table: dict[str, Any], known: set[str], src: Path, prefix: str) -> None:
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ConfigError(
-            f"{src}: unknown key '{prefix}{unknown[0]}'"
-            + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
-            + f"; known keys{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(known))}"
-        )
-
-
-def _typed(raw: dict[str, Any], key: str, typ: type, src: Path, default: Any) -> Any:
-    v = raw.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, typ):
-        raise ConfigError(f"{src}: '{key}' must be {typ.__name__}, got {v!r}")
-    return v
-
-
 def _path(raw: dict[str, Any], key: str, base: Path, src: Path, label: str | None = None) -> Path:
-    v = raw[key]
-    if not isinstance(v, str) or not v:
-        raise ConfigError(f"{src}: '{label or key}' must be a path string, got {v!r}")
-    p = Path(os.path.expandvars(v)).expanduser()
-    return p if p.is_absolute() else (base / p)
-
-
-def _tables(raw: dict[str, Any], key: str, src: Path) -> list[dict[str, Any]]:
-    v = raw.get(key, [])
-    if not isinstance(v, list) or not all(isinstance(t, dict) for t in v):
-        raise ConfigError(f"{src}: '{key}' must be an array of tables ([[{key}]])")
-    return v
-
-
-def _scene(i: int, t: dict[str, Any], base: Path, src: Path) -> SceneSpec:
-    where = f"scenes[{i}]"
-    _refuse_unknown(t, _SCENE_KEYS, src, where + ".")
-    for k in ("path", "date"):
-        if k not in t:
-            raise ConfigError(f"{src}: {where} has no '{k}'; each [[scenes]] needs path and date")
-    path = _path(t, "path", base, src, f"{where}.path")
-    if not path.exists():
-        raise InputNotFoundError(f"{src}: {where}.path {path} does not exist; fix the path or remove the entry")
-    d = t["date"]
-    if isinstance(d, dt.datetime):
-        d = d.date()
-    elif isinstance(d, str):
-        try:
-            d = dt.date.fromisoformat(d)
-        except ValueError as exc:
-            raise ConfigError(f"{src}: {where}.date '{d}' is not a date; write it as 2019-07-14") from exc
-    elif isinstance(d, int) and not isinstance(d, bool) and 1900 < d < 3000:
-        d = dt.date(d, 7, 1)  # a bare year: mid-year, documented in date_pattern
-    if not isinstance(d, dt.date):
-        raise ConfigError(f"{src}: {where}.date {d!r} is not a date; write it as 2019-07-14")
-    s1 = None
-    if "s1" in t:
-        s1 = _path(t, "s1", base, src, f"{where}.s1")
-        if not s1.exists():
-            raise InputNotFoundError(f"{src}: {where}.s1 {s1} does not exist; fix the Sentinel-1 path")
-    return SceneSpec(path=path, date=d, s1=s1)
+    return expand_path(raw[key], base, src, label or key)
 
 
 def _search(i: int, t: dict[str, Any], base: Path, src: Path) -> SearchSpec:
     where = f"search[{i}]"
-    _refuse_unknown(t, _SEARCH_KEYS, src, where + ".")
+    refuse_unknown(t, _SEARCH_KEYS, src, where)
     if "folder" not in t:
         raise ConfigError(f"{src}: {where} has no 'folder'")
     try:

@@ -39,6 +39,8 @@ REPORT_FILES: dict[str, str] = {
     "chart_aois": "chart_aois.png",
     "chart_total": "chart_total.png",
 }
+#: Written when the configuration has a ``[source]``: the acquisitions fetched from the catalogue.
+FETCHED_CSV = "fetched.csv"
 
 
 @dataclass(frozen=True)

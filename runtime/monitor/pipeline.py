@@ -4,7 +4,7 @@
 runs ``coalmine.runtime.run.run_scene`` into a temporary folder beside the final one,
 measures hectares per AOI on the mask, swaps the folder into place and returns a
 :class:`SceneResult`. It never touches the ledger, so it can run in this process
-(:class:`LocalExecutor`) or on a distributed worker (issue 8: a Dask executor with the same
+(:class:`LocalExecutor`) or on a distributed worker (the Dask executor of ``cluster.py``, with the same
 ``run`` method); the coordinator alone registers results. Tasks and results are plain,
 picklable data.
 """
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-#: The function that maps one scene; tests and issue 8 may name another "module:function".
+#: The function that maps one scene; tests and a configuration may name another "module:function".
 DEFAULT_RUNNER = "coalmine.runtime.run:run_scene"
 
 

@@ -7,6 +7,8 @@ Files (paths from :class:`~.layout.MonitorLayout`):
   in ha and in % (empty % when the earlier year had 0 ha);
 - ``reports/change_maps.csv`` — hectares newly mined / no longer mined / stable per year pair;
 - ``reports/scenes.csv`` — every scene with its status, hectares, time and error;
+- ``reports/fetched.csv`` — with a ``[source]``: every item fetched from the catalogue (date,
+  kind, STAC id, cloud cover of the tile and of the fetched window, status, Sentinel-1 partner);
 - ``reports/chart_aois.png`` (area per AOI per year, like the study's figures 7–8) and
   ``reports/chart_total.png`` (total per year with the year-over-year change);
 - ``report.html`` — a single self-contained page (tables, charts and map previews inline as
@@ -41,10 +43,11 @@ import numpy as np
 
 from .. import __version__
 from .._io import atomic_write_bytes, atomic_write_text
+from ..fetch.record import report_rows
 from ..raster import thumbnail
 from ..tables import write_csv
 from .config import MonitorConfig
-from .layout import REPORTS_DIR, MonitorLayout
+from .layout import FETCHED_CSV, REPORTS_DIR, MonitorLayout
 from .ledger import Ledger
 from .legend import (
     CHANGE_COLORS,
@@ -195,9 +198,21 @@ def write_reports(
     write_tables(data, files)
     charts = draw_charts(data, files["chart_aois"], files["chart_total"])
     previews = draw_previews(data, layout, aois)
-    page = render_html(html_context(cfg, led.path, data, charts, previews))
+    fetched = None
+    if cfg.fetch is not None:
+        fetched = report_rows(cfg.fetch.folder)
+        files["fetched_csv"] = layout.reports / FETCHED_CSV
+        write_fetched(fetched[0], files["fetched_csv"])
+    page = render_html(html_context(cfg, led.path, data, charts, previews, fetched=fetched))
     atomic_write_text(files["html"], page)
     return files
+
+
+def write_fetched(rows: list[dict[str, Any]], path: Path) -> None:
+    """``fetched.csv``: the acquisitions the ``[source]`` fetched, with their cloud cover."""
+    write_csv(path, ["date", "kind", "stac_id", "cloud_cover_pct", "window_cloud_pct", "status", "s1_id", "megabytes"],
+              [[r["date"], r["kind"], r["stac_id"], _opt(r["cloud_cover"], 2), _opt(r["window_cloud"], 2),
+                r["status"], r["s1_id"], round(r["megabytes"], 3)] for r in rows])
 
 
 def write_tables(data: ReportData, files: dict[str, Path]) -> None:
@@ -365,11 +380,13 @@ def _preview_png(path: Path, colors: dict[int, RGBA], aois: list[Any]) -> bytes:
 def html_context(
     cfg: MonitorConfig, ledger_path: Path, data: ReportData, charts: dict[str, bytes],
     previews: dict[str, list[tuple[str, bytes]]], now: dt.datetime | None = None,
+    fetched: tuple[list[dict[str, Any]], dict[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
     """The values the page shows, plain data for the template (numbers are formatted there).
 
     Args:
         now: the time stamp shown as "generated" (default: now, UTC).
+        fetched: with a ``[source]``: the fetched items and the last fetch run (``fetch.report_rows``).
     """
     scenes = data.scenes
     n_done = sum(1 for s in scenes if s["status"] == "done")
@@ -412,6 +429,8 @@ def html_context(
         "ledger": str(ledger_path),
         "version": __version__,
         "reports_dir": REPORTS_DIR,
+        "fetched": None if fetched is None else fetched[0],
+        "last_fetch": None if fetched is None else fetched[1],
     }
 
 

@@ -31,7 +31,8 @@ from typing import Any
 
 from .._io import ensure_output_dir
 from ..bundle import load_bundle
-from ..errors import CoalmineError, ConfigError, UsageError
+from ..errors import CoalmineError, ConfigError, ServiceUnavailableError, UsageError
+from ..fetch.source import fetch_for_monitor
 from .change import update_changes
 from .config import MonitorConfig, SceneSpec, discover_scenes
 from .layout import MonitorLayout
@@ -48,6 +49,8 @@ from .reports import write_reports
 from .yearly import update_years
 
 log = logging.getLogger("coalmine.monitor")
+#: Exit code when the [source] catalogue could not be reached (the scenes already there are mapped).
+EXIT_FETCH_FAILED = ServiceUnavailableError.exit_code
 
 
 @dataclass
@@ -72,15 +75,24 @@ class MonitorSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     report: Path | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
+    #: The ``[source]`` fetch of this run (a ``fetch.FetchSummary``), or None.
+    fetch: Any = None
 
     @property
     def exit_code(self) -> int:
-        """0 when every scene is done, 1 when any scene failed (this run or given up)."""
-        return 1 if (self.failed or self.given_up) else 0
+        """0 when every scene is done, 1 when any scene failed (this run or given up), else 69
+        when the ``[source]`` catalogue could not be reached (what was there is mapped)."""
+        if self.failed or self.given_up:
+            return 1
+        return EXIT_FETCH_FAILED if self.fetch is not None and self.fetch.unreachable else 0
 
     def status_line(self) -> str:
         new = self.processed
         line = f"{new} new scene{'s' if new != 1 else ''} processed, {self.unchanged} unchanged, {self.failed} failed"
+        if self.fetch is not None:
+            f = self.fetch
+            line = (f"{f.unreachable}; mapped what was there: " if f.unreachable else
+                    f"{sum(r.kind == 's2' for r in f.fetched)} acquisition(s) fetched, ") + line
         if self.given_up:
             line += f" ({self.given_up} more failed earlier, not retried)"
         if self.report is not None:
@@ -121,12 +133,15 @@ def run_monitor(
     with RunLock(layout.root):
         bundle = load_bundle(cfg.bundle)
         aois = read_config_aois(cfg)  # fail early on bad AOIs
+        fetched = None if cfg.fetch is None else fetch_for_monitor(
+            cfg.fetch, aois, dry_run=dry_run, aoi_name_field=cfg.aoi_name_field)
         specs = discover_scenes(cfg)
         _clean_partials(layout)
         with Ledger(layout.ledger) as led:
             options = json.dumps(cfg.run, sort_keys=True)
             items = plan(cfg, led, layout, specs, bundle.bundle_id, options, retry_failed)
             summary = _summarise(items)
+            summary.fetch = fetched
             if dry_run:
                 return summary
             run_id = led.start_run()

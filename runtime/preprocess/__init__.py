@@ -13,7 +13,7 @@ window by window) and ``coal-train``. Modules, one concern each:
 * :mod:`.prepare` — :func:`prepare_scene`, the streaming writer.
 """
 
-from .prepare import block_windows, prepare_scene
+from .prepare import prepare_scene
 from .stack import (
     INPUTS_TAG,
     PREPROCESSING_TAG,
@@ -30,7 +30,6 @@ __all__ = [
     "RawSource",
     "SceneSource",
     "StackSource",
-    "block_windows",
     "is_stack",
     "open_scene",
     "prepare_scene",

@@ -31,6 +31,7 @@ from ..bands import BAND_NAMES, N_BANDS
 from ..bundle import Preprocessing
 from ..errors import CoalmineError, InputError, OutputError, UsageError
 from ..raster import to_cog
+from ..tiling import block_grid
 from .stack import INPUTS_TAG, PREPROCESSING_TAG, RawSource
 
 log = logging.getLogger("coalmine.preprocess")
@@ -53,15 +54,6 @@ def _compression() -> str:
         return "zstd"
     except Exception:  # noqa: BLE001 - any failure means: no ZSTD codec
         return "deflate"
-
-
-def block_windows(width: int, height: int, block: int) -> list[Window]:
-    """Row-major windows of ``block x block`` covering a ``width x height`` raster."""
-    return [
-        Window(c, r, min(block, width - c), min(block, height - r))
-        for r in range(0, height, block)
-        for c in range(0, width, block)
-    ]
 
 
 def stack_profile(src: Any, compress: str | None = None) -> dict[str, Any]:
@@ -142,7 +134,7 @@ def prepare_scene(
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
         src = RawSource(s2, s1, prep, s2_offset=s2_offset, s1_units=s1_units, scl=scl)
         try:
-            windows = block_windows(src.width, src.height, block)
+            windows = [b.core for b in block_grid(src.height, src.width, block=block, halo=0)]
             log.info(
                 "preparing %dx%d px scene in %d blocks of %d px; S2 offset %g (%s); S1 units %s",
                 src.width, src.height, len(windows), block, src.s2.offset.value,
@@ -161,7 +153,7 @@ def prepare_scene(
                         to_cog(target, tmp, nodata=float("nan"), predictor=3, blocksize=TILE,
                                bigtiff="IF_SAFER", forward_band_tags=True, name=out,
                                config={"GDAL_NUM_THREADS": "ALL_CPUS", "GDAL_CACHEMAX": GDAL_CACHE_BYTES})
-                        src.timers.add("cog", t)
+                        src.timers.lap("cog", t)
                 finally:
                     if cog:
                         Path(target).unlink(missing_ok=True)
@@ -206,7 +198,7 @@ def _write_blocks(src: RawSource, path: Path, windows: list[Window], progress: b
                 fut = pool.submit(src.read, windows[k + 1]) if k + 1 < len(windows) else None
                 t = time.perf_counter()
                 dst.write(data, window=w)
-                src.timers.add("write", t)
+                src.timers.lap("write", t)
                 valid += int(np.isfinite(data[0]).sum())
                 bar.update(1)
         bar.close()

@@ -26,14 +26,15 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from ..bundle import S1Params
-from ..errors import CRSError, InputError, UnitsError, UsageError
+from ..errors import CRSError, InputError, UnitsError
+from ..options import S1_UNITS, InputOptions
 from ..raster import Grid, check_crs, open_raster, read_checked
 from .speckle import db_to_power
 from .warp import read_onto_grid, source_bounds_in
 
 log = logging.getLogger("coalmine.preprocess")
 
-UNITS = ("auto", "linear", "db")
+UNITS = S1_UNITS
 #: sigma0 in linear power rarely has a median above 1 (0 dB); raw DN and amplitudes have
 #: medians in the tens to thousands.
 MAX_LINEAR_MEDIAN = 2.0
@@ -85,8 +86,7 @@ def detect_units(values: np.ndarray, dtype: str, given: str, name: str) -> str:
         UnitsError: values are raw DN, or contradict ``given``.
         UsageError: ``given`` is not one of :data:`UNITS`.
     """
-    if given not in UNITS:
-        raise UsageError(f"--s1-units {given!r} is not one of {', '.join(UNITS)}")
+    InputOptions(s1_units=given)  # refuses an unknown unit (the one rule, in options.py)
     v = values.astype(np.float64)
     med = float(np.median(v))
     neg = float((v < 0).mean())

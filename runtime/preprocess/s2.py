@@ -39,6 +39,7 @@ from rasterio.windows import Window
 from ..bands import S2_BANDS
 from ..bundle import S2Params
 from ..errors import BandError, InputError, UsageError
+from ..options import InputOptions
 from ..raster import Grid, check_crs, check_exists, open_raster
 from .warp import read_onto_grid
 
@@ -336,12 +337,7 @@ class S2Reader:
                 meta = dict.fromkeys(S2_BANDS, v)
                 why = f"metadata: processing baseline {md.baseline} ({md.source})"
         if explicit is not None:
-            if explicit > 0:
-                raise UsageError(
-                    f"--s2-offset {explicit:g} is positive; it is the BOA_ADD_OFFSET added to DN "
-                    "(reflectance = (DN + offset) / 10000): use -1000 for processing baseline "
-                    "04.00 and later, 0 before"
-                )
+            InputOptions(s2_offset=explicit)  # refuses NaN and positive offsets (options.py)
             if meta is not None and any(v != explicit for v in meta.values()):
                 log.warning("--s2-offset %g overrides the product's own offset (%s says %g)",
                             explicit, why, meta["B02"])

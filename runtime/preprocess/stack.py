@@ -22,7 +22,6 @@ import logging
 import os
 import time
 from abc import ABC, abstractmethod
-from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,9 @@ from rasterio.windows import Window
 from ..bands import BAND_NAMES, GLCM_SLICE, INDEX_SLICE, N_BANDS, S2_SLICE, VV_INDEX, is_stack_bands
 from ..bundle import Preprocessing
 from ..errors import BandError, BundleError, InputError, UsageError
+from ..options import PreprocessingOptions
 from ..raster import Grid, check_crs, check_exists, check_window, open_raster, read_checked
+from ..timing import StageTimer
 from .indices import compute_indices
 from .s1 import S1Reader
 from .s2 import S2Reader
@@ -90,28 +91,6 @@ class SceneSource(ABC):
     def read(self, window: Window) -> np.ndarray:
         """The float32 (len(bands), h, w) stack of ``window`` (inside the scene), NaN = nodata."""
 
-    def check_preprocessing(self, prep: Preprocessing, what: str = "the bundle") -> None:
-        """Raise if this scene's GLCM parameters/edges differ from ``prep`` (a stack made otherwise).
-
-        Raises:
-            BundleError: the stack records other GLCM parameters than ``prep``.
-        """
-        mine = self.preprocessing
-        if mine is None:
-            log.warning("%s records no preprocessing (%s tag); cannot check it matches %s",
-                        self.path, PREPROCESSING_TAG, what)
-            return
-        a, b = mine.glcm, prep.glcm
-        diffs = [k for k in ("window", "distance", "levels") if getattr(a, k) != getattr(b, k)]
-        if len(a.edges) != len(b.edges) or not np.allclose(a.edges, b.edges, rtol=0, atol=1e-6):
-            diffs.append("edges")
-        if diffs:
-            raise BundleError(
-                f"scene {self.path} was prepared with other GLCM {', '.join(diffs)} than {what}; "
-                "prepare it again with the bundle's edges (coal-prepare --glcm-edges "
-                "bundle.json) or pass the raw inputs (--s2/--s1) instead of the stack"
-            )
-
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release open files."""
 
@@ -158,21 +137,6 @@ class StackSource(SceneSource):
         self.ds.close()
 
 
-class Timers:
-    """Accumulated wall time per stage (seconds), for ``--timings`` and the benchmark."""
-
-    def __init__(self) -> None:
-        self.t: dict[str, float] = defaultdict(float)
-
-    def add(self, name: str, since: float) -> float:
-        now = time.perf_counter()
-        self.t[name] += now - since
-        return now
-
-    def as_dict(self) -> dict[str, float]:
-        return {k: round(v, 4) for k, v in self.t.items()}
-
-
 class RawSource(SceneSource):
     """Raw Sentinel-2 L2A + Sentinel-1 VV, computed into the stack window by window.
 
@@ -195,12 +159,10 @@ class RawSource(SceneSource):
         self._texture = texture
         prep = prep or Preprocessing()
         prep = replace(prep, glcm=prep.glcm.with_default_edges())
-        if prep.s1.speckle_filter not in ("lee", "none"):
-            raise UsageError(f"speckle filter {prep.s1.speckle_filter!r} is not one of lee, none")
-        if prep.s1.speckle_window < 1 or prep.s1.speckle_window % 2 == 0:
-            raise UsageError(f"--speckle-window {prep.s1.speckle_window} must be an odd number >= 1")
+        # the rules of --speckle/--speckle-window, also for a bundle's preprocessing
+        PreprocessingOptions(speckle=prep.s1.speckle_filter, speckle_window=prep.s1.speckle_window)
         self.path = Path(s2)
-        self.timers = Timers()
+        self.timers = StageTimer()
         self.glcm_threads = glcm_threads
         self.s2 = S2Reader(s2, prep.s2, s2_offset=s2_offset)
         try:
@@ -237,23 +199,23 @@ class RawSource(SceneSource):
         t = time.perf_counter()
         out = np.empty((N_BANDS, w.height, w.width), dtype=np.float32)
         refl = self.s2.read(w, out=out[S2_SLICE])
-        t = T.add("read_s2", t)
+        t = T.lap("read_s2", t)
         s2_bad = np.isnan(refl[0])  # S2Reader marks a pixel NaN in all 9 bands
         if self.use_scl:
             s2_bad |= self.s2.scl_invalid(self.scl, w)
-            t = T.add("read_s2", t)
+            t = T.lap("read_s2", t)
         compute_indices(refl, out=out[INDEX_SLICE])
-        t = T.add("indices", t)
+        t = T.lap("indices", t)
 
         # S1 over the block + halo, so the speckle filter and the GLCM see the same context
         # as in a whole-scene run.
         region = self.grid.expand(w, prep.halo)
         power = self.s1.read_power(region)
-        t = T.add("warp_s1", t)
+        t = T.lap("warp_s1", t)
         if prep.s1.speckle_filter == "lee" and prep.s1.speckle_window > 1:
             power = lee_filter(power, prep.s1.speckle_window, DEFAULT_ENL)
         vv = power_to_db(power)
-        t = T.add("speckle", t)
+        t = T.lap("speckle", t)
         ro, co = w.row_off - region.row_off, w.col_off - region.col_off
         out[VV_INDEX] = vv[ro: ro + w.height, co: co + w.width]
         g = prep.glcm
@@ -262,16 +224,79 @@ class RawSource(SceneSource):
                                             window_size=g.window, distance=g.distance,
                                             nodata=self._texture.NODATA,
                                             threads=self.glcm_threads)
-        t = T.add("glcm", t)
+        t = T.lap("glcm", t)
         # any band NaN (or inf) -> the sum is not finite: one pass instead of 23 isfinite maps
         bad = s2_bad | ~np.isfinite(out.sum(axis=0, dtype=np.float32))
         np.copyto(out, np.float32(np.nan), where=bad[None])
-        T.add("mask", t)
+        T.lap("mask", t)
         return out
 
     def close(self) -> None:
         self.s2.close()
         self.s1.close()
+
+
+#: Edges closer than this (dB) count as equal: JSON keeps float64 exactly, so only a stack made
+#: from other numbers differs by more.
+EDGE_ATOL_DB = 1e-6
+
+
+def check_preprocessing(source: Any, bundle: Any) -> list[str]:
+    """Refuse a scene prepared with other GLCM or speckle parameters than ``bundle``'s.
+
+    The one check that coal-run and ``coal-train evaluate`` apply. Raw input is opened with the
+    bundle's preprocessing and always passes; a stack is compared by the preprocessing it
+    records (``COALMINE_PREPROCESSING`` tag): GLCM window, distance, levels and bin edges, and
+    the speckle filter (with its window when one is applied).
+
+    Args:
+        source: a :class:`SceneSource` (or anything with ``preprocessing`` and ``path``).
+        bundle: the :class:`~coalmine.runtime.bundle.Bundle` whose model will read the scene.
+
+    Returns:
+        Warnings (also logged): the stack records no preprocessing, so nothing could be checked.
+
+    Raises:
+        InputError: naming the differing parameters, the bundle, and how to make a matching stack.
+    """
+    used = getattr(source, "preprocessing", None)
+    where = getattr(source, "path", None) or "the scene"
+    if used is None:
+        msg = (f"{where} records no preprocessing parameters (no {PREPROCESSING_TAG} tag); "
+               "cannot check its GLCM edges against the bundle")
+        log.warning(msg)
+        return [msg]
+    want, got = bundle.preprocessing, used
+    diffs = [f"GLCM {k} {getattr(got.glcm, k)} (bundle: {getattr(want.glcm, k)})"
+             for k in ("window", "distance", "levels") if getattr(want.glcm, k) != getattr(got.glcm, k)]
+    if len(want.glcm.edges) != len(got.glcm.edges) or not np.allclose(
+        want.glcm.edges, got.glcm.edges, rtol=0, atol=EDGE_ATOL_DB
+    ):
+        diffs.append(f"GLCM bin edges {_short(got.glcm.edges)} (bundle: {_short(want.glcm.edges)})")
+    if _speckle(got.s1) != _speckle(want.s1):
+        diffs.append(f"speckle filter {'/'.join(map(str, _speckle(got.s1)))} "
+                     f"(bundle: {'/'.join(map(str, _speckle(want.s1)))})")
+    if diffs:
+        raise InputError(
+            f"{where} was prepared with {'; '.join(diffs)}, which differ from bundle {bundle.path}; "
+            f"prepare it again with coal-prepare --glcm-edges {bundle.path} (the bundle's whole "
+            "preprocessing), or give the raw Sentinel-2 input with --s1 instead of the stack"
+        )
+    return []
+
+
+def _speckle(s1: Any) -> tuple[str, ...]:
+    """The speckle filtering that shapes VV: the window only matters when a filter runs."""
+    if s1.speckle_filter == "none" or s1.speckle_window <= 1:
+        return ("none",)
+    return (str(s1.speckle_filter), str(s1.speckle_window))
+
+
+def _short(edges: Any) -> str:
+    e = list(edges)
+    if len(e) <= 4:
+        return "[" + ", ".join(f"{x:g}" for x in e) + "]"
+    return f"[{e[0]:g}, {e[1]:g}, ..., {e[-1]:g}] ({len(e)} edges)"
 
 
 def is_stack(ds: Any) -> bool:
@@ -307,7 +332,7 @@ def open_scene(
             input: a multi-band GeoTIFF with band descriptions, a folder of band files, a SAFE.
         s1: Sentinel-1 VV sigma0 raster (required for raw input).
         prep: preprocessing for raw input (default ``Preprocessing()``); ignored for a stack
-            (use ``SceneSource.check_preprocessing`` to compare).
+            (:func:`check_preprocessing` compares).
         s2_offset, s1_units, scl, glcm_threads: see :class:`RawSource`.
 
     Returns:

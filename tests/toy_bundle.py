@@ -9,7 +9,7 @@ re-estimates the BatchNorm statistics, so the mask is mixed, follows the input a
 of pixels near the decision threshold. It is not a model of anything real.
 
 Example:
-    >>> from coalmine.export._toy import make_toy_bundle
+    >>> from toy_bundle import make_toy_bundle   # tests/ on sys.path  # doctest: +SKIP
     >>> bundle_dir = make_toy_bundle("/tmp/toy", n_val=8, tile=64)   # doctest: +SKIP
 """
 
