@@ -168,12 +168,19 @@ def mask_areas_ha(
     *,
     strip_rows: int = 512,
 ) -> dict[str, Any]:
-    """Mined hectares of a 0/1 mask (255 nodata), in total and inside each AOI.
+    """Mined hectares of a 0/1 mask (255 nodata), in total and inside each AOI, with the share
+    of each that was actually observed.
 
     The mask is read in strips of ``strip_rows`` rows, so memory does not grow with the
     scene. An AOI is reprojected to the mask's CRS and rasterised per strip over its own
-    bounding window (a pixel belongs to an AOI when its centre lies inside). An AOI that
-    does not overlap the scene counts 0 ha and adds a warning.
+    bounding window (a pixel belongs to an AOI when its centre lies inside). The part of an
+    AOI outside the raster counts as nodata, so an AOI half outside the scene has a valid
+    share of at most 0.5 and an AOI that misses the scene has none.
+
+    **No valid pixel is no data, never 0 ha**: where an AOI (or the whole mask) has no valid
+    pixel, its hectares are ``None``. A figure resting on few valid pixels is still given,
+    with its valid share beside it; callers decide below which share it is not shown (the
+    monitor's ``min_valid_share``).
 
     Args:
         mask_path: a uint8 mask GeoTIFF (``*_mask.tif``).
@@ -181,15 +188,18 @@ def mask_areas_ha(
         strip_rows: rows per read.
 
     Returns:
-        ``{"total": ha, "aois": {name: ha}, "pixels": {"mine": n, "valid": n, "nodata": n},
-        "aoi_pixels": {name: n}, "warnings": [...]}``. Duplicate AOI names get ``#2``, ``#3``.
+        ``{"total": ha | None, "aois": {name: ha | None}, "valid_share": share,
+        "aoi_valid_share": {name: share}, "pixels": {"mine": n, "valid": n, "nodata": n},
+        "aoi_pixels": {name: n}, "warnings": [...]}`` where a share is the valid pixels over
+        all pixels (of the raster, or whose centre lies in the AOI). Duplicate AOI names get
+        ``#2``, ``#3``.
 
     Raises:
         RasterError: the mask cannot be read.
 
     Example:
         >>> mask_areas_ha("out/scene_mask.tif", read_aois("districts.gpkg"))  # doctest: +SKIP
-        {'total': 812.4, 'aois': {'Tapin': 640.2, ...}, ...}
+        {'total': 812.4, 'aois': {'Tapin': 640.2, ...}, 'aoi_valid_share': {'Tapin': 0.97, ...}, ...}
     """
     from rasterio.features import geometry_mask
     from rasterio.warp import transform_geom
@@ -212,8 +222,10 @@ def mask_areas_ha(
             mine += int(per_row.sum())
             valid += int((m != 255).sum())
         result: dict[str, Any] = {
-            "total": total,
+            "total": total if valid else None,
             "aois": {},
+            "valid_share": valid / float(H * W) if H * W else 0.0,
+            "aoi_valid_share": {},
             "pixels": {"mine": mine, "valid": valid, "nodata": H * W - valid},
             "aoi_pixels": {},
             "warnings": [],
@@ -223,44 +235,40 @@ def mask_areas_ha(
         for name, aoi in zip(_unique_names(aois), aois, strict=True):
             geom = transform_geom(aoi.crs, crs, aoi.geometry) if aoi.crs != crs else aoi.geometry
             area = 0.0
-            count = 0
+            count = n_inside = n_valid = 0
             try:
                 win = from_bounds(*geometry_bounds(geom), transform=tr)
                 win = win.round_offsets(op="floor").round_lengths(op="ceil")
-                win = Window(win.col_off, win.row_off, win.width + 1, win.height + 1).intersection(full)
+                win = Window(win.col_off, win.row_off, win.width + 1, win.height + 1)
+                overlap = win.intersection(full)
             except rasterio.errors.WindowError:
-                win = None
-            if win is None or win.width <= 0 or win.height <= 0:
-                msg = f"AOI '{name}' does not overlap the scene {mask_path}; it counts 0 ha"
+                overlap = None
+            if overlap is None or overlap.width <= 0 or overlap.height <= 0:
+                msg = f"AOI '{name}' does not overlap the scene {mask_path}; it has no data there"
                 log.warning(msg)
                 result["warnings"].append(msg)
             else:
+                # The AOI's whole window, also where it leaves the raster: pixels out there are
+                # nodata (a boundless read fills them with 255), so they lower the valid share.
+                outside = (win.col_off < 0 or win.row_off < 0 or win.col_off + win.width > W
+                           or win.row_off + win.height > H)
                 c0, w = int(win.col_off), int(win.width)
                 r_start, r_stop = int(win.row_off), int(win.row_off + win.height)
                 for r in range(r_start, r_stop, strip_rows):
                     sw = Window(c0, r, w, min(strip_rows, r_stop - r))
-                    m = ds.read(1, window=sw)
+                    m = ds.read(1, window=sw, boundless=outside, fill_value=255)
                     inside = geometry_mask([geom], out_shape=m.shape, transform=window_transform(sw, tr),
                                            invert=True, all_touched=False)
                     per_row = ((m == 1) & inside).sum(axis=1)
                     area += float(per_row @ pixel_areas_ha(crs, tr, H, W, sw)[:, 0])
                     count += int(per_row.sum())
-                if not inside_any(ds, geom, win, tr):
+                    n_inside += int(inside.sum())
+                    n_valid += int((inside & (m != 255)).sum())
+                if not n_inside:
                     msg = f"AOI '{name}' lies within the scene's bounds but covers no pixel centre"
                     log.warning(msg)
                     result["warnings"].append(msg)
-            result["aois"][name] = area
+            result["aois"][name] = area if n_valid else None
             result["aoi_pixels"][name] = count
+            result["aoi_valid_share"][name] = n_valid / n_inside if n_inside else 0.0
     return result
-
-
-def inside_any(ds: Any, geom: dict[str, Any], win: Window, tr: Affine) -> bool:
-    """Whether ``geom`` contains at least one pixel centre of ``win`` (cheap, decimated check)."""
-    from rasterio.features import geometry_mask
-    from rasterio.windows import transform as window_transform
-
-    h, w = int(win.height), int(win.width)
-    if h * w <= 4_000_000:
-        m = geometry_mask([geom], out_shape=(h, w), transform=window_transform(win, tr), invert=True)
-        return bool(m.any())
-    return True  # a large window: the AOI certainly covers pixel centres somewhere

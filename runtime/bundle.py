@@ -104,6 +104,14 @@ class S1Params:
     speckle_filter: str = "lee"
     speckle_window: int = 5
     resampling: str = "bilinear"
+    #: How VV was made: "raster" (a calibrated raster made elsewhere: SNAP, GEE, ASF, ...) or
+    #: "grd" (from a GRD product by :mod:`coalmine.runtime.preprocess.s1grd`).
+    source: str = "raster"
+    #: "sigma0" (the study's band) or "gamma0" (terrain-flattened).
+    radiometry: str = "sigma0"
+    #: Terrain correction: "dem", "none" (the geolocation grid's heights) or "unknown" (a raster
+    #: made elsewhere). Scenes made otherwise than a bundle's training scenes get a warning.
+    terrain: str = "unknown"
 
 
 @dataclass(frozen=True)
@@ -208,6 +216,9 @@ class Bundle:
     training: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     format_version: int = FORMAT_VERSION
+    #: The TensorRT engine profile coal-export recorded: ``{"tile": 256, "max_batch": 8}``
+    #: (empty until exported). coal-run's default tile and any engine it builds follow it.
+    engine_profile: dict[str, int] = field(default_factory=dict)
 
     # -- files -------------------------------------------------------------------------------
     def file(self, key: str, must_exist: bool = True) -> Path:
@@ -255,6 +266,7 @@ class Bundle:
             "model": asdict(self.model),
             "files": dict(self.files),
             "training": self.training,
+            **({"engine_profile": dict(self.engine_profile)} if self.engine_profile else {}),
         }
 
     def save(self) -> Path:
@@ -315,6 +327,7 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
             training=dict(d.get("training", {})),
             created=str(d.get("created", "")),
             format_version=int(ver),
+            engine_profile={str(k): int(v) for k, v in (d.get("engine_profile") or {}).items()},
         )
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, BundleError):
@@ -345,6 +358,13 @@ def _validate(b: Bundle, jpath: Path) -> None:
         raise BundleError(f"{jpath}: tile size {b.tile_size} {problem}")
     if not 0 <= b.overlap < b.tile_size:
         raise BundleError(f"{jpath}: overlap {b.overlap} must be >= 0 and smaller than the tile size {b.tile_size}")
+    prof = b.engine_profile
+    if prof and (set(prof) != {"tile", "max_batch"} or prof["max_batch"] < 1
+                 or tile_size_problem(prof["tile"], b.model.size_multiple)):
+        raise BundleError(
+            f"{jpath}: engine_profile {prof} must give a \"tile\" that is a multiple of {b.model.size_multiple} "
+            "and a \"max_batch\" of at least 1; re-run coal-export"
+        )
     g = b.preprocessing.glcm
     if len(g.edges) != g.levels - 1 or any(a >= c for a, c in zip(g.edges, g.edges[1:], strict=False)):
         raise BundleError(f"{jpath}: GLCM edges must be {g.levels - 1} strictly increasing values")

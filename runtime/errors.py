@@ -48,6 +48,11 @@ class BandError(RasterError):
     """A required band is missing, duplicated or in the wrong order."""
 
 
+class NoValidDataError(InputError):
+    """An input has no valid pixel at all (all NaN, all nodata DN, all masked): nothing can be
+    measured, so there is no figure — never 0 ha."""
+
+
 class UnitsError(InputError):
     """Pixel values are not in the expected physical units (e.g. raw GRD DN given as sigma0)."""
 

@@ -39,7 +39,7 @@ from .areas import mask_areas_ha, pixel_areas_ha
 from .backends import Backend, make_backend
 from .bands import band_positions
 from .bundle import Bundle, load_bundle
-from .errors import BandError, InputError, UsageError
+from .errors import BandError, InputError, NoValidDataError, UsageError
 from .options import RunOptions
 from .outputs import OutputSet, mask_from_prob, mask_level, quantize_prob
 from .preprocess.stack import check_preprocessing, open_scene
@@ -205,7 +205,8 @@ def _run_scene(scene: Any, bundle: Any, out_dir: Any, s1: Any, aoi: Any, opts: R
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
     asked = opts
-    opts = opts.resolve(bundle.tile_size, bundle.overlap, bundle.threshold, bundle.model.size_multiple)
+    opts = opts.resolve(bundle.tile_size, bundle.overlap, bundle.threshold, bundle.model.size_multiple,
+                        engine_tile=bundle.engine_profile.get("tile"))
     if bundle.model.classes != 1:
         raise InputError(f"bundle {bundle.path} has {bundle.model.classes} output classes; coal-run needs 1 (mine logit)")
     aois = _read_aois(aoi, opts)
@@ -228,7 +229,17 @@ def _run_scene(scene: Any, bundle: Any, out_dir: Any, s1: Any, aoi: Any, opts: R
                     "COALMINE_PROB_SCALE": "250"}
             with OutputSet(out_dir, prefix, source.crs, source.transform, source.width, source.height,
                            tags=tags) as outs:
-                waits = _stream(source, plan, be, bundle, outs, timer, opts=opts, batch=batch, band_idx=band_idx)
+                band_stats = BandStats(len(bundle.bands))
+                waits = _stream(source, plan, be, bundle, outs, timer, opts=opts, batch=batch, band_idx=band_idx,
+                                band_stats=band_stats)
+                if band_stats.valid == 0:
+                    raise NoValidDataError(
+                        f"{scene_path or 'the scene'} has no valid pixel: every pixel has a NaN band (an "
+                        "all-NaN stack, Sentinel-2 DN all 0 = nodata, or everything masked as cloud); "
+                        "nothing to map, so no hectares and no output were written — check the input "
+                        "files and their nodata"
+                    )
+                warnings += implausible_bands(band_stats, bundle)
                 with timer.stage("cog"):
                     outs.finish_rasters()
                 with timer.stage("areas"):
@@ -303,6 +314,8 @@ def _summary(source: Any, scene_path: Any, s1: Any, bundle: Bundle, outs: Output
         "aoi_pixels": areas["aoi_pixels"],
         "pixels": {"total": total_px, **areas["pixels"]},
         "nodata_share": areas["pixels"]["nodata"] / total_px if total_px else 0.0,
+        "valid_share": areas["valid_share"],
+        "aoi_valid_share": areas["aoi_valid_share"],
         "pixel_area_ha": {"min": float(px_area.min()), "max": float(px_area.max()),
                           "grid": "geographic (geodesic per row)" if source.crs.is_geographic
                           else "projected (constant)"},
@@ -314,14 +327,22 @@ def _summary(source: Any, scene_path: Any, s1: Any, bundle: Bundle, outs: Output
                    "block": plan.block, "blocks": len(plan.blocks), "tiles": plan.n_tiles},
         "grid": {"crs": source.crs.to_string(), "transform": list(source.transform)[:6],
                  "width": W, "height": H},
+        # what was done to the raw inputs (for a GRD product: noise removal, border method,
+        # calibration, geocoding, DEM and its hash, orbit, IPF), from the stack's tag or the raw
+        # source, and how its VV was made
+        "inputs": getattr(source, "inputs", None),
+        "s1_made": ({k: getattr(source.preprocessing.s1, k) for k in ("source", "radiometry", "terrain")}
+                    if getattr(source, "preprocessing", None) is not None else None),
         "timings": {},
         "warnings": warnings,
     }
 
 
 def _stream(source: Any, plan: _Plan, be: Backend, bundle: Bundle, outs: OutputSet, timer: StageTimer, *,
-            opts: RunOptions, batch: int, band_idx: list[int] | None) -> dict[str, float]:
-    """Read, infer and write every block with a reader and a writer thread beside the model."""
+            opts: RunOptions, batch: int, band_idx: list[int] | None,
+            band_stats: BandStats | None = None) -> dict[str, float]:
+    """Read, infer and write every block with a reader and a writer thread beside the model;
+    ``band_stats`` gathers the valid pixels' statistics on the way."""
     from tqdm import tqdm
 
     blocks, tile, overlap = plan.blocks, int(opts.tile or 0), int(opts.overlap or 0)
@@ -360,6 +381,8 @@ def _stream(source: Any, plan: _Plan, be: Backend, bundle: Bundle, outs: OutputS
                                 f"expected {len(bundle.bands)} float32 bands")
             rs, cs = b.core_in_read
             valid = np.isfinite(x[:, rs, cs]).all(axis=0)
+            if band_stats is not None:
+                band_stats.add(x[:, rs, cs], valid)
             xn = bundle.normalization.apply(x, out=x)  # in place: the raw block is not needed again
             timer.lap("normalise", t)
 
@@ -388,6 +411,70 @@ def _stream(source: Any, plan: _Plan, be: Backend, bundle: Bundle, outs: OutputS
         reader.shutdown(wait=True, cancel_futures=True)
         writer.shutdown(wait=True, cancel_futures=True)
     return waits
+
+
+class BandStats:
+    """Count, mean and spread of each input band over the valid pixels, for a plausibility check.
+
+    Every valid pixel is counted; the moments are taken on every ``step``-th row and column
+    of each block (a sample is plenty to tell a plausible band from a broken one, and keeps
+    the cost far below the model's).
+    """
+
+    def __init__(self, n_bands: int, step: int = 4) -> None:
+        self.valid = 0
+        self.step = step
+        self.n = 0
+        self.sum = np.zeros(n_bands, dtype=np.float64)
+        self.sumsq = np.zeros(n_bands, dtype=np.float64)
+
+    def add(self, x: np.ndarray, valid: np.ndarray) -> None:
+        self.valid += int(valid.sum())
+        s = self.step
+        sub = x[:, ::s, ::s][:, valid[::s, ::s]].astype(np.float64)
+        self.n += sub.shape[1]
+        self.sum += sub.sum(axis=1)
+        self.sumsq += np.square(sub).sum(axis=1)
+
+    def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
+        n = max(self.n, 1)
+        mean = self.sum / n
+        return mean, np.sqrt(np.maximum(self.sumsq / n - mean * mean, 0.0))
+
+
+#: A band whose scene mean lies this many training standard deviations from the training
+#: mean, or whose spread is below ``MIN_STD_RATIO`` of the training spread, is implausible.
+MAX_MEAN_Z = 6.0
+MIN_STD_RATIO = 0.01
+
+
+def implausible_bands(stats: BandStats, bundle: Bundle) -> list[str]:
+    """Warnings naming the bands whose statistics cannot come from the data the model was
+    trained on: constant over the scene (an all-zero stack, a band filled with one value) or
+    with a mean far outside the training distribution (other units or scaling). The map is
+    still written; the warnings go to stderr and the summary.
+    """
+    if stats.n == 0:
+        return []
+    mean, std = stats.mean_std()
+    t_mean = np.asarray(bundle.normalization.mean, dtype=np.float64)
+    t_std = np.asarray(bundle.normalization.std, dtype=np.float64)
+    z = np.abs(mean - t_mean) / t_std
+    flat = [b for b, s, ts in zip(bundle.bands, std, t_std, strict=True) if s < MIN_STD_RATIO * ts]
+    far = [f"{b} (mean {m:.4g}, training {tm:.4g} ± {ts:.3g})"
+           for b, m, tm, ts, zz in zip(bundle.bands, mean, t_mean, t_std, z, strict=True)
+           if zz > MAX_MEAN_Z and b not in flat]
+    out = []
+    if flat:
+        out.append(f"implausible input: band(s) {', '.join(flat)} are constant over the scene's valid pixels "
+                   "(e.g. an all-zero stack); the map cannot be trusted — check the input files")
+    if far:
+        out.append(f"implausible input: band(s) {', '.join(far)} lie more than {MAX_MEAN_Z:g} training standard "
+                   "deviations from the bundle's normalisation; check the units and scaling (reflectance "
+                   "0-1, VV in dB) and the Sentinel-2 DN offset")
+    for w in out:
+        log.warning(w)
+    return out
 
 
 __all__ = ["run_scene", "auto_batch_size", "aligned_block"]

@@ -101,12 +101,12 @@ def test_mask_areas_against_geodesic_aoi_area(tmp_path, grid):
     assert res["pixels"]["nodata"] == 7 * shape[0]
 
 
-def test_aoi_outside_scene_counts_zero_with_warning(tmp_path, caplog):
+def test_aoi_outside_scene_has_no_data_with_warning(tmp_path, caplog):
     tr = Affine(10, 0, 300000, 0, -10, 9700000)
     p = write_mask(tmp_path / "m.tif", np.ones((50, 50), np.uint8), CRS.from_epsg(32750), tr)
     far = Aoi("far", box(10.0, 50.0, 10.1, 50.1), CRS.from_epsg(4326))
     res = mask_areas_ha(p, [far])
-    assert res["aois"] == {"far": 0.0}
+    assert res["aois"] == {"far": None} and res["aoi_valid_share"] == {"far": 0.0}  # no data, never 0 ha
     assert any("AOI 'far' does not overlap the scene" in w for w in res["warnings"])
     assert "does not overlap" in caplog.text
 

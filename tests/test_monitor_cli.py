@@ -95,7 +95,8 @@ def test_real_run_areas_match_the_predicted_masks(project):
         year = int(Path(key).name[6:10])
         assert float(yearly[year]["total_mapped_area"]) == pytest.approx(want["total"], abs=PX_HA / 2)
         assert float(yearly[year]["West"]) == pytest.approx(want["West"], abs=PX_HA / 2)
-        assert float(yearly[year]["East"]) == pytest.approx(want["East"], abs=PX_HA / 2)
+        # the 64 px scenes see 4 % of East (it lies mostly beyond their edge): no data, not 0 ha
+        assert yearly[year]["East"] == ""
         summary = json.loads((project / "out" / o["folder"] / o["summary"]).read_text())
         assert ".partial-" not in summary["outputs"]["mask"]  # points at the final folder
     assert (project / "out" / "change" / "change_2017_2018.tif").is_file()
@@ -107,7 +108,8 @@ def test_cli_bad_config_exit_2_one_line(project):
     assert res.exit_code == 2
     assert res.stderr.strip() == (
         f"coal-monitor: error: {project / 'bad.toml'}: unknown key 'colour'; known keys: "
-        "aoi_name_field, aois, bundle, cluster, ledger, max_attempts, output, run, scenes, search, source, title, yearly_rule"
+        "aoi_name_field, aois, bundle, cluster, ledger, max_attempts, min_valid_share, output, run, scenes, search, "
+        "source, title, yearly_rule"
     )
     res = CliRunner().invoke(main, [str(project / "missing.toml")])
     assert res.exit_code == 1 and "configuration file" in res.stderr and "does not exist" in res.stderr
@@ -151,7 +153,7 @@ def test_sigkill_at_any_point_then_restart_equals_an_uninterrupted_run(tmp_path,
     p = _start(ref, None)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 0, err
-    assert err.strip().startswith("coal-monitor: 3 new scenes processed")
+    assert err.strip().splitlines()[-1].startswith("coal-monitor: 3 new scenes processed")
     want = _state(ref)
 
     crashed = _project(tmp_path / "crash", series)

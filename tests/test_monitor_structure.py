@@ -22,7 +22,7 @@ RANKS = {
     "__init__": 5,
     "scheduler": 4,
     "yearly": 3, "change": 3, "reports": 3, "cluster": 3,
-    "pipeline": 2, "legend": 2,
+    "pipeline": 2, "legend": 2, "models": 2,
     "layout": 1, "ledger": 1, "config": 1,
 }
 

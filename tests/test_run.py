@@ -126,7 +126,7 @@ def test_aoi_hectares_and_aoi_outside(tmp_path, linear_bundle):
     mask, _, _ = read1(tmp_path / "o" / "s_mask.tif")
     assert s["aoi_pixels"]["top"] == pytest.approx(int((mask[:50] == 1).sum()), abs=3)
     assert s["areas_ha"]["aois"]["top"] == pytest.approx(s["aoi_pixels"]["top"] * 0.01)
-    assert s["areas_ha"]["aois"]["elsewhere"] == 0.0
+    assert s["areas_ha"]["aois"]["elsewhere"] is None and s["aoi_valid_share"]["elsewhere"] == 0.0  # no data, not 0 ha
     assert any("'elsewhere' does not overlap" in w for w in s["warnings"])
 
 

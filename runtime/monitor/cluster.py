@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._optional import optional_import
+from ..backends import GPU_KINDS
 from ..errors import (
     CoalmineError,
     ConfigError,
@@ -63,8 +64,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("coalmine.monitor")
 
-#: Backends that need a GPU; their tasks ask for one ``GPU`` worker resource.
-GPU_BACKENDS = ("tensorrt", "cuda")
+#: Backends that need a GPU (from the backend registry); their tasks ask for one ``GPU`` worker resource.
+GPU_BACKENDS = GPU_KINDS
 
 #: Errors that would fail the same way on any worker: reported at once, not retried.
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (InputError, UsageError)
@@ -558,7 +559,7 @@ def _reported(exc: BaseException) -> BaseException:
 def _visible(res: SceneResult) -> SceneResult | BaseException:
     """Accept a worker's result only when its mask is visible here (shared storage)."""
     mask = Path(res.out_dir) / res.outputs.get("mask", "")
-    if res.outputs.get("mask") and mask.is_file():
+    if res.no_data or (res.outputs.get("mask") and mask.is_file()):  # a no-data scene has no mask
         return res
     return OutputError(
         f"a Dask worker wrote {mask} but this coordinator cannot see it; workers and coordinator need "

@@ -13,16 +13,20 @@ Example ``monitor.toml``::
     aoi_name_field = "name"            # attribute holding each area's name
     output = "monitor"                 # ledger, per-scene outputs, composites, reports
     yearly_rule = "max_extent"         # max_extent | median | majority | latest
+    min_valid_share = 0.5              # below this observed share a year/AOI/scene has no figure
 
     [run]                              # coal-run's settings for every scene (RunOptions)
     backend = "auto"
     threshold = 0.5
-    s2_offset = -1000                  # input settings too: s2_offset, s1_units, scl
+    s2_offset = -1000                  # input settings too: s2_offset, s1_units, scl, dem, orbit
+    dem = "dem/copernicus_30m.vrt"     # terrain correction of Sentinel-1 GRD products (any CRS)
+    orbit = "orbits"                   # folder of S1?_OPER_AUX_POEORB_*.EOF (the matching one is used)
 
     [[scenes]]                         # one explicit scene
     path = "s2/S2A_20160714_T50MKB"    # a stack, a folder of band files or a SAFE folder
     date = 2016-07-14
-    s1 = "s1/S1A_20160712_VV.tif"      # Sentinel-1 VV for raw Sentinel-2 input
+    s1 = "s1/S1A_IW_GRDH_1SDV_20160712T….zip"  # Sentinel-1 for raw Sentinel-2 input: a GRD
+                                       # product (SAFE folder, zip, COG-SAFE) or a sigma0 raster
 
     [[search]]                         # or every match of a pattern in a folder
     folder = "incoming/s2"
@@ -73,7 +77,7 @@ CLUSTER_OPTIONS: dict[str, tuple[type, ...]] = {
 
 _TOP_KEYS = {
     "title", "bundle", "aois", "aoi_name_field", "output", "ledger", "yearly_rule",
-    "max_attempts", "run", "scenes", "search", "cluster", "source",
+    "max_attempts", "run", "scenes", "search", "cluster", "source", "min_valid_share",
 }
 _SCENE_KEYS = ("path", "date", "s1")
 _SEARCH_KEYS = {
@@ -121,6 +125,8 @@ class MonitorConfig:
     ledger: Path | None = None
     yearly_rule: str = "max_extent"
     max_attempts: int = 3
+    #: A figure (a scene, a year, an AOI in either) whose valid share is below this is "no data".
+    min_valid_share: float = 0.5
     #: The ``[run]`` table as written (validated by :class:`RunOptions`): passed to
     #: ``run_scene`` for every scene and recorded in the ledger.
     run: dict[str, Any] = field(default_factory=dict)
@@ -182,6 +188,11 @@ def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
     if max_attempts < 1:
         raise ConfigError(f"{src}: max_attempts must be at least 1, got {max_attempts}")
 
+    min_valid = float(typed(raw, "min_valid_share", float, src, default=MonitorConfig.min_valid_share))
+    if not 0.0 < min_valid <= 1.0:
+        raise ConfigError(f"{src}: min_valid_share must lie in (0, 1] (the share of an area that must be "
+                          f"observed for its hectares to count), got {min_valid}")
+
     run = _run_table(raw, src, bundle)
     cluster = _options_table(raw, "cluster", CLUSTER_OPTIONS, src)
 
@@ -206,6 +217,7 @@ def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
         ledger=ledger,
         yearly_rule=rule,
         max_attempts=max_attempts,
+        min_valid_share=min_valid,
         run=dict(run),
         scenes=scenes,
         searches=searches,
@@ -358,13 +370,19 @@ def _run_table(raw: dict[str, Any], src: Path, bundle: Path) -> dict[str, Any]:
     table = raw.get("run", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{src}: 'run' must be a table ([run]), got {type(table).__name__}")
+    table = dict(table)
+    for key in ("dem", "orbit"):  # paths, relative to the configuration file like all others
+        v = table.get(key)
+        if isinstance(v, str) and v and not Path(v).expanduser().is_absolute():
+            table[key] = str(src.parent / Path(v).expanduser())
     opts = RunOptions.from_table(table, src, "run", exclude=MONITOR_SETS_RUN)
     try:
         b = load_bundle(bundle)
     except BundleError:
         return dict(table)
     try:
-        opts.resolve(b.tile_size, b.overlap, b.threshold, b.model.size_multiple)
+        opts.resolve(b.tile_size, b.overlap, b.threshold, b.model.size_multiple,
+                     engine_tile=b.engine_profile.get("tile"))
     except OptionError as exc:
         raise exc.in_config(src, "run") from None
     return dict(table)

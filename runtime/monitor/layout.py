@@ -33,6 +33,7 @@ REPORTS_DIR = "reports"
 #: Report files under ``reports/``, by the key :func:`~.reports.write_reports` returns them with.
 REPORT_FILES: dict[str, str] = {
     "yearly_csv": "yearly_areas.csv",
+    "yearly_details_csv": "yearly_details.csv",
     "changes_csv": "changes.csv",
     "change_maps_csv": "change_maps.csv",
     "scenes_csv": "scenes.csv",

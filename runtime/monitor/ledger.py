@@ -1,9 +1,21 @@
 """The monitoring ledger (SQLite) and the run lock.
 
 The ledger is the memory of a scheduled monitor: for every scene its inputs (path, size,
-modification time, SHA-256 of the content), the bundle and options it was processed
-with, its status (``pending`` → ``running`` → ``done`` / ``failed``), timings, outputs,
-error and hectares per AOI; and for every year the composite and its hectares per AOI.
+modification time, SHA-256 of the content), the bundle, options and model state it was
+processed under and the model file actually run (name, SHA-256, precision, backend; see
+:mod:`.models`), its status (``pending`` → ``running`` → ``done`` / ``nodata`` / ``failed``),
+timings, outputs, error, and hectares and valid share in total and per AOI; and for every year
+the composite, its hectares and valid share per AOI and the models behind it.
+
+**No data is not 0 ha.** A scene without a single valid pixel is ``nodata`` (no outputs, no
+hectares); hectares of a scene, year or AOI with no valid pixel are NULL, never 0. Every figure
+keeps its valid share beside it, so the reports can withhold figures that rest on too little
+of the area (``min_valid_share``).
+
+**Schema versions.** Version 2 added the model columns, the ``nodata`` status and the valid
+shares. A version-1 ledger is migrated in place when opened (one transaction; the tables are
+rebuilt with their rows kept). Its scenes do not say which model file produced them, so the
+next run maps them again once; nothing else is lost.
 
 Why it survives a power cut or ``kill -9`` at any moment:
 
@@ -37,55 +49,58 @@ from typing import Any
 from .._io import hash_file
 from ..errors import CoalmineError, OutputError
 
-SCHEMA_VERSION = 1
-STATUSES = ("pending", "running", "done", "failed")
+SCHEMA_VERSION = 2
+STATUSES = ("pending", "running", "done", "nodata", "failed")
 LOCK_NAME = ".coal-monitor.lock"
 
 #: Exit code of a run refused because another run holds the lock (sysexits EX_TEMPFAIL:
 #: "try again later", which cron wrappers and systemd understand as transient).
 EXIT_LOCKED = 75
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
+_META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+
+#: The tables of schema 2, by name (the migration from schema 1 rebuilds each from its old rows).
+_TABLES: dict[str, str] = {
+    "runs": """CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     started TEXT NOT NULL, finished TEXT, pid INTEGER, host TEXT,
     status TEXT NOT NULL DEFAULT 'running',
     processed INTEGER DEFAULT 0, unchanged INTEGER DEFAULT 0, failed INTEGER DEFAULT 0,
     message TEXT
-);
-CREATE TABLE IF NOT EXISTS scenes (
+)""",
+    "scenes": """CREATE TABLE IF NOT EXISTS scenes (
     key TEXT PRIMARY KEY,
     path TEXT NOT NULL, s1_path TEXT, date TEXT NOT NULL, year INTEGER NOT NULL,
     size INTEGER, mtime_ns INTEGER, nfiles INTEGER, sha256 TEXT,
     s1_size INTEGER, s1_mtime_ns INTEGER, s1_nfiles INTEGER, s1_sha256 TEXT,
-    bundle_id TEXT, options TEXT,
-    status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'done', 'failed')),
+    bundle_id TEXT, options TEXT, model_state TEXT,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'done', 'nodata', 'failed')),
     token TEXT, attempts INTEGER NOT NULL DEFAULT 0, run_id INTEGER,
     started TEXT, finished TEXT, seconds REAL, timings TEXT, outputs TEXT,
-    total_ha REAL, nodata_share REAL, backend TEXT, error TEXT
-);
-CREATE TABLE IF NOT EXISTS scene_areas (
+    total_ha REAL, nodata_share REAL, valid_share REAL, backend TEXT,
+    model_file TEXT, model_sha256 TEXT, precision TEXT, error TEXT
+)""",
+    "scene_areas": """CREATE TABLE IF NOT EXISTS scene_areas (
     key TEXT NOT NULL REFERENCES scenes(key) ON DELETE CASCADE,
-    aoi TEXT NOT NULL, hectares REAL NOT NULL,
+    aoi TEXT NOT NULL, hectares REAL, valid_share REAL,
     PRIMARY KEY (key, aoi)
-);
-CREATE TABLE IF NOT EXISTS years (
+)""",
+    "years": """CREATE TABLE IF NOT EXISTS years (
     year INTEGER PRIMARY KEY, rule TEXT NOT NULL, fingerprint TEXT NOT NULL,
-    n_scenes INTEGER NOT NULL, composite TEXT NOT NULL, total_ha REAL NOT NULL,
-    valid_share REAL, updated TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS year_areas (
+    n_scenes INTEGER NOT NULL, composite TEXT, total_ha REAL,
+    valid_share REAL, models TEXT, updated TEXT NOT NULL
+)""",
+    "year_areas": """CREATE TABLE IF NOT EXISTS year_areas (
     year INTEGER NOT NULL REFERENCES years(year) ON DELETE CASCADE,
-    aoi TEXT NOT NULL, hectares REAL NOT NULL,
+    aoi TEXT NOT NULL, hectares REAL, valid_share REAL,
     PRIMARY KEY (year, aoi)
-);
-CREATE TABLE IF NOT EXISTS changes (
+)""",
+    "changes": """CREATE TABLE IF NOT EXISTS changes (
     from_year INTEGER NOT NULL, to_year INTEGER NOT NULL, fingerprint TEXT NOT NULL,
     raster TEXT NOT NULL, stats TEXT NOT NULL, updated TEXT NOT NULL,
     PRIMARY KEY (from_year, to_year)
-);
-"""
+)""",
+}
 
 
 class LedgerLockedError(CoalmineError, RuntimeError):
@@ -243,19 +258,22 @@ class Ledger:
         try:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
+            with self.tx() as c:
+                c.execute(_META)
+                fresh = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() is None
+                if fresh:
+                    for ddl in _TABLES.values():
+                        c.execute(ddl)
+                    c.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            ver = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+            if str(ver) == "1":
+                _migrate_1_to_2(self.conn)
+                ver = SCHEMA_VERSION
             self.conn.execute("PRAGMA foreign_keys=ON")
-            # Each CREATE ... IF NOT EXISTS is atomic on its own; executescript manages its own
-            # transaction, so it runs outside ours.
-            self.conn.executescript(_SCHEMA)
-            with self.tx():
-                self.conn.execute(
-                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-                )
         except sqlite3.DatabaseError as exc:
             raise OutputError(
                 f"{self.path} is not a usable coal-monitor ledger ({exc}); move it aside to start a new one"
             ) from exc
-        ver = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
         if int(ver) != SCHEMA_VERSION:
             raise OutputError(
                 f"ledger {self.path} has schema version {ver}, this coalmine writes {SCHEMA_VERSION}; "
@@ -318,12 +336,12 @@ class Ledger:
         """Record (insert or refresh) the scenes a run is about to process, all in one transaction.
 
         Each dict has the scene columns of the planned input (key, path, s1_path, date, year,
-        size, mtime_ns, nfiles, sha256, s1_*, bundle_id, options). Earlier hectares of a
-        re-planned scene are removed here, so a changed scene never counts with stale areas.
+        size, mtime_ns, nfiles, sha256, s1_*, bundle_id, options, model_state). Earlier hectares
+        of a re-planned scene are removed here, so a changed scene never counts with stale areas.
         """
         cols = [
             "key", "path", "s1_path", "date", "year", "size", "mtime_ns", "nfiles", "sha256",
-            "s1_size", "s1_mtime_ns", "s1_nfiles", "s1_sha256", "bundle_id", "options",
+            "s1_size", "s1_mtime_ns", "s1_nfiles", "s1_sha256", "bundle_id", "options", "model_state",
         ]
         with self.tx() as c:
             for r in rows:
@@ -333,7 +351,8 @@ class Ledger:
                     "ON CONFLICT(key) DO UPDATE SET "
                     + ", ".join(f"{k}=excluded.{k}" for k in cols[1:])
                     + ", status='pending', token=NULL, outputs=NULL, total_ha=NULL, nodata_share=NULL, "
-                    "error=NULL, started=NULL, finished=NULL, seconds=NULL, timings=NULL, backend=NULL",
+                    "valid_share=NULL, error=NULL, started=NULL, finished=NULL, seconds=NULL, timings=NULL, "
+                    "backend=NULL, model_file=NULL, model_sha256=NULL, precision=NULL",
                     vals,
                 )
                 c.execute("DELETE FROM scene_areas WHERE key=?", (r["key"],))
@@ -365,26 +384,37 @@ class Ledger:
     def complete(self, key: str, token: str, result: dict[str, Any]) -> bool:
         """Register a finished scene and its hectares in ONE transaction.
 
+        ``result`` has ``outputs``, ``areas_ha`` (``{"total": ha | None, "aois": {name: ha |
+        None}}``), ``valid_share`` and ``aoi_valid_share``, ``nodata_share``, ``backend``,
+        ``model`` (``{"file", "sha256", "precision"}``), ``timings``, ``seconds``; with
+        ``no_data`` true the scene is recorded ``nodata`` (no valid pixel: no hectares at all).
         Only the attempt holding ``token`` may complete the row, so a duplicate result (e.g.
         a retried distributed task) cannot count twice. Returns whether the row was updated.
         """
-        areas = result["areas_ha"]
+        areas = result.get("areas_ha") or {}
+        model = result.get("model") or {}
+        shares = result.get("aoi_valid_share") or {}
+        status = "nodata" if result.get("no_data") else "done"
         with self.tx() as c:
             cur = c.execute(
-                "UPDATE scenes SET status='done', finished=?, seconds=?, timings=?, outputs=?, total_ha=?, "
-                "nodata_share=?, backend=?, error=NULL WHERE key=? AND token=? AND status='running'",
+                "UPDATE scenes SET status=?, finished=?, seconds=?, timings=?, outputs=?, total_ha=?, "
+                "nodata_share=?, valid_share=?, backend=?, model_file=?, model_sha256=?, precision=?, error=? "
+                "WHERE key=? AND token=? AND status='running'",
                 (
-                    now(), result.get("seconds"), json.dumps(result.get("timings", {})),
-                    json.dumps(result["outputs"]), float(areas["total"]), result.get("nodata_share"),
-                    result.get("backend"), key, token,
+                    status, now(), result.get("seconds"), json.dumps(result.get("timings", {})),
+                    json.dumps(result.get("outputs", {})), _opt_float(areas.get("total")),
+                    result.get("nodata_share"), result.get("valid_share"), result.get("backend"),
+                    model.get("file"), model.get("sha256"), model.get("precision"),
+                    result.get("message") if status == "nodata" else None, key, token,
                 ),
             )
             if cur.rowcount != 1:
                 return False
             c.execute("DELETE FROM scene_areas WHERE key=?", (key,))
             c.executemany(
-                "INSERT INTO scene_areas(key, aoi, hectares) VALUES (?, ?, ?)",
-                [(key, name, float(ha)) for name, ha in areas.get("aois", {}).items()],
+                "INSERT INTO scene_areas(key, aoi, hectares, valid_share) VALUES (?, ?, ?, ?)",
+                [(key, name, _opt_float(ha), _opt_float(shares.get(name)))
+                 for name, ha in (areas.get("aois") or {}).items()],
             )
         return True
 
@@ -400,27 +430,40 @@ class Ledger:
     def years(self) -> list[sqlite3.Row]:
         return self.conn.execute("SELECT * FROM years ORDER BY year").fetchall()
 
-    def year_areas(self) -> dict[int, dict[str, float]]:
-        out: dict[int, dict[str, float]] = {}
+    def year_areas(self) -> dict[int, dict[str, float | None]]:
+        """``{year: {aoi: hectares}}``; None where the AOI had no valid pixel that year."""
+        out: dict[int, dict[str, float | None]] = {}
         for r in self.conn.execute("SELECT year, aoi, hectares FROM year_areas ORDER BY year, aoi"):
             out.setdefault(r["year"], {})[r["aoi"]] = r["hectares"]
         return out
 
+    def year_area_shares(self) -> dict[int, dict[str, float | None]]:
+        """``{year: {aoi: valid share}}`` of the yearly composites."""
+        out: dict[int, dict[str, float | None]] = {}
+        for r in self.conn.execute("SELECT year, aoi, valid_share FROM year_areas ORDER BY year, aoi"):
+            out.setdefault(r["year"], {})[r["aoi"]] = r["valid_share"]
+        return out
+
     def set_year(
-        self, year: int, rule: str, fp: str, n_scenes: int, composite: str, areas: dict[str, Any],
-        valid_share: float,
+        self, year: int, rule: str, fp: str, n_scenes: int, composite: str | None, areas: dict[str, Any],
+        valid_share: float, models: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Register a yearly composite and its hectares per AOI in one transaction."""
+        """Register a yearly composite, its hectares and valid share per AOI (``areas`` as
+        :func:`coalmine.runtime.areas.mask_areas_ha` returns them) and the models of its scenes,
+        in one transaction. A year whose scenes all had no valid pixel has no composite
+        (``composite`` None) and no hectares."""
+        shares = areas.get("aoi_valid_share") or {}
         with self.tx() as c:
             c.execute("DELETE FROM years WHERE year=?", (year,))
             c.execute(
-                "INSERT INTO years(year, rule, fingerprint, n_scenes, composite, total_ha, valid_share, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (year, rule, fp, n_scenes, composite, float(areas["total"]), valid_share, now()),
+                "INSERT INTO years(year, rule, fingerprint, n_scenes, composite, total_ha, valid_share, models, "
+                "updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (year, rule, fp, n_scenes, composite, _opt_float(areas.get("total")), valid_share,
+                 json.dumps(models or []), now()),
             )
             c.executemany(
-                "INSERT INTO year_areas(year, aoi, hectares) VALUES (?, ?, ?)",
-                [(year, k, float(v)) for k, v in areas.get("aois", {}).items()],
+                "INSERT INTO year_areas(year, aoi, hectares, valid_share) VALUES (?, ?, ?, ?)",
+                [(year, k, _opt_float(v), _opt_float(shares.get(k))) for k, v in areas.get("aois", {}).items()],
             )
 
     def drop_years_except(self, keep: set[int]) -> None:
@@ -445,3 +488,49 @@ class Ledger:
             for r in c.execute("SELECT from_year, to_year FROM changes").fetchall():
                 if (r["from_year"], r["to_year"]) not in keep:
                     c.execute("DELETE FROM changes WHERE from_year=? AND to_year=?", (r[0], r[1]))
+
+
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+# -- migrations -------------------------------------------------------------------------------------
+
+#: Columns each schema-1 table shares with its schema-2 form (the new ones start NULL).
+_V1_COLUMNS: dict[str, str] = {
+    "runs": "id, started, finished, pid, host, status, processed, unchanged, failed, message",
+    "scenes": "key, path, s1_path, date, year, size, mtime_ns, nfiles, sha256, s1_size, s1_mtime_ns, "
+              "s1_nfiles, s1_sha256, bundle_id, options, status, token, attempts, run_id, started, "
+              "finished, seconds, timings, outputs, total_ha, nodata_share, backend, error",
+    "scene_areas": "key, aoi, hectares",
+    "years": "year, rule, fingerprint, n_scenes, composite, total_ha, valid_share, updated",
+    "year_areas": "year, aoi, hectares",
+    "changes": "from_year, to_year, fingerprint, raster, stats, updated",
+}
+
+
+def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
+    """Rebuild every table of a schema-1 ledger in its schema-2 form, keeping the rows.
+
+    SQLite cannot change a CHECK constraint or drop NOT NULL in place, so each table is
+    created anew, filled from the old one, and swapped in (SQLite's documented procedure for
+    other ALTER TABLE changes), all in one transaction with foreign keys off, so a kill leaves
+    either the old ledger or the new one.
+    """
+    conn.execute("PRAGMA foreign_keys=OFF")  # no effect inside a transaction: set it before
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for name, ddl in _TABLES.items():
+            cols = _V1_COLUMNS[name]
+            conn.execute(ddl.replace(f"IF NOT EXISTS {name} (", f"{name}_v2 ("))
+            conn.execute(f"INSERT INTO {name}_v2 ({cols}) SELECT {cols} FROM {name}")  # noqa: S608 - fixed names
+            conn.execute(f"DROP TABLE {name}")
+            conn.execute(f"ALTER TABLE {name}_v2 RENAME TO {name}")
+        bad = conn.execute("PRAGMA foreign_key_check").fetchall()
+        if bad:
+            raise sqlite3.DatabaseError(f"{len(bad)} rows lost their scene or year in the migration")
+        conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

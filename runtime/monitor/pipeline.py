@@ -43,6 +43,7 @@ class SceneTask:
     aois: str | None = None
     aoi_name_field: str | None = None
     s1: str | None = None
+    #: coal-run settings as the ``[run]`` table gives them (checked by ``RunOptions`` at load).
     options: dict[str, Any] = field(default_factory=dict)
     #: "module:function" (or a module-level function) with run_scene's signature.
     runner: Any = DEFAULT_RUNNER
@@ -51,7 +52,10 @@ class SceneTask:
 @dataclass(frozen=True)
 class SceneResult:
     """What a worker returns: output file names (relative to the scene folder), hectares
-    (``{"total": ha, "aois": {name: ha}}``), nodata share, backend, timings and seconds."""
+    (``{"total": ha, "aois": {name: ha}}``, None where nothing valid was seen), valid shares,
+    nodata share, backend, the model details coal-run reported (``backend.details``), timings
+    and seconds. ``no_data`` marks a scene without a single valid pixel (no outputs, no
+    hectares; ``message`` says why)."""
 
     key: str
     token: str
@@ -62,11 +66,18 @@ class SceneResult:
     backend: str | None
     timings: dict[str, float]
     seconds: float
+    valid_share: float | None = None
+    aoi_valid_share: dict[str, float] = field(default_factory=dict)
+    model: dict[str, Any] | None = None
+    no_data: bool = False
+    message: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "outputs": self.outputs, "areas_ha": self.areas_ha, "nodata_share": self.nodata_share,
+            "valid_share": self.valid_share, "aoi_valid_share": self.aoi_valid_share,
             "backend": self.backend, "timings": self.timings, "seconds": self.seconds,
+            "no_data": self.no_data, "message": self.message,
         }
 
 
@@ -78,6 +89,11 @@ def process_scene(task: SceneTask) -> SceneResult:
 
     Returns:
         The :class:`SceneResult`; the outputs are in ``task.out_dir`` when it returns.
+
+    A scene the runner refuses for having no valid pixel at all
+    (:class:`~coalmine.runtime.errors.NoValidDataError`) is not a failure: it returns a
+    result with ``no_data`` set and no outputs (its folder is emptied), to be recorded as
+    ``nodata`` rather than retried.
 
     Raises:
         CoalmineError (or any error of the runner): the scene failed; no partial output
@@ -95,19 +111,34 @@ def process_scene(task: SceneTask) -> SceneResult:
     tmp = final.parent / f".{final.name}.partial-{task.token}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
+    from ..errors import NoValidDataError
+
     try:
         runner = resolve_runner(task.runner)
-        summary = runner(
-            task.scene, task.bundle, tmp, s1=task.s1, aoi=task.aois, aoi_name_field=task.aoi_name_field,
-            prefix=task.prefix, progress=False, **task.options,
-        )
+        try:
+            summary = runner(
+                task.scene, task.bundle, tmp, s1=task.s1, aoi=task.aois, aoi_name_field=task.aoi_name_field,
+                prefix=task.prefix, progress=False, **task.options,
+            )
+        except NoValidDataError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            swap_into_place(tmp, final, task.token)  # no outputs of an earlier version stay behind
+            return SceneResult(
+                key=task.key, token=task.token, out_dir=str(final), outputs={},
+                areas_ha={"total": None, "aois": {}}, nodata_share=1.0, backend=None, timings={},
+                seconds=time.perf_counter() - t0, valid_share=0.0, no_data=True, message=str(exc),
+            )
         outputs = {k: Path(v).name for k, v in summary["outputs"].items() if v}
         if "mask" not in outputs:
             raise RuntimeError(f"runner {task.runner} returned no mask output for {task.scene}")
         areas = summary.get("areas_ha")
-        if not (isinstance(areas, dict) and "total" in areas and (not task.aois or "aois" in areas)):
-            areas = _areas(tmp / outputs["mask"], task)  # a runner that does not measure AOIs
-        areas = {"total": float(areas["total"]), "aois": {str(k): float(v) for k, v in areas.get("aois", {}).items()}}
+        if not (isinstance(areas, dict) and "total" in areas and (not task.aois or "aois" in areas)
+                and isinstance(summary.get("aoi_valid_share"), dict) and "valid_share" in summary):
+            # a runner that does not measure AOIs and valid shares: measure them on its mask
+            areas = _areas(tmp / outputs["mask"], task)
+            summary = {**summary, "valid_share": areas["valid_share"], "aoi_valid_share": areas["aoi_valid_share"]}
+        areas = {"total": _float(areas["total"]), "aois": {str(k): _float(v) for k, v in areas.get("aois", {}).items()}}
         if "summary" in outputs:
             _fix_summary_paths(tmp / outputs["summary"], tmp, final)
         swap_into_place(tmp, final, task.token)
@@ -124,6 +155,9 @@ def process_scene(task: SceneTask) -> SceneResult:
         backend=summary.get("backend") if isinstance(summary.get("backend"), str) else _name(summary.get("backend")),
         timings={k: float(v) for k, v in (summary.get("timings") or {}).items() if isinstance(v, (int, float))},
         seconds=time.perf_counter() - t0,
+        valid_share=_float(summary.get("valid_share")),
+        aoi_valid_share={str(k): float(v) for k, v in (summary.get("aoi_valid_share") or {}).items()},
+        model=_details(summary.get("backend")),
     )
 
 
@@ -133,7 +167,8 @@ def _areas(mask: Path, task: SceneTask) -> dict[str, Any]:
 
     aois = read_aois(task.aois, name_field=task.aoi_name_field) if task.aois else []
     res = mask_areas_ha(mask, aois)
-    return {"total": float(res["total"]), "aois": {str(k): float(v) for k, v in res.get("aois", {}).items()}}
+    return {"total": res["total"], "aois": dict(res.get("aois", {})), "valid_share": res["valid_share"],
+            "aoi_valid_share": dict(res["aoi_valid_share"])}
 
 
 def _fix_summary_paths(path: Path, tmp: Path, final: Path) -> None:
@@ -153,6 +188,14 @@ def _fix_summary_paths(path: Path, tmp: Path, final: Path) -> None:
 
 def _float(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) else None
+
+
+def _details(v: Any) -> dict[str, Any] | None:
+    """The model part of coal-run's ``backend.details`` (ONNX ``model`` or TensorRT ``engine``)."""
+    d = v.get("details") if isinstance(v, dict) else None
+    if not isinstance(d, dict):
+        return None
+    return {k: d[k] for k in ("model", "engine") if isinstance(d.get(k), str)} or None
 
 
 def _name(v: Any) -> str | None:

@@ -34,7 +34,7 @@ import importlib.resources
 import io
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,66 +93,111 @@ class ChangeMap:
     raster: str
 
 
+#: A figure whose valid share is below this (but at least ``min_valid_share``) is shown
+#: marked as resting on partial coverage.
+PARTIAL_COVERAGE = 0.9
+
+
 @dataclass(frozen=True)
 class ReportData:
     """Everything the reports show, read from the ledger once.
 
-    ``table`` is ``{year: {aoi | TOTAL: ha}}``; ``names`` are the AOI names in the AOI file's
+    ``table`` is ``{year: {aoi | TOTAL: ha or None}}`` — None where the figure is **no data**:
+    nothing valid was observed, or less than ``min_valid_share`` of the area (never 0 ha);
+    ``shares`` the valid share behind each figure; ``names`` the AOI names in the AOI file's
     order (then any others the ledger holds); ``composites`` the relative path of each year's
-    composite; ``scenes`` the ledger rows of the configured scenes.
+    composite (None for a year without a valid scene); ``models`` the models (file, SHA-256,
+    precision, backend, scene count) behind each year; ``scenes`` the ledger rows of the
+    configured scenes.
     """
 
     years: list[int]
     names: list[str]
-    table: dict[int, dict[str, float]]
-    composites: dict[int, str]
+    table: dict[int, dict[str, float | None]]
+    composites: dict[int, str | None]
     changes: list[dict[str, Any]]
     change_maps: list[ChangeMap]
     scenes: list[Any]
+    shares: dict[int, dict[str, float | None]] = field(default_factory=dict)
+    models: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    n_scenes: dict[int, int] = field(default_factory=dict)
+    min_valid_share: float = 0.5
+
+    def coverage(self, year: int, name: str) -> str:
+        """``"full"``, ``"partial"`` (shown, marked) or ``"none"`` (no figure) for one cell."""
+        if self.table.get(year, {}).get(name) is None:
+            return "none"
+        share = self.shares.get(year, {}).get(name)
+        return "partial" if share is not None and share < PARTIAL_COVERAGE else "full"
 
 
-def collect(led: Ledger, keys: set[str], aoi_order: list[str]) -> ReportData:
-    """Read the report's figures from the ledger (``keys``: the configured scenes)."""
-    years, names, table = yearly_table(led, aoi_order)
+def collect(led: Ledger, keys: set[str], aoi_order: list[str], min_valid_share: float = 0.5) -> ReportData:
+    """Read the report's figures from the ledger (``keys``: the configured scenes); figures
+    resting on less than ``min_valid_share`` of their area become None (no data)."""
+    years, names, table, shares = yearly_table(led, aoi_order, min_valid_share)
+    rows = led.years()
     return ReportData(
         years=years,
         names=names,
         table=table,
-        composites={r["year"]: r["composite"] for r in led.years()},
+        composites={r["year"]: r["composite"] for r in rows},
         changes=change_rows(years, names, table),
         change_maps=[
             ChangeMap(r["from_year"], r["to_year"], json.loads(r["stats"])["hectares"], r["raster"])
             for r in led.changes()
         ],
         scenes=[r for r in led.scenes() if r["key"] in keys],
+        shares=shares,
+        models={r["year"]: json.loads(r["models"] or "[]") for r in rows},
+        n_scenes={r["year"]: r["n_scenes"] for r in rows},
+        min_valid_share=min_valid_share,
     )
 
 
 def yearly_table(
-    led: Ledger, order: list[str] | None = None
-) -> tuple[list[int], list[str], dict[int, dict[str, float]]]:
-    """Years, AOI names (in ``order``, e.g. the AOI file's, then any others) and
-    ``{year: {aoi | TOTAL: ha}}`` from the ledger."""
+    led: Ledger, order: list[str] | None = None, min_valid_share: float = 0.5,
+) -> tuple[list[int], list[str], dict[int, dict[str, float | None]], dict[int, dict[str, float | None]]]:
+    """Years, AOI names (in ``order``, e.g. the AOI file's, then any others),
+    ``{year: {aoi | TOTAL: ha or None}}`` and the valid share of each, from the ledger.
+
+    A figure is None (no data) where the ledger has none (no valid pixel) or its valid share
+    is below ``min_valid_share``.
+    """
     years_rows = led.years()
     areas = led.year_areas()
+    area_shares = led.year_area_shares()
     present = {n for row in areas.values() for n in row}
     names: list[str] = [n for n in dict.fromkeys(order or []) if n in present]
-    table: dict[int, dict[str, float]] = {}
+    table: dict[int, dict[str, float | None]] = {}
+    shares: dict[int, dict[str, float | None]] = {}
     for r in years_rows:
         y = r["year"]
-        row = dict(areas.get(y, {}))
+        row: dict[str, float | None] = dict(areas.get(y, {}))
+        share: dict[str, float | None] = dict(area_shares.get(y, {}))
         for n in row:
             if n not in names:
                 names.append(n)
-        row[TOTAL] = float(r["total_ha"])
-        table[y] = row
-    return [r["year"] for r in years_rows], names, table
+        row[TOTAL] = r["total_ha"]
+        share[TOTAL] = r["valid_share"]
+        table[y] = {n: _shown(v, share.get(n), min_valid_share) for n, v in row.items()}
+        shares[y] = share
+    return [r["year"] for r in years_rows], names, table, shares
 
 
-def change_rows(years: list[int], names: list[str], table: dict[int, dict[str, float]]) -> list[dict[str, Any]]:
+def _shown(ha: float | None, share: float | None, min_share: float) -> float | None:
+    """A hectare figure as the report may show it: None when it rests on too little."""
+    if ha is None or (share is not None and share < min_share):
+        return None
+    return float(ha)
+
+
+def change_rows(
+    years: list[int], names: list[str], table: dict[int, dict[str, float | None]]
+) -> list[dict[str, Any]]:
     """Year-over-year change per area (AOIs and total) between consecutive years.
 
-    ``change_pct`` is None when the earlier year had no mined area (a percentage of 0 is undefined).
+    A change involving a no-data figure (None) is None in ha and %; ``change_pct`` is also None
+    when the earlier year had no mined area (a percentage of 0 is undefined).
 
     Example:
         >>> change_rows([2018, 2019], ["A"], {2018: {"A": 10.0, TOTAL: 10.0}, 2019: {"A": 14.0, TOTAL: 14.0}})[0]
@@ -161,15 +206,18 @@ def change_rows(years: list[int], names: list[str], table: dict[int, dict[str, f
     out = []
     for y0, y1 in zip(years, years[1:], strict=False):
         for n in [*names, TOTAL]:
-            a, b = table[y0].get(n, 0.0), table[y1].get(n, 0.0)
+            a, b = table[y0].get(n), table[y1].get(n)
+            known = a is not None and b is not None
             out.append({
                 "area": n, "from_year": y0, "to_year": y1, "from_ha": a, "to_ha": b,
-                "change_ha": b - a, "change_pct": _pct(a, b),
+                "change_ha": b - a if known else None, "change_pct": _pct(a, b) if known else None,
             })
     return out
 
 
-def _pct(before: float, after: float) -> float | None:
+def _pct(before: float | None, after: float | None) -> float | None:
+    if before is None or after is None:
+        return None
     return 100.0 * (after - before) / before if before > 0 else None
 
 
@@ -194,7 +242,7 @@ def write_reports(
     """
     layout.reports.mkdir(parents=True, exist_ok=True)
     files = layout.report_files()
-    data = collect(led, keys, [a.name for a in aois])
+    data = collect(led, keys, [a.name for a in aois], cfg.min_valid_share)
     write_tables(data, files)
     charts = draw_charts(data, files["chart_aois"], files["chart_total"])
     previews = draw_previews(data, layout, aois)
@@ -216,27 +264,63 @@ def write_fetched(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def write_tables(data: ReportData, files: dict[str, Path]) -> None:
-    """The four CSV tables (hectares rounded to 4 decimals, i.e. 1 m²)."""
+    """The CSV tables (hectares rounded to 4 decimals, i.e. 1 m²); a no-data figure is an empty
+    cell, never 0."""
     years, names, table = data.years, data.names, data.table
     write_csv(files["yearly_csv"], ["year", *names, TOTAL.lower().replace(" ", "_")],
-              [[y, *(_r(table[y].get(n, 0.0)) for n in names), _r(table[y][TOTAL])] for y in years])
+              [[y, *(_opt(table[y].get(n), 4) for n in names), _opt(table[y].get(TOTAL), 4)] for y in years])
+    write_csv(files["yearly_details_csv"],
+              ["year", "area", "hectares", "valid_share", "coverage", "scenes", "models"],
+              [[y, n, _opt(table[y].get(n), 4), _opt(data.shares.get(y, {}).get(n), 4),
+                _COVERAGE_WORDS[data.coverage(y, n)], data.n_scenes.get(y), models_text(data.models.get(y, []))]
+               for y in years for n in [*names, TOTAL]])
     write_csv(files["changes_csv"], ["area", "from_year", "to_year", "from_ha", "to_ha", "change_ha", "change_pct"],
-              [[c["area"], c["from_year"], c["to_year"], _r(c["from_ha"]), _r(c["to_ha"]), _r(c["change_ha"]),
-                _opt(c["change_pct"], 2)] for c in data.changes])
+              [[c["area"], c["from_year"], c["to_year"], _opt(c["from_ha"], 4), _opt(c["to_ha"], 4),
+                _opt(c["change_ha"], 4), _opt(c["change_pct"], 2)] for c in data.changes])
     classes = sorted(CLASS_NAMES)
     write_csv(files["change_maps_csv"],
               ["from_year", "to_year", *(CLASS_NAMES[k].replace(" ", "_") + "_ha" for k in classes), "raster"],
-              [[m.from_year, m.to_year, *(_r(m.hectares[CLASS_NAMES[k]]) for k in classes), m.raster]
+              [[m.from_year, m.to_year, *(_opt(m.hectares[CLASS_NAMES[k]], 4) for k in classes), m.raster]
                for m in data.change_maps])
     write_csv(files["scenes_csv"],
-              ["date", "scene", "s1", "status", "mined_ha", "nodata_share", "seconds", "attempts", "bundle_id",
-               "sha256", "error"],
-              [[r["date"], r["path"], r["s1_path"], r["status"], _opt(r["total_ha"], 4), _opt(r["nodata_share"], 4),
-                _opt(r["seconds"], 2), r["attempts"], r["bundle_id"], r["sha256"], r["error"]] for r in data.scenes])
+              ["date", "scene", "s1", "status", "mined_ha", "valid_share", "nodata_share", "seconds", "attempts",
+               "bundle_id", "backend", "model_file", "model_sha256", "precision", "sha256", "error"],
+              [[r["date"], r["path"], r["s1_path"], scene_status(r, data.min_valid_share),
+                _opt(scene_ha(r, data.min_valid_share), 4), _opt(r["valid_share"], 4), _opt(r["nodata_share"], 4),
+                _opt(r["seconds"], 2), r["attempts"], r["bundle_id"], r["backend"], r["model_file"],
+                r["model_sha256"], r["precision"], r["sha256"], r["error"]] for r in data.scenes])
 
 
-def _r(v: float) -> float:
-    return round(float(v), 4)
+_COVERAGE_WORDS = {"full": "full", "partial": "partial", "none": "no data"}
+
+
+def scene_status(row: Any, min_valid_share: float) -> str:
+    """A scene's status as the reports show it: ``no data`` for a scene without a valid pixel
+    or with less than ``min_valid_share`` of it valid."""
+    if row["status"] == "nodata":
+        return "no data"
+    if row["status"] == "done" and row["valid_share"] is not None and row["valid_share"] < min_valid_share:
+        return "no data"
+    return str(row["status"])
+
+
+def scene_ha(row: Any, min_valid_share: float) -> float | None:
+    """A scene's mined hectares as the reports show them (None where it is no data)."""
+    if scene_status(row, min_valid_share) != "done":
+        return None
+    return None if row["total_ha"] is None else float(row["total_ha"])
+
+
+def models_text(models: list[dict[str, Any]]) -> str:
+    """``model.int8.onnx (int8)``; several, with their scene counts, separated by ``; ``."""
+    if not models:
+        return ""
+    parts = []
+    for m in models:
+        name = m.get("file") or "unrecorded model"
+        prec = f" ({m['precision']})" if m.get("precision") else ""
+        parts.append(name + prec + (f" × {m['scenes']} scenes" if len(models) > 1 else ""))
+    return "; ".join(parts)
 
 
 def _opt(v: float | None, digits: int) -> float | None:
@@ -279,8 +363,12 @@ def chart_aois(data: ReportData) -> Any:
     width = 0.8 / n
     x = np.arange(len(years))
     for i, name in enumerate(names):
-        vals = [data.table[y].get(name, 0.0) for y in years]
-        ax.bar(x - 0.4 + width * (i + 0.5), vals, width, label=name, color=_PALETTE[i % len(_PALETTE)])
+        xs = x - 0.4 + width * (i + 0.5)
+        vals = [data.table[y].get(name) for y in years]
+        ax.bar(xs, [np.nan if v is None else v for v in vals], width, label=name, color=_PALETTE[i % len(_PALETTE)])
+        for xi, v in zip(xs, vals, strict=True):
+            if v is None:  # no data: a mark at the base, never a bar of 0
+                ax.annotate("n/d", (xi, 0), ha="center", va="bottom", fontsize=7, color="#777", rotation=90)
     ax.set_xticks(x, [str(y) for y in years])
     ax.set_ylabel("mined area (ha)")
     ax.set_title("Mined area per area of interest and year")
@@ -296,10 +384,17 @@ def chart_total(data: ReportData) -> Any:
     """Total per year, each bar labelled with its hectares and the change from the year before."""
     fig = _figure(figsize=(9, 3.6), dpi=110)
     ax = fig.subplots()
-    tot = [data.table[y][TOTAL] for y in data.years]
-    bars = ax.bar([str(y) for y in data.years], tot, color="#5C3A21", width=0.6)
+    tot = [data.table[y].get(TOTAL) for y in data.years]
+    bars = ax.bar([str(y) for y in data.years], [np.nan if v is None else v for v in tot], color="#5C3A21",
+                  width=0.6)
     for i, b in enumerate(bars):
+        if tot[i] is None:
+            ax.annotate("no data", (b.get_x() + b.get_width() / 2, 0), ha="center", va="bottom", fontsize=8,
+                        color="#777")
+            continue
         label = f"{tot[i]:,.1f} ha"
+        if data.coverage(data.years[i], TOTAL) == "partial":
+            label += f"\n({100 * (data.shares[data.years[i]][TOTAL] or 0):.0f} % observed)"
         pct = _pct(tot[i - 1], tot[i]) if i > 0 else None
         if pct is not None:
             label += f"\n{pct:+.1f} %"
@@ -333,6 +428,8 @@ def draw_previews(data: ReportData, layout: MonitorLayout, aois: list[Any]) -> d
     """
     res: dict[str, list[tuple[str, bytes]]] = {"years": [], "changes": []}
     for year, rel in data.composites.items():
+        if rel is None:  # a year without a valid scene has no composite
+            continue
         p = layout.path(rel)
         if p.is_file():
             res["years"].append((str(year), _preview_png(p, MASK_COLORS, aois)))
@@ -389,7 +486,7 @@ def html_context(
         fetched: with a ``[source]``: the fetched items and the last fetch run (``fetch.report_rows``).
     """
     scenes = data.scenes
-    n_done = sum(1 for s in scenes if s["status"] == "done")
+    n_done = sum(1 for s in scenes if s["status"] in ("done", "nodata"))
     n_failed = sum(1 for s in scenes if s["status"] == "failed")
     years = data.years
     return {
@@ -401,10 +498,13 @@ def html_context(
         "rule_text": RULE_TEXT[cfg.yearly_rule],
         "total_label": TOTAL,
         "years": years,
-        "area_rows": [
-            {"name": n, "cells": [data.table[y].get(n, 0.0) for y in years]} for n in data.names
-        ],
-        "total_values": [data.table[y][TOTAL] for y in years],
+        "area_rows": [{"name": n, "cells": [_cell(data, y, n) for y in years]} for n in data.names],
+        "total_cells": [_cell(data, y, TOTAL) for y in years],
+        "year_scenes": [data.n_scenes.get(y, 0) for y in years],
+        "year_models": [models_text(data.models.get(y, [])) or "–" for y in years],
+        "mixed_models": _mixed_models(data),
+        "min_valid_share": data.min_valid_share,
+        "partial_coverage": PARTIAL_COVERAGE,
         "charts": {k: _data_uri(png) for k, png in charts.items()},
         "change_areas": [*data.names, TOTAL],
         "change_rows": _change_table(data),
@@ -419,7 +519,9 @@ def html_context(
         "change_previews": [(t, _data_uri(png)) for t, png in previews["changes"]],
         "year_previews": [(t, _data_uri(png)) for t, png in previews["years"]],
         "scenes": [
-            {"date": s["date"], "name": Path(s["path"]).name, "status": s["status"], "ha": s["total_ha"],
+            {"date": s["date"], "name": Path(s["path"]).name, "status": scene_status(s, data.min_valid_share),
+             "ha": scene_ha(s, data.min_valid_share), "valid": s["valid_share"],
+             "model": models_text([{"file": s["model_file"], "precision": s["precision"]}]) if s["model_file"] else "",
              "seconds": s["seconds"], "error": s["error"] or ""}
             for s in scenes
         ],
@@ -435,16 +537,23 @@ def html_context(
 
 
 def _cards(data: ReportData, n_done: int, n_failed: int) -> list[dict[str, str]]:
-    """The key figures at the top: latest year, change from the year before and from the first."""
+    """The key figures at the top: latest year, change from the year before and from the first
+    (a change against a no-data year is not given)."""
     if not data.years:
         return []
     years, table = data.years, data.table
     last = years[-1]
-    cards = [_card(f"Mined area {last}", f"{table[last][TOTAL]:,.1f} ha", "", "whole mapped extent")]
+    now_ha = table[last].get(TOTAL)
+    cards = [_card(f"Mined area {last}", "no data" if now_ha is None else f"{now_ha:,.1f} ha", "",
+                   _coverage_note(data, last, TOTAL) or "whole mapped extent")]
     refs = [(years[-2], f"Change {years[-2]} → {last}"), (years[0], f"Change since {years[0]}")] if len(years) > 1 else []
     for ref, label in refs:
-        d = table[last][TOTAL] - table[ref][TOTAL]
-        cards.append(_card(label, f"{d:+,.1f} ha", _tone(d), _fmt_pct(_pct(table[ref][TOTAL], table[last][TOTAL]))))
+        before = table[ref].get(TOTAL)
+        if before is None or now_ha is None:
+            cards.append(_card(label, "–", "", f"no data in {ref if before is None else last}"))
+            continue
+        d = now_ha - before
+        cards.append(_card(label, f"{d:+,.1f} ha", _tone(d), _fmt_pct(_pct(before, now_ha))))
     cards.append(_card("Scenes", f"{n_done} done", "up" if n_failed else "",
                        f"{n_failed} failed" if n_failed else "none failed"))
     return cards
@@ -465,8 +574,38 @@ def _change_table(data: ReportData) -> list[dict[str, Any]]:
     ]
 
 
-def _tone(delta: float) -> str:
+def _cell(data: ReportData, year: int, name: str) -> dict[str, Any]:
+    """One figure of the yearly table: its value, coverage class and a note for the tooltip."""
+    return {"ha": data.table[year].get(name), "coverage": data.coverage(year, name),
+            "note": _coverage_note(data, year, name)}
+
+
+def _coverage_note(data: ReportData, year: int, name: str) -> str:
+    share = data.shares.get(year, {}).get(name)
+    seen = "nothing" if not share else f"{100 * share:.0f} %"
+    cov = data.coverage(year, name)
+    if cov == "none":
+        return f"no data: {seen} of the area observed (below {100 * data.min_valid_share:.0f} %)"
+    if cov == "partial":
+        return f"only {seen} of the area observed: the figure may be too low"
+    return ""
+
+
+def _mixed_models(data: ReportData) -> str:
+    """A warning when the series' figures come from more than one model file, else ''."""
+    used = {(m.get("file"), m.get("sha256")) for y in data.years for m in data.models.get(y, [])}
+    if len(used) <= 1:
+        return ""
+    names = sorted({f or "an unrecorded model" for f, _ in used})
+    return (f"The yearly figures come from {len(used)} different model files ({', '.join(names)}); figures "
+            "made by different models are not strictly comparable. Re-run coal-monitor after exporting: "
+            "it re-maps every scene with the model files the bundle holds now.")
+
+
+def _tone(delta: float | None) -> str:
     """CSS class of a change: more mined land is "up" (red), less is "down" (green)."""
+    if delta is None:
+        return ""
     return "up" if delta > 0 else "down" if delta < 0 else ""
 
 
@@ -486,8 +625,12 @@ def _fmt_pct(v: float | None) -> str:
     return "–" if v is None else f"{v:+.1f} %"
 
 
-def _fmt_signed_ha(v: float) -> str:
-    return f"{v:+,.1f} ha"
+def _fmt_signed_ha(v: float | None) -> str:
+    return "no data" if v is None else f"{v:+,.1f} ha"
+
+
+def _fmt_share(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.0f} %"
 
 
 def _fmt_seconds(v: float | None) -> str:
@@ -502,7 +645,7 @@ def _template() -> jinja2.Template:
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(ha=_fmt_ha, pct=_fmt_pct, signed_ha=_fmt_signed_ha, seconds=_fmt_seconds)
+    env.filters.update(ha=_fmt_ha, pct=_fmt_pct, signed_ha=_fmt_signed_ha, seconds=_fmt_seconds, share=_fmt_share)
     source = importlib.resources.files(__package__).joinpath("templates", "report.html.j2").read_text("utf-8")
     return env.from_string(source)
 

@@ -4,9 +4,10 @@ One run:
 
 1. takes the output folder's lock (a second run exits at once, code 75);
 2. lists the configured scenes and compares each with the ledger: new, changed input
-   (SHA-256, cheap size+mtime pre-check), other bundle or options, interrupted earlier
-   (``running``/``pending`` left by a killed run), failed with attempts left, or outputs
-   missing → to process; everything else is unchanged;
+   (SHA-256, cheap size+mtime pre-check), other bundle or options, other model files (the
+   rule of :mod:`.models`), interrupted earlier (``running``/``pending`` left by a killed
+   run), failed with attempts left, or outputs missing → to process; everything else is
+   unchanged;
 3. hands the scenes to an executor (:class:`~.pipeline.LocalExecutor`, or the Dask
    executor of :mod:`.cluster`) and registers each result in one transaction as it arrives;
 4. rebuilds the yearly composites and change maps whose inputs changed (:mod:`.yearly`,
@@ -37,6 +38,7 @@ from .change import update_changes
 from .config import MonitorConfig, SceneSpec, discover_scenes
 from .layout import MonitorLayout
 from .ledger import InputStat, Ledger, RunLock, fingerprint
+from .models import ModelSet, model_set
 from .pipeline import (
     DEFAULT_RUNNER,
     Executor,
@@ -70,6 +72,8 @@ class MonitorSummary:
     processed: int = 0
     unchanged: int = 0
     failed: int = 0
+    #: Scenes processed this run that had no valid pixel (recorded "no data"; also in ``processed``).
+    no_data: int = 0
     given_up: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     failures: list[tuple[str, str]] = field(default_factory=list)
@@ -89,6 +93,8 @@ class MonitorSummary:
     def status_line(self) -> str:
         new = self.processed
         line = f"{new} new scene{'s' if new != 1 else ''} processed, {self.unchanged} unchanged, {self.failed} failed"
+        if self.no_data:
+            line += f" ({self.no_data} of the processed without a valid pixel: no data)"
         if self.fetch is not None:
             f = self.fetch
             line = (f"{f.unreachable}; mapped what was there: " if f.unreachable else
@@ -139,7 +145,9 @@ def run_monitor(
         _clean_partials(layout)
         with Ledger(layout.ledger) as led:
             options = json.dumps(cfg.run, sort_keys=True)
-            items = plan(cfg, led, layout, specs, bundle.bundle_id, options, retry_failed)
+            run_opts = cfg.run_options
+            models = model_set(bundle, run_opts.backend, run_opts.precision)
+            items = plan(cfg, led, layout, specs, bundle.bundle_id, options, retry_failed, models)
             summary = _summarise(items)
             summary.fetch = fetched
             if dry_run:
@@ -149,7 +157,7 @@ def run_monitor(
             led.mark_pending([it.row for it in todo])
             tasks = [_task(cfg, layout, it, runner) for it in todo]
             try:
-                _process(led, executor or LocalExecutor(), tasks, run_id, layout, summary)
+                _process(led, executor or LocalExecutor(), tasks, run_id, layout, summary, models)
                 keys = {s.key for s in specs}
                 years = update_years(cfg, led, layout, keys, aois)
                 update_changes(led, layout, years)
@@ -183,7 +191,7 @@ def _summarise(items: list[PlanItem]) -> MonitorSummary:
 
 def _process(
     led: Ledger, executor: Executor, tasks: list[SceneTask], run_id: int, layout: MonitorLayout,
-    summary: MonitorSummary,
+    summary: MonitorSummary, models: ModelSet,
 ) -> None:
     """Hand the tasks to the executor and register each result in the ledger as it arrives."""
 
@@ -200,26 +208,33 @@ def _process(
             summary.failed += 1
             summary.failures.append((task.scene, msg))
             log.warning("%s %s: FAILED: %s", task.date, Path(task.scene).name, msg)
-        elif _register(led, layout, task, res):
+        elif _register(led, layout, task, res, models):
             summary.processed += 1
-            log.info("%s %s: done in %.1f s, %.2f ha mined", task.date, Path(task.scene).name, res.seconds,
-                     res.areas_ha["total"])
+            if res.no_data:
+                summary.no_data += 1
+                log.warning("%s %s: no data: %s", task.date, Path(task.scene).name, res.message)
+            else:
+                total = res.areas_ha["total"]
+                log.info("%s %s: done in %.1f s, %s mined", task.date, Path(task.scene).name, res.seconds,
+                         "no valid pixel" if total is None else f"{total:.2f} ha")
 
 
-def _register(led: Ledger, layout: MonitorLayout, task: SceneTask, res: SceneResult) -> bool:
+def _register(led: Ledger, layout: MonitorLayout, task: SceneTask, res: SceneResult, models: ModelSet) -> bool:
     """Record a finished scene (one transaction); False when another attempt owns the row."""
     done = res.as_dict()
     done["outputs"] = {"folder": layout.rel(Path(res.out_dir)), **res.outputs}
+    done["model"] = models.identify(res.model) if not res.no_data else {}
     return led.complete(task.key, task.token, done)
 
 
 def plan(
     cfg: MonitorConfig, led: Ledger, layout: MonitorLayout, specs: list[SceneSpec], bundle_id: str, options: str,
-    retry_failed: bool,
+    retry_failed: bool, models: ModelSet,
 ) -> list[PlanItem]:
     """Decide for each configured scene whether this run processes it, and why.
 
     Hashes are computed only when size, mtime or file count differ from the ledger's record.
+    A scene mapped under other model files than ``models`` is processed again (see :mod:`.models`).
     """
     items: list[PlanItem] = []
     refresh: list[tuple[str, InputStat, InputStat | None]] = []
@@ -235,6 +250,7 @@ def plan(
             "key": spec.key, "path": str(spec.path), "s1_path": str(spec.s1) if spec.s1 else None,
             "date": spec.date.isoformat(), "year": spec.year, "size": st.size, "mtime_ns": st.mtime_ns,
             "nfiles": st.nfiles, "sha256": st.sha256, "bundle_id": bundle_id, "options": options,
+            "model_state": models.state,
             "s1_size": s1st.size if s1st else None, "s1_mtime_ns": s1st.mtime_ns if s1st else None,
             "s1_nfiles": s1st.nfiles if s1st else None, "s1_sha256": s1st.sha256 if s1st else None,
         }
@@ -246,6 +262,12 @@ def plan(
             reason, process = "date changed", True
         elif prev["bundle_id"] != bundle_id or prev["options"] != options:
             reason, process = "bundle or run options changed", True
+        elif prev["status"] in ("done", "nodata") and models.change_from(prev["model_state"]):
+            reason, process = str(models.change_from(prev["model_state"])), True
+        elif prev["status"] == "nodata":
+            reason, process = "unchanged", False
+            if not st.same_stat(known):
+                refresh.append((spec.key, st, s1st))
         elif prev["status"] == "done":
             outputs = json.loads(prev["outputs"] or "{}")
             mask = layout.path(outputs.get("folder", "")) / outputs.get("mask", "")
@@ -261,7 +283,8 @@ def plan(
             reason, process = "retry after failure", True
         else:
             reason, process = "failed earlier", False
-        fresh = reason in ("new", "input changed", "date changed", "bundle or run options changed")
+        fresh = reason in ("new", "input changed", "date changed", "bundle or run options changed") or (
+            reason.startswith("model "))
         row["attempts"] = 0 if fresh or prev is None or retry_failed else prev["attempts"]
         items.append(PlanItem(spec=spec, reason=reason, process=process, row=row))
     if refresh:  # same content, touched file: remember the new mtime so the next run skips hashing

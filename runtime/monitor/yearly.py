@@ -18,6 +18,11 @@ scenes' 0/1 masks, ignoring nodata (clouds, scene edges):
 With one scene per year every rule gives that scene's mask. The composite is written on
 one reference grid (the grid of the earliest processed scene); masks on another grid are
 read onto it with nearest-neighbour resampling.
+
+Hectares and the valid share of the composite are measured in total and per AOI; where an AOI
+has no valid pixel its hectares are None (no data, never 0 ha). A year whose scenes all had no
+valid pixel (``nodata`` in the ledger) is registered without a composite and without hectares.
+Each year also records the models (file, SHA-256, precision, backend) its scenes were mapped by.
 """
 
 from __future__ import annotations
@@ -132,8 +137,9 @@ def update_years(
         The years that have a composite, ascending.
     """
     done = [r for r in led.scenes("done") if r["key"] in keys]
+    empty = [r for r in led.scenes("nodata") if r["key"] in keys]
     if not done:
-        led.drop_years_except(set())
+        _register_empty_years(cfg, led, empty, aois, set())
         return []
     masks = {r["key"]: _mask_path(layout, r) for r in done}
     grid = Grid.of(masks[done[0]["key"]])  # scenes() is ordered by date, path
@@ -146,7 +152,8 @@ def update_years(
         fp = hashlib.sha256(
             json.dumps(
                 [cfg.yearly_rule, grid.key(), aoi_fp,
-                 [[r["key"], r["date"], r["sha256"], r["s1_sha256"], r["bundle_id"], r["options"]] for r in rows]]
+                 [[r["key"], r["date"], r["sha256"], r["s1_sha256"], r["bundle_id"], r["options"],
+                   r["model_file"], r["model_sha256"]] for r in rows]]
             ).encode()
         ).hexdigest()
         target = layout.yearly_mask(year)
@@ -155,9 +162,38 @@ def update_years(
             continue
         path, valid = write_composite([masks[r["key"]] for r in rows], cfg.yearly_rule, grid, target)
         areas = mask_areas_ha(path, aois)
-        led.set_year(year, cfg.yearly_rule, fp, len(rows), layout.rel(target), areas, valid)
-    led.drop_years_except(set(by_year))
+        led.set_year(year, cfg.yearly_rule, fp, len(rows), layout.rel(target), areas, valid, year_models(rows))
+    _register_empty_years(cfg, led, [r for r in empty if r["year"] not in by_year], aois, set(by_year))
     return sorted(by_year)
+
+
+def year_models(rows: Sequence[Any]) -> list[dict[str, Any]]:
+    """The distinct models (file, SHA-256, precision, backend) of a year's scenes, with counts."""
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in rows:
+        k = (r["model_file"], r["model_sha256"], r["precision"], r["backend"])
+        entry = out.setdefault(k, {"file": k[0], "sha256": k[1], "precision": k[2], "backend": k[3], "scenes": 0})
+        entry["scenes"] += 1
+    return list(out.values())
+
+
+def _register_empty_years(
+    cfg: MonitorConfig, led: Ledger, empty: list[Any], aois: list[Any], keep: set[int]
+) -> None:
+    """Register years whose every scene had no valid pixel: no composite, no hectares; drop the
+    years that no longer have a scene."""
+    by_year: dict[int, list[Any]] = {}
+    for r in empty:
+        by_year.setdefault(r["year"], []).append(r)
+    existing = {r["year"]: r for r in led.years()}
+    names = [a.name for a in aois]
+    for year, rows in sorted(by_year.items()):
+        fp = hashlib.sha256(json.dumps(["nodata", names, sorted(r["key"] for r in rows)]).encode()).hexdigest()
+        old = existing.get(year)
+        if old is None or old["fingerprint"] != fp:
+            areas = {"total": None, "aois": dict.fromkeys(names), "aoi_valid_share": dict.fromkeys(names, 0.0)}
+            led.set_year(year, cfg.yearly_rule, fp, len(rows), None, areas, 0.0, [])
+    led.drop_years_except(keep | set(by_year))
 
 
 def _mask_path(layout: MonitorLayout, row: Any) -> Path:
