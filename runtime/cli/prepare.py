@@ -26,11 +26,13 @@ from .options import (
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--s2", "s2", required=True, multiple=True, type=str,
               help="Sentinel-2 L2A: multi-band GeoTIFF with band descriptions, folder of "
-                   "B02..B12 band files (JP2/GeoTIFF), or SAFE folder. Repeat it, or give a folder "
-                   "of acquisitions or a quoted glob pattern, for a composite of all of them.")
+                   "B02..B12 band files (JP2/GeoTIFF), or SAFE folder (or its zip). Repeat it, or give a "
+                   "folder of acquisitions or a quoted glob pattern, for a composite of all of them.")
 @click.option("--s1", "s1", required=True, multiple=True, type=str,
-              help="Sentinel-1 VV sigma0 raster (linear power or dB; geotransform or GCPs). Repeat "
-                   "it, or give a folder or pattern, to average several acquisitions.")
+              help="Sentinel-1 VV: a GRD product as downloaded (S1?_IW_GRDH_….SAFE folder, its .zip, "
+                   "or the COG-SAFE variant), or a calibrated sigma0 raster (linear power or dB; "
+                   "geotransform or GCPs). Repeat it, or give a folder or pattern, to average several "
+                   "acquisitions.")
 @click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
               help="Output stack GeoTIFF (23 float32 bands).")
 @click.option("--block", type=int, default=None,
@@ -65,19 +67,20 @@ from .options import (
 def main(s2: tuple[str, ...], s1: tuple[str, ...], out: Path, block: int | None, start: str | None,
          end: str | None, like: Path | None, grid_from: Path | None, crs: str | None, res: float,
          dilation: int | None, memory: str, cog: bool, timings: Path | None, s2_offset: float | None,
-         s1_units: str, scl: str | None, speckle: str | None, speckle_window: int | None, glcm_edges: str | None,
+         s1_units: str, scl: str | None, dem: str | None, orbit: str | None, speckle: str | None,
+         speckle_window: int | None, glcm_edges: str | None,
          db_range: tuple[float, float] | None, quiet: bool, verbose: int) -> None:
     """Build the 23-band stack (S2 bands, indices, VV dB, 10 GLCM textures) of one scene, or the
     composite of all acquisitions of a period.
 
-    Examples: coal-prepare --s2 S2B_MSIL2A_20210704.SAFE --s1 vv_db.tif -o scene.tif;
+    Examples: coal-prepare --s2 S2B_MSIL2A_20210704.SAFE --s1 S1A_IW_GRDH_1SDV_….zip --dem dem.tif -o scene.tif;
     coal-prepare --s2 downloads/s2 --s1 downloads/s1 --start 2023-01-01 --end 2023-12-31 -o tapin_2023.tif
     """
     setup_logging(verbose, quiet)
     from ..options import InputOptions, PreprocessingOptions
     from ..preprocess import prepare_scene
 
-    inputs = InputOptions(s2_offset=s2_offset, s1_units=s1_units, scl=scl)
+    inputs = InputOptions(s2_offset=s2_offset, s1_units=s1_units, scl=scl, dem=dem, orbit=orbit)
     prep, _ = PreprocessingOptions(speckle=speckle, speckle_window=speckle_window, glcm_edges=glcm_edges,
                                    db_range=db_range).preprocessing(default_edges="equal_width")
     t: dict[str, object] = {}
@@ -86,7 +89,8 @@ def main(s2: tuple[str, ...], s1: tuple[str, ...], out: Path, block: int | None,
         from ..preprocess.prepare_composite import parse_memory, prepare_composite
 
         path = prepare_composite(list(s2), list(s1), out, prep, s2_offset=inputs.s2_offset,
-                                 s1_units=inputs.s1_units, memory=parse_memory(memory), block=block,
+                                 s1_units=inputs.s1_units, dem=inputs.dem, orbit=inputs.orbit,
+                                 memory=parse_memory(memory), block=block,
                                  cog=cog, progress=not quiet, timings=t, **composite,
                                  grid=_output_grid(like, grid_from, crs, res))
     else:

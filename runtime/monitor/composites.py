@@ -191,8 +191,9 @@ def run_year_composite(scene: str, bundle: str, out_dir: str | Path, *, composit
         bundle: the model bundle (its preprocessing makes the composite).
         out_dir: the (temporary) folder for the stack, its quality COG and coal-run's outputs.
         composite: the year, its acquisitions, the grid and the settings (see :func:`year_task`).
-        options: the ``[run]`` settings; the input ones (``s2_offset``, ``s1_units``) go to the
-            composite, ``scl`` is refused (every acquisition is masked by its own SCL).
+        options: the ``[run]`` settings; the input ones (``s2_offset``, ``s1_units``, ``dem``,
+            ``orbit``) go to the composite, ``scl`` is refused (every acquisition is masked by its
+            own SCL).
 
     Returns:
         coal-run's summary, with the composite and its quality file among the outputs.
@@ -217,7 +218,7 @@ def run_year_composite(scene: str, bundle: str, out_dir: str | Path, *, composit
     grid = Grid(CRS.from_wkt(composite["crs"]), Affine(*composite["transform"]), int(composite["width"]),
                 int(composite["height"]))
     stack = Path(out_dir) / f"{prefix}.tif"
-    inputs = {k: options.pop(k) for k in ("s2_offset", "s1_units") if k in options}
+    inputs = {k: options.pop(k) for k in ("s2_offset", "s1_units", "dem", "orbit") if k in options}
     options.pop("scl", None)
     memory = composite.get("memory")
     prepare_composite(composite["s2"], composite["s1"], stack, b.preprocessing, grid=grid,

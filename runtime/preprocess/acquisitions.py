@@ -2,7 +2,7 @@
 
 An argument is one acquisition, a folder of acquisitions, or a glob pattern:
 
-* **Sentinel-2**: a SAFE folder, a folder of band files, or a multi-band GeoTIFF is one
+* **Sentinel-2**: a SAFE folder (or its zip), a folder of band files, or a multi-band GeoTIFF is one
   acquisition (as for a single scene); any other folder holds acquisitions (its sub-folders and
   raster files, e.g. ``coal-fetch``'s ``s2/<item id>/``); a pattern (``'downloads/s2/*2023*'``)
   matches acquisitions.
@@ -124,7 +124,7 @@ def _children(folder: Path, kind: str) -> list[Path]:
     for p in sorted(folder.iterdir()):
         if p.name.startswith("."):
             continue
-        if p.is_dir() or p.suffix.lower() in RASTER_SUFFIXES or (kind == "s1" and p.suffix.lower() == ".zip"):
+        if p.is_dir() or p.suffix.lower() in (*RASTER_SUFFIXES, ".zip"):  # zips: SAFE products
             out.append(p)
     return out
 

@@ -57,7 +57,7 @@ from ..timing import StageTimer
 from .acquisitions import Item, Period, date_from_name, expand, input_hash
 from .indices import compute_indices
 from .median import PowerMean, clear_median, dilate
-from .s1 import S1Reader
+from .s1 import open_s1
 from .s2 import S2Reader, _find_mtd
 from .speckle import DEFAULT_ENL, lee_filter, power_to_db
 from .stack import SceneSource
@@ -181,6 +181,7 @@ class CompositeSource(SceneSource):
         dilation: growth of clouds and shadows in output pixels (:data:`DEFAULT_DILATION`).
         glcm_threads: threads for the GLCM kernel (None: all cores).
         skip_disjoint: skip acquisitions that miss the grid (with a warning) instead of refusing.
+        dem, orbit: DEM and orbit file (or folder) for the Sentinel-1 GRD products among ``s1``.
 
     Raises:
         UsageError: bad options (dilation, speckle window).
@@ -192,7 +193,8 @@ class CompositeSource(SceneSource):
                  prep: Preprocessing | None = None, *, grid: Grid | None = None,
                  period: Period | None = None, s2_offset: float | None = None,
                  s1_units: str | None = None, dilation: int = DEFAULT_DILATION,
-                 glcm_threads: int | None = None, skip_disjoint: bool = False) -> None:
+                 glcm_threads: int | None = None, skip_disjoint: bool = False,
+                 dem: str | os.PathLike[str] | None = None, orbit: str | os.PathLike[str] | None = None) -> None:
         from .. import texture  # the compiled kernel
 
         self._texture = texture
@@ -216,13 +218,17 @@ class CompositeSource(SceneSource):
             self._open_s2(expand(list(s2), "s2"), prep, s2_offset)
             self.grid = grid or self.s2[0].reader.grid
             self._place_s2(skip_disjoint)
-            self._open_s1(expand(list(s1), "s1"), prep, s1_units, skip_disjoint)
+            self._open_s1(expand(list(s1), "s1"), prep, s1_units, skip_disjoint, dem, orbit)
         except BaseException:
             self.close()
             raise
         self.path = self.s2[0].path
         units = sorted({a.reader.units for a in self.s1})
-        self.preprocessing = replace(prep, s1=replace(prep.s1, units=units[0] if len(units) == 1 else "mixed"))
+        s1p = replace(prep.s1, units=units[0] if len(units) == 1 else "mixed")
+        made = {tuple(sorted(getattr(a.reader, "made", {}).items())) for a in self.s1}
+        if len(made) == 1:  # how VV was made, when every acquisition says the same
+            s1p = replace(s1p, **dict(next(iter(made))))
+        self.preprocessing = replace(prep, s1=s1p)
         self.edges = np.asarray(prep.glcm.edges, dtype=np.float64)
         self._hashes: list[Future[str]] = []
         self._hash_pool: ThreadPoolExecutor | None = None
@@ -314,13 +320,18 @@ class CompositeSource(SceneSource):
                              "grid over the acquisitions (--grid-from AOI, --like REF.tif)")
         self.s2 = kept
 
-    def _open_s1(self, items: list[Item], prep: Preprocessing, units: str | None, skip_disjoint: bool) -> None:
+    def _open_s1(self, items: list[Item], prep: Preprocessing, units: str | None, skip_disjoint: bool,
+                 dem: Any, orbit: Any) -> None:
+        from .s1grd.product import looks_like_s1_product
+
         for it in items:
             date = date_from_name(it.path.name)
             if not self._keep(it, date, "s1"):
                 continue
             try:
-                reader = _open_s1(it.path, self.grid, prep, units)
+                product = looks_like_s1_product(it.path)  # DEM and orbits apply to GRD products only
+                reader = open_s1(it.path, self.grid, prep.s1, units=units, dem=dem if product else None,
+                                 orbit=orbit if product else None)
             except CRSError as exc:
                 if not skip_disjoint or "does not overlap" not in str(exc):
                     raise
@@ -498,15 +509,6 @@ def _refuse_stack(path: Path) -> None:
             raise InputError(f"--s2 {path} is a 23-band stack made by coal-prepare, not a Sentinel-2 "
                              "acquisition; a composite is made from the acquisitions themselves (their "
                              "band files and SCL): pass those instead")
-
-
-def _open_s1(path: Path, grid: Grid, prep: Preprocessing, units: str | None) -> Any:
-    """The reader of one Sentinel-1 acquisition (GRD product or calibrated raster)."""
-    try:
-        from .s1 import open_s1  # GRD products, where the preprocessing reads them
-    except ImportError:
-        return S1Reader(path, grid, prep.s1, units=units)
-    return open_s1(path, grid, prep.s1, units=units)
 
 
 def _date_tag(reader: Any) -> dt.date | None:

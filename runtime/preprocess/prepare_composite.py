@@ -167,6 +167,8 @@ def prepare_composite(
     progress: bool = True,
     timings: dict[str, Any] | None = None,
     skip_disjoint: bool = False,
+    dem: str | os.PathLike[str] | None = None,
+    orbit: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Composite the acquisitions and write the stack and its quality COG.
 
@@ -176,7 +178,7 @@ def prepare_composite(
         prep: preprocessing (GLCM edges, speckle filter).
         grid: output grid (default: the earliest Sentinel-2 acquisition's B02 grid).
         period: keep acquisitions of this period.
-        s2_offset, s1_units, dilation, skip_disjoint: see :class:`CompositeSource`.
+        s2_offset, s1_units, dilation, skip_disjoint, dem, orbit: see :class:`CompositeSource`.
         memory: budget in bytes; sets the block size unless ``block`` is given.
         block: block size in pixels (overrides ``memory``).
         cog: write the stack as a Cloud-Optimised GeoTIFF.
@@ -203,7 +205,8 @@ def prepare_composite(
     qpath = quality_path(out)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
         src = CompositeSource(s2, s1, prep, grid=grid, period=period, s2_offset=s2_offset,
-                              s1_units=s1_units, dilation=dilation, skip_disjoint=skip_disjoint)
+                              s1_units=s1_units, dilation=dilation, skip_disjoint=skip_disjoint, dem=dem,
+                              orbit=orbit)
         try:
             if block is None:
                 block = block_for_memory(memory, len(src.s2), len(src.s1), tile=TILE)
