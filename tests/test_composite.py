@@ -400,3 +400,39 @@ def test_a_folder_of_acquisitions_opens_as_its_composite_and_trains(tmp_path: Pa
     with open_scene(s2, s1) as src, CompositeSource([s2], [s1]) as comp:
         assert isinstance(src, CompositeSource) and len(src.s2) == 3
         np.testing.assert_array_equal(ps.x[0], comp.read(Window(p.col, p.row, 32, 32)))
+
+
+@pytest.mark.realdata
+def test_grd_products_and_rasters_average_together_with_a_dem(realdata: Path, tmp_path: Path) -> None:
+    """A GRD product (terrain-corrected with --dem, which a calibrated raster refuses) and a
+    calibrated raster of the same area are averaged into one composite."""
+    from coalmine.runtime.preprocess.s1grd import GrdReader
+    from grd_factory import make_product, s2_grid_over
+
+    safe = make_product(realdata, tmp_path / "safe", Window(12800, 7800, 500, 500))
+    grid = s2_grid_over(safe.geo, 8050.0, 13050.0, 64)
+    rng = np.random.default_rng(5)
+    s2 = [write_s2(tmp_path / f"S2_2021070{k}T022551", dn_for(0.05 + 0.3 * rng.random((9, 64, 64)), 0),
+                   np.full((64, 64), 4, np.uint8), crs=grid.crs, transform=grid.transform) for k in (1, 2)]
+    dem = tmp_path / "dem.tif"
+    with rasterio.open(dem, "w", driver="GTiff", width=40, height=40, count=1, dtype="float32", crs=grid.crs,
+                       transform=Affine(30, 0, grid.transform.c - 300, 0, -30, grid.transform.f + 300)) as ds:
+        ds.write(np.full((1, 40, 40), float(safe.geo.terrain(8050.0, 13050.0)), np.float32))
+    r = GrdReader(safe.path, grid, dem=dem)
+    try:
+        grd_power = r.read_power(grid.full)
+    finally:
+        r.close()
+    raster = write_s1(tmp_path / "S1_20210703T221516_VV.tif", np.full((64, 64), 0.02, np.float32),
+                      crs=grid.crs, transform=grid.transform)
+    from coalmine.runtime.bundle import Preprocessing, S1Params
+
+    prep = Preprocessing(s1=S1Params(speckle_filter="none"))
+    with CompositeSource(s2, [safe.path, raster], prep, dilation=0, dem=dem) as src:
+        x, counts = src.read_with_counts(grid.full)
+        assert {a.reader.units for a in src.s1} == {"linear"}
+        assert any("s1_product" in i for i in src.inputs["s1"])
+    both = counts[1] == 2
+    assert both.mean() > 0.9
+    expect = 10 * np.log10((grd_power[both].astype(np.float64) + 0.02) / 2)
+    np.testing.assert_allclose(x[12][both], expect, atol=1e-4)
