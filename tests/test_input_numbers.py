@@ -20,7 +20,7 @@ import pytest
 import rasterio
 from affine import Affine
 from coalmine.runtime.bands import BAND_NAMES, S2_BANDS
-from coalmine.runtime.errors import UnitsError, UsageError
+from coalmine.runtime.errors import InputError, UnitsError, UsageError
 from coalmine.runtime.preprocess import open_scene
 from coalmine.runtime.preprocess.indices import compute_indices
 from coalmine.runtime.preprocess.s1 import detect_units
@@ -289,6 +289,63 @@ def test_positive_explicit_offset_is_refused(tmp_path):
     with pytest.raises(UsageError, match=r"--s2-offset 1000 is positive.*use -1000 for processing "
                                          r"baseline 04.00 and later, 0 before"):
         S2Reader(folder, s2_offset=1000)
+
+
+def test_partial_offset_list_and_unreadable_baseline(tmp_path, caplog):
+    # Only B08 (band_id 7) listed: B08 gets it, the others fall back to B02's, absent here: 0.
+    folder = write_folder(tmp_path / "a", "T50MLA_20230101T022551")
+    (folder / "MTD_MSIL2A.xml").write_text(mtd_xml(baseline="04.00", date="2023-01-01", offsets={7: -1000}))
+    refl, r = read_all(folder)
+    want = {**same_offset(0.0), "B08": -1000.0}
+    assert r.offset.offsets == want
+    np.testing.assert_allclose(refl, expected_reflectance(want), rtol=1e-6)
+    # A baseline that is not a number says nothing: the date decides (2023: -1000), with a warning.
+    path = write_multiband(tmp_path / "S2_20230101T022551_stack.tif", {"PROCESSING_BASELINE": "N/A"})
+    with caplog.at_level(logging.WARNING, logger="coalmine"):
+        refl, r = read_all(path)
+    assert r.offset.value == -1000.0 and r.offset.source == "guess: date 20230101"
+    assert "guessed offset -1000" in caplog.text
+
+
+def test_unparsable_mtd_is_refused(tmp_path):
+    folder = write_folder(tmp_path / "s2", "T50MLA_20230101T022551")
+    (folder / "MTD_MSIL2A.xml").write_text("<Level-2A_User_Product><General_Info>")
+    with pytest.raises(InputError, match=r"MTD_MSIL2A.xml cannot be parsed .*pass --s2-offset explicitly"):
+        S2Reader(folder)
+
+
+def test_scl_classes_masked(tmp_path):
+    # one pixel per SCL class 0..11: masked are 0 no data, 1 saturated, 3 cloud shadow,
+    # 8 / 9 cloud medium / high probability, 10 thin cirrus
+    folder = write_folder(tmp_path / "s2", "T50MLA_20230101T022551")
+    scl = np.arange(H * W, dtype=np.uint8).reshape(H, W) % 12
+    write_band(folder / "T50MLA_20230101T022551_SCL_10m.tif", scl)
+    with S2Reader(folder) as r:
+        bad = r.scl_invalid(None, Window(0, 0, W, H))
+    np.testing.assert_array_equal(bad, np.isin(scl, [0, 1, 3, 8, 9, 10]))
+    assert bad.sum() == 12  # 24 pixels, each class twice
+
+
+def test_20m_bands_are_interpolated_bilinearly_onto_the_10m_grid(tmp_path):
+    # A 20 m band whose value is 100 x its column: pixel centres at x = 20 i + 10 m. Bilinear
+    # interpolation at the 10 m centres x = 10 j + 5 gives 5 x - 50 = 50 j - 25 inside.
+    folder = tmp_path / "s2"
+    w20, h20 = 8, 4
+    for b, v in DN.items():
+        if b in ("B02", "B03", "B04", "B08"):
+            write_band(folder / f"T50MLA_20230101T022551_{b}_10m.tif", np.full((H, W), v, np.uint16))
+    prof = {"driver": "GTiff", "dtype": "uint16", "count": 1, "height": h20, "width": w20, "crs": CRS_UTM,
+            "transform": Affine(20.0, 0.0, TRANSFORM.c, 0.0, -20.0, TRANSFORM.f)}
+    for b in ("B05", "B06", "B07", "B11", "B12"):
+        ramp = np.tile((1000 + 100 * np.arange(w20)).astype(np.uint16), (h20, 1))
+        with rasterio.open(folder / f"T50MLA_20230101T022551_{b}_20m.tif", "w", **prof) as ds:
+            ds.write(ramp, 1)
+    with S2Reader(folder, s2_offset=0.0) as r:
+        refl = r.read(Window(0, 0, W, H))
+    dn_b05 = refl[3] * 10000  # B05
+    # 10 m columns 1..5 (inside the 20 m centres): 1000 + 50 j - 25
+    np.testing.assert_allclose(dn_b05[1:3, 1:6], np.tile(1000 + 50 * np.arange(1, 6) - 25.0, (2, 1)), rtol=1e-6)
+    np.testing.assert_allclose(refl[0], 0.15, rtol=1e-6)  # the 10 m bands as they are
 
 
 # -- Sentinel-1 units -------------------------------------------------------------------------
