@@ -25,7 +25,7 @@ from coalmine.runtime.preprocess import open_scene
 from coalmine.runtime.preprocess.indices import compute_indices
 from coalmine.runtime.preprocess.s1 import detect_units
 from coalmine.runtime.preprocess.s2 import S2Reader
-from coalmine.runtime.preprocess.speckle import lee_filter
+from coalmine.runtime.preprocess.speckle import box_sum, db_to_power, lee_filter, power_to_db
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
@@ -444,6 +444,33 @@ def test_lee_filter_keeps_the_mean_of_flat_speckle_in_linear_power():
     db_mean_of_filtered = 10 * np.log10(f.mean())
     assert db_mean_of_filtered == pytest.approx(-13.01, abs=0.05)
     assert f.std() < 0.5 * power.std()  # and it does smooth
+
+
+def test_db_conversions_by_hand():
+    p = np.array([1.0, 0.1, 100.0, 0.0, -1.0, np.nan])
+    db = power_to_db(p)
+    assert db.dtype == np.float32
+    np.testing.assert_allclose(db[:3], [0.0, -10.0, 20.0], atol=1e-6)
+    assert np.isnan(db[3:]).all()  # 0, negative and NaN power are nodata, never -inf
+    back = db_to_power(np.array([0.0, -10.0, 20.0, np.nan]))
+    assert back.dtype == np.float32
+    np.testing.assert_allclose(back[:3], [1.0, 0.1, 100.0], rtol=1e-6)
+    assert np.isnan(back[3])
+
+
+def test_lee_filter_small_cases_and_refusals():
+    img = np.array([[1.0, 2.0], [3.0, 4.0]], np.float64)
+    one = lee_filter(img, 1)
+    assert one.dtype == np.float32 and one is not img and one.tolist() == img.tolist()
+    np.testing.assert_array_equal(lee_filter(np.full((5, 6), 0.25, np.float32), 3), 0.25)  # flat: itself
+    np.testing.assert_array_equal(box_sum(np.arange(9.0).reshape(3, 3), 1), np.arange(9.0).reshape(3, 3))
+    np.testing.assert_array_equal(box_sum(np.arange(9.0).reshape(3, 3), 5), np.full((3, 3), 36.0))
+    with pytest.raises(ValueError, match=r"lee_filter expects a 2-D array, got shape \(2, 2, 2\)"):
+        lee_filter(np.ones((2, 2, 2)), 3)
+    with pytest.raises(ValueError, match="the speckle window must be an odd number >= 1, got 0"):
+        lee_filter(img, 0)
+    with pytest.raises(ValueError, match="ENL must be > 0, got 0"):
+        lee_filter(img, 3, enl=0)
 
 
 # -- the stack: reflectance, indices and VV together, through RawSource ------------------------
