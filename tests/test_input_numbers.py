@@ -524,3 +524,42 @@ def test_stack_vv_is_db_of_lee_in_linear_power(raw_scene):
     assert 10 * np.log10(np.mean(10 ** (vv[ok] / 10))) == pytest.approx(
         10 * np.log10(power[ok].mean()), abs=0.03)
     assert 10 * np.log10(power.mean()) == pytest.approx(-13.01, abs=0.1)
+
+
+# -- a prepared stack must match the bundle's preprocessing ------------------------------------
+
+def test_stack_preprocessing_checked_against_the_bundle(caplog):
+    from types import SimpleNamespace
+
+    from coalmine.runtime.bundle import GlcmParams, Preprocessing, S1Params
+    from coalmine.runtime.errors import InputError
+    from coalmine.runtime.preprocess.stack import check_preprocessing
+
+    bundle = SimpleNamespace(preprocessing=Preprocessing(glcm=GlcmParams().with_default_edges()), path="tapin")
+    edges = bundle.preprocessing.glcm.edges
+
+    def stack(**kw):
+        return SimpleNamespace(preprocessing=Preprocessing(**kw), path="s.tif")
+
+    assert check_preprocessing(stack(glcm=GlcmParams(edges=edges)), bundle) == []
+    # edges equal to 1e-6 dB are the same edges (a JSON round trip), 1e-5 dB are not
+    assert check_preprocessing(stack(glcm=GlcmParams(edges=tuple(e + 5e-7 for e in edges))), bundle) == []
+    with pytest.raises(InputError, match=r"s.tif was prepared with GLCM bin edges .*differ from bundle tapin"):
+        check_preprocessing(stack(glcm=GlcmParams(edges=tuple(e + 1e-5 for e in edges))), bundle)
+    with pytest.raises(InputError) as e:
+        check_preprocessing(stack(glcm=GlcmParams(window=7, distance=2, levels=16).with_default_edges(),
+                                  s1=S1Params(speckle_filter="none")), bundle)
+    msg = str(e.value)
+    for part in ("GLCM window 7 (bundle: 9)", "GLCM distance 2 (bundle: 4)", "GLCM levels 16 (bundle: 32)",
+                 "GLCM bin edges", "(31 edges)", "speckle filter none (bundle: lee/5)"):
+        assert part in msg, part
+    with pytest.raises(InputError, match=r"speckle filter lee/7 \(bundle: lee/5\)"):
+        check_preprocessing(stack(glcm=GlcmParams(edges=edges), s1=S1Params(speckle_window=7)), bundle)
+    # no filter and a 1 px window are the same thing
+    none = SimpleNamespace(preprocessing=Preprocessing(glcm=GlcmParams(edges=edges),
+                                                       s1=S1Params(speckle_filter="none")), path="b")
+    assert check_preprocessing(stack(glcm=GlcmParams(edges=edges), s1=S1Params(speckle_window=1)), none) == []
+    # a stack without the record: a warning, nothing checked
+    with caplog.at_level(logging.WARNING, logger="coalmine"):
+        w = check_preprocessing(SimpleNamespace(preprocessing=None, path="old.tif"), bundle)
+    assert len(w) == 1 and "old.tif records no preprocessing parameters" in w[0] and w[0] in caplog.text
