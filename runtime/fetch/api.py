@@ -45,6 +45,8 @@ import rasterio
 from rasterio.coords import BoundingBox
 from rasterio.crs import CRS
 from rasterio.warp import transform_geom
+from shapely.geometry import box, mapping, shape
+from shapely.ops import unary_union
 
 from .._io import atomic_write_text
 from .._optional import optional_import
@@ -189,10 +191,6 @@ def safe_name(stac_id: str) -> str:
 
 # -- geometry ----------------------------------------------------------------------------------
 def _aoi_union(aois: Sequence[Aoi]) -> Any:
-    optional_import("shapely", purpose="intersecting catalogue footprints with the AOIs")
-    from shapely.geometry import shape
-    from shapely.ops import unary_union
-
     geoms = [shape(transform_geom(a.crs, "EPSG:4326", a.geometry)) for a in aois]
     return unary_union([g.buffer(0) for g in geoms])
 
@@ -204,8 +202,6 @@ def _utm_crs(geom: Any) -> CRS:
 
 
 def _bounds_in(geom: Any, crs: CRS, grow_m: float) -> BoundingBox:
-    from shapely.geometry import mapping, shape
-
     g = shape(transform_geom("EPSG:4326", crs, mapping(geom)))
     x0, y0, x1, y1 = g.bounds
     return BoundingBox(x0 - grow_m, y0 - grow_m, x1 + grow_m, y1 + grow_m)
@@ -223,8 +219,6 @@ def _item_crs(item: dict[str, Any], key: str | None) -> CRS | None:
 def _search_geometry(union: Any) -> dict[str, Any]:
     """The AOIs for the catalogue's ``intersects`` (their convex hull when they have many vertices:
     request bodies stay small; items are then checked against the AOIs themselves)."""
-    from shapely.geometry import mapping
-
     return mapping(union if _n_coords(union) <= 500 else union.convex_hull)
 
 
@@ -471,8 +465,6 @@ class _Fetcher:
 
 
 def _item_footprint(item: dict[str, Any]) -> Any:
-    from shapely.geometry import box, shape
-
     if item.get("geometry"):
         return shape(item["geometry"]).buffer(0)
     if item.get("bbox"):
