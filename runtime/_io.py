@@ -7,7 +7,9 @@ leaves a half-written file under the final name. The temporary file is created t
 plain ``open(path, "w")`` creates one, with mode ``0o666`` filtered by the process umask
 (0644 under the usual umask 022), not the 0600 of :func:`tempfile.mkstemp`: a colleague, a web
 server serving the report or a Dask worker under another account can read what was written.
-The rename keeps that mode.
+The rename keeps that mode. The file's bytes are flushed to disk before the rename and the
+folder after it (:func:`fsync_path`), so a power cut leaves the old file or the whole new one,
+never an empty or partial file under the final name.
 
 :func:`sha256_file` (and :func:`hash_file` for a digest over several files) is the one place
 that streams a file's bytes into SHA-256.
@@ -73,6 +75,26 @@ def temp_path(target: str | os.PathLike[str], option: str = "--out", tag: str = 
     raise OutputError(f"cannot find a free temporary name beside {target}; clean up hidden files in {folder}")
 
 
+def fsync_path(path: str | os.PathLike[str]) -> None:
+    """Flush a file's bytes, or a folder's entries, to disk (best effort).
+
+    A rename is durable only once its folder is flushed: call this on the folder after
+    ``os.replace`` and on a file before renaming it into place. Where the system cannot
+    (a folder on Windows, a file system without fsync) nothing happens: the write itself
+    already succeeded.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def remove_temp(path: Path) -> None:
     """Remove a temporary file and the side files GDAL may have put beside it (.aux.xml, .ovr)."""
     path.unlink(missing_ok=True)
@@ -85,22 +107,24 @@ def atomic_output(target: str | os.PathLike[str], option: str = "--out") -> Iter
     """Yield a temporary path beside ``target``; rename it to ``target`` on success.
 
     The folder is created if needed. On any exception the temporary file (and any GDAL side
-    file) is removed and ``target`` is left as it was. The file gets the umask's mode (see the
-    module docstring), whatever writes into it.
+    file) is removed and ``target`` is left as it was. The file gets the umask's mode and is
+    flushed to disk with its folder (see the module docstring), whatever writes into it.
 
     Example:
         >>> with atomic_output("scene.tif") as tmp:   # doctest: +SKIP
         ...     write_raster(tmp)
     """
     target = Path(target)
-    ensure_output_dir(target.parent if str(target.parent) else Path("."), option)
+    folder = ensure_output_dir(target.parent if str(target.parent) else Path("."), option)
     tmp = temp_path(target, option)
     try:
         yield tmp
+        fsync_path(tmp)
         os.replace(tmp, target)
     except BaseException:
         remove_temp(tmp)
         raise
+    fsync_path(folder)
 
 
 def atomic_write_bytes(target: str | os.PathLike[str], data: bytes | memoryview, option: str = "--out") -> Path:

@@ -200,6 +200,27 @@ def test_atomic_output_leaves_nothing_on_failure(tmp_path):
     assert (tmp_path / "r.json").read_text() == "old"
 
 
+def test_atomic_output_flushes_the_file_before_the_rename_and_its_folder_after(tmp_path, monkeypatch):
+    # Durable against a power cut: the new bytes reach the disk before the new name does, and
+    # the folder holding the new name is flushed too.
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.fstat(fd).st_ino))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", Path(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    target = tmp_path / "sub" / "a.json"
+    _io.atomic_write_json(target, {"x": 1})
+    assert events == [("fsync", target.stat().st_ino), ("replace", target), ("fsync", target.parent.stat().st_ino)]
+
+
 def test_temp_path_that_cannot_be_created_names_the_option(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(OutputError, match=r"cannot write into .*file \(Not a directory\); choose another --bundle"):

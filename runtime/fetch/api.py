@@ -48,7 +48,7 @@ from rasterio.warp import transform_geom
 from shapely.geometry import box, mapping, shape
 from shapely.ops import unary_union
 
-from .._io import atomic_write_text
+from .._io import atomic_write_text, fsync_path
 from .._optional import optional_import
 from ..aoi import Aoi, read_aois
 from ..bands import S2_BANDS
@@ -296,19 +296,6 @@ def _options_for(cat: Catalogue, href: str, opts: FetchOptions) -> FetchOptions:
 
 
 # -- one acquisition ---------------------------------------------------------------------------
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
 
@@ -419,7 +406,7 @@ class _Fetcher:
         if part != final:
             _write_json(part / "item.json", item)
             os.replace(part, final)
-            _fsync_dir(final.parent)
+            fsync_path(final.parent)
         elif not (final / "item.json").exists():
             _write_json(final / "item.json", item)
         cloud = _window_cloud(final / "SCL.tif") if keys[SCL] else None

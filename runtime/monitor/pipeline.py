@@ -210,10 +210,13 @@ def swap_into_place(tmp: Path, final: Path, token: str) -> None:
     A kill between the renames leaves no ``final`` folder, which is harmless: the ledger has
     not registered this attempt, so the scene is processed again.
     """
+    from .._io import fsync_path
+
     old = final.parent / f".{final.name}.old-{token}"
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)
+    fsync_path(final.parent)  # the new folder's name on disk before the ledger registers it
     shutil.rmtree(old, ignore_errors=True)
 
 
