@@ -95,6 +95,26 @@ def fsync_path(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def create_empty(path: str | os.PathLike[str]) -> Path:
+    """Create ``path`` as an empty file with the umask's mode, unless it exists already.
+
+    For files another library creates with a mode of its own: SQLite makes a new database
+    0644 whatever the umask (0664 under umask 002 is what a shared group folder wants), and
+    its ``-wal``/``-shm``/``-journal`` files take the database file's mode. An empty file is a
+    valid empty database, so calling this before ``sqlite3.connect`` is all it takes.
+
+    Raises:
+        OSError: the file cannot be created (the caller names the option).
+    """
+    p = Path(path)
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except FileExistsError:
+        return p
+    os.close(fd)
+    return p
+
+
 def remove_temp(path: Path) -> None:
     """Remove a temporary file and the side files GDAL may have put beside it (.aux.xml, .ovr)."""
     path.unlink(missing_ok=True)

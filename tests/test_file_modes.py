@@ -188,6 +188,27 @@ def test_write_helpers_follow_the_umask(tmp_path, umask):
     assert stat.S_IMODE((tmp_path / "plain").stat().st_mode) == want
 
 
+@pytest.mark.parametrize("umask", [0o002, 0o022, 0o077])
+def test_sqlite_files_follow_the_umask(tmp_path, umask):
+    # SQLite alone creates a database 0644 whatever the umask (and its -wal/-shm files like it).
+    from coalmine.runtime.fetch.record import FetchRecord
+    from coalmine.runtime.monitor.ledger import Ledger
+
+    os.umask(umask)
+    want = 0o666 & ~umask
+    led = Ledger(tmp_path / "out" / "ledger.sqlite")
+    rec = FetchRecord(tmp_path / "downloads")
+    try:
+        led.scenes()  # a read keeps the WAL files open beside the database
+        files = [p for p in tmp_path.rglob("*") if p.is_file()]
+        assert {"ledger.sqlite", "fetch.sqlite", "ledger.sqlite-wal", "fetch.sqlite-wal"} <= {p.name for p in files}
+        assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {p.name: oct(want) for p in files}
+    finally:
+        led.close()
+        rec.close()
+    assert stat.S_IMODE((tmp_path / "out" / "ledger.sqlite").stat().st_mode) == want
+
+
 def test_atomic_output_leaves_nothing_on_failure(tmp_path):
     (tmp_path / "r.json").write_text("old")
     with pytest.raises(ValueError):
