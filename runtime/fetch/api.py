@@ -564,13 +564,9 @@ def _run(req: FetchRequest, rec: FetchRecord, fetcher: _Fetcher, union: Any, sta
     todo = [it for it in s2_items if not rec.has(it["id"])]
     summary.known = len(s2_items) - len(todo)
     for it in tqdm(todo, desc="Sentinel-2", unit="item", disable=not progress or not todo):
-        try:
-            row = fetcher.s2(it)
-        except AssetError as exc:
-            log.error("%s", exc)
-            summary.failed.append((it["id"], str(exc)))
+        row = _fetch_item(fetcher.s2, it, rec, summary)
+        if row is None:
             continue
-        rec.put(row)
         if row.status == "empty":
             summary.empty += 1
             log.info("%s: no data over the AOIs (recorded, not fetched again)", it["id"])
@@ -596,6 +592,19 @@ def _run(req: FetchRequest, rec: FetchRecord, fetcher: _Fetcher, union: Any, sta
             rec.pair(r.stac_id, s1)
 
 
+def _fetch_item(fetch_one: Callable[[dict[str, Any]], ItemRow], item: dict[str, Any], rec: FetchRecord,
+                summary: FetchSummary) -> ItemRow | None:
+    """Fetch one item and record it; an asset the server refuses is logged and counted as failed (None)."""
+    try:
+        row = fetch_one(item)
+    except AssetError as exc:
+        log.error("%s", exc)
+        summary.failed.append((item["id"], str(exc)))
+        return None
+    rec.put(row)
+    return row
+
+
 def _coverage(item: dict[str, Any], union: Any) -> float:
     fp = _item_footprint(item)
     if fp is None or union.area == 0:
@@ -616,13 +625,9 @@ def _pair(req: FetchRequest, rec: FetchRecord, fetcher: _Fetcher, s2: ItemRow, s
             if known.status == "fetched":
                 return it["id"]
             continue
-        try:
-            row = fetcher.s1(it)
-        except AssetError as exc:
-            log.error("%s", exc)
-            summary.failed.append((it["id"], str(exc)))
+        row = _fetch_item(fetcher.s1, it, rec, summary)
+        if row is None:
             continue
-        rec.put(row)
         if row.status == "fetched":
             summary.fetched.append(row)
             log.info("fetched %s (Sentinel-1 for %s, %.1f MB)", it["id"], s2.stac_id, row.bytes / 1e6)
