@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,49 @@ def atomic_output(target: str | os.PathLike[str], option: str = "--out") -> Iter
         remove_temp(tmp)
         raise
     fsync_path(folder)
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | os.PathLike[str], tag: str | int | None = None,
+                  option: str = "--out") -> Iterator[Path]:
+    """Yield an empty folder beside ``target`` to fill; it then takes ``target``'s place whole.
+
+    The folder is ``.<name>.partial-<tag>`` (``tag``: the process id unless given, e.g. an
+    attempt token), made with the umask's mode; a leftover of that name is removed first.
+    When the block ends without an exception (a ``return`` inside it included) the folder
+    replaces ``target`` (:func:`replace_folder`); on an exception it is removed and
+    ``target`` is left as it was.
+
+    Example:
+        >>> with atomic_folder("model") as tmp:   # doctest: +SKIP
+        ...     (tmp / "bundle.json").write_text("{}")
+    """
+    target = Path(target)
+    tag = os.getpid() if tag is None else tag
+    ensure_output_dir(target.parent if str(target.parent) else Path("."), option)
+    tmp = target.parent / f".{target.name}.partial-{tag}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        replace_folder(tmp, target, tag)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def replace_folder(tmp: str | os.PathLike[str], target: str | os.PathLike[str], tag: str | int | None = None) -> None:
+    """Replace the folder ``target`` by the complete folder ``tmp`` (two renames; the old copy
+    is removed after). A kill between the renames leaves no ``target`` and the old copy
+    as ``.<name>.old-<tag>``, never a mix of old and new files.
+    """
+    tmp, target = Path(tmp), Path(target)
+    old = target.parent / f".{target.name}.old-{os.getpid() if tag is None else tag}"
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    fsync_path(target.parent)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_bytes(target: str | os.PathLike[str], data: bytes | memoryview, option: str = "--out") -> Path:
