@@ -36,7 +36,7 @@ import rasterio
 
 from .aoi import Aoi, read_aois
 from .areas import mask_areas_ha, pixel_areas_ha
-from .backends import Backend, make_backend
+from .backends import Backend, finite_logits, make_backend
 from .bands import band_positions
 from .bundle import Bundle, load_bundle
 from .errors import BandError, InputError, NoValidDataError, UsageError
@@ -291,8 +291,8 @@ def _batch_size(be: Backend, opts: RunOptions, plan: _Plan) -> tuple[int, str]:
                                      tiles_per_block=max(plan.tiles_per_block))
     else:
         batch, why = int(opts.batch_size), "set with --batch-size"
-    if be.max_batch is not None:
-        batch = min(batch, be.max_batch)
+    if be.max_batch is not None and batch > be.max_batch:
+        batch, why = be.max_batch, f"{why}; clamped to the {be.name} engine's max batch {be.max_batch}"
     return batch, why
 
 
@@ -349,7 +349,7 @@ def _stream(source: Any, plan: _Plan, be: Backend, bundle: Bundle, outs: OutputS
     threshold, n_tiles, progress = float(opts.threshold or 0), plan.n_tiles, opts.progress
 
     window = weight_window(tile, overlap)
-    infer = timer.wrap("infer", be.infer)
+    infer = timer.wrap("infer", finite_logits(be))  # a NaN logit stops the run, never maps as "no mine"
 
     def read(b: Block) -> np.ndarray:
         with timer.stage("read"):

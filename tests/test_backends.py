@@ -183,3 +183,47 @@ def test_onnxruntime_cuda_matches_cpu(tmp_path):
     with make_backend(b, "cuda", tile=64, max_batch=4, gpu_mem_gb=1.0)[0] as gpu:
         assert gpu.describe()["providers"][0] == "CUDAExecutionProvider"
         np.testing.assert_allclose(gpu.infer(x), ref, atol=1e-3, rtol=1e-3)
+
+
+def _nan_model(path):
+    """A 1x1 conv then Sqrt: NaN wherever the conv's output is negative (about half the pixels)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.full((1, 23, 1, 1), 1.0 / np.sqrt(23), dtype=np.float32)
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w"], ["c"]), helper.make_node("Sqrt", ["c"], ["logits"])], "nan",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 23, "H", "W"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1, "H", "W"])],
+        [numpy_helper.from_array(w, "w")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+
+
+def test_nan_logits_from_the_int8_model_stop_the_run(bundle, tmp_path):
+    from coalmine.runtime.backends import NonFiniteLogitsError
+    from coalmine.runtime.run import run_scene
+    from factories import make_stack, write_stack
+
+    _nan_model(bundle.path / "model.int8.onnx")  # what auto takes on the CPU
+    scene = write_stack(tmp_path / "scene.tif", make_stack(80, 70, seed=1))
+    with pytest.raises(NonFiniteLogitsError) as ei:
+        run_scene(scene, bundle, tmp_path / "out", tile=64, progress=False)
+    assert str(ei.value).startswith("the onnxruntime-cpu backend (model.int8.onnx, int8) returned ")
+    assert str(ei.value).endswith("so the run stops and writes nothing: run with --precision fp32")
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+    s = run_scene(scene, bundle, tmp_path / "out", tile=64, precision="fp32", progress=False)
+    assert s["backend"]["details"]["model"] == "model.onnx" and s["areas_ha"]["total"] is not None
+
+
+def test_finite_logits_passes_finite_batches_through(bundle):
+    from coalmine.runtime.backends import NonFiniteLogitsError, finite_logits
+
+    with make_backend(bundle, "cpu", tile=32, max_batch=2)[0] as be:
+        x = np.zeros((2, 23, 32, 32), np.float32)
+        np.testing.assert_array_equal(finite_logits(be)(x), be.infer(x))
+        be.infer = lambda a: np.full((len(a), 1, 32, 32), np.inf, np.float32)
+        with pytest.raises(NonFiniteLogitsError, match=r"returned 2048 NaN or infinite logits for a batch of 2 tiles.*"
+                                                       r"the FP32 model itself gives NaN on this scene"):
+            finite_logits(be)(x)

@@ -304,3 +304,48 @@ def test_timing_cache_is_reused_and_its_failures_are_harmless(bundle, gpu, caplo
     be.close()
     assert rep.passed and "building with an empty one" in caplog.text
     assert len(_engines(bundle)) == 5
+
+
+# -- non-finite logits never become "no mine" ----------------------------------------------------
+def test_nan_from_a_gated_engine_stops_the_run_and_writes_nothing(bundle, engine_path, monkeypatch, tmp_path):
+    from coalmine.runtime.backends import NonFiniteLogitsError
+    from coalmine.runtime.run import run_scene
+    from factories import write_stack
+
+    gpu = FakeGPU().install(monkeypatch)
+    gpu.faults.nan_logits = True  # the engine passed its gate; this scene overflows it
+    scene = write_stack(tmp_path / "scene.tif", make_stack(100, 90, seed=4))
+    with pytest.raises(NonFiniteLogitsError) as ei:
+        run_scene(scene, bundle, tmp_path / "out", backend="tensorrt", tile=64, progress=False)
+    msg = str(ei.value)
+    assert msg.startswith(f"the tensorrt backend ({engine_path.name}, fp32) returned ")
+    assert "NaN or infinite logits for a batch of " in msg and "\n" not in msg
+    assert msg.endswith("they are never mapped as 'no mine', so the run stops and writes nothing: run with "
+                        "--backend cuda --precision fp32 or --backend cpu")
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+    assert gpu.live() == (0, 0)
+
+
+def test_the_run_clamps_its_batch_to_the_engine_and_says_so(bundle, engine_path, monkeypatch, tmp_path):
+    from coalmine.runtime.run import run_scene
+    from factories import write_stack
+
+    gpu = FakeGPU().install(monkeypatch)
+    scene = write_stack(tmp_path / "scene.tif", make_stack(150, 160, seed=4))
+    s = run_scene(scene, bundle, tmp_path / "out", backend="auto", tile=64, batch_size=16, progress=False)
+    assert s["backend"]["name"] == "tensorrt" and s["backend"]["batch_size"] == 4
+    assert s["backend"]["batch_size_reason"] == "set with --batch-size; clamped to the tensorrt engine's max batch 4"
+    assert max(gpu.executed_batches) == 4 and gpu.builds == []
+    assert "the run's batch 16 is clamped to 4" in s["backend"]["reason"]
+
+
+def test_a_bad_engine_profile_in_bundle_json_is_refused(bundle):
+    from coalmine.runtime.bundle import load_bundle
+
+    d = json.loads((bundle.path / "bundle.json").read_text())
+    d["engine_profile"] = {"tile": 100, "max_batch": 8}
+    (bundle.path / "bundle.json").write_text(json.dumps(d))
+    with pytest.raises(BundleError) as ei:
+        load_bundle(bundle.path)
+    assert str(ei.value) == (f"{bundle.path / 'bundle.json'}: engine_profile {{'tile': 100, 'max_batch': 8}} must "
+                             "give a \"tile\" that is a multiple of 32 and a \"max_batch\" of at least 1; re-run coal-export")

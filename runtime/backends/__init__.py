@@ -55,6 +55,8 @@ class Backend(ABC):
     fixed_tile: int | None = None
     #: Largest batch the backend accepts, or None for any.
     max_batch: int | None = None
+    #: Arithmetic of the model that runs: "fp32", "fp16" or "int8".
+    precision: str = "fp32"
 
     @property
     def label(self) -> str:
@@ -78,6 +80,47 @@ class Backend(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class NonFiniteLogitsError(BackendError):
+    """A backend returned NaN or infinite logits (exit code 1)."""
+
+
+def finite_logits(backend: Backend) -> Callable[[np.ndarray], np.ndarray]:
+    """``backend.infer``, refusing any batch that holds a NaN or infinite logit.
+
+    The rule for every backend: a NaN logit would become probability NaN, quantised to 0 —
+    "no mine" where the model in fact failed (typically an FP16 overflow) — and the scene's
+    hectares would shrink without a trace. So a batch with a non-finite logit stops the run
+    with one line naming the backend, its model and what to run instead, and (outputs being
+    written under temporary names) nothing is written.
+
+    Example:
+        >>> infer = finite_logits(backend)   # doctest: +SKIP
+        >>> logits = infer(batch)           # raises NonFiniteLogitsError on NaN/inf
+    """
+
+    def infer(x: np.ndarray) -> np.ndarray:
+        y = backend.infer(x)
+        finite = np.isfinite(y)
+        if not finite.all():
+            n = int(finite.size - np.count_nonzero(finite))
+            raise NonFiniteLogitsError(
+                f"the {backend.name} backend ({backend.label}, {backend.precision}) returned {n} NaN or "
+                f"infinite logits for a batch of {len(x)} tiles; they are never mapped as 'no mine', so the "
+                f"run stops and writes nothing: {_finite_fix(backend)}"
+            )
+        return y
+
+    return infer
+
+
+def _finite_fix(backend: Backend) -> str:
+    if backend.name == "tensorrt":
+        return "run with --backend cuda --precision fp32 or --backend cpu"
+    if backend.precision != "fp32":
+        return "run with --precision fp32"
+    return "the FP32 model itself gives NaN on this scene; check the scene's values (coal-prepare) and the bundle"
 
 
 _MODEL_KEYS = {"fp32": "onnx", "fp16": "onnx_fp16", "int8": "onnx_int8"}

@@ -169,8 +169,10 @@ class OnnxBackend(Backend):
     @classmethod
     def for_bundle(cls, bundle: Bundle, device: str = "cpu", *, model_key: str = "onnx", **kw: Any) -> OnnxBackend:
         """The bundle's ONNX file ``model_key`` ("onnx", "onnx_fp16", "onnx_int8") on ``device``."""
-        return cls(bundle.file(model_key), input_name=bundle.model.input_name,
-                   output_name=bundle.model.output_name, bands=len(bundle.bands), device=device, **kw)
+        be = cls(bundle.file(model_key), input_name=bundle.model.input_name,
+                 output_name=bundle.model.output_name, bands=len(bundle.bands), device=device, **kw)
+        be.precision = {"onnx_fp16": "fp16", "onnx_int8": "int8"}.get(model_key, "fp32")
+        return be
 
     def _providers(self, device: str, gpu_mem_gb: float) -> list[Any]:
         if device == "cuda":

@@ -110,8 +110,10 @@ def load(bundle: Bundle, *, tile: int, max_batch: int, gpu_mem_gb: float = 6.0) 
                                   max_batch=max_batch)
     if rec is not None:
         gate = rec.get("gate", {})
-        return TensorRTBackend(bundle.engines_dir / rec["file"], origin=(
+        be = TensorRTBackend(bundle.engines_dir / rec["file"], origin=(
             f"engine {rec['file']}, gated {gate.get('when', 'when built')}, {_clamp_note(rec, max_batch)}"))
+        be.precision = _precision(bundle, src)
+        return be
     if rejected:
         log.info("no usable TensorRT engine in %s: %s", bundle.engines_dir, "; ".join(rejected))
     profile_batch = engine_batch(bundle)
@@ -126,10 +128,15 @@ def load(bundle: Bundle, *, tile: int, max_batch: int, gpu_mem_gb: float = 6.0) 
             f"gate against {report.reference} on {report.tiles} validation tiles ({report.summary()}) and "
             "was deleted; use --backend cuda or --backend cpu"
         )
+    backend.precision = _precision(bundle, src)
     backend.origin = (f"engine {backend.engine_path.name} built now and gated against {report.reference} "
                       f"(mask agreement {100 * report.mask_agreement:.2f} % on {report.tiles} validation tiles), "
                       f"{_clamp_note({'max_batch': backend.max_batch}, max_batch)}")
     return backend
+
+
+def _precision(bundle: Bundle, src: Path) -> str:
+    return "fp16" if src.name == bundle.files.get("onnx_fp16") else "fp32"
 
 
 def engine_batch(bundle: Bundle) -> int:
