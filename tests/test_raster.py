@@ -45,9 +45,6 @@ def test_grid_geometry_by_hand(tmp_path):
     assert g.clip(Window(50, 0, 5, 5)) == Window(50, 0, 0, 5)  # outside: empty
     assert g.expand(Window(2, 3, 10, 10), 4) == Window(0, 0, 16, 17)
     assert g.expand(Window(30, 20, 10, 10), 4) == Window(26, 16, 14, 14)
-    assert list(Grid(UTM, T, 7, 1100).windows()) == [Window(0, 0, 7, 512), Window(0, 512, 7, 512),
-                                                      Window(0, 1024, 7, 76)]
-    assert [w.height for w in g.windows(rows=12)] == [12, 12, 6]
     assert Grid.of(write(tmp_path / "g.tif", np.zeros((30, 40), np.uint8))) == g
 
 
