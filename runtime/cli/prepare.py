@@ -7,7 +7,6 @@ folder of acquisitions or a glob pattern, with ``--start``/``--end``) give the a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -97,7 +96,9 @@ def main(s2: tuple[str, ...], s1: tuple[str, ...], out: Path, block: int | None,
         path = prepare_scene(one_s2, one_s1, out, prep, block=1024 if block is None else block, cog=cog,
                              progress=not quiet, timings=t, **inputs.reader_args())
     if timings is not None:
-        timings.write_text(json.dumps(t, indent=2) + "\n", encoding="utf-8")
+        from .._io import atomic_write_json
+
+        atomic_write_json(timings, t, "--timings")
     click.echo(str(path))
 
 
