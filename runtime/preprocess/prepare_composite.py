@@ -41,7 +41,8 @@ from .._io import atomic_output, ensure_output_dir, temp_path
 from ..bands import BAND_NAMES
 from ..bundle import Preprocessing
 from ..errors import CoalmineError, NoValidDataError, OutputError, UsageError
-from ..raster import Grid, to_cog
+from ..raster import BLOCK_ROWS, Grid, to_cog
+from ..tiling import block_grid
 from .acquisitions import Period
 from .composite import (
     COUNT_BANDS,
@@ -357,8 +358,8 @@ def observation_support(stack: str | os.PathLike[str], mask: str | os.PathLike[s
         if (q.width, q.height, q.transform, q.crs) != (m.width, m.height, m.transform, m.crs):
             return {"warning": f"quality file {qpath} is not on the grid of {stack}; the share of the mapped "
                                "area with few clear observations is unknown"}
-        grid = Grid(m.crs, m.transform, m.width, m.height)
-        for w in grid.windows():
+        for b in block_grid(m.height, m.width, block=(BLOCK_ROWS, m.width), halo=0):
+            w = b.core
             mine = m.read(1, window=w) == 1
             few = q.read(1, window=w) < FEW_OBSERVATIONS
             px = pixel_areas_ha(m.crs, m.transform, m.height, m.width, window=w)[:, 0]
