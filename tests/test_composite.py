@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from coalmine.runtime.bands import INDICES, S2_BANDS
 from coalmine.runtime.errors import CRSError, InputError, UsageError
 from coalmine.runtime.preprocess.acquisitions import Period, date_from_name
 from coalmine.runtime.preprocess.composite import CompositeSource, block_for_memory
@@ -153,6 +154,11 @@ def test_composite_bands_are_the_median_of_clear_observations(tmp_path: Path, di
     assert has.mean() > 0.9 and (~has).any()  # some pixels were never clear
     np.testing.assert_array_equal(got[:, has], expect[:, has])
     assert np.isnan(got[:, ~has]).all()
+    # the indices come from the composite's bands, not from any one acquisition's
+    pos = {b: i for i, b in enumerate(S2_BANDS)}
+    for k, (a, b) in enumerate(INDICES.values()):
+        ea, eb = expect[pos[a]].astype(np.float64), expect[pos[b]].astype(np.float64)
+        np.testing.assert_allclose(x[len(S2_BANDS) + k][has], ((ea - eb) / (ea + eb))[has], rtol=1e-5, atol=1e-6)
     assert np.array_equal(counts[0], count)
     assert (counts[1] == 6).all()
 
@@ -183,6 +189,8 @@ def test_sentinel1_is_averaged_in_linear_power_not_db(tmp_path: Path) -> None:
     with CompositeSource(ser["s2"], ser["s1"], prep, dilation=0) as src:
         x, counts = src.read_with_counts(Window(0, 0, W, H))
         assert src.preprocessing.s1.units == "mixed"
+        assert src.inputs["s1_enl_per_acquisition"] is None  # no filter: no looks to record
+        assert src.inputs["s1_rule"].endswith("no speckle filter")
     vv = x[12][np.isfinite(x[12])]
     np.testing.assert_allclose(vv, 10 * np.log10(0.055), atol=1e-5)  # not (-20 + -10) / 2 = -15
     assert (counts[1] == 2).all()
@@ -242,6 +250,7 @@ def test_outputs_tags_and_quality_cog(tmp_path: Path) -> None:
     assert all(len(i["sha256"]) == 64 for i in inputs["s2"] + inputs["s1"])
     assert inputs["s1"][0]["sha256"] != sha256_file(ser["s1"][0])  # name and bytes are hashed
     assert inputs["period"] == ["2021-01-01", "2021-12-31"] and inputs["dilation_px"] == 1
+    assert inputs["s1_enl_per_acquisition"] == 4.4 and "Lee filter (5 px)" in inputs["s1_rule"]
     assert comp["quality"] == "c_quality.tif" and comp["s2_acquisitions"] == 4
     with rasterio.open(tmp_path / "c_quality.tif") as q:
         assert q.dtypes == ("uint8", "uint8") and q.descriptions == ("s2_clear_observations", "s1_acquisitions")

@@ -367,15 +367,18 @@ class CompositeSource(SceneSource):
         s1 = [{"path": str(a.path), "date": a.date.isoformat() if a.date else None, "sha256": h,
                "units": a.reader.units, **getattr(a.reader, "record", {})}
               for a, h in zip(self.s1, hashes[len(self.s2):], strict=True)]
+        s1p = self.preprocessing.s1
+        lee = s1p.speckle_filter == "lee" and s1p.speckle_window > 1  # as _s1_composite applies it
         return {
             "composite": True,
             "period": [self.period.start.isoformat(), self.period.end.isoformat()] if self.period else None,
             "s2_rule": "per-pixel median of clear observations (numpy convention)",
             "scl_masked": [0, 1, *SCL_CLOUD],
             "dilation_px": self.dilation,
-            "s1_rule": "mean of sigma0 linear power, then Lee filter with ENL "
-                       f"{DEFAULT_ENL} x acquisitions at the pixel",
-            "s1_enl_per_acquisition": DEFAULT_ENL,
+            "s1_rule": "mean of sigma0 linear power, then " + (
+                f"Lee filter ({s1p.speckle_window} px) with ENL {DEFAULT_ENL} x acquisitions at the pixel"
+                if lee else "no speckle filter"),
+            "s1_enl_per_acquisition": DEFAULT_ENL if lee else None,
             "skipped": list(self.skipped),
             "s2": s2,
             "s1": s1,
