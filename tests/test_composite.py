@@ -357,6 +357,19 @@ def test_refuses_an_acquisition_without_scl(tmp_path: Path) -> None:
         CompositeSource([*ser["s2"], bare], ser["s1"])
 
 
+def test_refuses_a_stack_or_a_sentinel1_raster_given_as_sentinel2(tmp_path: Path) -> None:
+    ser = _series(tmp_path / "in", 2)
+    stack = prepare_composite(ser["s2"], ser["s1"], tmp_path / "in" / "S2_20210501T022551_stack.tif",
+                              dilation=0, progress=False)
+    with pytest.raises(InputError, match=r"--s2 .*S2_20210501T022551_stack\.tif is a 23-band stack made by "
+                                         r"coal-prepare, not a Sentinel-2 acquisition;.*pass those instead"):
+        prepare_composite([*ser["s2"], stack], ser["s1"], tmp_path / "out" / "c.tif", progress=False)
+    with pytest.raises(InputError, match=r"--s2 .*S1_20210115T221516_VV\.tif is a Sentinel-1 raster \(band VV\), "
+                                         r"not a Sentinel-2 acquisition; give it with --s1"):
+        prepare_composite([*ser["s2"], ser["s1"][0]], ser["s1"], tmp_path / "out" / "c.tif", progress=False)
+    _nothing_written(tmp_path / "out")
+
+
 def test_refuses_when_no_pixel_is_ever_clear(tmp_path: Path) -> None:
     ser = _series(tmp_path / "in", 2)
     for k, folder in enumerate(ser["s2"]):

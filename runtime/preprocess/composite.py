@@ -504,10 +504,15 @@ def _refuse_stack(path: Path) -> None:
     """A prepared 23-band stack holds no DN and no SCL: it cannot be composited again."""
     if not path.is_file():
         return
+    from ..bands import S1_BAND
     from ..raster import open_raster
     from .stack import is_stack
 
     with open_raster(path, "--s2") as ds:
+        if set(ds.descriptions) == {S1_BAND}:
+            raise InputError(f"--s2 {path} is a Sentinel-1 raster (band {S1_BAND}), not a Sentinel-2 "
+                             "acquisition; give it with --s1, and name the Sentinel-2 acquisitions on "
+                             "their own (their folders, or a quoted pattern such as 'downloads/*_S2')")
         if is_stack(ds):
             raise InputError(f"--s2 {path} is a 23-band stack made by coal-prepare, not a Sentinel-2 "
                              "acquisition; a composite is made from the acquisitions themselves (their "
