@@ -217,7 +217,8 @@ def _run_scene(scene: Any, bundle: Any, out_dir: Any, s1: Any, aoi: Any, opts: R
     try:
         warnings = check_preprocessing(source, bundle)
         band_idx = _band_index(source, bundle)
-        scene_path = getattr(source, "path", None) or (scene if owns_source else None)
+        # the path given names the outputs (a folder of acquisitions: the folder, not its first one)
+        scene_path = scene if owns_source else getattr(source, "path", None)
         prefix = opts.prefix or (Path(str(scene_path)).stem if scene_path else "scene")
         plan = _plan(int(source.height), int(source.width), opts)
         with timer.stage("backend_load"):

@@ -422,6 +422,15 @@ def test_a_folder_of_acquisitions_opens_as_its_composite_and_trains(tmp_path: Pa
     with open_scene(s2, s1) as src, CompositeSource([s2], [s1]) as comp:
         assert isinstance(src, CompositeSource) and len(src.s2) == 3
         np.testing.assert_array_equal(ps.x[0], comp.read(Window(p.col, p.row, 32, 32)))
+    from coalmine.runtime.run import run_scene
+    from factories import make_tiny_bundle
+
+    make_tiny_bundle(tmp_path / "bundle")
+    summary = run_scene(s2, tmp_path / "bundle", tmp_path / "maps", s1=s1, progress=False)
+    # the maps are named after the folder given, not after its first acquisition
+    assert sorted(q.name for q in (tmp_path / "maps").iterdir()) == [
+        f"s2_2021_{k}" for k in ("mask.tif", "mines.geojson", "prob.tif", "summary.json")]
+    assert summary["inputs"]["composite"] is True and len(summary["inputs"]["s2"]) == 3
 
 
 @pytest.mark.realdata
