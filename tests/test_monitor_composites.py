@@ -223,3 +223,41 @@ def test_on_dask_a_year_is_one_task(tmp_path: Path, acquisitions: Path) -> None:
     ran = sorted(str(t["key"]) for t in ts.data if str(t["key"]).startswith("coal-"))
     assert len(ran) == 2 and all(k.startswith("coal-scene-composite_20") for k in ran), ran
     assert _state(dask) == _state(local)
+
+
+@pytest.mark.slow
+def test_a_year_without_a_clear_pixel_is_no_data_and_a_new_model_remaps_every_year(
+        tmp_path: Path, acquisitions: Path) -> None:
+    from coalmine.runtime.monitor import run_monitor
+    from factories import tiny_onnx
+
+    root = _project(tmp_path / "p", acquisitions)
+    for scl in (root / "acq").glob("synth_2021-*_S2/*_SCL_*.tif"):  # 2021 clouded all year
+        with rasterio.open(scl, "r+") as ds:
+            ds.write(np.full((ds.height, ds.width), 9, np.uint8), 1)
+    s = run_monitor(load_config(root / "monitor.toml"))
+    assert (s.processed, s.failed) == (2, 0)
+    years = _years(root)
+    # no clear observation: 2021 has no hectares and no composite, never 0 ha
+    assert years[2021]["total_ha"] is None and years[2021]["composite"] is None
+    assert years[2020]["total_ha"] is not None and years[2020]["total_ha"] > 0
+    con = sqlite3.connect(root / "out" / "ledger.sqlite")
+    status = dict(con.execute("SELECT year, status FROM scenes").fetchall())
+    assert status == {2020: "done", 2021: "nodata"}
+    assert con.execute("SELECT count(*) FROM scene_areas WHERE key = 'composite:2021'").fetchone()[0] == 0
+    con.close()
+    assert not (root / "out" / "yearly" / "mask_2021.tif").exists()
+
+    # coal-export --int8 adds a model "auto" runs on the CPU: every year is composited and mapped again
+    tiny_onnx(root / "bundle" / "model.int8.onnx", kind="linear", bias=-0.3)
+    s = run_monitor(load_config(root / "monitor.toml"))
+    assert s.reasons == {"model changed: model.int8.onnx added": 2}
+    con = sqlite3.connect(root / "out" / "ledger.sqlite")
+    ran = dict(con.execute("SELECT year, model_file FROM scenes WHERE status = 'done'").fetchall())
+    con.close()
+    assert ran == {2020: "model.int8.onnx"}
+    after = _years(root)
+    assert after[2021]["total_ha"] is None  # (finish times have whole seconds: the model file tells the re-run)
+    assert json.loads(after[2020]["models"])[0]["file"] == "model.int8.onnx"
+    assert (s.processed, s.unchanged) == (2, 0)
+    assert run_monitor(load_config(root / "monitor.toml")).unchanged == 2
