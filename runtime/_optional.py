@@ -30,6 +30,8 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "planetary_computer": ("planetary-computer", "fetch"),
     "shapely": ("shapely", "fetch"),
     "urllib3": ("urllib3", "fetch"),  # the retry policy of the catalogue requests
+    "requests": ("requests", "fetch"),  # whole small assets (GRD XML)
+    "boto3": ("boto3", "fetch"),  # s3:// assets in requester-pays buckets (Earth Search GRD)
 }
 
 #: Other ways to the same package, named after the extra's own hint.
