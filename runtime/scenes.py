@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .configfile import expand_path, refuse_unknown
-from .errors import ConfigError, InputNotFoundError
+from .errors import ConfigError, ConfigPathError
 
 #: ``split`` values: trained on (with a blocked validation hold-out) or held out as a test scene.
 SPLITS = ("train", "test")
@@ -94,7 +94,7 @@ def scenes_from_tables(entries: list[dict[str, Any]], base: Path, src: Path, *, 
 
     Raises:
         ConfigError: an unknown or missing key, a wrong type or value (naming ``scenes[i].key``).
-        InputNotFoundError: with ``must_exist``, a path that does not exist.
+        ConfigPathError: with ``must_exist``, a path that does not exist (exit code 2).
     """
     out = []
     for i, t in enumerate(entries):
@@ -115,7 +115,7 @@ def scenes_from_tables(entries: list[dict[str, Any]], base: Path, src: Path, *, 
             if k in t:
                 paths[k] = expand_path(t[k], base, src, f"{where}.{k}")
                 if must_exist and not paths[k].exists():
-                    raise InputNotFoundError(f"{src}: {where}.{k} {paths[k]} does not exist; fix the path "
+                    raise ConfigPathError(f"{src}: {where}.{k} {paths[k]} does not exist; fix the path "
                                              "or remove the entry")
         for k in ("split", "label_field"):
             if k in t and not isinstance(t[k], str):

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from ..configfile import expand_path, read_toml, refuse_unknown, tables, typed
-from ..errors import ConfigError, InputNotFoundError
+from ..errors import ConfigError, ConfigPathError
 from ..options import RunOptions
 from ..scenes import SceneSpec, scenes_from_tables
 
@@ -159,7 +159,8 @@ def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
         configuration file's folder).
 
     Raises:
-        InputNotFoundError: the configuration, bundle, AOI file or a listed scene is missing.
+        InputNotFoundError: the configuration file is missing.
+        ConfigPathError: the bundle, AOI file or a listed scene is missing (exit code 2).
         ConfigError: malformed TOML, an unknown key, a missing required key or a bad value.
 
     Example:
@@ -175,10 +176,10 @@ def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
 
     bundle = _path(raw, "bundle", base, src)
     if not bundle.exists():
-        raise InputNotFoundError(f"{src}: bundle folder {bundle} does not exist; set 'bundle' to the folder coal-train wrote")
+        raise ConfigPathError(f"{src}: bundle folder {bundle} does not exist; set 'bundle' to the folder coal-train wrote")
     aois = _path(raw, "aois", base, src)
     if not aois.is_file():
-        raise InputNotFoundError(f"{src}: AOI file {aois} does not exist; set 'aois' to a vector file (GeoJSON, GeoPackage, Shapefile…)")
+        raise ConfigPathError(f"{src}: AOI file {aois} does not exist; set 'aois' to a vector file (GeoJSON, GeoPackage, Shapefile…)")
     output = _path(raw, "output", base, src)
 
     rule = typed(raw, "yearly_rule", str, src, default="max_extent")
@@ -248,7 +249,7 @@ def discover_scenes(cfg: MonitorConfig) -> list[SceneSpec]:
     Scenes are sorted by date then path. A path listed twice is refused.
 
     Raises:
-        InputNotFoundError: a search folder does not exist.
+        ConfigPathError: a search folder does not exist.
         ConfigError: a matching file name has no date in the expected format, or a scene
             appears twice.
     """
@@ -259,11 +260,11 @@ def discover_scenes(cfg: MonitorConfig) -> list[SceneSpec]:
         found += [SceneSpec(path=a.s2, date=a.date, s1=a.s1) for a in acquisitions(cfg.fetch.folder) if a.s1]
     for s in cfg.searches:
         if not s.folder.is_dir():
-            raise InputNotFoundError(f"{cfg.source}: search folder {s.folder} does not exist; fix search.folder")
+            raise ConfigPathError(f"{cfg.source}: search folder {s.folder} does not exist; fix search.folder")
         s1_pool: list[tuple[dt.date, Path]] = []
         if s.s1_folder is not None:
             if not s.s1_folder.is_dir():
-                raise InputNotFoundError(f"{cfg.source}: s1_folder {s.s1_folder} does not exist; fix search.s1_folder")
+                raise ConfigPathError(f"{cfg.source}: s1_folder {s.s1_folder} does not exist; fix search.s1_folder")
             pat = s.s1_date_pattern or s.date_pattern
             for p in sorted(s.s1_folder.glob(s.s1_glob)):
                 d = date_from_name(p.name, pat)

@@ -6,7 +6,8 @@ points, in any CRS. A multi-band file is accepted when one band's description sa
 
 Units (``S1Params.units`` / ``--s1-units``): ``auto`` looks at a sample of valid values: any
 share of negative values means dB (linear power is never negative); otherwise values of order
-0.001-1 mean linear power. Values much larger than 1 (median above :data:`MAX_LINEAR_MEDIAN`, or
+0.001-1 mean linear power. Declared units that the values contradict are refused either way
+(``linear`` with negative values, ``db`` with values of linear power), naming the fix. Values much larger than 1 (median above :data:`MAX_LINEAR_MEDIAN`, or
 integer data with such values) are raw GRD digital numbers or amplitudes, not sigma0: they are
 refused with instructions for calibrating.
 
@@ -99,8 +100,11 @@ def detect_units(values: np.ndarray, dtype: str, given: str, name: str) -> str:
             raise UnitsError(f"--s1 {name} holds integer values around {med:.0f}: raw GRD digital "
                              f"numbers, not sigma0 in dB; {CALIBRATE_HINT}")
         if neg < 0.01 and med < MAX_LINEAR_MEDIAN:
-            log.warning("--s1 %s was declared dB but its values (median %.3g, none negative) look "
-                        "like linear power; check --s1-units", name, med)
+            # sigma0 in dB is mostly negative (-25..+5 dB): values of 0.001-1 with almost none
+            # below 0 are linear power, and reading them as dB would give every pixel ~0 dB.
+            raise UnitsError(f"--s1 {name} was declared dB but {1 - neg:.0%} of its values are >= 0 "
+                             f"(median {med:.3g}), which is linear power, not dB (sigma0 in dB is mostly "
+                             "-25..+5); pass --s1-units linear (or auto)")
         return "db"
     if looks_dn:
         raise UnitsError(

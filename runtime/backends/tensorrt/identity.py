@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..._optional import optional_import
+from ...bundle import plain_name_problem
 from ...errors import BackendError
 
 log = logging.getLogger("coalmine.runtime.backends")
@@ -183,6 +184,9 @@ def read_records(engines_dir: str | os.PathLike[str]) -> tuple[list[dict[str, An
             continue
         if not isinstance(rec, dict) or not isinstance(rec.get("file"), str):
             unreadable.append(f"{p.name}: not an engine record (no 'file'); delete it")
+            continue
+        if plain_name_problem(rec["file"]):  # an engine is a file of this folder, never a path elsewhere
+            unreadable.append(f"{p.name}: its 'file' {rec['file']!r} is not a plain file name in {d}; delete it")
             continue
         records.append(rec)
     return records, unreadable
