@@ -298,8 +298,15 @@ def test_fetch_prepare_run_then_a_monitor_source_with_grd(grd_cat, srv, tmp_path
     assert areas["Pit"] == pytest.approx(run_ha["aois"]["Pit"], abs=1e-9)
 
 
-def test_dry_run_lists_the_grd_candidate(grd_cat, srv, tmp_path):
+def test_dry_run_lists_the_grd_candidate_and_never_an_ew_or_hh_product(grd_cat, srv, tmp_path):
     w = grd_cat["new"]
+    ew = copy.deepcopy(w.pc_item)
+    ew["id"] = ITEM_ID.replace("_IW_", "_EW_")
+    ew["properties"]["sar:instrument_mode"] = "EW"
+    hh = copy.deepcopy(w.pc_item)
+    hh["id"] = ITEM_ID.replace("1SDV", "1SDH")
+    hh["properties"]["sar:polarizations"] = ["HH", "HV"]
+    srv.items = [w.s2_item, w.pc_item, ew, hh]  # a GRD collection holds all of them
     s = fetch(_req(w, tmp_path / "dl", srv), dry_run=True)
     assert sorted((p.kind, p.stac_id, p.action) for p in s.planned) == [
         ("s1", ITEM_ID, "candidate"), ("s2", w.s2_item["id"], "fetch")]
@@ -319,6 +326,26 @@ def test_an_item_without_the_noise_xml_fails_naming_the_asset_and_the_fix(grd_ca
     assert f"STAC item {ITEM_ID} has no 'schema-noise-vv' asset" in line
     assert "--asset VV_NOISE=KEY" in line and "--s1 rtc" in line
     assert not any((tmp_path / "dl" / "s1").glob("*.SAFE"))
+
+
+def test_an_ew_or_hh_product_is_skipped_not_failed_and_an_annotation_that_says_so_is_refused(grd_cat, srv, tmp_path):
+    w = grd_cat["new"]
+    ew = copy.deepcopy(w.pc_item)
+    ew["id"] = ITEM_ID.replace("_IW_", "_EW_")
+    ew["properties"]["sar:instrument_mode"] = "EW"
+    ew["properties"]["datetime"] = "2021-12-24T05:11:35Z"  # nearer in date: it would be tried first
+    srv.items = [w.s2_item, w.pc_item, ew]
+    s = fetch(_req(w, tmp_path / "dl", srv))
+    assert s.exit_code == 0 and not s.failed
+    with FetchRecord(tmp_path / "dl") as rec:
+        assert rec.get(w.s2_item["id"]).s1_id == ITEM_ID and not rec.has(ew["id"])
+    # an item without sar: properties is judged by its annotation
+    from coalmine.runtime.fetch.download import AssetError
+    from coalmine.runtime.fetch.grd import check_part
+
+    xml = w.served["annotation/iw-vv.xml"].read_bytes().replace(b"<mode>IW</mode>", b"<mode>EW</mode>", 1)
+    with pytest.raises(AssetError, match=r"^x describes EW GRD VV data; coalmine reads IW GRD VV .*: skip the item$"):
+        check_part("annotation", xml, "x")
 
 
 def test_an_asset_that_is_not_the_xml_it_should_be_is_refused(grd_cat, srv, tmp_path):

@@ -727,11 +727,22 @@ def _run(req: FetchRequest, rec: FetchRecord, fetcher: _Fetcher, union: Any, sta
     s1_cat = req.s1_cat
     s1_client = client if s1_cat is cat else _open_client(s1_cat, req.options)
     s1_items = [it for it in _search(s1_client, s1_cat, s1_cat.s1_collection(req.s1), geom, lo, hi)
-                if _item_footprint(it) is None or _item_footprint(it).intersects(union)]
+                if _s1_usable(it) and (_item_footprint(it) is None or _item_footprint(it).intersects(union))]
     for r in tqdm(pending, desc="Sentinel-1", unit="item", disable=not progress or not pending):
         s1 = _pair(req, rec, fetcher, r, s1_items, union, summary)
         if s1 is not None:
             rec.pair(r.stac_id, s1)
+
+
+def _s1_usable(item: dict[str, Any]) -> bool:
+    """False for a Sentinel-1 item whose properties say it is not IW or has no VV (GRD collections
+    also hold EW/SM and HH/HV products): never a candidate, rather than a failed item."""
+    p = item.get("properties", {})
+    mode = p.get("sar:instrument_mode")
+    pols = p.get("sar:polarizations")
+    if mode and str(mode).upper() != "IW":
+        return False
+    return not (isinstance(pols, list) and pols and "VV" not in [str(x).upper() for x in pols])
 
 
 def _coverage(item: dict[str, Any], union: Any) -> float:
@@ -802,7 +813,7 @@ def _dry_run(req: FetchRequest, out: Path, union: Any) -> FetchSummary:
             s1_client = client if s1_cat is cat else _open_client(s1_cat, req.options)
             s1_items = _search(s1_client, s1_cat, s1_cat.s1_collection(req.s1), geom,
                                (min(new_dates) - days).date(), (max(new_dates) + days).date())
-            for it in s1_items:
+            for it in filter(_s1_usable, s1_items):
                 if any(abs(item_datetime(it) - d) <= days for d in new_dates):
                     k = known.get(it["id"])
                     summary.planned.append(Planned(it["id"], "s1", item_datetime(it), None,

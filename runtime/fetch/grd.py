@@ -324,11 +324,17 @@ def check_part(part: str, data: bytes, label: str) -> Any:
         want = {"annotation": "product", "calibration": "calibration", "noise": "noise"}[part]
         if root != want:
             raise InputError(f"its root element is <{root}>, not <{want}>")
-        return {"annotation": parse_annotation, "calibration": parse_calibration,
-                "noise": parse_noise}[part](data, label)
+        parsed = {"annotation": parse_annotation, "calibration": parse_calibration,
+                  "noise": parse_noise}[part](data, label)
+        if part == "annotation" and (parsed.product_type, parsed.mode, parsed.polarisation) != ("GRD", "IW", "VV"):
+            raise AssetError(f"{label} describes {parsed.mode} {parsed.product_type} {parsed.polarisation} data; "
+                             "coalmine reads IW GRD VV (the model was trained on it): skip the item")
+        return parsed
     except ET.ParseError as exc:
         raise AssetError(f"{label} is not valid XML ({exc}); the catalogue serves a damaged file: skip the item "
                          "or fetch it later") from None
+    except AssetError:
+        raise
     except InputError as exc:
         raise AssetError(f"{label} is not {PARTS[part][2]}: {exc}; skip the item or map the right asset with "
                          f"--asset {PARTS[part][0]}=KEY") from None
