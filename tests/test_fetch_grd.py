@@ -271,6 +271,15 @@ def test_fetch_prepare_run_then_a_monitor_source_with_grd(grd_cat, srv, tmp_path
         stack = ds.read()
         assert "grd" in ds.tags().get("COALMINE_INPUTS", "").lower()
     assert np.isfinite(stack).all(axis=0).mean() > 0.9
+    # coal-prepare on the whole product over the same S2 grid gives the same stack, bit for bit
+    # (tolerance 0): the window holds every pixel sigma0, its GLCM texture and the masks depend on
+    res = runner.invoke(prepare_cli, ["--s2", str(s2), "--s1", str(w.product), "-o", str(tmp_path / "whole.tif"),
+                                      "-q"])
+    assert res.exit_code == 0, res.output
+    with rasterio.open(tmp_path / "whole.tif") as ds:
+        whole = ds.read()
+    assert whole.shape == stack.shape and np.isfinite(whole[12:]).all(axis=0).mean() > 0.9  # VV + GLCM
+    np.testing.assert_array_equal(stack, whole)
     mean = tuple(float(np.nanmean(b)) for b in stack)
     std = tuple(float(np.nanstd(b)) or 1.0 for b in stack)
     root = tmp_path / "p"
