@@ -60,7 +60,7 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 @click.option("--max-cloud", type=float, default=defaults.DEFAULT_MAX_CLOUD,
               help="Skip items whose eo:cloud_cover (percent of the tile) is above this.")
 @click.option("--s1", type=click.Choice(list(S1_CHOICES)), default=defaults.DEFAULT_S1,
-              help="Sentinel-1: rtc = sigma0/gamma0 COGs (Planetary Computer: account key); grd = GRD "
+              help="Sentinel-1: rtc = sigma0/gamma0 COGs (Planetary Computer: account key); grd = IW GRD "
                    "products: the AOI window of the VV measurement + its XML as a SAFE folder that "
                    "coal-prepare calibrates and geocodes (Earth Search: AWS credentials, requester "
                    "pays; Planetary Computer: none); none = no Sentinel-1.")
