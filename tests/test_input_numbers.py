@@ -326,10 +326,11 @@ def test_s1_values_that_are_not_sigma0_are_refused(values, dtype, given, match):
 
 
 def test_s1_units_given_by_the_user(caplog):
-    # dB as declared, even when the values (no negatives, median 0.05) look like power: warned
-    with caplog.at_level(logging.WARNING, logger="coalmine"):
-        assert detect_units(sample(0.05), "float32", "db", "vv.tif") == "db"
-    assert "declared dB but its values (median 0.05, none negative) look like linear power" in caplog.text
+    # dB declared on values that are linear power (no negatives, median 0.05): refused with the fix,
+    # since reading them as dB would put every pixel near 0 dB
+    with pytest.raises(UnitsError, match=r"--s1 vv.tif was declared dB but 100% of its values are "
+                       r">= 0 \(median 0.05\), which is linear power.*pass --s1-units linear"):
+        detect_units(sample(0.05), "float32", "db", "vv.tif")
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="coalmine"):
         assert detect_units(sample(-13.0, n_negative=200), "float32", "db", "vv.tif") == "db"
