@@ -431,6 +431,7 @@ def test_a_folder_of_acquisitions_opens_as_its_composite_and_trains(tmp_path: Pa
     assert sorted(q.name for q in (tmp_path / "maps").iterdir()) == [
         f"s2_2021_{k}" for k in ("mask.tif", "mines.geojson", "prob.tif", "summary.json")]
     assert summary["inputs"]["composite"] is True and len(summary["inputs"]["s2"]) == 3
+    assert "observations" not in summary  # no quality file: coal-prepare's stack has one
 
 
 @pytest.mark.realdata
