@@ -424,7 +424,8 @@ def write_monitor_config(path: Path, bundle: Path, aois: Path, series: Path) -> 
         'yearly_rule = "max_extent"   # max_extent | median | majority | latest\n\n'
         "[run]\n"
         'backend = "auto"             # TensorRT, then ONNX Runtime CUDA, then the CPU\n'
-        'precision = "auto"           # the INT8 model on a CPU, FP16 on a GPU (each passed its export gate)\n\n'
+        'precision = "auto"           # the INT8 model on a CPU, FP16 on a GPU (each passed its export gate)\n'
+        'scl = "auto"                 # clouds, shadows, no data masked with the scene classification\n\n'
         "# every Sentinel-2 folder synth_<year>_S2, paired with the Sentinel-1 file of the same year\n"
         "[[search]]\n"
         f'folder = "{rel(series)}"\n'

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.windows import from_bounds
+from rasterio.windows import Window, from_bounds
 
 from ..raster import NODATA
 from .backdrop import read_truecolour
@@ -107,6 +107,8 @@ def _reduce(a: np.ndarray, f: int, op: str) -> np.ndarray:
 def read_display(raster: Path, extent: Extent, max_px: int) -> tuple[dict[int, np.ndarray], np.ndarray, Extent]:
     """The raster inside ``extent`` reduced to at most ``max_px`` display cells a side.
 
+    Read in strips of whole display rows, so a full Sentinel-2 tile is never held at once.
+
     Returns:
         ({class value: presence (bool)}, nodata share per display cell, the extent actually
         covered — snapped to whole raster pixels and clipped to the raster).
@@ -116,13 +118,25 @@ def read_display(raster: Path, extent: Extent, max_px: int) -> tuple[dict[int, n
         ext = extent.clipped(full)
         win = from_bounds(ext.left, ext.bottom, ext.right, ext.top, transform=ds.transform)
         win = win.round_offsets(op="floor").round_lengths(op="ceil")
-        a = ds.read(1, window=win, boundless=True, fill_value=NODATA)
+        f = max(1, -(-max(int(win.width), int(win.height)) // max_px))
+        step = f * max(1, 256 // f)
+        classes: dict[int, list[np.ndarray]] = {}
+        nodata: list[np.ndarray] = []
+        for r in range(0, int(win.height), step):
+            h = min(step, int(win.height) - r)
+            strip = Window(win.col_off, win.row_off + r, win.width, h)
+            a = ds.read(1, window=strip, boundless=True, fill_value=NODATA)
+            for v in np.unique(a):
+                if v != NODATA and int(v) not in classes:
+                    # a class first seen here: earlier strips had none of it
+                    classes[int(v)] = [np.zeros((n.shape[0], n.shape[1]), bool) for n in nodata]
+            for v, parts in classes.items():
+                parts.append(_reduce(a == v, f, "any"))
+            nodata.append(_reduce(a == NODATA, f, "mean"))
         x0, y0 = ds.transform * (win.col_off, win.row_off)
         x1, y1 = ds.transform * (win.col_off + win.width, win.row_off + win.height)
-    f = max(1, -(-max(a.shape) // max_px))
-    classes = {int(v): _reduce(a == v, f, "any") for v in np.unique(a) if v != NODATA}
-    nodata = _reduce(a == NODATA, f, "mean")
-    return classes, nodata, Extent(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+    present = {v: np.vstack(parts) for v, parts in classes.items()}
+    return present, np.vstack(nodata), Extent(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
 
 
 # -- scale bar and graticule -----------------------------------------------------------------------

@@ -33,6 +33,7 @@ import functools
 import importlib.resources
 import io
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -394,7 +395,7 @@ def chart_total(data: ReportData) -> Any:
             continue
         label = f"{tot[i]:,.1f} ha"
         if data.coverage(data.years[i], TOTAL) == "partial":
-            label += f"\n({100 * (data.shares[data.years[i]][TOTAL] or 0):.0f} % observed)"
+            label += f"\n({_floor_pct(data.shares[data.years[i]][TOTAL] or 0)} % observed)"
         pct = _pct(tot[i - 1], tot[i]) if i > 0 else None
         if pct is not None:
             label += f"\n{pct:+.1f} %"
@@ -488,7 +489,7 @@ def _map_note(data: ReportData, year: int, name: str) -> tuple[str, bool]:
     share = data.shares.get(year, {}).get(name)
     n = data.n_scenes.get(year, 0)
     scenes = f"{n} scene{'s' if n != 1 else ''}" if name == TOTAL else ""
-    seen = "" if share is None else f"{100 * share:.0f} % observed"
+    seen = "" if share is None else f"{_floor_pct(share)} % observed"
     cov = data.coverage(year, name)
     if cov == "none":
         return ", ".join(x for x in (scenes, seen, "no data") if x), True
@@ -657,7 +658,7 @@ def _cell(data: ReportData, year: int, name: str) -> dict[str, Any]:
 
 def _coverage_note(data: ReportData, year: int, name: str) -> str:
     share = data.shares.get(year, {}).get(name)
-    seen = "nothing" if not share else f"{100 * share:.0f} %"
+    seen = "nothing" if not share else f"{_floor_pct(share)} %"
     cov = data.coverage(year, name)
     if cov == "none":
         return f"no data: {seen} of the area observed (below {100 * data.min_valid_share:.0f} %)"
@@ -712,8 +713,13 @@ def _fmt_signed_ha(v: float | None) -> str:
     return "no data" if v is None else f"{v:+,.1f} ha"
 
 
+def _floor_pct(share: float) -> int:
+    """A share as whole percent, rounded down: 89.8 % shows as 89 %, never as the 90 % it missed."""
+    return int(math.floor(100 * share + 1e-9))
+
+
 def _fmt_share(v: float | None) -> str:
-    return "–" if v is None else f"{100 * v:.0f} %"
+    return "–" if v is None else f"{_floor_pct(v)} %"
 
 
 def _fmt_seconds(v: float | None) -> str:
