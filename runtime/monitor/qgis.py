@@ -35,6 +35,7 @@ import numpy as np
 import rasterio
 
 from .._io import atomic_output, atomic_write_text
+from ..errors import OutputError
 from ..raster import Grid
 from .layout import MonitorLayout
 from .legend import (
@@ -127,12 +128,16 @@ def write_mines_gpkg(target: Path, years: Sequence[dict[str, Any]], fingerprint:
     wkb = np.asarray(shapely.to_wkb(np.asarray(geoms, dtype=object)) if geoms else [], dtype=object)
     with atomic_output(target) as tmp:
         tmp.unlink()  # GDAL creates the GeoPackage itself (the temporary name keeps the .gpkg suffix)
-        pyogrio.raw.write(
-            str(tmp), wkb, data, list(cols), layer=MINES_LAYER, driver="GPKG", geometry_type="MultiPolygon",
-            crs=(crs.to_wkt() if crs is not None else "EPSG:4326"),
-            # GeoPackage 1.2: what the GDAL of QGIS 3.22 (Debian 12: GDAL 3.6) reads without warnings
-            dataset_options={"VERSION": "1.2"}, layer_metadata={"coalmine_fingerprint": fingerprint},
-        )
+        try:
+            pyogrio.raw.write(
+                str(tmp), wkb, data, list(cols), layer=MINES_LAYER, driver="GPKG", geometry_type="MultiPolygon",
+                crs=(crs.to_wkt() if crs is not None else "EPSG:4326"),
+                # GeoPackage 1.2: what the GDAL of QGIS 3.22 (Debian 12: GDAL 3.6) reads without warnings
+                dataset_options={"VERSION": "1.2"}, layer_metadata={"coalmine_fingerprint": fingerprint},
+            )
+        except Exception as exc:  # noqa: BLE001 - GDAL raises several types; all mean "not written"
+            raise OutputError(f"cannot write the mine polygons {target} ({' '.join(str(exc).split())}); "
+                              "check free disk space and permissions of the output folder") from exc
     return target
 
 
@@ -246,6 +251,17 @@ class _Project:
         return target
 
 
+def _layer_of(vector: Path) -> str:
+    """``|layername=…`` naming the layer coalmine reads (the first) when the file has several."""
+    try:
+        import pyogrio
+
+        layers = [str(n) for n, _ in pyogrio.list_layers(vector)]
+    except Exception:  # noqa: BLE001 - the AOI file was read before; QGIS will say what is wrong
+        return ""
+    return f"|layername={layers[0]}" if len(layers) > 1 else ""
+
+
 def _rel(path: Path, base: Path) -> str:
     """``path`` relative to the project folder, as QGIS writes it (``./x`` or ``../x``)."""
     try:
@@ -294,7 +310,7 @@ def write_project(
                             enableorderby="0")
         _fill_symbol(ren, "255,176,0,40", MINE_OUTLINE, "0.5")
     g = prj.group("Areas of interest")
-    ml = prj.layer(g, lid="aois", name="areas of interest", kind="vector", source=_rel(aoi_file, base),
+    ml = prj.layer(g, lid="aois", name="areas of interest", kind="vector", source=_rel(aoi_file, base) + _layer_of(aoi_file),
                    provider="ogr", crs=aoi_crs, checked=True, geometry="Polygon", labelsEnabled="1")
     ren = ET.SubElement(ml, "renderer-v2", type="singleSymbol", symbollevels="0", forceraster="0", enableorderby="0")
     _fill_symbol(ren, "0,0,0,0", AOI_OUTLINE, "0.6")

@@ -2,25 +2,30 @@
 
 Files (paths from :class:`~.layout.MonitorLayout`):
 
-- ``reports/yearly_areas.csv`` — one row per year: hectares per AOI and the total mapped area;
+- ``reports/yearly_areas.csv`` — one row per year: hectares per AOI and the total mapped area
+  (an empty cell where the figure is no data);
+- ``reports/yearly_details.csv`` — one row per year and area: hectares, valid share, coverage
+  (full / partial / no data), scenes and the model file(s) behind the year;
 - ``reports/changes.csv`` — year-over-year change per AOI and total: ha before/after, change
-  in ha and in % (empty % when the earlier year had 0 ha);
+  in ha and in % (empty % when the earlier year had 0 ha, empty change against no data);
 - ``reports/change_maps.csv`` — hectares newly mined / no longer mined / stable per year pair;
-- ``reports/scenes.csv`` — every scene with its status, hectares, time and error;
+- ``reports/scenes.csv`` — every scene with its status, hectares, valid share, model, time, error;
 - ``reports/fetched.csv`` — with a ``[source]``: every item fetched from the catalogue (date,
   kind, STAC id, cloud cover of the tile and of the fetched window, status, Sentinel-1 partner);
 - ``reports/chart_aois.png`` (area per AOI per year, like the study's figures 7–8) and
   ``reports/chart_total.png`` (total per year with the year-over-year change);
-- ``report.html`` — a single self-contained page (tables, charts and map previews inline as
-  base64 ``data:`` URIs, no script, no external resource) that opens offline in any browser.
+- ``report.html`` — a single self-contained page (tables, charts, maps and the model card inline,
+  images as base64 ``data:`` URIs, no script, no external resource) that opens offline.
 
-The steps, each a function: :func:`collect` reads the ledger into a :class:`ReportData`;
-:func:`write_tables`, :func:`draw_charts` and :func:`draw_previews` write the CSVs and draw the
-PNGs; :func:`html_context` turns all of it into the values the page shows, and
-:func:`render_html` renders them with the Jinja2 template ``templates/report.html.j2``
-(package data) with autoescaping on, so a name from the user (title, AOI, scene file, error)
-is shown as text whatever characters it holds. Names reach the charts as literal text too
-(matplotlib's math mode is off: ``$x^2$`` stays ``$x^2$``).
+The steps, each a function: :func:`collect` reads the ledger into a :class:`ReportData`
+(figures below ``min_valid_share`` become None: no data); :func:`write_tables`,
+:func:`draw_charts` and :func:`draw_maps` (:mod:`.maps`, over the pictures of :mod:`.backdrop`)
+write the CSVs and draw the PNGs; :func:`html_context` turns all of it, with the model card of
+:mod:`.modelcard`, into the values the page shows, and :func:`render_html` renders them with the
+Jinja2 template ``templates/report.html.j2`` (package data) with autoescaping on, so a name from
+the user (title, AOI, scene file, error) is shown as text whatever characters it holds. Names
+reach the charts and maps as literal text too (matplotlib's math mode is off: ``$x^2$`` stays
+``$x^2$``).
 
 Every file is written under a temporary name and renamed when complete.
 """
