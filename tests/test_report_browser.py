@@ -48,7 +48,7 @@ def test_the_report_renders_offline_in_chromium(tmp_path):
     html = s.report.read_text(encoding="utf-8")
     # self-contained: every src and href is a data: URI or a fragment, no script
     refs = re.findall(r'(?:src|href)="([^"]*)"', html)
-    assert refs and all(r.startswith(("data:image/png;base64,", "#")) for r in refs)
+    assert refs and all(r.startswith(("data:image/png;base64,", "data:image/jpeg;base64,", "#")) for r in refs)
     assert "<script" not in html.lower()
     shot = tmp_path / "report.png"
     r = _shoot(browser, s.report, shot)

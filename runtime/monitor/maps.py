@@ -299,7 +299,7 @@ def _draw_aois(ax: Any, aois: Sequence[Any], crs: Any, extent: Extent, fontsize:
 def draw_map(layer: Layer, aois: Sequence[Any], *, extent: Extent | None = None, width_in: float = 6.0,
              max_px: int = 600, title: str = "", note: str = "", warn: bool = False, names: bool = True,
              small: bool = False) -> bytes:
-    """One map as PNG bytes.
+    """One map as image bytes: JPEG over a true-colour picture, else PNG (see :func:`image_mime`).
 
     Args:
         layer: the raster (a yearly mask or a change map) and the picture beneath it.
@@ -348,8 +348,18 @@ def draw_map(layer: Layer, aois: Sequence[Any], *, extent: Extent | None = None,
     ax.set_ylim(ext.bottom, ext.top)
     ax.set_axis_off()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    if pic is not None:
+        # a photograph compresses five to ten times better as JPEG than as PNG; quality 88 keeps
+        # the outlines and labels crisp enough to read
+        fig.savefig(buf, format="jpeg", pil_kwargs={"quality": 88})
+    else:
+        fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def image_mime(data: bytes) -> str:
+    """``image/png`` or ``image/jpeg``, from the bytes a map was saved as."""
+    return "image/jpeg" if data[:3] == b"\xff\xd8\xff" else "image/png"
 
 
 def aoi_extents(aois: Sequence[Any], crs: Any) -> list[Extent]:

@@ -63,7 +63,16 @@ from .legend import (
     RGBA,
     STABLE_MINE,
 )
-from .maps import AOI_OUTLINE, MINE_OUTLINE, Extent, Layer, aoi_extents, draw_map, far_apart
+from .maps import (
+    AOI_OUTLINE,
+    MINE_OUTLINE,
+    Extent,
+    Layer,
+    aoi_extents,
+    draw_map,
+    far_apart,
+    image_mime,
+)
 from .modelcard import ModelCard, read_model_card
 
 TOTAL = "Total mapped area"
@@ -427,7 +436,7 @@ def _save(fig: Any, path: Path) -> bytes:
 
 @dataclass(frozen=True)
 class MapFigure:
-    """One drawn map: its caption, PNG, a coverage note and whether the note is a warning."""
+    """One drawn map: its caption, image (PNG or JPEG), a coverage note and whether it warns."""
 
     caption: str
     png: bytes
@@ -611,7 +620,7 @@ def _cards(data: ReportData, n_done: int, n_failed: int) -> list[dict[str, str]]
 
 
 def _map_ctx(f: MapFigure) -> dict[str, Any]:
-    return {"caption": f.caption, "uri": _data_uri(f.png), "note": f.note, "warn": f.warn}
+    return {"caption": f.caption, "uri": _data_uri(f.png, image_mime(f.png)), "note": f.note, "warn": f.warn}
 
 
 def _card_ctx(card: ModelCard | None, data: ReportData) -> dict[str, Any] | None:
@@ -702,8 +711,8 @@ def _hex(c: RGBA) -> str:
     return "#{:02x}{:02x}{:02x}".format(*c[:3])
 
 
-def _data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+def _data_uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
 
 def _fmt_ha(v: float | None) -> str:
