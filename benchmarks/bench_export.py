@@ -144,11 +144,14 @@ def cuda_rows(bundle, x: np.ndarray, batch: int, repeat: int, tile: int) -> list
     else:
         rows.append(("ONNX Runtime CUDA fp16", float("nan"), None, "not available (onnxruntime-gpu not installed)"))
     if importlib.util.find_spec("tensorrt") is not None:
-        from coalmine.runtime.backends.tensorrt import TensorRTBackend, build_engine
+        from coalmine.runtime.backends.tensorrt import build_gated, engine_source
 
-        src = bundle.file("onnx_fp16") if bundle.has("onnx_fp16") else bundle.file("onnx")
-        eng = build_engine(src, bundle.engines_dir, tile=tile, max_batch=batch, workspace_bytes=1 << 30)
-        with TensorRTBackend(eng, tile=tile, max_batch=batch) as be:
+        src = engine_source(bundle)
+        be, rep = build_gated(bundle, tile=tile, max_batch=batch, workspace_bytes=1 << 30, when="benchmark")
+        if be is None:
+            rows.append((f"TensorRT ({src.name})", float("nan"), None, f"failed its gate: {rep.summary()}"))
+            return rows
+        with be:
             t, y = _time(be.infer, x, batch, repeat)
         rows.append((f"TensorRT ({src.name})", t, _agreement(y, outs["fp32"], thr), f"{t_base / t:.2f}x PyTorch fp32"))
     else:

@@ -2,8 +2,8 @@
 
 What ``coal-prepare`` does with the S1 input, for every block of a 10980 x 10980 px Sentinel-2
 grid (1024 px blocks read with the stack's 15 px halo): resample sigma0 onto the block, Lee
-filter, dB. Three inputs, each run in its own subprocess (wall time; peak RSS polled with psutil
-and from wait4):
+filter, dB. Three inputs, each run in its own subprocess (wall time; CPU time; peak RSS polled with
+psutil and the child's own VmHWM):
 
 * ``geotiff`` -- the baseline: sigma0 already calibrated and terrain-corrected (as SNAP, GEE or
   ASF deliver it), a float32 GeoTIFF in UTM on a 10 m grid shifted against Sentinel-2;
@@ -16,9 +16,14 @@ Each runs at the full tile and at a quarter of its area (half the side) to show 
 not grow with the scene. Ratios are against ``geotiff`` at the same size, measured in the same
 run.
 
+With ``--prepare`` the three inputs also go through the whole of ``coal-prepare`` (a synthetic
+Sentinel-2 L2A multi-band tile on the same grid; ``bench_prepare.run_prepare``), which answers
+how much a GRD product adds to preparing a scene.
+
 Usage:
     python benchmarks/bench_grd.py                 # 10980 px and 5490 px grids
     python benchmarks/bench_grd.py --size 4096
+    python benchmarks/bench_grd.py --prepare       # also full coal-prepare runs at --size
 """
 
 from __future__ import annotations
@@ -141,7 +146,8 @@ for w in (b.core for b in block_grid(size, size, block=1024, halo=0)):
     ro, co = w.row_off - region.row_off, w.col_off - region.col_off
     valid += int(np.isfinite(vv[ro:ro + w.height, co:co + w.width]).sum())
 r.close()
-print(time.perf_counter() - t0, valid)
+hwm = [int(x.split()[1]) * 1024 for x in open("/proc/self/status") if x.startswith("VmHWM")]
+print(time.perf_counter() - t0, valid, hwm[0] if hwm else 0)
 """
 
 
@@ -165,14 +171,58 @@ def run(mode: str, path: Path, dem: Path | None, size: int, t: Affine) -> dict:
     out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
     if os.waitstatus_to_exitcode(status):
         raise SystemExit(f"{mode} failed: {err[-2000:]}")
-    inner, valid = out.split()
+    inner, valid, hwm = out.split()
+    # wait4's ru_maxrss would include the pages the child shared with this (large) parent
+    # before exec; the child's own VmHWM and the polled RSS do not
     return {"mode": mode, "size": size, "wall": wall, "inner": float(inner), "valid": int(valid),
-            "cpu": ru.ru_utime + ru.ru_stime, "peak": max(peak, ru.ru_maxrss * 1024)}
+            "cpu": ru.ru_utime + ru.ru_stime, "peak": max(peak, int(hwm))}
+
+
+def make_s2(path: Path, t: Affine, size: int, seed: int = 5) -> None:
+    """A Sentinel-2 L2A multi-band tile (9 bands, uint16, ZSTD tiles) on the S2 grid."""
+    rng = np.random.default_rng(seed)
+    bands = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12")
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=len(bands),
+                       dtype="uint16", crs=UTM, transform=t, nodata=0, tiled=True, blockxsize=512,
+                       blockysize=512, compress="zstd", interleave="band") as ds:
+        for r in range(0, size, 512):
+            h = min(512, size - r)
+            yy, xx = np.mgrid[r:r + h, 0:size]
+            base = 1200 + 600 * np.sin(xx / 170.0) * np.cos(yy / 230.0)
+            for i in range(1, len(bands) + 1):
+                a = base * (0.6 + 0.1 * i) + rng.normal(0, 40, size=base.shape)
+                ds.write(np.clip(a, 1, 10000).astype("uint16"), i, window=Window(0, r, size, h))
+        for i, b in enumerate(bands, start=1):
+            ds.set_band_description(i, b)
+        ds.update_tags(BOA_ADD_OFFSET="0", PROCESSING_BASELINE="05.09", PRODUCT_TYPE="S2MSI2A")
+
+
+def prepare_runs(tmp: Path, grd: Path, geo: Geo, size: int) -> list[dict]:
+    """coal-prepare with each S1 input on the same S2 tile (bench_prepare's subprocess runner)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_prepare import run_prepare
+
+    tr = s2_transform(geo, size)
+    s2, tif, dem = tmp / "s2.tif", tmp / f"sigma0_{size}.tif", tmp / f"dem_{size}.tif"
+    make_s2(s2, tr, size)
+    if not tif.exists():
+        make_geotiff(tif, tr, size)
+        make_dem(dem, tr, size)
+    rows = []
+    for mode, s1, extra in (("geotiff", tif, []), ("grd", grd, []),
+                            ("grd+dem", grd, ["--dem", str(dem)])):
+        out = tmp / f"scene_{mode.replace('+', '_')}.tif"
+        r = run_prepare(s2, s1, out, 1024, extra=extra)
+        r["mode"] = mode
+        rows.append(r)
+        out.unlink()
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=10980, help="S2 grid side in 10 m pixels")
+    ap.add_argument("--prepare", action="store_true", help="also run coal-prepare end to end")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
     if not real_safe(REALDATA).is_dir():
@@ -192,6 +242,7 @@ def main() -> None:
             for mode in ("geotiff", "grd", "grd+dem"):
                 rows.append(run(mode, tif if mode == "geotiff" else grd, dem, size, tr))
             t = time.perf_counter()
+        prep_rows = prepare_runs(tmp, grd, geo, args.size) if args.prepare else []
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -211,6 +262,17 @@ def main() -> None:
         print(f"{r['mode']:>8}: full/quarter time {r['wall'] / quarter[r['mode']]['wall']:.2f}, "
               f"peak RSS {r['peak'] / quarter[r['mode']]['peak']:.2f}")
     print(f"input generation (not timed): last {gen:.0f} s")
+    if prep_rows:
+        b = prep_rows[0]
+        print(f"coal-prepare end to end, {args.size}x{args.size} px (S2 multi-band tile + S1 input):")
+        print(f"{'input':>8} {'wall s':>7} {'CPU s':>7} {'peak RSS MB':>11} {'wall / geotiff':>14} "
+              f"{'CPU / geotiff':>13}")
+        for r in prep_rows:
+            print(f"{r['mode']:>8} {r['wall']:7.1f} {r['cpu']:7.1f} {r['peak_rss'] / 2**20:11.0f} "
+                  f"{r['wall'] / b['wall']:14.2f} {r['cpu'] / b['cpu']:13.2f}")
+        t = prep_rows[1]["timings"]
+        print("  stage seconds of the grd run: " + ", ".join(
+            f"{k} {v:.1f}" for k, v in t.items() if isinstance(v, float) and k != "total"))
 
 
 if __name__ == "__main__":

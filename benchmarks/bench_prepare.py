@@ -79,12 +79,14 @@ def generate(folder: Path, size: int, seed: int = 7) -> tuple[Path, Path]:
     return s2, s1
 
 
-def run_prepare(s2: Path, s1: Path, out: Path, block: int) -> dict:
-    """Run coal-prepare in a subprocess; return wall time, peak RSS and its stage timings."""
+def run_prepare(s2: Path, s1: Path, out: Path, block: int, extra: list[str] | None = None) -> dict:
+    """Run coal-prepare in a subprocess; return wall time, peak RSS and its stage timings.
+
+    ``extra``: further command-line options (e.g. ``["--dem", path]``)."""
     exe = Path(sys.executable).parent / "coal-prepare"
     tj = out.with_suffix(".json")
     cmd = [str(exe), "--s2", str(s2), "--s1", str(s1), "-o", str(out), "--block", str(block),
-           "--timings", str(tj), "-q"]
+           "--timings", str(tj), "-q", *(extra or [])]
     t0 = time.perf_counter()
     with open(out.with_suffix(".err"), "w+b") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)

@@ -9,12 +9,18 @@ Order of work, all inside the bundle folder:
 4. every new file is written under a temporary name; only when *all* gates pass are they
    renamed into place and ``bundle.json``'s ``files`` updated (atomically), so a failed gate
    leaves the previous good artefacts untouched and nothing half-written behind;
-5. ``engine`` (auto: when the TensorRT builder and a GPU are present): an engine built by
-   the runtime's ``build_engine`` from the FP16 ONNX (else fp32), compared with ONNX fp32;
-   an engine that fails its gate is deleted;
-6. engines in ``engines/manifest.json`` that no longer fit (ONNX re-exported, another GPU or
-   TensorRT version) are reported;
+   ``bundle.json`` also records the engine profile (tile, max batch) coal-run uses by default
+   and builds with when it meets a new GPU;
+5. ``engine`` (auto: when the TensorRT builder and a GPU are present): an engine built and gated
+   by the runtime's :func:`~coalmine.runtime.backends.tensorrt.build_gated` from the FP16 ONNX
+   (else fp32) against ONNX fp32 — the same gate coal-run applies to an engine it builds; an
+   engine that fails is deleted;
+6. recorded engines that no longer fit (ONNX re-exported, another GPU or TensorRT version) are
+   reported;
 7. the parity reports go to ``parity_report.json`` and are returned.
+
+Each gate runs the runtime's own :class:`~coalmine.runtime.backends.Backend` classes, so it
+tests what coal-run will run.
 
 Example:
     >>> result = export_bundle("models/tapin", fp16=True)   # doctest: +SKIP
@@ -28,13 +34,16 @@ import logging
 import os
 import re
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from coalmine.runtime._io import atomic_write_json, sha256_file, temp_path
+from coalmine.runtime.backends.onnx import OnnxBackend
+from coalmine.runtime.backends.tensorrt import DEFAULT_MAX_BATCH
 from coalmine.runtime.bundle import Bundle, load_bundle
 from coalmine.runtime.errors import BackendError, BundleError, UsageError
+from coalmine.runtime.options import RunOptions
 from coalmine.runtime.tiling import check_tile
 
 from . import engine as _engine
@@ -45,22 +54,20 @@ from .parity import (
     FP16_TOLERANCES,
     FP32_TOLERANCES,
     INT8_TOLERANCES,
-    OnnxRunner,
+    MAX_GATE_TILES,
+    GateTiles,
     ParityReport,
     Tolerances,
     TorchRunner,
     compare,
     format_table,
+    gate_tiles,
 )
 
 log = logging.getLogger("coalmine.export")
 
 #: File (inside the bundle) holding the parity reports of the last export.
 REPORT_FILE = "parity_report.json"
-#: Validation tiles used by the gates at most (bounds export time on big validation sets).
-MAX_GATE_TILES = 64
-#: An FP32 engine may use TF32 tactics; NVIDIA's own ONNX→TensorRT check uses 1e-2.
-ENGINE_FP32_TOLERANCES = Tolerances(max_abs_logit=1e-2, rtol=1e-2, min_mask_agreement=0.999)
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)\s*$", re.IGNORECASE)
 
@@ -98,58 +105,6 @@ def parse_size(text: str | int, option: str = "--workspace") -> int:
     return value
 
 
-def load_val_tiles(bundle: Bundle, max_tiles: int = MAX_GATE_TILES) -> tuple[np.ndarray, np.ndarray]:
-    """The bundle's raw validation tiles and labels, cropped to a multiple of the size divisor.
-
-    Returns:
-        ``x`` float32 (N, C, H, W) raw (NaN nodata), ``y`` uint8 (N, H, W).
-
-    Raises:
-        BundleError: the file is missing, unreadable, or its arrays have the wrong shape.
-    """
-    p = bundle.file("val_tiles", must_exist=False)
-    if not p.is_file():
-        raise BundleError(
-            f"bundle {bundle.path} lacks {p.name} (validation tiles for the parity gates and INT8 "
-            "calibration); re-create the bundle with coal-train, which writes it"
-        )
-    try:
-        with np.load(p) as z:
-            x = np.asarray(z["x"][:max_tiles], dtype=np.float32)
-            y = np.asarray(z["y"][:max_tiles])
-    except (OSError, KeyError, ValueError) as exc:
-        raise BundleError(
-            f"{p} cannot be read as validation tiles with arrays 'x' and 'y' ({exc}); "
-            "re-create the bundle with coal-train"
-        ) from exc
-    nb = len(bundle.bands)
-    if x.ndim != 4 or x.shape[1] != nb or len(x) == 0:
-        raise BundleError(f"{p}: 'x' has shape {x.shape}, expected (N, {nb}, H, W) with N ≥ 1")
-    if y.shape != (x.shape[0],) + x.shape[2:]:
-        raise BundleError(f"{p}: 'y' has shape {y.shape}, expected {(x.shape[0],) + x.shape[2:]}")
-    if not np.isfinite(x).all(axis=1).any():
-        raise BundleError(
-            f"{p}: the validation tiles contain no valid pixel (every pixel has a NaN band), so "
-            "no parity check is possible; re-create the bundle with coal-train"
-        )
-    m = bundle.model.size_multiple
-    h, w = (x.shape[2] // m) * m, (x.shape[3] // m) * m
-    if h == 0 or w == 0:
-        raise BundleError(f"{p}: tiles of {x.shape[2]}x{x.shape[3]} are smaller than {m} pixels")
-    return np.ascontiguousarray(x[:, :, :h, :w]), np.ascontiguousarray(y[:, :h, :w].astype(np.uint8))
-
-
-def fit_tiles(x: np.ndarray, size: int, *rest: np.ndarray) -> list[np.ndarray]:
-    """Crop or mirror-pad (N, …, H, W) arrays to ``size`` × ``size`` (for a fixed-shape engine)."""
-    out = []
-    for a in (x, *rest):
-        a = a[..., :size, :size]
-        ph, pw = size - a.shape[-2], size - a.shape[-1]
-        if ph or pw:
-            pad = [(0, 0)] * (a.ndim - 2) + [(0, ph), (0, pw)]
-            a = np.pad(a, pad, mode="symmetric")
-        out.append(np.ascontiguousarray(a))
-    return out
 
 
 _CONSEQUENCE = {
@@ -179,13 +134,26 @@ def _staging(bundle: Bundle, key: str, stack: ExitStack) -> Path:
     return path
 
 
+@dataclass
+class _Plan:
+    """What one export will do, decided before any work starts."""
+
+    bundle: Bundle
+    tile: int
+    max_batch: int
+    workspace_bytes: int
+    build_engine: bool
+    engine_why: str
+    names: dict[str, str] = field(default_factory=dict)
+
+
 def export_bundle(
     bundle_dir: str | os.PathLike[str],
     *,
     fp16: bool = False,
     int8: bool = False,
     engine: bool | None = None,
-    max_batch: int = 8,
+    max_batch: int = DEFAULT_MAX_BATCH,
     tile: int | None = None,
     workspace: str | int = "1GiB",
     progress: bool = True,
@@ -202,7 +170,8 @@ def export_bundle(
         engine: True = build a TensorRT engine (error if impossible), False = never,
             None = when the TensorRT builder and a GPU are present (says on stderr if not).
         max_batch: largest batch of the engine's optimisation profile.
-        tile: the engine's tile size (multiple of 32; default the bundle's tile size).
+        tile: the engine's tile size (multiple of 32; default coal-run's default tile for
+            this bundle, so coal-run finds the engine).
         workspace: TensorRT builder workspace limit (e.g. "1GiB" for a 6 GB card).
         progress: log each step on stderr.
         max_tiles: validation tiles used by the gates at most.
@@ -217,11 +186,50 @@ def export_bundle(
         UsageError: bad tile, batch or workspace.
         BackendError: ``engine=True`` but no TensorRT builder or GPU; engine build failure.
     """
+    plan = _plan(bundle_dir, fp16=fp16, int8=int8, engine=engine, max_batch=max_batch, tile=tile,
+                 workspace=workspace)
+    say = log.info if progress else log.debug
+    from coalmine.train.model import load_model
+
+    tiles = gate_tiles(plan.bundle, max_tiles)
+    reports: dict[str, ParityReport] = {}
+    extras = _export_onnx_files(plan, load_model(plan.bundle), tiles, reports, say)
+    bundle = _record_files(plan)
+    engine_info: dict[str, Any] = {"built": False, "reason": plan.engine_why}
+    if plan.build_engine:
+        engine_info, rep = _engine.build_engine_step(
+            bundle, tiles, tile=plan.tile, max_batch=plan.max_batch, workspace_bytes=plan.workspace_bytes, say=say)
+        engine_info["reason"] = plan.engine_why
+        _gate(reports, "engine", rep)
+    stale = _report_stale(bundle)
+    result = {
+        "bundle_id": bundle.bundle_id,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "files": dict(plan.names),
+        "reports": {k: r.to_dict() for k, r in reports.items()},
+        "settings": {**extras, "tile": plan.tile, "max_batch": plan.max_batch,
+                     "workspace_bytes": plan.workspace_bytes, "gate_tiles": int(len(tiles.x))},
+        "engine": engine_info,
+        "stale_engines": stale,
+    }
+    report_path = bundle.path / REPORT_FILE
+    atomic_write_json(report_path, result)
+    result["report_path"] = str(report_path)
+    result["table"] = format_table(list(reports.values()))
+    return result
+
+
+def _plan(bundle_dir: str | os.PathLike[str], *, fp16: bool, int8: bool, engine: bool | None, max_batch: int,
+          tile: int | None, workspace: str | int) -> _Plan:
+    """Check the bundle and the options, decide whether an engine is built and which files are written."""
     p = Path(bundle_dir)
     if not p.is_dir():
         raise BundleError(f"bundle folder {p} does not exist; give coal-export the folder coal-train wrote")
     bundle = load_bundle(p)
-    tile = check_tile(int(tile if tile is not None else bundle.tile_size), multiple=bundle.model.size_multiple)
+    if tile is None:  # coal-run's default tile for this bundle, so the run finds the engine
+        tile = RunOptions().resolve(bundle.tile_size, bundle.overlap, bundle.threshold, bundle.model.size_multiple,
+                                    engine_tile=bundle.engine_profile.get("tile")).tile
+    tile = check_tile(int(tile), multiple=bundle.model.size_multiple)
     if max_batch < 1 or max_batch > 1024:
         raise UsageError(f"--max-batch {max_batch} must be between 1 and 1024")
     workspace_bytes = parse_size(workspace)
@@ -236,27 +244,22 @@ def export_bundle(
             raise BackendError(f"--engine was requested but cannot be built here: {why}; use --no-engine")
     else:
         build, why = False, "--no-engine given"
-    say = log.info if progress else log.debug
+    plan = _Plan(bundle, tile, max_batch, workspace_bytes, build, why)
+    plan.names = _files_to_write(bundle, fp16=fp16, int8=int8)
+    return plan
 
-    from coalmine.train.model import load_model
 
-    raw, labels = load_val_tiles(bundle, max_tiles)
-    x = bundle.normalization.apply(raw)
-    valid = np.isfinite(raw).all(axis=1)
-    del raw
-    x_other = other_shape_batch(x, bundle.model.size_multiple)
-    v_other = other_shape_batch(valid[:, None], bundle.model.size_multiple)[:, 0]
-    model = load_model(bundle)
-    thr = bundle.threshold
-    reports: dict[str, ParityReport] = {}
-    extras: dict[str, Any] = {}
+def _files_to_write(bundle: Bundle, *, fp16: bool, int8: bool) -> dict[str, str]:
+    """The files this export writes: ONNX fp32, the requested ones, and any made from older weights.
+
+    An FP16/INT8 file made from older weights would outlive this export and be picked up by
+    coal-run (and by the engine build): it is refreshed in the same transaction.
+    """
     names = {"onnx": bundle.files["onnx"]}
     if fp16:
         names["onnx_fp16"] = bundle.files["onnx_fp16"]
     if int8:
         names["onnx_int8"] = bundle.files["onnx_int8"]
-    # An FP16/INT8 file made from older weights would outlive this export and be picked up by
-    # coal-run (and by the engine build): refresh it in the same transaction.
     model_sha = sha256_file(bundle.file("pytorch"))
     for key in ("onnx_fp16", "onnx_int8"):
         if key not in names and bundle.has(key):
@@ -265,120 +268,79 @@ def export_bundle(
             except Exception:  # noqa: BLE001 - an unreadable file is as stale as an old one
                 source = None
             if source != model_sha:
-                log.warning(
-                    "%s was made from other weights than %s; re-creating it too",
-                    bundle.files[key], bundle.files["pytorch"],
-                )
+                log.warning("%s was made from other weights than %s; re-creating it too",
+                            bundle.files[key], bundle.files["pytorch"])
                 names[key] = bundle.files[key]
-    fp16, int8 = "onnx_fp16" in names, "onnx_int8" in names
+    return names
 
+
+def _onnx_backend(bundle: Bundle, path: Path, label: str) -> OnnxBackend:
+    """The runtime's CPU backend on a staged file (no spinning threads: the machine may be shared)."""
+    return OnnxBackend(path, input_name=bundle.model.input_name, output_name=bundle.model.output_name,
+                       bands=len(bundle.bands), device="cpu", label=label, spinning=False)
+
+
+def _export_onnx_files(plan: _Plan, model: Any, tiles: GateTiles, reports: dict[str, ParityReport],
+                       say: Any) -> dict[str, Any]:
+    """Write, gate and move into place every ONNX file of the plan, all or nothing.
+
+    Every new file is written under a temporary name; only when *all* gates pass are they renamed
+    into place, so a failed gate leaves the previous good files untouched.
+    """
+    bundle, names = plan.bundle, plan.names
+    m = bundle.model.size_multiple
+    x_other = other_shape_batch(tiles.x, m)
+    v_other = other_shape_batch(tiles.valid[:, None], m)[:, 0]
+    thr = bundle.threshold
+    extras: dict[str, Any] = {}
     with ExitStack() as stack:
         staged = {key: _staging(bundle, key, stack) for key in names}
         say("exporting %s (ONNX fp32) from %s", names["onnx"], bundle.files["pytorch"])
         export_onnx(model, bundle, staged["onnx"])
-        say(
-            "parity %s vs PyTorch on %d validation tiles + %s",
-            names["onnx"], len(x), "x".join(map(str, x_other.shape)),
-        )
-        with TorchRunner(model) as ref, OnnxRunner(staged["onnx"], name=names["onnx"]) as cand:
-            rep = compare(
-                ref, cand, [x, x_other], labels=[labels, None], valid=[valid, v_other],
-                threshold=thr, tol=FP32_TOLERANCES, artefact=names["onnx"],
-            )
+        say("parity %s vs PyTorch on %d validation tiles + %s", names["onnx"], len(tiles.x),
+            "x".join(map(str, x_other.shape)))
+        with TorchRunner(model) as ref, _onnx_backend(bundle, staged["onnx"], names["onnx"]) as cand:
+            rep = compare(ref, cand, [tiles.x, x_other], labels=[tiles.labels, None], valid=[tiles.valid, v_other],
+                          threshold=thr, tol=FP32_TOLERANCES, artefact=names["onnx"])
         _gate(reports, "onnx", rep)
-        del model
-        with OnnxRunner(staged["onnx"], name=names["onnx"]) as ref32:
-            if fp16:
+        with _onnx_backend(bundle, staged["onnx"], names["onnx"]) as ref32:
+            if "onnx_fp16" in names:
                 say("converting to FP16 (%s)", names["onnx_fp16"])
-                kept = convert_fp16(staged["onnx"], staged["onnx_fp16"], calib=x[:8])
-                extras["onnx_fp16"] = {"fp32_nodes": kept}
-                with OnnxRunner(staged["onnx_fp16"], name=names["onnx_fp16"]) as cand:
-                    rep = compare(
-                        ref32, cand, x, labels=labels, valid=valid, threshold=thr,
-                        tol=FP16_TOLERANCES, artefact=names["onnx_fp16"],
-                    )
-                _gate(reports, "onnx_fp16", rep)
-            if int8:
-                say("quantising to INT8 QDQ (%s), calibrating on %d tiles", names["onnx_int8"], len(x))
-                extras["onnx_int8"] = quantize_int8(staged["onnx"], staged["onnx_int8"], calib=x)
-                with OnnxRunner(staged["onnx_int8"], name=names["onnx_int8"]) as cand:
-                    rep = compare(
-                        ref32, cand, x, labels=labels, valid=valid, threshold=thr,
-                        tol=INT8_TOLERANCES, artefact=names["onnx_int8"],
-                    )
-                _gate(reports, "onnx_int8", rep)
-        # Every gate passed: move all new files into place, then record them in bundle.json.
-        for key, tmp in staged.items():
+                extras["onnx_fp16"] = {"fp32_nodes": convert_fp16(staged["onnx"], staged["onnx_fp16"], calib=tiles.x[:8])}
+                _gate_file(reports, "onnx_fp16", bundle, ref32, staged, tiles, FP16_TOLERANCES)
+            if "onnx_int8" in names:
+                say("quantising to INT8 QDQ (%s), calibrating on %d tiles", names["onnx_int8"], len(tiles.x))
+                extras["onnx_int8"] = quantize_int8(staged["onnx"], staged["onnx_int8"], calib=tiles.x)
+                _gate_file(reports, "onnx_int8", bundle, ref32, staged, tiles, INT8_TOLERANCES)
+        for key, tmp in staged.items():  # every gate passed
             os.replace(tmp, bundle.path / names[key])
-    fresh = load_bundle(bundle.path)
-    fresh.files.update(names)
-    fresh.files["parity_report"] = REPORT_FILE
-    fresh.save()
-    bundle = fresh
+    return extras
 
-    engine_info: dict[str, Any] = {"built": False, "reason": why}
-    if build:
-        engine_info = _build_engine_step(
-            bundle, x, labels, valid, tile=tile, max_batch=max_batch,
-            workspace_bytes=workspace_bytes, reports=reports, say=say,
-        )
-        engine_info["reason"] = why
+
+def _gate_file(reports: dict[str, ParityReport], key: str, bundle: Bundle, ref32: OnnxBackend,
+               staged: dict[str, Path], tiles: GateTiles, tol: Tolerances) -> None:
+    name = bundle.files[key]
+    with _onnx_backend(bundle, staged[key], name) as cand:
+        rep = compare(ref32, cand, tiles.x, labels=tiles.labels, valid=tiles.valid, threshold=bundle.threshold,
+                      tol=tol, artefact=name)
+    _gate(reports, key, rep)
+
+
+def _record_files(plan: _Plan) -> Bundle:
+    """Record the new files and the engine profile in ``bundle.json`` (atomically)."""
+    fresh = load_bundle(plan.bundle.path)
+    fresh.files.update(plan.names)
+    fresh.files["parity_report"] = REPORT_FILE
+    fresh.engine_profile = {"tile": plan.tile, "max_batch": plan.max_batch}
+    fresh.save()
+    return fresh
+
+
+def _report_stale(bundle: Bundle) -> list[dict[str, Any]]:
     stale = _engine.stale_engines(bundle)
     for s in stale:
         log.warning(
             "engine %s in %s is stale: %s; coal-run will not use it (run coal-export --engine on the "
             "GPU workstation to rebuild)", s["file"], bundle.engines_dir, "; ".join(s["reasons"]),
         )
-    result = {
-        "bundle_id": bundle.bundle_id,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "files": dict(names),
-        "reports": {k: r.to_dict() for k, r in reports.items()},
-        "settings": {**{k: v for k, v in extras.items()}, "tile": tile, "max_batch": max_batch,
-                     "workspace_bytes": workspace_bytes, "gate_tiles": int(len(x))},
-        "engine": engine_info,
-        "stale_engines": stale,
-    }
-    report_path = bundle.path / REPORT_FILE
-    atomic_write_json(report_path, result)
-    result["report_path"] = str(report_path)
-    result["table"] = format_table(list(reports.values()))
-    return result
-
-
-def _build_engine_step(
-    bundle: Bundle,
-    x: np.ndarray,
-    labels: np.ndarray,
-    valid: np.ndarray,
-    *,
-    tile: int,
-    max_batch: int,
-    workspace_bytes: int,
-    reports: dict[str, ParityReport],
-    say: Any,
-) -> dict[str, Any]:
-    """Build the engine from the FP16 ONNX (else fp32) and gate it against ONNX fp32."""
-    fp16 = bundle.has("onnx_fp16")
-    src = bundle.file("onnx_fp16") if fp16 else bundle.file("onnx")
-    say("building a TensorRT engine from %s (tile %d, batch 1..%d)", src.name, tile, max_batch)
-    path, backend = _engine.build_checked_engine(
-        bundle, src, tile=tile, max_batch=max_batch, workspace_bytes=workspace_bytes
-    )
-    xt, lt, vt = fit_tiles(x, tile, labels, valid)
-    from .parity import BackendRunner
-
-    try:
-        with BackendRunner(backend, name=path.name) as cand, OnnxRunner(bundle.file("onnx")) as ref:
-            rep = compare(
-                ref, cand, xt, labels=lt, valid=vt, threshold=bundle.threshold,
-                tol=FP16_TOLERANCES if fp16 else ENGINE_FP32_TOLERANCES,
-                artefact=f"engines/{path.name}", batch=max_batch,
-            )
-    except BaseException:
-        _engine.discard_engine(bundle, path)
-        raise
-    if not rep.passed:
-        _engine.discard_engine(bundle, path)
-    _gate(reports, "engine", rep)
-    return {"built": True, "file": path.name, "source": src.name}
+    return stale

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 import click
+from coalmine.runtime.backends.tensorrt import DEFAULT_MAX_BATCH
 from coalmine.runtime.cli.options import (
     CONTEXT_SETTINGS,
     handle_errors,
@@ -28,9 +29,10 @@ log = logging.getLogger("coalmine.export")
               "workstations), calibrated on the bundle's validation tiles, gated on ≥ 99 % mask agreement.")
 @click.option("--engine/--no-engine", default=None, help="Build a TensorRT engine for this GPU.  "
               "[default: auto = build when the TensorRT builder and a CUDA GPU are present]")
-@click.option("--max-batch", type=int, default=8, help="Largest batch of the engine's optimisation profile.")
-@click.option("--tile", type=int, default=None, help="Engine tile size in pixels, a multiple of 32.  "
-              "[default: the bundle's tile size]")
+@click.option("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="Largest batch of the engine's "
+              "optimisation profile (recorded in the bundle; coal-run clamps its batch to it).")
+@click.option("--tile", type=int, default=None, help="Engine tile size in pixels, a multiple of 32 (recorded in "
+              "the bundle as coal-run's default tile).  [default: the recorded one, else max(bundle tile, 256)]")
 @click.option("--workspace", default="1GiB", help="TensorRT builder workspace limit (1GiB suits a 6 GB card).")
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print the full report as JSON "
               "instead of the table.")

@@ -1,85 +1,78 @@
-"""TensorRT engine step of the export: availability, build + parity, stale-engine detection.
+"""TensorRT engine step of the export: can one be built here, build + gate it, which engines are stale.
 
-Building and loading engines is the runtime's job (:mod:`coalmine.runtime.backends.tensorrt`:
-``build_engine``, ``TensorRTBackend``, the manifest); this module only decides whether to
-build, calls it, checks the engine against ONNX fp32, and tells which engines recorded in
-``engines/manifest.json`` no longer fit (ONNX re-exported, another GPU or TensorRT version).
+Building, gating and recording engines is the runtime's job
+(:func:`coalmine.runtime.backends.tensorrt.build_gated`, the same function coal-run calls when
+it has to build an engine itself), so an engine exported here and one built at run time pass
+the same gate on the same validation tiles. This module decides whether to build, reports the
+gate, and tells which recorded engines no longer fit (ONNX re-exported, another GPU or
+TensorRT version).
 
 Example:
     >>> ok, why = tensorrt_status()                      # doctest: +SKIP
     >>> stale_engines(load_bundle("models/tapin"))       # doctest: +SKIP
-    [{'file': 'model.fp16_sm86_trt10.13_t256_b8.engine', 'reasons': ['built from a different ...']}]
+    [{'file': 'model.fp16_..._t256_b8.engine', 'reasons': ['built from a different model.fp16.onnx ...']}]
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
-from pathlib import Path
 from typing import Any
 
 from coalmine.runtime._optional import pip_hint
+from coalmine.runtime.backends.gate import GateTiles, ParityReport
 from coalmine.runtime.bundle import Bundle
-from coalmine.runtime.errors import BackendError, BundleError
+from coalmine.runtime.errors import BackendError
 
 log = logging.getLogger(__name__)
 
 
 def tensorrt_status() -> tuple[bool, str]:
-    """Whether an engine can be built here: the tensorrt builder and a CUDA GPU.
+    """Whether an engine can be built here: the tensorrt package, cuda-python and a CUDA GPU.
 
     Returns:
         ``(True, description)`` or ``(False, reason it cannot)``.
     """
     if importlib.util.find_spec("tensorrt") is None:
         return False, f"the tensorrt package is not installed ({pip_hint('tensorrt')})"
-    try:
-        from coalmine.runtime.backends.tensorrt import device_info
+    from coalmine.runtime.backends.tensorrt.identity import this_machine
 
-        dev = device_info()
+    try:
+        machine = this_machine()
     except ImportError as exc:
-        return False, f"cuda-python is missing ({exc})"
+        return False, str(exc).split(";")[0]
     except BackendError as exc:
         return False, f"no usable CUDA GPU ({exc})"
-    import tensorrt as trt
-
-    if not hasattr(trt, "Builder"):
-        return False, f"TensorRT {trt.__version__} here is a lean runtime without the builder"
-    return True, f"{dev['gpu_name']} (compute {dev['compute_capability']}), TensorRT {trt.__version__}"
+    return True, machine.describe()
 
 
-def stale_engines(
-    bundle: Bundle,
-    *,
-    device: dict[str, str] | None = None,
-    trt_version: str | None = None,
-) -> list[dict[str, Any]]:
-    """Engines in the bundle's manifest that no longer fit, with the reasons.
+def stale_engines(bundle: Bundle, *, machine: Any = None) -> list[dict[str, Any]]:
+    """Engines recorded in the bundle that no longer fit, with the reasons.
 
     Without TensorRT or a GPU only the ONNX check is possible: an engine whose recorded
     ``onnx_sha256`` differs from its ONNX file's current SHA-256 (re-export) or whose ONNX
-    file is gone is stale everywhere. Given ``device`` (``gpu_name``, ``compute_capability``)
-    and ``trt_version`` — detected here when TensorRT and a GPU are present — engines built for
-    another GPU or TensorRT version are reported too.
+    file is gone is stale everywhere. Given ``machine`` (a
+    :class:`~coalmine.runtime.backends.tensorrt.identity.Machine`) — detected here when
+    TensorRT and a GPU are present — engines built for another GPU or TensorRT version are
+    reported too.
 
     Returns:
-        ``[{"file": name, "reasons": [...]}, ...]`` (empty: nothing stale or no manifest).
-
-    Raises:
-        BundleError: the manifest is not valid JSON.
+        ``[{"file": name, "reasons": [...]}, ...]`` (empty: nothing stale or no engines).
     """
     from coalmine.runtime._io import sha256_file
-    from coalmine.runtime.backends.tensorrt import entry_mismatches, read_manifest
+    from coalmine.runtime.backends.tensorrt.identity import (
+        read_records,
+        record_mismatches,
+        this_machine,
+    )
 
-    if device is None and trt_version is None and tensorrt_status()[0]:
-        import tensorrt as trt
-        from coalmine.runtime.backends.tensorrt import device_info
-
-        device, trt_version = device_info(), trt.__version__
-    out = []
+    if machine is None and tensorrt_status()[0]:
+        machine = this_machine()
+    records, unreadable = read_records(bundle.engines_dir)
+    out = [{"file": u.split(":")[0], "reasons": [u.split(": ", 1)[1]]} for u in unreadable]
     hashes: dict[str, str | None] = {}
-    for entry in read_manifest(bundle.engines_dir)["engines"]:
-        onnx_name = str(entry.get("onnx") or bundle.files.get("onnx", "model.onnx"))
+    for rec in records:
+        onnx_name = str(rec.get("onnx") or bundle.files.get("onnx", "model.onnx"))
         if onnx_name not in hashes:
             p = bundle.path / onnx_name
             hashes[onnx_name] = sha256_file(p) if p.is_file() else None
@@ -87,71 +80,44 @@ def stale_engines(
         reasons: list[str] = []
         if current is None:
             reasons.append(f"its ONNX file {onnx_name} is no longer in the bundle")
-        elif device is None or trt_version is None:
-            if entry.get("onnx_sha256") != current:
+        elif machine is None:
+            if rec.get("onnx_sha256") != current:
                 reasons.append(f"built from a different {onnx_name} (sha256 differs: re-exported since)")
         else:
-            reasons = entry_mismatches(
-                entry,
-                onnx_sha256=current,
-                device=device,
-                trt_version=trt_version,
-                tile=int(entry.get("tile", bundle.tile_size)),
-            )
-        if not (bundle.engines_dir / str(entry.get("file", ""))).is_file():
-            reasons.append("the engine file listed in the manifest is missing")
+            reasons = record_mismatches(rec, onnx_sha256=current, machine=machine, tile=int(rec.get("tile", 0)))
+        if not (bundle.engines_dir / rec["file"]).is_file():
+            reasons.append("its engine file is missing")
         if reasons:
-            out.append({"file": str(entry.get("file")), "reasons": reasons})
+            out.append({"file": rec["file"], "reasons": reasons})
     return out
 
 
-def build_checked_engine(
+def build_engine_step(
     bundle: Bundle,
-    onnx_path: Path,
+    tiles: GateTiles,
     *,
     tile: int,
     max_batch: int,
     workspace_bytes: int,
-) -> tuple[Path, Any]:
-    """Build an engine from ``onnx_path`` into ``bundle/engines`` and open it.
-
-    The timing cache is kept in the bundle (``engines/timing.cache``) so a rebuild after a
-    re-export takes seconds. The caller runs the parity gate on the returned backend and
-    deletes the engine if it fails.
+    say: Any,
+) -> tuple[dict[str, Any], ParityReport]:
+    """Build the engine from the FP16 ONNX (else fp32), gate it against ONNX fp32, keep it if it passes.
 
     Returns:
-        ``(engine_path, TensorRTBackend)``.
+        ``(engine_info, report)``; ``engine_info["built"]`` is False when the gate failed (the
+        engine was deleted; the caller raises with the report).
 
     Raises:
         BackendError: TensorRT cannot parse or build the network.
     """
-    from coalmine.runtime.backends.tensorrt import TIMING_CACHE, TensorRTBackend, build_engine
+    from coalmine.runtime.backends.tensorrt import build_gated, engine_source
 
-    path = build_engine(
-        onnx_path,
-        bundle.engines_dir,
-        tile=tile,
-        max_batch=max_batch,
-        workspace_bytes=workspace_bytes,
-        timing_cache=bundle.engines_dir / TIMING_CACHE,
-    )
-    try:
-        backend = TensorRTBackend(path, tile=tile, max_batch=max_batch, origin="built by coal-export")
-    except BackendError:
-        path.unlink(missing_ok=True)
-        raise
-    return path, backend
-
-
-def discard_engine(bundle: Bundle, path: Path) -> None:
-    """Remove an engine that failed its gate, and its manifest entry."""
-    from coalmine.runtime._io import atomic_write_json
-    from coalmine.runtime.backends.tensorrt import MANIFEST, read_manifest
-
-    path.unlink(missing_ok=True)
-    try:
-        manifest = read_manifest(bundle.engines_dir)
-    except BundleError:
-        return
-    entries = [e for e in manifest["engines"] if e.get("file") != path.name]
-    atomic_write_json(bundle.engines_dir / MANIFEST, {**manifest, "engines": entries})
+    src = engine_source(bundle)
+    say("building a TensorRT engine from %s (tile %d, batch 1..%d)", src.name, tile, max_batch)
+    backend, report = build_gated(bundle, tile=tile, max_batch=max_batch, workspace_bytes=workspace_bytes,
+                                  src=src, tiles=tiles, when="at export", progress=lambda msg: say("%s", msg))
+    if backend is None:
+        return {"built": False, "source": src.name}, report
+    name = backend.engine_path.name
+    backend.close()
+    return {"built": True, "file": name, "source": src.name}, report

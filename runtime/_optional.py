@@ -21,7 +21,7 @@ from .errors import MissingDependencyError
 #: Importable module -> (distribution on PyPI, coalmine extra that installs it).
 OPTIONAL: dict[str, tuple[str, str]] = {
     "onnxruntime": ("onnxruntime", "cpu"),
-    "tensorrt": ("tensorrt", "tensorrt"),
+    "tensorrt": ("tensorrt-cu13", "tensorrt"),
     "cuda.bindings.runtime": ("cuda-python", "tensorrt"),
     "cuda.cudart": ("cuda-python", "tensorrt"),
     "distributed": ("distributed", "cluster"),
@@ -33,7 +33,9 @@ OPTIONAL: dict[str, tuple[str, str]] = {
 }
 
 #: Other ways to the same package, named after the extra's own hint.
-_ALSO = {"cpu": ' (or "coalmine[gpu]" on a machine with an NVIDIA GPU)'}
+_ALSO = {"cpu": ' (or "coalmine[gpu]" on a machine with an NVIDIA GPU)',
+         "gpu": ' (or "coalmine[gpu-cu12]" with a CUDA 12 driver, see README: GPU install)',
+         "tensorrt": ' (or "coalmine[tensorrt-cu12]" with a CUDA 12 driver, see README: GPU install)'}
 
 
 def pip_hint(extra: str) -> str:

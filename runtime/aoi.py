@@ -11,7 +11,10 @@ feature. An invalid polygon (self-intersecting ring, bow tie) is repaired with
 :func:`shapely.make_valid`, which keeps every covered area, and the repair is reported (a log
 warning and a note on the AOI that reaches the run summary); one that has no area left after
 repair is refused. The AOI name comes from ``name_field`` (or a ``name``/``NAME``/``Name``
-property, else the feature id, else ``aoi_<n>``).
+property, else the feature id, else ``aoi_<n>``). Names must be unique: two areas of one name
+are refused rather than merged or renamed, because the name keys an area's row in the run
+summary and in the monitor's ledger, where a silent rename would move figures between areas
+when the file's order changes.
 
 Example:
     >>> aois = read_aois("districts.gpkg", name_field="district")  # doctest: +SKIP
@@ -182,8 +185,8 @@ def read_aois(path: str | os.PathLike[str], name_field: str | None = None, layer
 
     Raises:
         InputNotFoundError: the file does not exist.
-        InputError: unreadable, no CRS, no polygon features, a non-polygon feature, or a
-            polygon with no area even after repair.
+        InputError: unreadable, no CRS, no polygon features, a non-polygon feature, a
+            polygon with no area even after repair, or two features of one name.
         UsageError: ``name_field`` is missing from a feature, or ``layer`` does not exist.
 
     Example:
@@ -192,8 +195,16 @@ def read_aois(path: str | os.PathLike[str], name_field: str | None = None, layer
     """
     vec = read_vector(path, layer=layer)
     aois = []
+    first: dict[str, str] = {}
     for n, f in enumerate(vec.features, start=1):
         name = _name(f.properties, name_field, f.fid, n, vec.path, f.where)
+        if name in first:
+            raise InputError(
+                f"AOI file {vec.path}: {first[name]} and {f.where.split(' of ')[0]} are both named {name!r}; "
+                "every area needs its own name (it keys the area's row in the summary and in the monitor's "
+                "ledger and reports): rename one, or name the areas by another attribute that is unique "
+                "(--aoi-name-field, aoi_name_field in a monitor configuration)")
+        first[name] = f.where.split(" of ")[0]
         geom, note = polygonal(f.geometry, f"AOI '{name}' ({f.where})")
         aois.append(Aoi(name, to_geojson(geom), vec.crs, note))
     if not aois:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,14 @@ class S1Params:
     speckle_filter: str = "lee"
     speckle_window: int = 5
     resampling: str = "bilinear"
+    #: How VV was made: "raster" (a calibrated raster made elsewhere: SNAP, GEE, ASF, ...) or
+    #: "grd" (from a GRD product by :mod:`coalmine.runtime.preprocess.s1grd`).
+    source: str = "raster"
+    #: "sigma0" (the study's band) or "gamma0" (terrain-flattened).
+    radiometry: str = "sigma0"
+    #: Terrain correction: "dem", "none" (the geolocation grid's heights) or "unknown" (a raster
+    #: made elsewhere). Scenes made otherwise than a bundle's training scenes get a warning.
+    terrain: str = "unknown"
 
 
 @dataclass(frozen=True)
@@ -130,13 +138,61 @@ class Preprocessing:
                 glcm["edges"] = tuple(float(x) for x in glcm["edges"])
             if "db_range" in glcm:
                 glcm["db_range"] = tuple(float(x) for x in glcm["db_range"])
-            return cls(
-                s2=S2Params(**d.get("s2", {})),
-                s1=S1Params(**d.get("s1", {})),
-                glcm=GlcmParams(**glcm).with_default_edges(),
-            )
-        except TypeError as exc:  # unknown or missing keys
+            sections = {"s2": S2Params(**d.get("s2", {})), "s1": S1Params(**d.get("s1", {})),
+                        "glcm": GlcmParams(**glcm)}
+        except (TypeError, ValueError) as exc:  # unknown keys, edges that are not numbers
             raise BundleError(f"preprocessing section is malformed: {exc}") from exc
+        for name, section in sections.items():
+            _check_types(section, f"preprocessing.{name}")
+        _check_ranges(sections["s2"], sections["s1"], sections["glcm"])
+        return cls(s2=sections["s2"], s1=sections["s1"], glcm=sections["glcm"].with_default_edges())
+
+
+def _check_types(section: Any, where: str) -> None:
+    """Refuse a value whose type is not its default's (``"window": "nine"``), naming it; a
+    whole number is accepted for a float."""
+    default = type(section)()
+    for f in fields(section):
+        want, got = getattr(default, f.name), getattr(section, f.name)
+        ok = isinstance(got, type(want)) and not (isinstance(got, bool) and not isinstance(want, bool))
+        if isinstance(want, float):
+            ok = isinstance(got, (int, float)) and not isinstance(got, bool) and math.isfinite(got)
+        if not ok:
+            kind = {int: "a whole number", float: "a number", str: "a text", tuple: "a list"}.get(type(want), "valid")
+            raise BundleError(f"preprocessing section is malformed: {where}.{f.name} = {got!r} must be {kind} "
+                              f"(e.g. {want!r})")
+
+
+#: Limits of the GLCM parameters (the kernel's own) and the names a preprocessing may use.
+_RESAMPLINGS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average")
+
+
+def _check_ranges(s2: S2Params, s1: S1Params, g: GlcmParams) -> None:
+    where = "preprocessing section is malformed: preprocessing"
+    problems = []
+    if not (3 <= g.window <= 31 and g.window % 2 == 1):
+        problems.append(f"glcm.window = {g.window} must be odd, 3 to 31")
+    if not 1 <= g.distance < g.window:
+        problems.append(f"glcm.distance = {g.distance} must lie between 1 and window - 1")
+    if not 2 <= g.levels <= 255:
+        problems.append(f"glcm.levels = {g.levels} must lie between 2 and 255")
+    if len(g.db_range) != 2 or not all(math.isfinite(float(v)) for v in g.db_range) or not g.db_range[0] < g.db_range[1]:
+        problems.append(f"glcm.db_range = {list(g.db_range)} must be two increasing numbers (dB)")
+    if not all(math.isfinite(e) for e in g.edges):
+        problems.append("glcm.edges must be finite numbers")
+    if s1.units not in ("auto", "linear", "db"):
+        problems.append(f"s1.units = {s1.units!r} must be auto, linear or db")
+    if s1.speckle_filter not in ("lee", "none"):
+        problems.append(f"s1.speckle_filter = {s1.speckle_filter!r} must be lee or none")
+    if not (1 <= s1.speckle_window <= 31 and s1.speckle_window % 2 == 1):
+        problems.append(f"s1.speckle_window = {s1.speckle_window} must be odd, 1 to 31")
+    for name, v in (("s2.resampling", s2.resampling), ("s1.resampling", s1.resampling)):
+        if v not in _RESAMPLINGS:
+            problems.append(f"{name} = {v!r} must be one of {', '.join(_RESAMPLINGS)}")
+    if not s2.scale > 0:
+        problems.append(f"s2.scale = {s2.scale} must be positive")
+    if problems:
+        raise BundleError(f"{where}.{problems[0]}")
 
 
 @dataclass(frozen=True)
@@ -208,20 +264,28 @@ class Bundle:
     training: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     format_version: int = FORMAT_VERSION
+    #: The TensorRT engine profile coal-export recorded: ``{"tile": 256, "max_batch": 8}``
+    #: (empty until exported). coal-run's default tile and any engine it builds follow it.
+    engine_profile: dict[str, int] = field(default_factory=dict)
 
     # -- files -------------------------------------------------------------------------------
     def file(self, key: str, must_exist: bool = True) -> Path:
         """Path of a model file by key ("pytorch", "onnx", "onnx_fp16", "onnx_int8").
 
+        The entry is a plain file name (checked at load) and the path it gives must stay inside
+        the bundle folder also after following symbolic links, so nothing a bundle names is
+        read or written elsewhere.
+
         Raises:
-            BundleError: the key is unknown, or the file is missing and ``must_exist``.
+            BundleError: the key is unknown, the entry leads outside the bundle folder, or the
+                file is missing and ``must_exist``.
         """
         if key not in self.files:
             raise BundleError(
                 f"bundle {self.path} has no entry '{key}' in bundle.json 'files' "
                 f"(known: {', '.join(sorted(self.files))})"
             )
-        p = self.path / self.files[key]
+        p = inside_folder(self.path, self.files[key], f"{self.path / BUNDLE_JSON}: files.{key}")
         if must_exist and not p.is_file():
             hint = {
                 "pytorch": "train it with coal-train",
@@ -233,7 +297,7 @@ class Bundle:
         return p
 
     def has(self, key: str) -> bool:
-        return key in self.files and (self.path / self.files[key]).is_file()
+        return key in self.files and self.file(key, must_exist=False).is_file()
 
     @property
     def engines_dir(self) -> Path:
@@ -255,6 +319,7 @@ class Bundle:
             "model": asdict(self.model),
             "files": dict(self.files),
             "training": self.training,
+            **({"engine_profile": dict(self.engine_profile)} if self.engine_profile else {}),
         }
 
     def save(self) -> Path:
@@ -263,6 +328,46 @@ class Bundle:
         target = self.path / BUNDLE_JSON
         atomic_write_json(target, self.to_dict())
         return target
+
+
+def plain_name_problem(name: Any) -> str | None:
+    """What keeps ``name`` from being a plain file name inside one folder, or None.
+
+    A plain name is a non-empty string without a folder part: no ``/`` or ``\\``, not
+    absolute, not ``.`` or ``..``, no NUL byte.
+
+    Example:
+        >>> plain_name_problem("model.onnx") is None, plain_name_problem("../x.onnx")
+        (True, 'names a folder (it holds a path separator)')
+    """
+    if not isinstance(name, str) or not name:
+        return "is not a file name"
+    if os.path.isabs(name):
+        return "is an absolute path"
+    if "/" in name or "\\" in name or os.sep in name or (os.altsep and os.altsep in name):
+        return "names a folder (it holds a path separator)"
+    if name in (".", "..") or "\0" in name:
+        return "is not a file name"
+    return None
+
+
+def inside_folder(folder: Path, name: str, where: str) -> Path:
+    """``folder / name`` after checking that it stays inside ``folder``, links followed.
+
+    Raises:
+        BundleError: ``name`` is not a plain file name, or a symbolic link leads outside.
+    """
+    problem = plain_name_problem(name)
+    if problem:
+        raise BundleError(f"{where} = {name!r} {problem}; a bundle names only files inside its own folder: "
+                          "write the plain file name (e.g. \"model.onnx\")")
+    p = folder / name
+    if p.is_symlink() or p.exists():
+        real, home = p.resolve(), folder.resolve()
+        if home not in real.parents:
+            raise BundleError(f"{where} = {name!r} is a symbolic link to {real}, outside the bundle folder "
+                              f"{folder}; a bundle reads and writes only its own files: copy the file in")
+    return p
 
 
 def load_bundle(path: str | os.PathLike[str]) -> Bundle:
@@ -311,17 +416,27 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
             overlap=int(tile.get("overlap", 32)),
             threshold=float(d.get("threshold", 0.5)),
             class_names=tuple(d.get("classes", ("background", "mine"))),
-            files={**MODEL_FILES, **d.get("files", {})},
+            files={**MODEL_FILES, **_files(d.get("files", {}), jpath)},
             training=dict(d.get("training", {})),
             created=str(d.get("created", "")),
             format_version=int(ver),
+            engine_profile={str(k): int(v) for k, v in (d.get("engine_profile") or {}).items()},
         )
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, BundleError):
-            raise
+            raise BundleError(f"{jpath}: {exc}; fix the entry or re-create the bundle with coal-train") from None
         raise BundleError(f"{jpath} is missing or has a bad entry: {exc!r}; re-create the bundle with coal-train") from exc
     _validate(bundle, jpath)
     return bundle
+
+
+def _files(entries: Any, jpath: Path) -> dict[str, str]:
+    """The ``files`` section: every entry a plain file name inside the bundle folder."""
+    if not isinstance(entries, dict):
+        raise BundleError(f"{jpath}: 'files' must map model keys to file names; re-create the bundle")
+    for key, name in entries.items():
+        inside_folder(jpath.parent, name, f"files.{key}")
+    return {str(k): str(v) for k, v in entries.items()}
 
 
 def _validate(b: Bundle, jpath: Path) -> None:
@@ -345,6 +460,13 @@ def _validate(b: Bundle, jpath: Path) -> None:
         raise BundleError(f"{jpath}: tile size {b.tile_size} {problem}")
     if not 0 <= b.overlap < b.tile_size:
         raise BundleError(f"{jpath}: overlap {b.overlap} must be >= 0 and smaller than the tile size {b.tile_size}")
+    prof = b.engine_profile
+    if prof and (set(prof) != {"tile", "max_batch"} or prof["max_batch"] < 1
+                 or tile_size_problem(prof["tile"], b.model.size_multiple)):
+        raise BundleError(
+            f"{jpath}: engine_profile {prof} must give a \"tile\" that is a multiple of {b.model.size_multiple} "
+            "and a \"max_batch\" of at least 1; re-run coal-export"
+        )
     g = b.preprocessing.glcm
     if len(g.edges) != g.levels - 1 or any(a >= c for a, c in zip(g.edges, g.edges[1:], strict=False)):
         raise BundleError(f"{jpath}: GLCM edges must be {g.levels - 1} strictly increasing values")

@@ -36,6 +36,12 @@ class InputNotFoundError(InputError, FileNotFoundError):
     """An input path does not exist."""
 
 
+class ConfigPathError(ConfigError, InputNotFoundError):
+    """A file or folder that a configuration file names does not exist (exit code 2, like every
+    error whose fix is in the configuration; a missing input given on the command line is an
+    :class:`InputNotFoundError`, exit code 1)."""
+
+
 class RasterError(InputError):
     """A raster cannot be read, is truncated, or lacks something required."""
 

@@ -102,11 +102,17 @@ class InputOptions:
         s1_units: units of the Sentinel-1 values: "auto", "linear" or "db".
         scl: a Sentinel-2 SCL raster masking cloud, shadow, cirrus and no-data pixels, or
             "auto" for the SCL file beside the Sentinel-2 bands; None: no mask.
+        dem: a DEM raster for terrain correction of a Sentinel-1 GRD product; None: the
+            product's geolocation-grid heights.
+        orbit: a Sentinel-1 orbit file (``.EOF``), or a folder of them (the one covering the
+            acquisition is used), for a GRD product; None: the annotation's state vectors.
     """
 
     s2_offset: float | None = None
     s1_units: str = "auto"
     scl: str | None = None
+    dem: str | None = None
+    orbit: str | None = None
 
     def __post_init__(self) -> None:
         if self.s2_offset is not None:
@@ -119,11 +125,17 @@ class InputOptions:
         _choice("s1_units", self.s1_units, S1_UNITS)
         if self.scl is not None and (not isinstance(self.scl, (str, os.PathLike)) or not str(self.scl)):
             raise OptionError("scl", self.scl, "must be a path or 'auto'")
+        for name in ("dem", "orbit"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, (str, os.PathLike)) or not str(v)):
+                raise OptionError(name, v, "must be a path")
 
     def reader_args(self) -> dict[str, Any]:
         """Keyword arguments of ``open_scene``/``prepare_scene``/``RawSource`` for these inputs."""
         return {"s2_offset": self.s2_offset, "s1_units": self.s1_units,
-                "scl": None if self.scl is None else str(self.scl)}
+                "scl": None if self.scl is None else str(self.scl),
+                "dem": None if self.dem is None else str(self.dem),
+                "orbit": None if self.orbit is None else str(self.orbit)}
 
 
 #: Speckle filters: Lee (in linear power) or none, for input that is already filtered.
@@ -264,8 +276,8 @@ CLI_NAMES: dict[str, str] = {
     "batch_size": "--batch-size", "gpu_mem_gb": "--gpu-mem", "threshold": "--threshold",
     "min_area_ha": "--min-area", "block": "--block", "threads": "--threads", "prefix": "--prefix",
     "aoi_name_field": "--aoi-name-field", "s2_offset": "--s2-offset", "s1_units": "--s1-units",
-    "scl": "--scl", "speckle": "--speckle", "speckle_window": "--speckle-window", "glcm_edges": "--glcm-edges",
-    "db_range": "--db-range",
+    "scl": "--scl", "dem": "--dem", "orbit": "--orbit", "speckle": "--speckle",
+    "speckle_window": "--speckle-window", "glcm_edges": "--glcm-edges", "db_range": "--db-range",
 }
 
 
@@ -411,12 +423,16 @@ class RunOptions:
         return d
 
     # -- the bundle's part ------------------------------------------------------------------
-    def resolve(self, tile_size: int, overlap: int, threshold: float, size_multiple: int) -> RunOptions:
+    def resolve(self, tile_size: int, overlap: int, threshold: float, size_multiple: int,
+                engine_tile: int | None = None) -> RunOptions:
         """These options with the bundle's defaults filled in and the model's rules checked.
 
         Args:
             tile_size, overlap, threshold: the bundle's training tile, overlap and threshold.
             size_multiple: the model's input-size divisor (``bundle.model.size_multiple``).
+            engine_tile: the tile of the engine profile coal-export recorded in the bundle
+                (``bundle.engine_profile``): the default tile when given, so the run finds the
+                gated engine.
 
         Raises:
             OptionError: the tile is not a multiple of ``size_multiple`` or the overlap is not
@@ -424,7 +440,7 @@ class RunOptions:
         """
         from .tiling import overlap_problem, tile_size_problem
 
-        tile = self.tile if self.tile is not None else max(tile_size, MIN_DEFAULT_TILE)
+        tile = self.tile if self.tile is not None else (engine_tile or max(tile_size, MIN_DEFAULT_TILE))
         ov = self.overlap if self.overlap is not None else overlap
         problem = tile_size_problem(tile, size_multiple)
         if problem:

@@ -36,7 +36,7 @@ import rasterio
 
 from .aoi import Aoi, read_aois
 from .areas import mask_areas_ha, pixel_areas_ha
-from .backends import Backend, make_backend
+from .backends import Backend, finite_logits, make_backend
 from .bands import band_positions
 from .bundle import Bundle, load_bundle
 from .errors import BandError, InputError, NoValidDataError, UsageError
@@ -205,7 +205,8 @@ def _run_scene(scene: Any, bundle: Any, out_dir: Any, s1: Any, aoi: Any, opts: R
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
     asked = opts
-    opts = opts.resolve(bundle.tile_size, bundle.overlap, bundle.threshold, bundle.model.size_multiple)
+    opts = opts.resolve(bundle.tile_size, bundle.overlap, bundle.threshold, bundle.model.size_multiple,
+                        engine_tile=bundle.engine_profile.get("tile"))
     if bundle.model.classes != 1:
         raise InputError(f"bundle {bundle.path} has {bundle.model.classes} output classes; coal-run needs 1 (mine logit)")
     aois = _read_aois(aoi, opts)
@@ -290,8 +291,8 @@ def _batch_size(be: Backend, opts: RunOptions, plan: _Plan) -> tuple[int, str]:
                                      tiles_per_block=max(plan.tiles_per_block))
     else:
         batch, why = int(opts.batch_size), "set with --batch-size"
-    if be.max_batch is not None:
-        batch = min(batch, be.max_batch)
+    if be.max_batch is not None and batch > be.max_batch:
+        batch, why = be.max_batch, f"{why}; clamped to the {be.name} engine's max batch {be.max_batch}"
     return batch, why
 
 
@@ -326,6 +327,12 @@ def _summary(source: Any, scene_path: Any, s1: Any, bundle: Bundle, outs: Output
                    "block": plan.block, "blocks": len(plan.blocks), "tiles": plan.n_tiles},
         "grid": {"crs": source.crs.to_string(), "transform": list(source.transform)[:6],
                  "width": W, "height": H},
+        # what was done to the raw inputs (for a GRD product: noise removal, border method,
+        # calibration, geocoding, DEM and its hash, orbit, IPF), from the stack's tag or the raw
+        # source, and how its VV was made
+        "inputs": getattr(source, "inputs", None),
+        "s1_made": ({k: getattr(source.preprocessing.s1, k) for k in ("source", "radiometry", "terrain")}
+                    if getattr(source, "preprocessing", None) is not None else None),
         "timings": {},
         "warnings": warnings,
     }
@@ -342,7 +349,7 @@ def _stream(source: Any, plan: _Plan, be: Backend, bundle: Bundle, outs: OutputS
     threshold, n_tiles, progress = float(opts.threshold or 0), plan.n_tiles, opts.progress
 
     window = weight_window(tile, overlap)
-    infer = timer.wrap("infer", be.infer)
+    infer = timer.wrap("infer", finite_logits(be))  # a NaN logit stops the run, never maps as "no mine"
 
     def read(b: Block) -> np.ndarray:
         with timer.stage("read"):

@@ -6,7 +6,10 @@ A ``[[scenes]]`` table has the keys:
 ========== ===================================================================================
 path        a stack from coal-prepare, or raw Sentinel-2 (folder of band files, multi-band
             GeoTIFF, SAFE folder)
-s1          the Sentinel-1 VV sigma0 raster that goes with raw Sentinel-2
+s1          the Sentinel-1 VV that goes with raw Sentinel-2: a GRD product as downloaded (SAFE
+            folder, zip, COG-SAFE) or a sigma0 raster
+dem         a DEM for terrain correction of a GRD ``s1`` (any CRS)
+orbit       an orbit file (.EOF), or a folder of them, for a GRD ``s1``
 date        acquisition date (``2019-07-14``; a bare year means 1 July) — coal-monitor
 labels      reference labels (raster on any grid, or mine polygons) — coal-train
 split       "train" (default) or "test" (held out, only evaluated) — coal-train
@@ -29,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from .configfile import expand_path, refuse_unknown
-from .errors import ConfigError, InputNotFoundError
+from .errors import ConfigError, ConfigPathError
 
 #: ``split`` values: trained on (with a blocked validation hold-out) or held out as a test scene.
 SPLITS = ("train", "test")
 #: Every key a ``[[scenes]]`` table may hold.
-SCENE_KEYS = ("path", "s1", "date", "labels", "split", "label_field")
+SCENE_KEYS = ("path", "s1", "date", "labels", "split", "label_field", "dem", "orbit")
 
 
 @dataclass(frozen=True)
@@ -44,10 +47,14 @@ class SceneSpec:
     Attributes:
         path: the stack or raw Sentinel-2 input.
         labels: reference labels (training and evaluation).
-        s1: Sentinel-1 VV sigma0 for raw Sentinel-2 input; None for a stack.
+        s1: Sentinel-1 VV for raw Sentinel-2 input (a GRD product or a sigma0 raster); None for
+            a stack.
         split: "train" or "test" (training only).
         label_field: attribute of vector labels holding the class; None: every polygon is mine.
         date: acquisition date (monitoring).
+        dem: DEM for terrain correction of a GRD ``s1``; None: the product's own heights (or,
+            in coal-monitor, ``[run] dem``).
+        orbit: orbit file or folder of them for a GRD ``s1``.
     """
 
     path: Path
@@ -56,6 +63,8 @@ class SceneSpec:
     split: str = "train"
     label_field: str | None = None
     date: dt.date | None = None
+    dem: Path | None = None
+    orbit: Path | None = None
 
     @property
     def year(self) -> int:
@@ -85,7 +94,7 @@ def scenes_from_tables(entries: list[dict[str, Any]], base: Path, src: Path, *, 
 
     Raises:
         ConfigError: an unknown or missing key, a wrong type or value (naming ``scenes[i].key``).
-        InputNotFoundError: with ``must_exist``, a path that does not exist.
+        ConfigPathError: with ``must_exist``, a path that does not exist (exit code 2).
     """
     out = []
     for i, t in enumerate(entries):
@@ -102,11 +111,11 @@ def scenes_from_tables(entries: list[dict[str, Any]], base: Path, src: Path, *, 
                 raise ConfigError(f"{src}: {where} has no '{k}'; each [[scenes]] table needs "
                                   f"{' and '.join(required)}")
         paths = {}
-        for k in ("path", "s1", "labels"):
+        for k in ("path", "s1", "labels", "dem", "orbit"):
             if k in t:
                 paths[k] = expand_path(t[k], base, src, f"{where}.{k}")
                 if must_exist and not paths[k].exists():
-                    raise InputNotFoundError(f"{src}: {where}.{k} {paths[k]} does not exist; fix the path "
+                    raise ConfigPathError(f"{src}: {where}.{k} {paths[k]} does not exist; fix the path "
                                              "or remove the entry")
         for k in ("split", "label_field"):
             if k in t and not isinstance(t[k], str):
@@ -116,7 +125,8 @@ def scenes_from_tables(entries: list[dict[str, Any]], base: Path, src: Path, *, 
             raise ConfigError(f"{src}: {where}.split {split!r} is invalid; use 'train' or 'test'")
         out.append(SceneSpec(path=paths["path"], labels=paths.get("labels"), s1=paths.get("s1"), split=split,
                              label_field=t.get("label_field"),
-                             date=_date(t["date"], src, where) if "date" in t else None))
+                             date=_date(t["date"], src, where) if "date" in t else None,
+                             dem=paths.get("dem"), orbit=paths.get("orbit")))
     return tuple(out)
 
 

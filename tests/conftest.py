@@ -11,32 +11,50 @@ REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata"
 
 
-def _cuda_available() -> tuple[bool, str]:
+def _cuda_devices() -> tuple[int, str]:
+    """Number of visible CUDA devices, and why there are none.
+
+    Asked through cuda-python's runtime bindings (the library the TensorRT backend uses), or the
+    driver library itself where cuda-python is not installed — never through torch or ONNX
+    Runtime, whose CUDA support says nothing about the device.
+    """
     try:
-        import onnxruntime as ort
-
-        if "CUDAExecutionProvider" in ort.get_available_providers():
-            return True, ""
+        try:
+            from cuda.bindings import runtime as cudart
+        except ImportError:
+            from cuda import cudart
     except ImportError:
-        pass
-    if importlib.util.find_spec("torch") is not None:
-        import torch
+        return _driver_devices()
+    err, n = cudart.cudaGetDeviceCount()
+    if int(err) != 0 or not n:
+        return 0, f"no CUDA device visible to cuda-python (cudaGetDeviceCount: {getattr(err, 'name', err)})"
+    return int(n), ""
 
-        if torch.cuda.is_available():
-            return True, ""
-    return False, "no CUDA GPU on this machine"
+
+def _driver_devices() -> tuple[int, str]:
+    import ctypes
+
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0, "no CUDA driver (libcuda.so.1) on this machine"
+    count = ctypes.c_int(0)
+    if lib.cuInit(0) != 0 or lib.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value == 0:
+        return 0, "the CUDA driver sees no device"
+    return count.value, ""
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    gpu_ok, why = _cuda_available()
+    if not any(k in item.keywords for item in items for k in ("gpu", "tensorrt")):
+        return
+    n_gpu, why = _cuda_devices()
     trt_ok = importlib.util.find_spec("tensorrt") is not None
     for item in items:
-        if "gpu" in item.keywords and not gpu_ok:
+        if ("gpu" in item.keywords or "tensorrt" in item.keywords) and not n_gpu:
             item.add_marker(pytest.mark.skip(reason=why))
-        if "tensorrt" in item.keywords and not (trt_ok and gpu_ok):
-            item.add_marker(
-                pytest.mark.skip(reason="needs the tensorrt package and a CUDA GPU; neither builder nor GPU here")
-            )
+        elif "tensorrt" in item.keywords and not trt_ok:
+            item.add_marker(pytest.mark.skip(reason="a CUDA device is visible but the tensorrt package is not "
+                                                    "installed (pip install '.[tensorrt]')"))
 
 
 @pytest.fixture(scope="session")

@@ -228,3 +228,22 @@ def s2_grid_over(geo: Geo, line: float, pixel: float, size: int, res: float = 10
     x0 = np.floor(x[0] / res) * res - size * res / 2
     y0 = np.floor(y[0] / res) * res + size * res / 2
     return Grid(CRS.from_string(UTM), Affine(res, 0, x0, 0, -res, y0), size, size)
+
+
+S2_BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12")
+
+
+def write_s2(path: Path, grid, seed: int = 0) -> Path:  # noqa: ANN001
+    """A Sentinel-2 L2A multi-band GeoTIFF (band descriptions, BOA_ADD_OFFSET 0) on ``grid``."""
+    rng = np.random.default_rng(seed)
+    h, w = grid.height, grid.width
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = 1200 + 600 * np.sin(xx / 17.0) * np.cos(yy / 23.0)
+    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=len(S2_BANDS),
+                       dtype="uint16", crs=grid.crs, transform=grid.transform, nodata=0) as ds:
+        for i, b in enumerate(S2_BANDS, start=1):
+            a = base * (0.6 + 0.1 * i) + rng.normal(0, 30, size=(h, w))
+            ds.write(np.clip(a, 1, 10000).astype("uint16"), i)
+            ds.set_band_description(i, b)
+        ds.update_tags(BOA_ADD_OFFSET="0", PROCESSING_BASELINE="05.09", PRODUCT_TYPE="S2MSI2A")
+    return path

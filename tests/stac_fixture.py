@@ -84,6 +84,7 @@ class StacServer:
     collections: dict[str, dict[str, Any]] = field(default_factory=dict)
     page_size: int = 2
     search_methods: tuple[str, ...] = ("GET", "POST")  # what the landing page advertises
+    token: str | None = None  # when set, every request needs "Authorization: Bearer <token>"
     latency: float = 0.0  # seconds before each file response (a distant server)
     rate: float | None = None  # bytes per second per connection for file bodies (a slow link)
     bytes_sent: dict[str, int] = field(default_factory=dict)
@@ -243,6 +244,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _fault(self, path: str) -> bool:
+        token = self.server_state.token
+        if token is not None and self.headers.get("Authorization") != f"Bearer {token}":
+            body = b'{"code": "Unauthorized"}'
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return True
         f = self.server_state._take_fault(path)
         if f is None:
             return False

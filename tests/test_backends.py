@@ -38,9 +38,9 @@ def test_auto_explains_every_skipped_backend(bundle):
     be, why = make_backend(bundle, "auto", tile=64, max_batch=4)
     be.close()
     assert be.name == "onnxruntime-cpu"
-    assert "tensorrt skipped:" in why and "'tensorrt'" in why
+    assert "tensorrt skipped:" in why and "'tensorrt-cu13'" in why
     assert "onnxruntime-cuda skipped:" in why and "CUDAExecutionProvider" in why
-    assert why.endswith("auto chose onnxruntime-cpu (always available); fp32 model (the bundle has no model.int8.onnx)")
+    assert why.endswith("auto chose onnxruntime-cpu: always available; fp32 model (the bundle has no model.int8.onnx)")
 
 
 def test_auto_precision_takes_the_int8_model_on_cpu_when_the_bundle_has_one(bundle):
@@ -129,77 +129,49 @@ def test_auto_batch_size():
         2, "CPU backend: 4 tile(s) of 256 px per call (~0.26 Mpx), limited to the 2 tiles of a block")
 
 
-# -- TensorRT manifest logic (pure Python; runs without tensorrt) -----------------------------
-DEV = {"gpu_name": "NVIDIA GeForce RTX 2060", "compute_capability": "7.5"}
-
-
-def _entry(**kw):
-    e = {"file": "m.engine", "onnx_sha256": "abc", "gpu_name": DEV["gpu_name"], "compute_capability": "7.5",
-         "tensorrt_version": "10.13.0", "tile": 256, "max_batch": 8}
-    e.update(kw)
-    return e
-
-
-def test_engine_manifest_selection(tmp_path):
-    eng = tmp_path / "engines"
-    eng.mkdir()
-    (eng / "m.engine").write_bytes(b"plan")
-    (eng / "old.engine").write_bytes(b"plan")
-    entries = [_entry(file="old.engine", compute_capability="8.6", gpu_name="RTX 3060",
-                      tensorrt_version="10.3.0"), _entry()]
-    (eng / "manifest.json").write_text(json.dumps({"engines": entries}))
-    kw = dict(onnx_sha256="abc", device=DEV, trt_version="10.13.0", tile=256)
-    path, rejected = trt_backend.select_engine(eng, **kw, max_batch=8)
-    assert path == eng / "m.engine"
-    assert rejected == ["old.engine: built for compute capability 8.6 (RTX 3060), this GPU is 7.5 "
-                        "(NVIDIA GeForce RTX 2060); built with TensorRT 10.3.0, this is TensorRT 10.13.0"]
-    path, rejected = trt_backend.select_engine(eng, **{**kw, "trt_version": "11.0.0"}, max_batch=16)
-    assert path is None and len(rejected) == 2
-    assert "built with TensorRT 10.13.0, this is TensorRT 11.0.0" in rejected[1]
-    assert "built for batches up to 8, the run needs 16" in rejected[1]
-    (eng / "m.engine").unlink()
-    path, rejected = trt_backend.select_engine(eng, **kw)
-    assert path is None and "engine file m.engine listed in the manifest is missing" in rejected[1]
-
-
-def test_engine_mismatch_reasons():
-    assert trt_backend.entry_mismatches(_entry(), onnx_sha256="abc", device=DEV, trt_version="10.13.0",
-                                        tile=256) == []
-    why = trt_backend.entry_mismatches(_entry(tile=128), onnx_sha256="zzz", device=DEV,
-                                       trt_version="10.13.0", tile=256)
-    assert why == ["built from a different ONNX file (sha256 differs)", "built for tile 128, the run uses tile 256"]
-
-
-def test_bad_manifest_refused(tmp_path):
-    (tmp_path / "manifest.json").write_text("{oops")
-    with pytest.raises(BundleError, match="engine manifest .* is not valid JSON .*delete it to rebuild"):
-        trt_backend.read_manifest(tmp_path)
-    assert trt_backend.read_manifest(tmp_path / "none") == {"engines": []}
-
-
 def test_engine_source_prefers_fp16(bundle):
     assert trt_backend.engine_source(bundle).name == "model.onnx"
     (bundle.path / "model.fp16.onnx").write_bytes((bundle.path / "model.onnx").read_bytes())
     assert trt_backend.engine_source(bundle).name == "model.fp16.onnx"
 
 
+def test_registry_is_the_one_list_of_backends():
+    from coalmine.runtime.backends import GPU_KINDS, KINDS, REGISTRY
+    from coalmine.runtime.cli.run import main as run_cli
+    from coalmine.runtime.monitor import cluster
+
+    assert list(REGISTRY) == ["tensorrt", "cuda", "cpu"]  # auto's order: fastest first
+    assert KINDS == ("auto", *REGISTRY) and GPU_KINDS == ("tensorrt", "cuda")
+    choice = next(p for p in run_cli.params if p.name == "backend").type
+    assert tuple(choice.choices) == KINDS
+    assert cluster.GPU_BACKENDS == GPU_KINDS
+
+
+def test_onnx_cuda_arena_leaves_room_for_the_cuda_context():
+    assert ort_backend.gpu_mem_limit(6.0) == 5 << 30
+    assert ort_backend.gpu_mem_limit(1.0) == 256 << 20  # never below 256 MiB
+
+
 @pytest.mark.tensorrt
 def test_tensorrt_engine_matches_onnxruntime(tmp_path):
     b = make_tiny_bundle(tmp_path / "b", kind="conv")
-    x = np.random.default_rng(1).standard_normal((3, 23, 64, 64)).astype(np.float32)
+    rng = np.random.default_rng(1)
+    np.savez(b.path / "val_tiles.npz", x=rng.random((4, 23, 64, 64), dtype=np.float32),
+             y=(rng.random((4, 64, 64)) > 0.5).astype(np.uint8))
+    x = rng.standard_normal((3, 23, 64, 64)).astype(np.float32)
     with make_backend(b, "cpu", tile=64, max_batch=4)[0] as cpu:
         ref = cpu.infer(x)
     be, why = make_backend(b, "tensorrt", tile=64, max_batch=4)
     with be:
         y = be.infer(x)
     np.testing.assert_allclose(y, ref, atol=1e-2, rtol=1e-2)
-    manifest = trt_backend.read_manifest(b.engines_dir)["engines"]
-    assert manifest and manifest[0]["onnx_sha256"] == sha256_file(b.path / "model.onnx")
-    assert "built now" in why
-    # Second time: found in the manifest, not rebuilt.
+    assert "built now and gated against model.onnx" in why
+    (rec,) = [json.loads(p.read_text()) for p in b.engines_dir.glob("*.json")]
+    assert rec["onnx_sha256"] == sha256_file(b.path / "model.onnx") and rec["gate"]["passed"]
+    # Second time: the recorded engine, not a rebuild.
     be2, why2 = make_backend(b, "tensorrt", tile=64, max_batch=4)
     be2.close()
-    assert "from the manifest" in why2
+    assert "gated at run time" in why2
 
 
 @pytest.mark.gpu
@@ -213,60 +185,45 @@ def test_onnxruntime_cuda_matches_cpu(tmp_path):
         np.testing.assert_allclose(gpu.infer(x), ref, atol=1e-3, rtol=1e-3)
 
 
-def _fake_trt(monkeypatch, *, builder: bool):
-    import types
+def _nan_model(path):
+    """A 1x1 conv then Sqrt: NaN wherever the conv's output is negative (about half the pixels)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
 
-    fake = types.SimpleNamespace(__version__="10.13.0")
-    if builder:
-        fake.Builder = object
-    monkeypatch.setattr(trt_backend, "_trt", lambda: fake)
-    monkeypatch.setattr(trt_backend, "_cudart", lambda: object())
-    monkeypatch.setattr(trt_backend, "device_info", lambda device=0: dict(DEV))
-
-
-def _foreign_engine(bundle):
-    bundle.engines_dir.mkdir()
-    (bundle.engines_dir / "old.engine").write_bytes(b"plan")
-    entry = _entry(file="old.engine", onnx_sha256=sha256_file(bundle.path / "model.onnx"),
-                   compute_capability="8.6", gpu_name="RTX 3060", tile=64)
-    (bundle.engines_dir / "manifest.json").write_text(json.dumps({"engines": [entry]}))
+    w = np.full((1, 23, 1, 1), 1.0 / np.sqrt(23), dtype=np.float32)
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w"], ["c"]), helper.make_node("Sqrt", ["c"], ["logits"])], "nan",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 23, "H", "W"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1, "H", "W"])],
+        [numpy_helper.from_array(w, "w")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
 
 
-def test_engine_for_another_gpu_refused_without_builder(bundle, monkeypatch):
-    _fake_trt(monkeypatch, builder=False)
-    _foreign_engine(bundle)
-    ok, why = trt_backend.availability(bundle, tile=64)
-    assert not ok and "no builder" in why
-    with pytest.raises(BackendError) as e:
-        make_backend(bundle, "tensorrt", tile=64, max_batch=4)
-    msg = str(e.value)
-    assert "no TensorRT engine in" in msg and "fits NVIDIA GeForce RTX 2060 (compute 7.5)" in msg
-    assert "old.engine: built for compute capability 8.6 (RTX 3060)" in msg
-    assert "has no builder to rebuild it" in msg
-    # auto says so and moves on to the next backend
-    be, reason = make_backend(bundle, "auto", tile=64, max_batch=4)
-    be.close()
-    assert "tensorrt skipped: no matching engine and this TensorRT install has no builder" in reason
+def test_nan_logits_from_the_int8_model_stop_the_run(bundle, tmp_path):
+    from coalmine.runtime.backends import NonFiniteLogitsError
+    from coalmine.runtime.run import run_scene
+    from factories import make_stack, write_stack
+
+    _nan_model(bundle.path / "model.int8.onnx")  # what auto takes on the CPU
+    scene = write_stack(tmp_path / "scene.tif", make_stack(80, 70, seed=1))
+    with pytest.raises(NonFiniteLogitsError) as ei:
+        run_scene(scene, bundle, tmp_path / "out", tile=64, progress=False)
+    assert str(ei.value).startswith("the onnxruntime-cpu backend (model.int8.onnx, int8) returned ")
+    assert str(ei.value).endswith("so the run stops and writes nothing: run with --precision fp32")
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+    s = run_scene(scene, bundle, tmp_path / "out", tile=64, precision="fp32", progress=False)
+    assert s["backend"]["details"]["model"] == "model.onnx" and s["areas_ha"]["total"] is not None
 
 
-def test_engine_for_another_gpu_rebuilt_with_builder(bundle, monkeypatch):
-    _fake_trt(monkeypatch, builder=True)
-    _foreign_engine(bundle)
-    (bundle.path / "model.fp16.onnx").write_bytes((bundle.path / "model.onnx").read_bytes())
-    built = {}
+def test_finite_logits_passes_finite_batches_through(bundle):
+    from coalmine.runtime.backends import NonFiniteLogitsError, finite_logits
 
-    def fake_build(src, engines_dir, *, tile, max_batch, workspace_bytes, timing_cache=None):
-        built.update(src=src.name, tile=tile, max_batch=max_batch, workspace=workspace_bytes)
-        return engines_dir / "new.engine"
-
-    def fake_init(self, engine_path, *, tile, max_batch, origin=""):
-        self.engine_path, self.origin, self.fixed_tile, self.max_batch = engine_path, origin, tile, max_batch
-
-    monkeypatch.setattr(trt_backend, "build_engine", fake_build)
-    monkeypatch.setattr(trt_backend.TensorRTBackend, "__init__", fake_init)
-    monkeypatch.setattr(trt_backend.TensorRTBackend, "close", lambda self: None)
-    be, why = make_backend(bundle, "auto", tile=64, max_batch=8, gpu_mem_gb=3.0)
-    assert be.name == "tensorrt" and be.fixed_tile == 64
-    assert built == {"src": "model.fp16.onnx", "tile": 64, "max_batch": 8, "workspace": 1 << 29}
-    assert why.startswith("auto chose tensorrt: no engine for NVIDIA GeForce RTX 2060 yet, the TensorRT builder")
-    assert "engine new.engine built now from model.fp16.onnx" in why
+    with make_backend(bundle, "cpu", tile=32, max_batch=2)[0] as be:
+        x = np.zeros((2, 23, 32, 32), np.float32)
+        np.testing.assert_array_equal(finite_logits(be)(x), be.infer(x))
+        be.infer = lambda a: np.full((len(a), 1, 32, 32), np.inf, np.float32)
+        with pytest.raises(NonFiniteLogitsError, match=r"returned 2048 NaN or infinite logits for a batch of 2 tiles.*"
+                                                       r"the FP32 model itself gives NaN on this scene"):
+            finite_logits(be)(x)

@@ -1,4 +1,4 @@
-"""coal-export: ONNX fp32/fp16/int8 with parity gates, engine manifest checks, CLI and refusals.
+"""coal-export: ONNX fp32/fp16/int8 with parity gates, engine records, the engine gate with a fake TensorRT, CLI and refusals.
 
 One briefly fitted U-Net-ResNet34 bundle (``tests/toy_bundle.py``: 20 optimiser steps on
 generated 23-band tiles, mixed mask with ~15 % mine and pixels near the threshold) is made
@@ -29,10 +29,10 @@ from coalmine.export.onnx_export import SOURCE_KEY, export_onnx, read_metadata
 from coalmine.export.parity import (
     FP16_TOLERANCES,
     ParityError,
-    Runner,
     Tolerances,
     compare,
 )
+from coalmine.runtime.backends import Backend
 from coalmine.runtime.bundle import load_bundle
 from coalmine.runtime.errors import BackendError, BundleError, UsageError
 from toy_bundle import make_toy_bundle
@@ -99,13 +99,14 @@ class _ScaledInput:
 def test_fp32_fp16_int8_exports_pass_parity(
     bundle_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A fabricated manifest: an engine built from an older model.onnx must be reported stale.
+    # A fabricated engine record: an engine built from an older model.onnx must be reported stale.
     engines = bundle_dir / "engines"
     engines.mkdir()
     (engines / "old.engine").write_bytes(b"plan")
-    (engines / "manifest.json").write_text(json.dumps({"engines": [{
+    (engines / "old.json").write_text(json.dumps({
         "file": "old.engine", "onnx": "model.onnx", "onnx_sha256": "0" * 64, "gpu_name": "RTX 2060",
-        "compute_capability": "7.5", "tensorrt_version": "10.13.0", "tile": 64, "max_batch": 8}]}))
+        "compute_capability": "7.5", "tensorrt_version": "10.13.0", "tensorrt_build": "cu12", "tile": 64,
+        "max_batch": 8, "gate": {"passed": True}}))
     caplog.set_level(logging.INFO, logger="coalmine")
     monkeypatch.setattr(export_engine, "tensorrt_status", lambda: (False, "no TensorRT (test)"))
     res = export_bundle(bundle_dir, fp16=True, int8=True, engine=False, progress=True)
@@ -269,7 +270,7 @@ def test_fp16_keeps_overflowing_nodes_in_fp32(tmp_path: Path) -> None:
 
 
 # -- parity comparisons on fake runners --------------------------------------------------------
-class _Fn(Runner):
+class _Fn(Backend):
     def __init__(self, fn, name: str) -> None:
         self.fn, self.name = fn, name
 
@@ -335,10 +336,12 @@ def test_compare_reports_nan_iou_and_agreement() -> None:
     assert ok.passed and ok.tiles == 5 and ok.max_abs_logit == pytest.approx(1e-5, rel=0.1)
 
 
-# -- stale engine manifest (no TensorRT needed) -------------------------------------------------
-def test_stale_engine_manifest_detected(
+# -- stale engine records (no TensorRT needed) -------------------------------------------------------
+def test_stale_engine_records_detected(
     toy_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from coalmine.runtime.backends.tensorrt.identity import Machine
+
     # As on a machine without TensorRT (also where one is installed, to keep the test exact).
     monkeypatch.setattr(export_engine, "tensorrt_status", lambda: (False, "no TensorRT (test)"))
     b_dir = tmp_path / "b"
@@ -350,8 +353,8 @@ def test_stale_engine_manifest_detected(
     sha16 = hashlib.sha256(b"fp16 v2").hexdigest()
     eng = b_dir / "engines"
     eng.mkdir()
-    base = {"gpu_name": "NVIDIA GeForce RTX 2060", "compute_capability": "7.5",
-            "tensorrt_version": "10.13.0", "tile": 256, "max_batch": 8}
+    base = {"gpu_name": "NVIDIA GeForce RTX 2060", "compute_capability": "7.5", "tensorrt_version": "10.13.0",
+            "tensorrt_build": "cu12", "tile": 256, "max_batch": 8, "gate": {"passed": True}}
     entries = [
         {**base, "file": "fresh.engine", "onnx": "model.fp16.onnx", "onnx_sha256": sha16},
         {**base, "file": "reexported.engine", "onnx": "model.onnx", "onnx_sha256": hashlib.sha256(b"v1").hexdigest()},
@@ -362,57 +365,91 @@ def test_stale_engine_manifest_detected(
     ]
     for e in entries[:4]:
         (eng / e["file"]).write_bytes(b"plan")
-    (eng / "manifest.json").write_text(json.dumps({"engines": entries}))
+    for e in entries:
+        (eng / e["file"].replace(".engine", ".json")).write_text(json.dumps(e))
     b = load_bundle(b_dir)
 
     # Without TensorRT/GPU: only what the ONNX hash and the files tell.
     no_gpu = {s["file"]: s["reasons"] for s in export_engine.stale_engines(b)}
     assert set(no_gpu) == {"reexported.engine", "missing.engine"}
     assert "sha256 differs" in no_gpu["reexported.engine"][0]
-    assert "missing" in no_gpu["missing.engine"][0]
+    assert no_gpu["missing.engine"] == ["its engine file is missing"]
 
     # On a given GPU/TensorRT (as detected on a workstation): other GPUs and versions are stale.
-    here = {"gpu_name": "NVIDIA GeForce RTX 2060", "compute_capability": "7.5"}
-    on_gpu = {s["file"]: " ".join(s["reasons"])
-              for s in export_engine.stale_engines(b, device=here, trt_version="10.13.0")}
+    here = Machine("NVIDIA GeForce RTX 2060", "7.5", "10.13.0", "cu12")
+    on_gpu = {s["file"]: " ".join(s["reasons"]) for s in export_engine.stale_engines(b, machine=here)}
     assert set(on_gpu) == {"reexported.engine", "other_gpu.engine", "old_trt.engine", "missing.engine"}
-    assert "compute capability 8.6" in on_gpu["other_gpu.engine"]
+    assert "compute 8.6" in on_gpu["other_gpu.engine"]
     assert "TensorRT 10.3.0" in on_gpu["old_trt.engine"]
 
-    (eng / "manifest.json").write_text("{not json")
-    with pytest.raises(BundleError, match="manifest.json is not valid JSON"):
-        export_engine.stale_engines(b)
+    (eng / "fresh.json").write_text("{not json")
+    stale = export_engine.stale_engines(b)
+    assert stale[0]["file"] == "fresh.json" and "not a readable engine record" in stale[0]["reasons"][0]
+
+
+# -- the engine with a fake TensorRT: what coal-export gates is what coal-run maps with ------------
+def test_default_export_then_run_uses_the_gated_engine(
+    bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from coalmine.runtime.run import run_scene
+    from factories import make_stack, write_stack
+    from fake_trt import FakeGPU
+
+    gpu = FakeGPU().install(monkeypatch)
+    res = export_bundle(bundle_dir, fp16=True, progress=False)  # engine: auto
+    b = load_bundle(bundle_dir)
+    assert res["engine"]["built"] and res["reports"]["engine"]["passed"]
+    assert res["reports"]["engine"]["tolerances"] == dict(vars(FP16_TOLERANCES))
+    assert b.engine_profile == {"tile": 256, "max_batch": 8}
+    engine = res["engine"]["file"]
+    assert engine.startswith("model.fp16_nvidia-geforce-rtx-3060_sm86_trt10.13.3.9-cu12_")
+    assert engine.endswith("_t256_b8.engine")
+    rec = json.loads((b.engines_dir / engine.replace(".engine", ".json")).read_text())
+    assert rec["gate"]["when"] == "at export" and rec["gate"]["mask_agreement"] >= 0.995
+
+    scene = write_stack(tmp_path / "scene.tif", make_stack(300, 280, seed=5))
+    s = run_scene(scene, bundle_dir, tmp_path / "out", progress=False)  # every option at its default
+    assert s["backend"]["name"] == "tensorrt" and s["backend"]["details"]["engine"] == engine
+    assert s["tiling"]["tile"] == 256 and s["backend"]["batch_size"] <= 8
+    assert len(gpu.builds) == 1  # built once, at export: coal-run did not build a second engine
+    assert max(gpu.executed_batches) <= 8 and gpu.live() == (0, 0)
+
+
+def test_engine_failing_its_gate_at_export_is_deleted(bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fake_trt import FakeGPU
+
+    gpu = FakeGPU().install(monkeypatch)
+    gpu.faults.nan_logits = True
+    with pytest.raises(ParityError) as ei:
+        export_bundle(bundle_dir, engine=True, max_batch=2, tile=64, progress=False)
+    msg = str(ei.value)
+    assert msg.startswith("engines/model_nvidia-geforce-rtx-3060_sm86_trt10.13.3.9-cu12_")
+    assert "failed its parity gate against model.onnx: NaN outputs:" in msg
+    assert msg.endswith("the engine was deleted (the ONNX files passed and were written); coal-run can use "
+                        "ONNX Runtime instead")
+    assert load_bundle(bundle_dir).has("onnx")
+    assert sorted(p.suffix for p in (bundle_dir / "engines").iterdir()) == [".cache"]  # the timing cache only
+    assert gpu.live() == (0, 0)
 
 
 # -- engine (only where TensorRT and a GPU exist) ----------------------------------------------
 @pytest.mark.tensorrt
-@pytest.mark.gpu
 def test_engine_build_and_parity(bundle_dir: Path) -> None:
     from coalmine.runtime._io import sha256_file
-    from coalmine.runtime.backends.tensorrt import read_manifest
+    from coalmine.runtime.backends.tensorrt import TensorRTBackend
 
     res = export_bundle(bundle_dir, fp16=True, engine=True, max_batch=4, tile=64, progress=False)
     assert res["engine"]["built"] and res["reports"]["engine"]["passed"]
     b = load_bundle(bundle_dir)
-    entry = read_manifest(b.engines_dir)["engines"][-1]
-    assert entry["file"] == res["engine"]["file"]
-    assert entry["onnx_sha256"] == sha256_file(b.file("onnx_fp16"))
-    assert (b.engines_dir / "timing.cache").is_file()
+    rec = json.loads((b.engines_dir / res["engine"]["file"]).with_suffix(".json").read_text())
+    assert rec["onnx_sha256"] == sha256_file(b.file("onnx_fp16")) and rec["gate"]["passed"]
+    assert list(b.engines_dir.glob("timing_*.cache"))
     assert export_engine.stale_engines(b) == []
-
-
-@pytest.mark.tensorrt
-@pytest.mark.gpu
-def test_engine_loads_and_matches_onnx(bundle_dir: Path) -> None:
-    from coalmine.runtime.backends.tensorrt import TensorRTBackend
-
-    res = export_bundle(bundle_dir, engine=True, max_batch=2, tile=64, progress=False)
-    b = load_bundle(bundle_dir)
     x = b.normalization.apply(np.load(b.file("val_tiles"))["x"][:2])
     ref = ort.InferenceSession(str(b.file("onnx")), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-    with TensorRTBackend(b.engines_dir / res["engine"]["file"], tile=64, max_batch=2) as be:
+    with TensorRTBackend(b.engines_dir / res["engine"]["file"]) as be:
         out = be.infer(x)
-    assert out.shape == ref.shape and np.abs(out - ref).max() < 1e-2
+    assert out.shape == ref.shape and np.isfinite(out).all()
 
 
 def test_engine_requested_without_tensorrt_is_refused(bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -59,6 +59,7 @@ def srv(cat_data):
     s.faults.clear()
     s.reset_counts()
     s.search_methods = ("GET", "POST")
+    s.token = None
     s.items = [cat_data["scene"].pc_item, cat_data["scene"].rtc_item]
     return s
 
@@ -400,6 +401,22 @@ def test_missing_token_variable_is_named(cat_data, srv, tmp_path, monkeypatch):
     assert res.exit_code == 2 and "COALMINE_TEST_TOKEN" in _one_line(res)
     with pytest.raises(CredentialsError):
         check_credentials(resolve_catalogue(srv.url, token_env="COALMINE_TEST_TOKEN"), "none")
+
+
+def test_a_token_from_the_environment_reaches_the_catalogue_and_its_own_files(cat_data, srv, tmp_path,
+                                                                               monkeypatch):
+    srv.items = [cat_data["scene"].pc_item]
+    srv.token = "s3cret"
+    try:
+        monkeypatch.setenv("COALMINE_TEST_TOKEN", "s3cret")
+        cat = resolve_catalogue(srv.url, token_env="COALMINE_TEST_TOKEN")
+        s = fetch(_req(cat_data, tmp_path / "dl", srv, catalogue=cat, s1="none"))
+        assert s.exit_code == 0 and len(s.fetched) == 1 and srv.file_bytes() > 0  # GDAL sent it too
+        monkeypatch.setenv("COALMINE_TEST_TOKEN", "wrong")
+        with pytest.raises(UsageError, match=r"refused access \(HTTP 401\); check the token in \$COALMINE_TEST_TOKEN"):
+            fetch(_req(cat_data, tmp_path / "dl2", srv, catalogue=cat, s1="none"))
+    finally:
+        srv.token = None
 
 
 def test_grd_is_refused_until_grd_products_can_be_prepared(cat_data, tmp_path):

@@ -402,3 +402,48 @@ def test_product_detection(product, tmp_path) -> None:  # noqa: ANN001
     tif = tmp_path / "vv_db.tif"
     tif.write_bytes(b"II*\x00")
     assert not looks_like_s1_product(tif)
+    named = tmp_path / f"{SAFE_NAME}_VV.tif"  # an export named after its product
+    named.write_bytes(b"II*\x00")
+    assert not looks_like_s1_product(named)
+
+
+def test_orbit_folder_picks_the_precise_file_covering_the_acquisition(product, grid, ann,
+                                                                     tmp_path) -> None:  # noqa: ANN001
+    d = tmp_path / "orbits"
+    d.mkdir()
+    _write_eof(d / "S1B_OPER_AUX_RESORB_OPOD_20211223T080000_V20211223T031000_20211223T062000.EOF", ann)
+    _write_eof(d / "S1B_OPER_AUX_POEORB_OPOD_20220112T000000_V20211222T225942_20211224T005942.EOF", ann)
+    _write_eof(d / "S1A_OPER_AUX_POEORB_OPOD_20220112T000000_V20211222T225942_20211224T005942.EOF",
+               ann, mission="Sentinel-1A")
+    _write_eof(d / "S1B_OPER_AUX_POEORB_OPOD_20220113T000000_V20211223T225942_20211225T005942.EOF", ann)
+    with _open(product.path, grid, orbit=d) as r:
+        assert r.record["s1_orbit"] == ("precise orbit file S1B_OPER_AUX_POEORB_OPOD_20220112T000000_"
+                                        "V20211222T225942_20211224T005942.EOF")
+    for f in d.glob("S1B_*_V20211222*"):
+        f.unlink()
+    with _open(product.path, grid, orbit=d) as r:
+        assert r.record["s1_orbit"].startswith("restituted orbit file S1B_OPER_AUX_RESORB")
+    for f in d.glob("S1B_*RESORB*"):
+        f.unlink()
+    with pytest.raises(InputError, match="holds no S1B orbit file .* whose validity covers the acquisition"):
+        GrdReader(product.path, grid, orbit=d)
+
+
+def test_dem_geoid_heights_converted_or_said_not_to_be(product, grid, tmp_path, caplog) -> None:  # noqa: ANN001
+    """EGM2008 heights become ellipsoidal with PROJ's geoid grid; without it a warning says so."""
+    from coalmine.runtime.preprocess.s1grd.dem import _geoid_transformer
+
+    dem = tmp_path / "dem.tif"
+    T = grid.transform
+    with rasterio.open(dem, "w", driver="GTiff", width=200, height=200, count=1, dtype="float32",
+                       crs=UTM, transform=Affine(30, 0, T.c - 300, 0, -30, T.f + 300)) as ds:
+        ds.write(np.full((1, 200, 200), 1200.0, np.float32))
+    with caplog.at_level("WARNING", logger="coalmine"), _open(product.path, grid, dem=dem) as r:
+        lon, lat = r._lonlat.transform(T.c, T.f)
+        und = r.dem.undulation(np.array([lon]), np.array([lat]))
+        note = r.record["dem_vertical"]
+    if _geoid_transformer() is None:
+        assert und is None and "EGM2008 grid not installed" in note
+        assert "us_nga_egm08_25.tif" in caplog.text and str(dem.name) in caplog.text
+    else:  # central Italy: the EGM2008 undulation is about +45 m
+        assert 30 < float(und[0]) < 60 and note == "EGM2008 undulation added (pyproj)"

@@ -20,9 +20,10 @@ import pytest
 import rasterio
 from affine import Affine
 from coalmine.runtime.bands import BAND_NAMES, S2_BANDS
-from coalmine.runtime.errors import UsageError
+from coalmine.runtime.errors import UnitsError, UsageError
 from coalmine.runtime.preprocess import open_scene
 from coalmine.runtime.preprocess.indices import compute_indices
+from coalmine.runtime.preprocess.s1 import detect_units
 from coalmine.runtime.preprocess.s2 import S2Reader
 from coalmine.runtime.preprocess.speckle import lee_filter
 from rasterio.crs import CRS
@@ -288,6 +289,56 @@ def test_positive_explicit_offset_is_refused(tmp_path):
     with pytest.raises(UsageError, match=r"--s2-offset 1000 is positive.*use -1000 for processing "
                                          r"baseline 04.00 and later, 0 before"):
         S2Reader(folder, s2_offset=1000)
+
+
+# -- Sentinel-1 units -------------------------------------------------------------------------
+
+def sample(median: float, n_negative: int = 0, n: int = 200) -> np.ndarray:
+    """n values around ``median`` (0.5x ... 1.5x), the first ``n_negative`` of them negative."""
+    v = median * np.linspace(0.5, 1.5, n)
+    v[:n_negative] = -np.abs(v[:n_negative]) - 1.0
+    return v
+
+
+@pytest.mark.parametrize("values,dtype,units", [
+    (sample(0.05), "float32", "linear"),  # sigma0 around -13 dB in power
+    (sample(1.9), "float32", "linear"),  # bright, still below the 2.0 limit for power
+    (sample(-13.0, n_negative=200), "float32", "db"),
+    (sample(0.5, n_negative=2), "float32", "db"),  # 2 of 200 = 1 % negative: dB (power never is)
+    (sample(0.5, n_negative=1), "float32", "linear"),  # 0.5 % negative: noise, still power
+    (np.array([0, 1, 1, 1, 2]), "uint8", "linear"),  # integer data with median 1 is not DN
+])
+def test_s1_units_detected(values, dtype, units):
+    assert detect_units(values, dtype, "auto", "vv.tif") == units
+
+
+@pytest.mark.parametrize("values,dtype,given,match", [
+    (sample(2.1), "float32", "auto", "float32 with median 2.1 .*raw GRD digital numbers"),
+    (sample(150.0), "uint16", "auto", "uint16 with median 150"),
+    (np.array([1, 2, 2, 2, 3]), "int16", "linear", "int16 with median 2 "),  # integers above 1: DN
+    (sample(400.0), "uint16", "db", "holds integer values around 400: raw GRD digital numbers"),
+    (sample(0.5, n_negative=10), "float32", "linear", "declared linear but 5% of its values are negative"),
+])
+def test_s1_values_that_are_not_sigma0_are_refused(values, dtype, given, match):
+    with pytest.raises(UnitsError, match=match) as e:
+        detect_units(values, dtype, given, "vv.tif")
+    assert "--s1 vv.tif" in str(e.value)
+
+
+def test_s1_units_given_by_the_user(caplog):
+    # dB as declared, even when the values (no negatives, median 0.05) look like power: warned
+    with caplog.at_level(logging.WARNING, logger="coalmine"):
+        assert detect_units(sample(0.05), "float32", "db", "vv.tif") == "db"
+    assert "declared dB but its values (median 0.05, none negative) look like linear power" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="coalmine"):
+        assert detect_units(sample(-13.0, n_negative=200), "float32", "db", "vv.tif") == "db"
+        assert detect_units(sample(0.05), "float32", "linear", "vv.tif") == "linear"
+        # integer dB (e.g. scaled) below 100 is taken as given
+        assert detect_units(np.array([-20, -12, -10, 3]), "int16", "db", "vv.tif") == "db"
+    assert caplog.text == ""
+    with pytest.raises(UsageError, match="--s1-units 'power' is not one of auto, linear, db"):
+        detect_units(sample(0.05), "float32", "power", "vv.tif")
 
 
 # -- Lee filter domain: linear power, then dB ------------------------------------------------

@@ -8,12 +8,20 @@
 
 from __future__ import annotations
 
+import io
+import json
+
 import numpy as np
 import pytest
 import rasterio
 from coalmine.runtime.bands import BAND_NAMES, N_BANDS
 from coalmine.runtime.bundle import Preprocessing
-from coalmine.runtime.outputs import mask_level
+from coalmine.runtime.outputs import (
+    mask_from_prob,
+    mask_level,
+    quantize_prob,
+    write_feature_collection,
+)
 from coalmine.runtime.run import run_scene
 from factories import DEFAULT_TRANSFORM, UTM50S, make_tiny_bundle, write_stack
 from rasterio.windows import Window
@@ -104,3 +112,35 @@ def test_a_pixel_with_one_nan_band_is_nodata_and_not_counted(tmp_path, linear_bu
     assert s["pixels"]["nodata"] == 4 and s["pixels"]["mine"] == 12996
     assert s["areas_ha"]["total"] == pytest.approx(129.96, rel=1e-12)
     assert s["nodata_share"] == pytest.approx(4 / 13000)
+
+
+def test_quantize_prob_by_hand():
+    p = np.array([[-0.1, 0.0, 0.0021, 0.35, 0.999, 1.2]])
+    q = quantize_prob(p, np.array([[True, True, True, True, True, False]]))
+    # 250 p = -25 (clipped to 0), 0, 0.525, 87.5 -> 88 (round half to even), 249.75; nodata
+    assert q.dtype == np.uint8 and q.tolist() == [[0, 0, 1, 88, 250, 255]]
+    assert quantize_prob(np.array([1.2]), np.array([True])).tolist() == [250]  # clipped, not wrapped
+
+
+def test_mask_from_prob_by_hand():
+    q = np.array([0, 87, 88, 125, 126, 250, 255], np.uint8)
+    m = mask_from_prob(q, 0.35)  # level 88
+    assert m.dtype == np.uint8 and m.tolist() == [0, 0, 1, 1, 1, 1, 255]
+    assert mask_from_prob(q, 0.501).tolist() == [0, 0, 0, 0, 1, 1, 255]  # level 126
+
+
+def test_feature_collection_streaming_keeps_members_and_refuses_nan():
+    f = io.StringIO()
+    feats = [{"type": "Feature", "properties": {"area_ha": 1.5}, "geometry": None},
+             {"type": "Feature", "properties": {"area_ha": 0.25}, "geometry": None}]
+    write_feature_collection(f, iter(feats), name="mines [0] of 2024")  # a name holding "[0]"
+    doc = json.loads(f.getvalue())
+    assert doc == {"type": "FeatureCollection", "name": "mines [0] of 2024", "features": feats}
+    assert len(f.getvalue().splitlines()) == 4  # header, one line per feature, closing line
+    empty = io.StringIO()
+    write_feature_collection(empty, [], name="none")
+    assert json.loads(empty.getvalue())["features"] == []
+    # NaN is not JSON: a feature with a NaN area is an error, never written
+    with pytest.raises(ValueError):
+        write_feature_collection(io.StringIO(), [{"type": "Feature", "properties": {"area_ha": float("nan")},
+                                                  "geometry": None}])

@@ -125,3 +125,39 @@ def test_kappa_with_unequal_row_and_column_totals() -> None:
     # transposing (map and reference swapped) keeps kappa and OA but swaps user's and producer's
     t = accuracy_report(cm.T)
     assert t["kappa"] == pytest.approx(r["kappa"]) and t["users_accuracy"]["mine"] == pytest.approx(35 / 45)
+
+
+def test_no_pixels_gives_no_figures_rather_than_zero() -> None:
+    r = accuracy_report(np.zeros((2, 2), np.int64))
+    assert r["pixels"] == 0
+    for key in ("overall_accuracy", "kappa", "iou_mine", "f1_mine", "precision_mine", "recall_mine"):
+        assert r[key] is None, key
+    assert r["users_accuracy"] == {"background": None, "mine": None}
+    assert kappa_from_counts(np.zeros((2, 2))) == 0.0
+
+
+def test_one_wrong_pixel() -> None:
+    # one pixel, mapped background, truly mine: po = 0, pe = (1 * 0 + 0 * 1) / 1 = 0 -> kappa 0
+    r = accuracy_report(np.array([[0, 1], [0, 0]]))
+    assert r["pixels"] == 1 and r["overall_accuracy"] == 0.0 and r["kappa"] == 0.0
+    assert r["users_accuracy"] == {"background": 0.0, "mine": None}  # 0 of 1; no mine row
+    assert r["producers_accuracy"] == {"background": None, "mine": 0.0}
+    assert r["recall_mine"] == 0.0 and r["precision_mine"] is None and r["iou_mine"] == 0.0
+
+
+def test_report_is_json_ready_with_integer_counts() -> None:
+    r = accuracy_report(np.array([[50.0, 10.0], [5.0, 35.0]]))  # counts given as floats
+    assert r["confusion_matrix"] == [[50, 10], [5, 35]]
+    assert all(type(v) is int for row in r["confusion_matrix"] for v in row) and type(r["pixels"]) is int
+    assert r["layout"] == "rows = predicted (map), columns = reference"
+    assert r["classes"] == ["background", "mine"]
+
+
+def test_reference_classes_outside_the_range_and_integer_valid_masks() -> None:
+    pred = np.array([0, 1, 1, 0, 1])
+    truth = np.array([0, 2, 1, 1, 0])  # 2 is not a class of a 2-class map: ignored like nodata
+    assert confusion_matrix(pred, truth).tolist() == [[1, 1], [1, 1]]
+    valid = np.array([1, 1, 1, 0, 0])  # 0/1 integers mean the same as booleans
+    assert confusion_matrix(pred, truth, valid).tolist() == [[1, 0], [0, 1]]
+    with pytest.raises(InputError, match=r"valid mask shape \(4,\) differs from reference shape \(5,\)"):
+        confusion_matrix(pred, truth, np.ones(4, bool))

@@ -65,7 +65,7 @@ def install_lines() -> list[tuple[frozenset[str], list[str], str]]:
     block = text.split("## Install", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     out = []
     for line in block.strip().splitlines():
-        m = re.match(r'pip install "\.\[([a-z0-9,]+)\]"\s+#\s*(.*)$', line.strip())
+        m = re.match(r'pip install "\.\[([a-z0-9,-]+)\]"\s+#\s*(.*)$', line.strip())
         assert m, f"README install line not in the form pip install \".[extras]\"  # comment: {line!r}"
         extras = frozenset(m.group(1).split(","))
         commands = re.findall(r"\bcoal-[a-z]+\b", m.group(2))

@@ -126,3 +126,88 @@ def test_weight_window_is_a_raised_cosine_sampled_at_pixel_centres():
     # overlap = tile / 2 (the most check_tile allows): no core, the two ramps meet in the middle
     r32 = np.concatenate([rise, rise[::-1]])
     np.testing.assert_allclose(weight_window(32, 16), np.outer(r32, r32), rtol=1e-6)
+
+
+def test_predict_block_hands_float32_batches_and_reports_progress():
+    x = np.random.default_rng(1).standard_normal((2, 100, 130)).astype(np.float32)
+    seen, progress = [], []
+
+    def infer(b):
+        seen.append(b.dtype)
+        return b[:, :1] * 3
+
+    out = predict_block(x, infer, tile=64, overlap=16, batch_size=4, on_batch=progress.append)
+    assert out.dtype == np.float32 and set(seen) == {np.dtype(np.float32)}  # what ONNX Runtime takes
+    n = len(tiles_in(100, 130, 64, 16))  # origins 0, 36 (rows) x 0, 48, 66 (columns): 6 tiles
+    assert n == 6 and progress == [4, 2]
+    np.testing.assert_allclose(out, 3 * x[0], rtol=1e-5, atol=1e-5)
+
+
+def test_pad_to_tile_pads_only_what_is_short_and_reflects_when_it_can():
+    x = np.arange(40 * 50, dtype=np.float32).reshape(1, 40, 50)
+    p = pad_to_tile(x, 64)
+    assert p.shape == (1, 64, 64)
+    np.testing.assert_array_equal(p[:, :40, :50], x)
+    # reflection about the last row/column (the edge pixel is not repeated)
+    np.testing.assert_array_equal(p[0, 40, :50], x[0, 38])
+    np.testing.assert_array_equal(p[0, :40, 50], x[0, :, 48])
+    # one direction short only: the other is left alone
+    assert pad_to_tile(np.ones((1, 40, 70), np.float32), 64).shape == (1, 64, 70)
+    assert pad_to_tile(np.ones((1, 70, 40), np.float32), 64).shape == (1, 70, 64)
+    # a side that needs as much padding as it is long cannot be reflected: zeros (the training mean)
+    for shape in ((1, 32, 40), (1, 40, 10)):
+        q = pad_to_tile(np.ones(shape, np.float32), 64)
+        assert q.shape == (1, 64, 64) and q[0, 63, 63] == 0 and q[0, shape[1] - 1, shape[2] - 1] == 1
+
+
+def test_small_edge_blocks_read_a_full_tile_by_hand():
+    # 300 rows in blocks of 128, halo 16, tile 128: the last core (rows 256-300, 44 rows) read
+    # with its halo is rows 240-300 (60 rows); the 68 missing rows come from above: 172-300.
+    blocks = list(block_grid(300, 100, block=128, halo=16, tile=128))
+    last = blocks[-1]
+    assert (last.core.row_off, last.core.height) == (256, 44)
+    assert (last.read.row_off, last.read.height) == (172, 128)
+    # the scene (100 columns) is narrower than a tile: every read spans all of it, no more
+    assert all((b.read.col_off, b.read.width) == (0, 100) for b in blocks)
+    # blocks of 64 rows, halo 8: the first core (0-64) reads 0-72, and grows downwards to 0-128
+    first = next(iter(block_grid(300, 300, block=64, halo=8, tile=128)))
+    assert (first.read.row_off, first.read.height, first.read.col_off, first.read.width) == (0, 128, 0, 128)
+    # a middle core (64-128) reads 56-136 (80 rows): 48 more, all of them below (room there)
+    mid = list(block_grid(300, 300, block=64, halo=8, tile=128))[5]
+    assert (mid.core.row_off, mid.read.row_off, mid.read.height) == (64, 56, 128)
+    # without a tile size nothing is widened
+    assert list(block_grid(300, 100, block=128, halo=16))[-1].read.row_off == 240
+
+
+def test_block_sizes():
+    assert [(b.core.row_off, b.core.col_off) for b in block_grid(2, 2, block=1, halo=0)] == [
+        (0, 0), (0, 1), (1, 0), (1, 1)]
+    with pytest.raises(UsageError, match="block size 0 must be positive"):
+        list(block_grid(10, 10, block=0, halo=0))
+
+
+def test_weight_window_with_a_one_pixel_overlap():
+    # i = 0 only: 0.5 - 0.5 cos(pi * 0.5 / 1) = 0.5 at both ends, 1 elsewhere
+    w = weight_window(8, 1)
+    np.testing.assert_allclose(w[4], [0.5, 1, 1, 1, 1, 1, 1, 0.5], atol=1e-7)
+
+
+@pytest.mark.parametrize("tile,overlap,msg", [
+    # the nearest multiples of 32 around the given tile, worked out by hand
+    (100, 16, "use 96 or 128"),
+    (0, 0, "use 32 or 64"),
+    (200, 16, "use 192 or 224"),
+    # a suggested overlap of tile / 8
+    (64, 40, "try 8"),
+    (256, 200, "try 32"),
+])
+def test_check_tile_suggestions(tile, overlap, msg):
+    with pytest.raises(UsageError) as e:
+        check_tile(tile, overlap)
+    assert str(e.value).endswith(msg)
+
+
+def test_check_tile_accepts_the_limits():
+    check_tile(64, 32)  # half the tile is the most overlap there can be
+    check_tile(64, 0)
+    check_tile(32, 16)

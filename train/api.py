@@ -92,14 +92,15 @@ def _hash_path(h: Any, p: Path) -> None:
 
 
 def data_fingerprint(scenes: Sequence[SceneSpec]) -> str:
-    """sha256 over the contents of every scene, S1 and label file (names, sizes, bytes).
+    """sha256 over the contents of every scene, S1, label, DEM and orbit file (names, sizes, bytes).
 
     Raises:
         InputNotFoundError: a listed file or folder does not exist.
     """
     h = hashlib.sha256()
     for s in scenes:
-        for what, p in (("scene", s.path), ("s1", s.s1), ("labels", s.labels)):
+        for what, p in (("scene", s.path), ("s1", s.s1), ("labels", s.labels), ("dem", s.dem),
+                        ("orbit", s.orbit)):
             if p is None:
                 continue
             if not Path(p).exists():
@@ -138,7 +139,11 @@ def _check_stack_bands(spec: SceneSpec) -> None:
 def _open(spec: SceneSpec, prep: Preprocessing | None, inputs: InputOptions | None = None) -> Any:
     from coalmine.runtime.preprocess import open_scene
 
-    src = open_scene(spec.path, spec.s1, prep=prep, **(inputs or InputOptions()).reader_args())
+    args = (inputs or InputOptions()).reader_args()
+    for k in ("dem", "orbit"):  # a [[scenes]] table's own DEM/orbit wins over the run's
+        if getattr(spec, k) is not None:
+            args[k] = str(getattr(spec, k))
+    src = open_scene(spec.path, spec.s1, prep=prep, **args)
     if tuple(src.bands) != BAND_NAMES:
         src.close()
         raise BandError(
@@ -173,6 +178,27 @@ def _choose_preprocessing(specs: Sequence[SceneSpec], srcs: Sequence[Any], optio
                 )
         return first.preprocessing, "stack"
     return options
+
+
+def _with_s1_made(prep: Preprocessing, specs: Sequence[SceneSpec], srcs: Sequence[Any]) -> Preprocessing:
+    """Record in the bundle's preprocessing how the training scenes' Sentinel-1 was made
+    (source, radiometry, terrain), so that coal-run can warn about scenes made otherwise."""
+    keys = ("source", "radiometry", "terrain")
+    made = {}
+    for s, src in zip(specs, srcs, strict=True):
+        p = getattr(src, "preprocessing", None)
+        if p is not None:
+            made[str(s.path)] = tuple(getattr(p.s1, k) for k in keys)
+    kinds = set(made.values())
+    if not kinds:
+        return prep
+    if len(kinds) > 1:
+        log.warning("the training scenes' Sentinel-1 was made in different ways (%s); the bundle "
+                    "records the terrain correction as unknown",
+                    "; ".join(f"{k}: {'/'.join(v)}" for k, v in made.items()))
+        first = next(iter(made.values()))
+        return replace(prep, s1=replace(prep.s1, source=first[0], radiometry=first[1], terrain="unknown"))
+    return replace(prep, s1=replace(prep.s1, **dict(zip(keys, kinds.pop(), strict=True))))
 
 
 def _equal_frequency_prep(
@@ -233,6 +259,7 @@ def _prepare_patches(cfg: TrainConfig, work: Path, fingerprint: str, progress: b
             stack.callback(src.close)
             srcs.append(src)
         prep, edge_source = _choose_preprocessing(cfg.scenes, srcs, wanted)
+        prep = _with_s1_made(prep, cfg.scenes, srcs)
         geos = [_geo(src) for src in srcs]
         labels = [
             labels_on_grid(s.labels, g, scene_name=str(s.path), label_field=s.label_field)

@@ -82,7 +82,9 @@ def main() -> None:
 @click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--scene", "scenes", multiple=True, metavar="PATH",
               help="23-band stack, or raw Sentinel-2 (with --s1); repeat for more scenes.")
-@click.option("--s1", "s1s", multiple=True, metavar="PATH", help="Sentinel-1 VV sigma0 per raw --scene, same order.")
+@click.option("--s1", "s1s", multiple=True, metavar="PATH",
+              help="Sentinel-1 VV per raw --scene, same order: a GRD product (SAFE folder, zip, "
+                   "COG-SAFE) or a sigma0 raster.")
 @click.option("--labels", "labels", multiple=True, metavar="PATH",
               help="Labels per --scene: raster (0/1, any grid) or mine polygons (GeoJSON, GeoPackage, Shapefile…).")
 @click.option("--test-scene", "test_scenes", multiple=True, metavar="PATH",
@@ -168,7 +170,7 @@ def train_cmd(config: Path | None, scenes: tuple[str, ...], s1s: tuple[str, ...]
 @handle_errors(PROG)
 def evaluate_cmd(bundle: Path, scenes: tuple[str, ...], s1s: tuple[str, ...], labels: tuple[str, ...],
                  json_out: Path | None, device: str, s2_offset: float | None, s1_units: str, scl: str | None,
-                 verbose: int, quiet: bool) -> None:
+                 dem: str | None, orbit: str | None, verbose: int, quiet: bool) -> None:
     """Accuracy of a bundle on scenes with reference labels: the study's table plus JSON."""
     setup_logging(verbose, quiet)
     from coalmine.runtime._io import atomic_write_json
@@ -177,7 +179,7 @@ def evaluate_cmd(bundle: Path, scenes: tuple[str, ...], s1s: tuple[str, ...], la
     from .report import format_report
 
     specs = _scenes(scenes, s1s, labels, "train", "--scene")
-    inputs = InputOptions(s2_offset=s2_offset, s1_units=s1_units, scl=scl)
+    inputs = InputOptions(s2_offset=s2_offset, s1_units=s1_units, scl=scl, dem=dem, orbit=orbit)
     rep = evaluate(bundle, specs, device=device, progress=not quiet, inputs=inputs)
     if json_out is not None and str(json_out) == "-":
         click.echo(json.dumps(rep, indent=2))

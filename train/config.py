@@ -13,7 +13,8 @@ same tables as coal-monitor's, :mod:`coalmine.runtime.scenes`)::
 
     [[scenes]]
     path = "$DATA/S2_2020/"               # raw Sentinel-2 (folder, multi-band GeoTIFF or SAFE) ...
-    s1 = "raw/S1_2020_vv.tif"             # ... with its Sentinel-1 sigma0 VV
+    s1 = "raw/S1A_IW_GRDH_1SDV_2020….zip"  # ... with its Sentinel-1: a GRD product or a sigma0 raster
+    dem = "dem/copernicus_30m.vrt"        # optional: terrain correction of a GRD product
     labels = "labels/mines_2020.tif"
     split = "test"                        # optional: a held-out test scene, never trained on
 
@@ -40,7 +41,7 @@ from coalmine.runtime.scenes import SPLITS, SceneSpec, scenes_from_tables
 from coalmine.runtime.tiling import tile_size_problem
 
 #: The keys of a training ``[[scenes]]`` table; ``scene`` is the old spelling of ``path``.
-SCENE_KEYS = ("path", "s1", "labels", "split", "label_field")
+SCENE_KEYS = ("path", "s1", "labels", "split", "label_field", "dem", "orbit")
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,10 @@ class TrainConfig:
     s1_units: str = InputOptions.s1_units
     #: Sentinel-2 SCL raster (or "auto") masking clouds of raw scenes; None: no mask.
     scl: str | None = InputOptions.scl
+    #: DEM and orbit file/folder for the raw scenes' Sentinel-1 GRD products (a [[scenes]]
+    #: table's own ``dem``/``orbit`` wins); None: the products' own heights and state vectors.
+    dem: str | None = InputOptions.dem
+    orbit: str | None = InputOptions.orbit
     #: Speckle filter ("lee", "none") and Lee window; None: lee, 5.
     speckle: str | None = PreprocessingOptions.speckle
     speckle_window: int | None = PreprocessingOptions.speckle_window
@@ -122,7 +127,8 @@ class TrainConfig:
     @property
     def inputs(self) -> InputOptions:
         """What the raw scenes are (checked by InputOptions' rules)."""
-        return InputOptions(s2_offset=self.s2_offset, s1_units=self.s1_units, scl=self.scl)
+        return InputOptions(s2_offset=self.s2_offset, s1_units=self.s1_units, scl=self.scl,
+                            dem=self.dem, orbit=self.orbit)
 
     @property
     def preprocessing_options(self) -> PreprocessingOptions:
@@ -199,7 +205,7 @@ _PATH_KEYS = {"encoder_weights", "cache_dir"}
 #: Settings whose default is None but whose values are whole numbers, numbers or strings.
 _OPTIONAL_INTS = {"stride", "buffer", "max_patches", "speckle_window"}
 _OPTIONAL_FLOATS = {"s2_offset"}
-_OPTIONAL_STRS = {"scl", "speckle"}
+_OPTIONAL_STRS = {"scl", "speckle", "dem", "orbit"}
 
 
 def _coerce(key: str, value: Any, where: Any) -> Any:
@@ -263,7 +269,7 @@ def config_from_dict(data: dict[str, Any], base: Path = Path("."), where: Any = 
     refuse_unknown(data, _SCALAR_KEYS | {"scenes"}, where)
     kwargs: dict[str, Any] = {k: (expand_path(v, base, where, k) if k in _PATH_KEYS else _coerce(k, v, where))
                               for k, v in data.items()}
-    for k in ("glcm_edges", "scl"):  # a file named in the config is relative to it
+    for k in ("glcm_edges", "scl", "dem", "orbit"):  # a file named in the config is relative to it
         v = kwargs.get(k)
         if isinstance(v, str) and v not in (*EDGE_METHODS, "auto"):
             kwargs[k] = str(expand_path(v, base, where, k))

@@ -43,6 +43,13 @@ def _input_option_list() -> list[Callable[[F], F]]:
         click.option("--scl", type=str, default=d.scl,
                      help="Sentinel-2 SCL raster masking cloud, shadow, cirrus and no-data pixels of raw "
                           "input ('auto': the SCL file beside the Sentinel-2 bands)."),
+        click.option("--dem", type=str, default=d.dem,
+                     help="DEM raster (any CRS; heights above EGM2008 or the ellipsoid) for terrain "
+                          "correction of a Sentinel-1 GRD product given as --s1; recommended over "
+                          "open pits.  [default: the product's geolocation-grid heights]"),
+        click.option("--orbit", type=str, default=d.orbit,
+                     help="Sentinel-1 precise orbit file (S1?_OPER_AUX_POEORB_*.EOF), or a folder of "
+                          "them, for a GRD product.  [default: the product's state vectors]"),
     ]
 
 
@@ -76,7 +83,8 @@ def preprocessing_options(fn: F) -> F:
 
 
 def input_options(fn: F) -> F:
-    """Add the options that describe raw inputs (``--s2-offset``, ``--s1-units``, ``--scl``): one
+    """Add the options that describe raw inputs (``--s2-offset``, ``--s1-units``, ``--scl``,
+    ``--dem``, ``--orbit``): one
     declaration for coal-prepare, coal-run and coal-train, read into
     :class:`~coalmine.runtime.options.InputOptions` (the monitor's ``[run]`` table has the same keys)."""
     for opt in reversed(_input_option_list()):

@@ -23,7 +23,9 @@ from .options import (
               help="Sentinel-2 L2A: multi-band GeoTIFF with band descriptions, folder of "
                    "B02..B12 band files (JP2/GeoTIFF), or SAFE folder.")
 @click.option("--s1", "s1", required=True, type=click.Path(path_type=Path),
-              help="Sentinel-1 VV sigma0 raster (linear power or dB; geotransform or GCPs).")
+              help="Sentinel-1 VV: a GRD product as downloaded (S1?_IW_GRDH_….SAFE folder, its .zip, "
+                   "or the COG-SAFE variant), or a calibrated sigma0 raster (linear power or dB; "
+                   "geotransform or GCPs).")
 @click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
               help="Output stack GeoTIFF (23 float32 bands).")
 @click.option("--block", type=int, default=1024,
@@ -37,17 +39,17 @@ from .options import (
 @verbose_opt
 @handle_errors("coal-prepare")
 def main(s2: Path, s1: Path, out: Path, block: int, cog: bool, timings: Path | None, s2_offset: float | None,
-         s1_units: str, scl: str | None, speckle: str | None, speckle_window: int | None, glcm_edges: str | None,
+         s1_units: str, scl: str | None, dem: str | None, orbit: str | None, speckle: str | None, speckle_window: int | None, glcm_edges: str | None,
          db_range: tuple[float, float] | None, quiet: bool, verbose: int) -> None:
     """Build the 23-band stack (S2 bands, indices, VV dB, 10 GLCM textures) of one scene.
 
-    Example: coal-prepare --s2 S2B_MSIL2A_20210704.SAFE --s1 vv_db.tif -o scene.tif
+    Example: coal-prepare --s2 S2B_MSIL2A_20210704.SAFE --s1 S1A_IW_GRDH_1SDV_….zip --dem dem.tif -o scene.tif
     """
     setup_logging(verbose, quiet)
     from ..options import InputOptions, PreprocessingOptions
     from ..preprocess import prepare_scene
 
-    inputs = InputOptions(s2_offset=s2_offset, s1_units=s1_units, scl=scl)
+    inputs = InputOptions(s2_offset=s2_offset, s1_units=s1_units, scl=scl, dem=dem, orbit=orbit)
     prep, _ = PreprocessingOptions(speckle=speckle, speckle_window=speckle_window, glcm_edges=glcm_edges,
                                    db_range=db_range).preprocessing(default_edges="equal_width")
     t: dict[str, object] = {}

@@ -64,7 +64,8 @@ def _batch(value: str) -> int | str:
 def main(scene: str, s1: str | None, bundle: str, out: str, aoi: str | None, aoi_name_field: str | None,
          backend: str, precision: str, tile: int | None, overlap: int | None, batch_size: str, gpu_mem: float,
          threshold: float | None, min_area: float, prefix: str | None, block: int, threads: int | None,
-         s2_offset: float | None, s1_units: str, scl: str | None, verbose: int, quiet: bool) -> None:
+         s2_offset: float | None, s1_units: str, scl: str | None, dem: str | None, orbit: str | None,
+         verbose: int, quiet: bool) -> None:
     """Map open-pit coal mines in SCENE and measure them in hectares.
 
     SCENE is a 23-band stack written by coal-prepare, or raw Sentinel-2 L2A input (multi-band
@@ -81,7 +82,7 @@ def main(scene: str, s1: str | None, bundle: str, out: str, aoi: str | None, aoi
         backend=backend, precision=precision, tile=tile, overlap=overlap, batch_size=_batch(batch_size),
         gpu_mem_gb=gpu_mem, threshold=threshold, min_area_ha=min_area, block=block, threads=threads,
         prefix=prefix, aoi_name_field=aoi_name_field, progress=not quiet,
-        inputs=InputOptions(s2_offset=s2_offset, s1_units=s1_units, scl=scl),
+        inputs=InputOptions(s2_offset=s2_offset, s1_units=s1_units, scl=scl, dem=dem, orbit=orbit),
     )
     summary = run_scene(scene, bundle, out, s1=s1, aoi=aoi, options=options)
     click.echo(json.dumps(summary, indent=2))

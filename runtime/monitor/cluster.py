@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._optional import optional_import
+from ..backends import GPU_KINDS
 from ..errors import (
     CoalmineError,
     ConfigError,
@@ -63,8 +64,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("coalmine.monitor")
 
-#: Backends that need a GPU; their tasks ask for one ``GPU`` worker resource.
-GPU_BACKENDS = ("tensorrt", "cuda")
+#: Backends that need a GPU (from the backend registry); their tasks ask for one ``GPU`` worker resource.
+GPU_BACKENDS = GPU_KINDS
 
 #: Errors that would fail the same way on any worker: reported at once, not retried.
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (InputError, UsageError)

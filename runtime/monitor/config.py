@@ -18,12 +18,15 @@ Example ``monitor.toml``::
     [run]                              # coal-run's settings for every scene (RunOptions)
     backend = "auto"
     threshold = 0.5
-    s2_offset = -1000                  # input settings too: s2_offset, s1_units, scl
+    s2_offset = -1000                  # input settings too: s2_offset, s1_units, scl, dem, orbit
+    dem = "dem/copernicus_30m.vrt"     # terrain correction of Sentinel-1 GRD products (any CRS)
+    orbit = "orbits"                   # folder of S1?_OPER_AUX_POEORB_*.EOF (the matching one is used)
 
     [[scenes]]                         # one explicit scene
     path = "s2/S2A_20160714_T50MKB"    # a stack, a folder of band files or a SAFE folder
     date = 2016-07-14
-    s1 = "s1/S1A_20160712_VV.tif"      # Sentinel-1 VV for raw Sentinel-2 input
+    s1 = "s1/S1A_IW_GRDH_1SDV_20160712T….zip"  # Sentinel-1 for raw Sentinel-2 input: a GRD
+                                       # product (SAFE folder, zip, COG-SAFE) or a sigma0 raster
 
     [[search]]                         # or every match of a pattern in a folder
     folder = "incoming/s2"
@@ -52,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from ..configfile import expand_path, read_toml, refuse_unknown, tables, typed
-from ..errors import ConfigError, InputNotFoundError
+from ..errors import ConfigError, ConfigPathError
 from ..options import RunOptions
 from ..scenes import SceneSpec, scenes_from_tables
 
@@ -156,7 +159,8 @@ def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
         configuration file's folder).
 
     Raises:
-        InputNotFoundError: the configuration, bundle, AOI file or a listed scene is missing.
+        InputNotFoundError: the configuration file is missing.
+        ConfigPathError: the bundle, AOI file or a listed scene is missing (exit code 2).
         ConfigError: malformed TOML, an unknown key, a missing required key or a bad value.
 
     Example:
@@ -172,10 +176,10 @@ def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
 
     bundle = _path(raw, "bundle", base, src)
     if not bundle.exists():
-        raise InputNotFoundError(f"{src}: bundle folder {bundle} does not exist; set 'bundle' to the folder coal-train wrote")
+        raise ConfigPathError(f"{src}: bundle folder {bundle} does not exist; set 'bundle' to the folder coal-train wrote")
     aois = _path(raw, "aois", base, src)
     if not aois.is_file():
-        raise InputNotFoundError(f"{src}: AOI file {aois} does not exist; set 'aois' to a vector file (GeoJSON, GeoPackage, Shapefile…)")
+        raise ConfigPathError(f"{src}: AOI file {aois} does not exist; set 'aois' to a vector file (GeoJSON, GeoPackage, Shapefile…)")
     output = _path(raw, "output", base, src)
 
     rule = typed(raw, "yearly_rule", str, src, default="max_extent")
@@ -245,7 +249,7 @@ def discover_scenes(cfg: MonitorConfig) -> list[SceneSpec]:
     Scenes are sorted by date then path. A path listed twice is refused.
 
     Raises:
-        InputNotFoundError: a search folder does not exist.
+        ConfigPathError: a search folder does not exist.
         ConfigError: a matching file name has no date in the expected format, or a scene
             appears twice.
     """
@@ -256,11 +260,11 @@ def discover_scenes(cfg: MonitorConfig) -> list[SceneSpec]:
         found += [SceneSpec(path=a.s2, date=a.date, s1=a.s1) for a in acquisitions(cfg.fetch.folder) if a.s1]
     for s in cfg.searches:
         if not s.folder.is_dir():
-            raise InputNotFoundError(f"{cfg.source}: search folder {s.folder} does not exist; fix search.folder")
+            raise ConfigPathError(f"{cfg.source}: search folder {s.folder} does not exist; fix search.folder")
         s1_pool: list[tuple[dt.date, Path]] = []
         if s.s1_folder is not None:
             if not s.s1_folder.is_dir():
-                raise InputNotFoundError(f"{cfg.source}: s1_folder {s.s1_folder} does not exist; fix search.s1_folder")
+                raise ConfigPathError(f"{cfg.source}: s1_folder {s.s1_folder} does not exist; fix search.s1_folder")
             pat = s.s1_date_pattern or s.date_pattern
             for p in sorted(s.s1_folder.glob(s.s1_glob)):
                 d = date_from_name(p.name, pat)
@@ -367,13 +371,19 @@ def _run_table(raw: dict[str, Any], src: Path, bundle: Path) -> dict[str, Any]:
     table = raw.get("run", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{src}: 'run' must be a table ([run]), got {type(table).__name__}")
+    table = dict(table)
+    for key in ("dem", "orbit"):  # paths, relative to the configuration file like all others
+        v = table.get(key)
+        if isinstance(v, str) and v and not Path(v).expanduser().is_absolute():
+            table[key] = str(src.parent / Path(v).expanduser())
     opts = RunOptions.from_table(table, src, "run", exclude=MONITOR_SETS_RUN)
     try:
         b = load_bundle(bundle)
     except BundleError:
         return dict(table)
     try:
-        opts.resolve(b.tile_size, b.overlap, b.threshold, b.model.size_multiple)
+        opts.resolve(b.tile_size, b.overlap, b.threshold, b.model.size_multiple,
+                     engine_tile=b.engine_profile.get("tile"))
     except OptionError as exc:
         raise exc.in_config(src, "run") from None
     return dict(table)

@@ -90,6 +90,8 @@ def prepare_scene(
     s2_offset: float | None = None,
     s1_units: str | None = None,
     scl: str | os.PathLike[str] | None = None,
+    dem: str | os.PathLike[str] | None = None,
+    orbit: str | os.PathLike[str] | None = None,
     block: int = 1024,
     cog: bool = False,
     progress: bool = True,
@@ -100,12 +102,15 @@ def prepare_scene(
     Args:
         s2: Sentinel-2 L2A input (multi-band GeoTIFF with band descriptions, folder of band
             files, or SAFE folder).
-        s1: Sentinel-1 VV sigma0 raster (linear or dB; geotransform or GCPs).
+        s1: Sentinel-1 VV: a GRD product as downloaded (SAFE folder, zip, COG-SAFE) or a
+            sigma0 raster (linear or dB; geotransform or GCPs).
         out: output GeoTIFF path.
         prep: preprocessing parameters (default ``Preprocessing()``; GLCM edges come from it).
         s2_offset: explicit S2 DN offset (e.g. -1000), overriding the product metadata.
         s1_units: "auto", "linear" or "db".
         scl: SCL raster path, or "auto" (the SCL in the S2 folder), to mask clouds/shadows.
+        dem: DEM for terrain correction of a GRD product (None: geolocation-grid heights).
+        orbit: orbit file, or folder of them, for a GRD product.
         block: block size in pixels (memory grows with its square, not with the scene).
         cog: write a Cloud-Optimised GeoTIFF (with overviews).
         progress: show a progress bar on stderr.
@@ -132,7 +137,8 @@ def prepare_scene(
         raise UsageError(f"-o {out} is a folder; give the output file name, e.g. {out}/scene.tif")
     ensure_output_dir(out.parent if str(out.parent) else Path("."), "-o")
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
-        src = RawSource(s2, s1, prep, s2_offset=s2_offset, s1_units=s1_units, scl=scl)
+        src = RawSource(s2, s1, prep, s2_offset=s2_offset, s1_units=s1_units, scl=scl, dem=dem,
+                        orbit=orbit)
         try:
             windows = [b.core for b in block_grid(src.height, src.width, block=block, halo=0)]
             log.info(

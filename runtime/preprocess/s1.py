@@ -6,7 +6,8 @@ points, in any CRS. A multi-band file is accepted when one band's description sa
 
 Units (``S1Params.units`` / ``--s1-units``): ``auto`` looks at a sample of valid values: any
 share of negative values means dB (linear power is never negative); otherwise values of order
-0.001-1 mean linear power. Values much larger than 1 (median above :data:`MAX_LINEAR_MEDIAN`, or
+0.001-1 mean linear power. Declared units that the values contradict are refused either way
+(``linear`` with negative values, ``db`` with values of linear power), naming the fix. Values much larger than 1 (median above :data:`MAX_LINEAR_MEDIAN`, or
 integer data with such values) are raw GRD digital numbers or amplitudes, not sigma0: they are
 refused with instructions for calibrating.
 
@@ -26,7 +27,7 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from ..bundle import S1Params
-from ..errors import CRSError, InputError, UnitsError
+from ..errors import CRSError, InputError, UnitsError, UsageError
 from ..options import S1_UNITS, InputOptions
 from ..raster import Grid, check_crs, open_raster, read_checked
 from .speckle import db_to_power
@@ -40,9 +41,11 @@ UNITS = S1_UNITS
 MAX_LINEAR_MEDIAN = 2.0
 
 CALIBRATE_HINT = (
-    "calibrate it to sigma0 first: in ESA SNAP run Radar > Radiometric > Calibrate (output "
-    "sigma0_VV) and Radar > Geometric > Terrain Correction, or use pyroSAR, ASF HyP3 RTC "
-    "(power or dB) or a Google Earth Engine COPERNICUS/S1_GRD export (dB)"
+    "give the GRD product itself instead (the S1?_IW_GRDH_….SAFE folder or its .zip: coalmine "
+    "removes the noise, calibrates and geocodes it), or calibrate it to sigma0 first: in ESA SNAP "
+    "run Radar > Radiometric > Calibrate (output sigma0_VV) and Radar > Geometric > Terrain "
+    "Correction, or use pyroSAR, ASF HyP3 RTC (power or dB) or a Google Earth Engine "
+    "COPERNICUS/S1_GRD export (dB)"
 )
 
 
@@ -97,8 +100,11 @@ def detect_units(values: np.ndarray, dtype: str, given: str, name: str) -> str:
             raise UnitsError(f"--s1 {name} holds integer values around {med:.0f}: raw GRD digital "
                              f"numbers, not sigma0 in dB; {CALIBRATE_HINT}")
         if neg < 0.01 and med < MAX_LINEAR_MEDIAN:
-            log.warning("--s1 %s was declared dB but its values (median %.3g, none negative) look "
-                        "like linear power; check --s1-units", name, med)
+            # sigma0 in dB is mostly negative (-25..+5 dB): values of 0.001-1 with almost none
+            # below 0 are linear power, and reading them as dB would give every pixel ~0 dB.
+            raise UnitsError(f"--s1 {name} was declared dB but {1 - neg:.0%} of its values are >= 0 "
+                             f"(median {med:.3g}), which is linear power, not dB (sigma0 in dB is mostly "
+                             "-25..+5); pass --s1-units linear (or auto)")
         return "db"
     if looks_dn:
         raise UnitsError(
@@ -188,5 +194,40 @@ class S1Reader:
                               Resampling[self.params.resampling], option="--s1",
                               convert=self._to_power)
 
+    #: How this VV was made, as far as coalmine can tell (recorded in the stack's preprocessing).
+    made = {"source": "raster", "terrain": "unknown"}
+    #: What was applied (GRD products say more; see ``s1grd``).
+    record: dict[str, object] = {}
+
     def close(self) -> None:
         self.ds.close()
+
+
+def open_s1(path: str | Path, grid: Grid, params: S1Params | None = None, *,
+            units: str | None = None, dem: str | Path | None = None,
+            orbit: str | Path | None = None):  # noqa: ANN201 - S1Reader | GrdReader
+    """The reader for a Sentinel-1 input: a GRD product (SAFE folder, zip, COG-SAFE) or a raster.
+
+    Args:
+        path: ``--s1``: a GRD product as downloaded, or a calibrated sigma0 raster.
+        grid: the Sentinel-2 grid.
+        params: S1 parameters.
+        units: units of a raster ("auto", "linear", "db"); ignored for a GRD product.
+        dem, orbit: DEM and orbit file (or folder) for a GRD product.
+
+    Raises:
+        UsageError: ``dem``/``orbit`` given with a raster (already geocoded elsewhere).
+        and what :class:`S1Reader` / :class:`~.s1grd.GrdReader` raise.
+    """
+    from .s1grd.product import looks_like_s1_product
+
+    if looks_like_s1_product(path):
+        from .s1grd import GrdReader
+
+        return GrdReader(path, grid, params, dem=dem, orbit=orbit)
+    given = [o for o, v in (("--dem", dem), ("--orbit", orbit)) if v is not None]
+    if given:
+        raise UsageError(f"{' and '.join(given)} apply to a Sentinel-1 GRD product (SAFE folder or "
+                         f"zip), but --s1 {path} is a raster that was geocoded where it was made; "
+                         f"drop {' and '.join(given)} or give the GRD product")
+    return S1Reader(path, grid, params, units=units)

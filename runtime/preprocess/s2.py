@@ -6,7 +6,9 @@ Three input forms are accepted:
 * a **folder of single-band files** (GeoTIFF or JP2) whose names contain the band
   (``..._B02_10m.jp2``, ``B02.tif``), as in a SAFE ``IMG_DATA`` folder or an STAC/COG download;
   when a band exists at several resolutions the finest is used;
-* a **SAFE folder** (``S2?_MSIL2A_*.SAFE``): its ``GRANULE/*/IMG_DATA`` bands and ``MTD_MSIL2A.xml``.
+* a **SAFE folder** (``S2?_MSIL2A_*.SAFE``): its ``GRANULE/*/IMG_DATA`` bands and ``MTD_MSIL2A.xml``;
+* the SAFE's **zip** as downloaded (``….SAFE.zip`` / ``….zip``), read in place: the band files
+  through GDAL's ``/vsizip/``, ``MTD_MSIL2A.xml`` through :mod:`zipfile`; nothing is extracted.
 
 The output grid is the grid of B02 (10 m). Bands on another grid (the 20 m bands) are resampled
 onto it when read (``S2Params.resampling``, bilinear by default).
@@ -28,6 +30,7 @@ from __future__ import annotations
 import logging
 import re
 import xml.etree.ElementTree as ET
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,11 +130,11 @@ def _find_mtd(path: Path) -> Path | None:
     return None
 
 
-def _parse_mtd(mtd: Path) -> S2Metadata:
+def _parse_mtd(mtd: Path, data: bytes | None = None) -> S2Metadata:
     md = S2Metadata(source=mtd.name)
     md.level = "L1C" if "L1C" in mtd.name.upper() else "L2A"
     try:
-        root = ET.parse(mtd).getroot()
+        root = ET.fromstring(data) if data is not None else ET.parse(mtd).getroot()
     except (ET.ParseError, OSError) as exc:
         raise InputError(f"Sentinel-2 metadata {mtd} cannot be parsed ({exc}); "
                          "remove it or pass --s2-offset explicitly") from exc
@@ -201,6 +204,7 @@ class S2Reader:
         self.path = check_exists(path, "--s2")
         self.params = params or S2Params()
         self._datasets: dict[Path, DatasetReader] = {}
+        self._zip: zipfile.ZipFile | None = None
         try:
             self.kind, self.band_refs, self.scl_ref = self._discover()
             self.metadata = self._metadata()
@@ -230,11 +234,32 @@ class S2Reader:
     # -- discovery -------------------------------------------------------------------------------
     def _ds(self, p: Path) -> DatasetReader:
         if p not in self._datasets:
-            self._datasets[p] = open_raster(p, "--s2")
+            if str(p).startswith("/vsizip/"):
+                import rasterio
+                from rasterio.errors import RasterioIOError
+
+                try:
+                    self._datasets[p] = rasterio.open(str(p))
+                except RasterioIOError as exc:
+                    raise InputError(f"--s2 {self.path}: {p.name} cannot be read from the zip "
+                                     f"({exc}); the download is damaged: download it again") from exc
+            else:
+                self._datasets[p] = open_raster(p, "--s2")
         return self._datasets[p]
+
+    def _zip_members(self) -> list[str]:
+        """Members of a zipped SAFE (``self._zip``), refusing a damaged zip."""
+        try:
+            self._zip = zipfile.ZipFile(self.path)
+            return [n for n in self._zip.namelist() if not n.endswith("/")]
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise InputError(f"--s2 {self.path} is not a readable zip ({exc}); the download is "
+                             "truncated or damaged: download the product again") from exc
 
     def _discover(self) -> tuple[str, dict[str, BandRef], BandRef | None]:
         p = self.path
+        if p.is_file() and p.suffix.lower() == ".zip":
+            return self._discover_files(self._zip_files(), "safe zip")
         if p.is_file():
             ds = self._ds(p)
             if ds.count == 1:
@@ -263,6 +288,23 @@ class S2Reader:
         files = _raster_files(p)
         kind = "safe" if p.name.upper().endswith(".SAFE") or _find_mtd(p) == p / "MTD_MSIL2A.xml" \
             else "folder"
+        return self._discover_files(files, kind)
+
+    def _zip_files(self) -> list[Path]:
+        """The band files of a zipped SAFE as GDAL ``/vsizip/`` paths (QI_DATA and MSK_ left out)."""
+        root = self.path.resolve()
+        out = []
+        for n in self._zip_members():
+            q = Path(n)
+            if q.suffix.lower() not in RASTER_SUFFIXES:
+                continue
+            if "QI_DATA" in {x.upper() for x in q.parts} or q.name.upper().startswith("MSK_"):
+                continue
+            out.append(Path(f"/vsizip/{{{root}}}/{n}"))
+        return out
+
+    def _discover_files(self, files: list[Path], kind: str) -> tuple[str, dict[str, BandRef], BandRef | None]:
+        p = self.path
         cands: dict[str, list[Path]] = {}
         scl_files: list[Path] = []
         for f in files:
@@ -299,8 +341,17 @@ class S2Reader:
     # -- metadata and offset ---------------------------------------------------------------------
     def _metadata(self) -> S2Metadata:
         names = [str(self.path)] + [str(r.path) for r in self.band_refs.values()]
+        if self._zip is not None:
+            names = [n for n in self._zip.namelist() if Path(n).name in ("MTD_MSIL2A.xml", "MTD_MSIL1C.xml")]
+            mtd_name = min(names, key=len) if names else None
+            md = (_parse_mtd(Path(mtd_name), self._zip.read(mtd_name)) if mtd_name
+                  else _metadata_from_tags(self._ds(self.band_refs["B02"].path)))
+            return self._metadata_from_names(md, [str(self.path)] + [str(r.path) for r in self.band_refs.values()])
         mtd = _find_mtd(self.path)
         md = _parse_mtd(mtd) if mtd else _metadata_from_tags(self._ds(self.band_refs["B02"].path))
+        return self._metadata_from_names(md, names)
+
+    def _metadata_from_names(self, md: S2Metadata, names: list[str]) -> S2Metadata:
         if md.level is None and any(_L1C_RE.search(n) for n in names):
             md.level = "L1C"
             md.source = md.source or "file names"
@@ -397,6 +448,9 @@ class S2Reader:
         for ds in self._datasets.values():
             ds.close()
         self._datasets.clear()
+        if self._zip is not None:
+            self._zip.close()
+            self._zip = None
 
     def __enter__(self) -> S2Reader:
         return self

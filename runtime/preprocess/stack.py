@@ -38,7 +38,7 @@ from ..options import PreprocessingOptions
 from ..raster import Grid, check_crs, check_exists, check_window, open_raster, read_checked
 from ..timing import StageTimer
 from .indices import compute_indices
-from .s1 import S1Reader
+from .s1 import open_s1
 from .s2 import S2Reader
 from .speckle import DEFAULT_ENL, lee_filter, power_to_db
 
@@ -119,6 +119,10 @@ class StackSource(SceneSource):
             self.bands = tuple(self.ds.descriptions)
             self.grid = Grid(self.ds.crs, self.ds.transform, self.ds.width, self.ds.height)
             self.preprocessing = _read_prep_tag(self.ds)
+            try:  # what coal-prepare recorded about the raw inputs (S1 processing included)
+                self.inputs = json.loads(self.ds.tags().get(INPUTS_TAG) or "null")
+            except json.JSONDecodeError:
+                self.inputs = None
         except BaseException:
             self.ds.close()
             raise
@@ -142,18 +146,21 @@ class RawSource(SceneSource):
 
     Args:
         s2: Sentinel-2 input (multi-band GeoTIFF, folder, SAFE).
-        s1: Sentinel-1 VV sigma0 raster.
+        s1: Sentinel-1 VV: a GRD product (SAFE folder, zip, COG-SAFE) or a sigma0 raster.
         prep: preprocessing parameters (default: ``Preprocessing()``).
         s2_offset: explicit S2 DN offset (overrides the metadata).
         s1_units: "auto", "linear" or "db" (overrides ``prep.s1.units``).
         scl: Sentinel-2 SCL raster, or "auto" to use the one in the S2 folder; None for no mask.
         glcm_threads: threads for the GLCM kernel (None: all cores).
+        dem: DEM for terrain correction of a GRD product.
+        orbit: orbit file (or folder of them) for a GRD product.
     """
 
     def __init__(self, s2: str | os.PathLike[str], s1: str | os.PathLike[str],
                  prep: Preprocessing | None = None, *, s2_offset: float | None = None,
                  s1_units: str | None = None, scl: str | os.PathLike[str] | None = None,
-                 glcm_threads: int | None = None) -> None:
+                 glcm_threads: int | None = None, dem: str | os.PathLike[str] | None = None,
+                 orbit: str | os.PathLike[str] | None = None) -> None:
         from .. import texture  # the compiled kernel; imported here so stacks read without it
 
         self._texture = texture
@@ -173,12 +180,12 @@ class RawSource(SceneSource):
                 if str(scl) == "auto" and self.s2.scl_ref is None:
                     raise UsageError(f"--scl auto: no SCL file found in {self.s2.path}; pass --scl PATH")
             self.use_scl = scl is not None
-            self.s1 = S1Reader(s1, self.grid, prep.s1, units=s1_units)
+            self.s1 = open_s1(s1, self.grid, prep.s1, units=s1_units, dem=dem, orbit=orbit)
         except BaseException:
             self.s2.close()
             raise
-        # Record what was actually used: the detected S1 units.
-        self.preprocessing = replace(prep, s1=replace(prep.s1, units=self.s1.units))
+        # Record what was actually used: the detected S1 units, how VV was made.
+        self.preprocessing = replace(prep, s1=replace(prep.s1, units=self.s1.units, **self.s1.made))
         self.edges = np.asarray(prep.glcm.edges, dtype=np.float64)
         self.inputs = {
             "s2": str(self.s2.path),
@@ -190,6 +197,7 @@ class RawSource(SceneSource):
             "s1": str(self.s1.ds.name),
             "s1_units": self.s1.units,
             "scl": None if not self.use_scl else str(self.scl.path if self.scl else "auto"),
+            **self.s1.record,
         }
 
     def read(self, window: Window) -> np.ndarray:
@@ -254,7 +262,9 @@ def check_preprocessing(source: Any, bundle: Any) -> list[str]:
         bundle: the :class:`~coalmine.runtime.bundle.Bundle` whose model will read the scene.
 
     Returns:
-        Warnings (also logged): the stack records no preprocessing, so nothing could be checked.
+        Warnings (also logged): the stack records no preprocessing, so nothing could be checked;
+        or its Sentinel-1 VV was made otherwise than the bundle's training scenes (sigma0 vs gamma0,
+        DEM vs none).
 
     Raises:
         InputError: naming the differing parameters, the bundle, and how to make a matching stack.
@@ -276,13 +286,20 @@ def check_preprocessing(source: Any, bundle: Any) -> list[str]:
     if _speckle(got.s1) != _speckle(want.s1):
         diffs.append(f"speckle filter {'/'.join(map(str, _speckle(got.s1)))} "
                      f"(bundle: {'/'.join(map(str, _speckle(want.s1)))})")
+    warnings = []
+    from .s1grd.provenance import s1_differences
+
+    for d in s1_differences(got.s1, want.s1):
+        msg = f"{where}: {d} (bundle {bundle.path}); its VV values may differ from what the model learned"
+        log.warning(msg)
+        warnings.append(msg)
     if diffs:
         raise InputError(
             f"{where} was prepared with {'; '.join(diffs)}, which differ from bundle {bundle.path}; "
             f"prepare it again with coal-prepare --glcm-edges {bundle.path} (the bundle's whole "
             "preprocessing), or give the raw Sentinel-2 input with --s1 instead of the stack"
         )
-    return []
+    return warnings
 
 
 def _speckle(s1: Any) -> tuple[str, ...]:
@@ -324,6 +341,8 @@ def open_scene(
     s1_units: str | None = None,
     scl: str | os.PathLike[str] | None = None,
     glcm_threads: int | None = None,
+    dem: str | os.PathLike[str] | None = None,
+    orbit: str | os.PathLike[str] | None = None,
 ) -> SceneSource:
     """Open a prepared stack or raw Sentinel-2 (+ Sentinel-1) input as a :class:`SceneSource`.
 
@@ -333,7 +352,8 @@ def open_scene(
         s1: Sentinel-1 VV sigma0 raster (required for raw input).
         prep: preprocessing for raw input (default ``Preprocessing()``); ignored for a stack
             (:func:`check_preprocessing` compares).
-        s2_offset, s1_units, scl, glcm_threads: see :class:`RawSource`.
+        s2_offset, s1_units, scl, glcm_threads, dem, orbit: see :class:`RawSource` (dem and orbit
+            are ignored for a stack).
 
     Returns:
         A :class:`StackSource` or :class:`RawSource` (close it, or use it as a context manager).
@@ -364,4 +384,4 @@ def open_scene(
         raise UsageError(f"scene {p} is raw Sentinel-2 input (not a 23-band stack); pass the "
                          "Sentinel-1 VV raster with --s1, or prepare a stack with coal-prepare")
     return RawSource(p, s1, prep, s2_offset=s2_offset, s1_units=s1_units, scl=scl,
-                     glcm_threads=glcm_threads)
+                     glcm_threads=glcm_threads, dem=dem, orbit=orbit)

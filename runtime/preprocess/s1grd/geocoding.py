@@ -160,3 +160,15 @@ def lagrange3(h: np.ndarray, nodes: tuple[float, float, float],
     l1 = (h - h0) * (h - h2) / ((h1 - h0) * (h1 - h2))
     l2 = (h - h0) * (h - h1) / ((h2 - h0) * (h2 - h1))
     return v0 * l0 + v1 * l1 + v2 * l2
+
+
+def quadratic_in_height(nodes: tuple[float, float, float], v0: np.ndarray, v1: np.ndarray,
+                        v2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Coefficients (a, b, c) of the quadratic through (nodes[k], v_k) in u = (h - nodes[1]) / 1000:
+    v(h) = a + u (b + u c), the same curve as :func:`lagrange3` in a form that costs two
+    multiply-adds per pixel once interpolated."""
+    u = (np.asarray(nodes, dtype=np.float64) - nodes[1]) / 1000.0
+    inv = np.linalg.inv(np.vander(u, 3, increasing=True))  # rows: a, b, c
+    return (inv[0, 0] * v0 + inv[0, 1] * v1 + inv[0, 2] * v2,
+            inv[1, 0] * v0 + inv[1, 1] * v1 + inv[1, 2] * v2,
+            inv[2, 0] * v0 + inv[2, 1] * v1 + inv[2, 2] * v2)

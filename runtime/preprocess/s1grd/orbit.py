@@ -77,6 +77,39 @@ def annotation_orbit(ann: Annotation) -> Orbit:
 
 
 _MISSION_RE = re.compile(r"Sentinel-1([ABCD])", re.IGNORECASE)
+_EOF_RE = re.compile(r"^(S1[A-D])_OPER_AUX_(POEORB|RESORB)_\w+?_V(\d{8}T\d{6})_(\d{8}T\d{6})\.EOF$",
+                     re.IGNORECASE)
+
+
+def find_eof(folder: Path, ann: Annotation) -> Path:
+    """The orbit file in ``folder`` for the product: its satellite, validity covering the
+    acquisition (by the file name's ``_V<start>_<stop>``), precise (POEORB) before restituted.
+
+    Raises:
+        InputError: no such file in the folder.
+    """
+    first = ann.epoch
+    last = ann.epoch + np.timedelta64(int(ann.last_line_time * 1e9), "ns")
+    best: tuple[int, str, Path] | None = None
+    for f in folder.iterdir():
+        m = _EOF_RE.match(f.name)
+        if not m or m.group(1).upper() != ann.mission:
+            continue
+        start = np.datetime64(_iso(m.group(3)), "ns")
+        stop = np.datetime64(_iso(m.group(4)), "ns")
+        if start <= first and stop >= last:
+            rank = (0 if m.group(2).upper() == "POEORB" else 1, f.name)
+            if best is None or rank < best[:2]:
+                best = (*rank, f)
+    if best is None:
+        raise InputError(f"--orbit {folder} holds no {ann.mission} orbit file (…_AUX_POEORB_… or "
+                         f"…_AUX_RESORB_….EOF) whose validity covers the acquisition at "
+                         f"{np.datetime64(first, 's')} UTC; add it, or give the file itself")
+    return best[2]
+
+
+def _iso(s: str) -> str:
+    return f"{s[:4]}-{s[4:6]}-{s[6:8]}T{s[9:11]}:{s[11:13]}:{s[13:15]}"
 
 
 def read_eof(path: str | Path, ann: Annotation) -> Orbit:
@@ -87,9 +120,11 @@ def read_eof(path: str | Path, ann: Annotation) -> Orbit:
         InputError: not an orbit file, another satellite, or it does not cover the acquisition.
     """
     p = Path(path)
+    if p.is_dir():
+        p = find_eof(p, ann)
     if not p.is_file():
         raise InputNotFoundError(f"--orbit {p} does not exist; give a Sentinel-1 orbit file "
-                                 "(S1?_OPER_AUX_POEORB_*.EOF)")
+                                 "(S1?_OPER_AUX_POEORB_*.EOF) or a folder of them")
     try:
         root = ET.parse(p).getroot()
     except (ET.ParseError, OSError) as exc:

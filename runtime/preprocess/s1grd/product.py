@@ -49,8 +49,15 @@ def product_name_of(path: Path) -> str | None:
 
 
 def looks_like_s1_product(path: str | Path) -> bool:
-    """True if ``path`` names a Sentinel-1 SAFE folder, its zip or its manifest (by name or content)."""
+    """True if ``path`` is a Sentinel-1 SAFE folder, its zip or its manifest (by name or content).
+
+    Rasters are never products, even when named after one (``S1A_IW_GRDH_…_VV.tif`` exports).
+    A path that does not exist counts as a product when its name is one (so that the GRD
+    reader, not the raster reader, says it is missing).
+    """
     p = Path(path)
+    if p.is_file() and p.suffix.lower() not in (".zip", ".safe"):
+        return False  # a raster (even one named after its product, as many exports are)
     if product_name_of(p) is not None:
         return True
     if p.is_dir() and (p / "manifest.safe").is_file():

@@ -65,11 +65,9 @@ def lut_window(vec: LineVectors, rows: np.ndarray, cols: np.ndarray) -> np.ndarr
                                (rows.size, cols.size)).copy()
     i = np.clip(np.searchsorted(lines, rows, side="right") - 1, 0, n - 2)
     f = np.clip((rows - lines[i]) / (lines[i + 1] - lines[i]), 0.0, 1.0)
-    used = np.unique(np.concatenate([i, i + 1]))
-    along = {k: np.interp(cols, vec.pixels[k], vec.values[k]) for k in used}
-    v0 = np.stack([along[k] for k in i])
-    v1 = np.stack([along[k] for k in i + 1])
-    return v0 * (1.0 - f)[:, None] + v1 * f[:, None]
+    lo, hi = int(i.min()), int(i.max()) + 2  # the vectors these rows need, each along the cols
+    along = np.stack([np.interp(cols, vec.pixels[k], vec.values[k]) for k in range(lo, hi)])
+    return along[i - lo] * (1.0 - f)[:, None] + along[i + 1 - lo] * f[:, None]
 
 
 class Radiometry:

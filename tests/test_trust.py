@@ -1,0 +1,206 @@
+"""Trust: what a bundle, checkpoint or input file says cannot reach outside its folder, run code
+or slip a wrong number into a map; each refusal is one line naming the file and the fix.
+
+One test (or a few) per defect found by probing with hostile input; each fails on the code
+before its fix. The table-driven run of every command over hostile inputs is in
+``test_hostile_inputs.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from coalmine.runtime.bundle import load_bundle, plain_name_problem
+from coalmine.runtime.cli.run import main as run_main
+from coalmine.runtime.errors import BundleError
+from factories import make_stack, make_tiny_bundle, write_stack
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    return make_tiny_bundle(tmp_path / "bundle", kind="linear", tile=64, overlap=16)
+
+
+@pytest.fixture
+def scene(tmp_path):
+    return write_stack(tmp_path / "scene.tif", make_stack(80, 96, seed=3))
+
+
+def _edit_bundle(path: Path, **changes) -> Path:
+    """Change entries of bundle.json: ``files__onnx="x"`` sets ``d["files"]["onnx"]``."""
+    j = path / "bundle.json"
+    d = json.loads(j.read_text())
+    for k, v in changes.items():
+        node = d
+        *parents, last = k.split("__")
+        for p in parents:
+            node = node[p]
+        node[last] = v
+    j.write_text(json.dumps(d))
+    return path
+
+
+def _one_line(text: str) -> str:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    assert len(lines) == 1, text
+    assert "Traceback" not in text
+    return lines[0]
+
+
+# -- bundle files stay inside the bundle folder ---------------------------------------------------
+
+@pytest.mark.parametrize("name,why", [
+    ("/etc/passwd", "is an absolute path"),
+    ("../../x.onnx", "names a folder"),
+    ("sub/model.onnx", "names a folder"),
+    ("..", "is not a file name"),
+    ("", "is not a file name"),
+])
+def test_bundle_file_entries_must_be_plain_names(bundle, name, why):
+    _edit_bundle(bundle.path, files__onnx=name)
+    with pytest.raises(BundleError, match=f"files.onnx = {name!r} {why}.*plain file name"):
+        load_bundle(bundle.path)
+
+
+def test_a_symlink_leaving_the_bundle_is_refused(bundle, tmp_path):
+    outside = tmp_path / "elsewhere.onnx"
+    outside.write_bytes((bundle.path / "model.onnx").read_bytes())
+    (bundle.path / "model.onnx").unlink()
+    (bundle.path / "model.onnx").symlink_to(outside)
+    with pytest.raises(BundleError, match="symbolic link to .*elsewhere.onnx, outside the bundle folder"):
+        load_bundle(bundle.path)
+    # a link that stays inside the folder is fine
+    (bundle.path / "model.onnx").unlink()
+    (bundle.path / "real.onnx").write_bytes(outside.read_bytes())
+    (bundle.path / "model.onnx").symlink_to("real.onnx")
+    assert load_bundle(bundle.path).file("onnx").name == "model.onnx"
+
+
+def test_coal_run_never_opens_a_file_outside_the_bundle(bundle, scene, tmp_path):
+    _edit_bundle(bundle.path, files__onnx="/etc/passwd")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(run_main, [str(scene), "-b", str(bundle.path), "-o", str(out), "-q"])
+    assert r.exit_code == 1
+    line = _one_line(r.stderr)
+    assert "files.onnx = '/etc/passwd' is an absolute path" in line and "bundle.json" in line
+    assert not out.exists() or not os.listdir(out)
+
+
+def test_coal_export_never_writes_outside_the_bundle(bundle, tmp_path):
+    pytest.importorskip("torch")
+    from coalmine.export.cli import main as export_main
+
+    _edit_bundle(bundle.path, files__onnx="../escaped.onnx")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = CliRunner().invoke(export_main, [str(bundle.path), "--no-engine", "-q"])
+    assert r.exit_code == 1
+    assert "files.onnx = '../escaped.onnx' names a folder" in _one_line(r.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_plain_name_problem():
+    assert plain_name_problem("model.int8.onnx") is None
+    assert plain_name_problem("a\\b") and plain_name_problem(3) and plain_name_problem("x\0y")
+
+
+# -- a bundle's preprocessing is checked by type and range -----------------------------------------
+
+@pytest.mark.parametrize("key,value,msg", [
+    ("window", "nine", r"glcm.window = 'nine' must be a whole number \(e.g. 9\)"),
+    ("window", 8, r"glcm.window = 8 must be odd, 3 to 31"),
+    ("distance", 0, r"glcm.distance = 0 must lie between 1 and window - 1"),
+    ("levels", 1000, r"glcm.levels = 1000 must lie between 2 and 255"),
+    ("edges_method", 3, r"glcm.edges_method = 3 must be a text"),
+])
+def test_bundle_glcm_parameters_are_checked_at_load(bundle, key, value, msg):
+    _edit_bundle(bundle.path, **{f"preprocessing__glcm__{key}": value})
+    with pytest.raises(BundleError, match=msg):
+        load_bundle(bundle.path)
+
+
+def test_bundle_with_a_text_window_gives_one_line_on_raw_input(bundle, tmp_path):
+    from coalmine.train.synth import make_scene
+
+    sc = make_scene(tmp_path / "raw", 2019, seed=2, size=64)
+    _edit_bundle(bundle.path, preprocessing__glcm__window="nine")
+    r = CliRunner().invoke(run_main, [str(sc.s2_dir), "--s1", str(sc.s1_path), "-b", str(bundle.path),
+                                      "-o", str(tmp_path / "out"), "-q"])
+    assert r.exit_code == 1
+    assert "preprocessing.glcm.window = 'nine' must be a whole number" in _one_line(r.stderr)
+
+
+# -- Sentinel-1 units: both contradictions are refused ----------------------------------------------
+
+def test_linear_data_declared_db_is_refused_like_the_reverse(tmp_path):
+    from coalmine.train.synth import make_scene
+
+    sc = make_scene(tmp_path / "raw", 2019, seed=2, size=64)     # its Sentinel-1 is linear power
+    b = make_tiny_bundle(tmp_path / "bundle", kind="linear", tile=64, overlap=16)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(run_main, [str(sc.s2_dir), "--s1", str(sc.s1_path), "-b", str(b.path),
+                                      "-o", str(out), "-q", "--s1-units", "db"])
+    assert r.exit_code == 1
+    line = _one_line(r.stderr)
+    assert "was declared dB" in line and "linear power, not dB" in line and "--s1-units linear" in line
+    assert not out.exists() or not os.listdir(out)
+
+
+# -- AOI names: every area keeps its own row --------------------------------------------------------
+
+def _square(x0, y0, d=0.001):
+    return {"type": "Polygon", "coordinates": [[[x0, y0], [x0 + d, y0], [x0 + d, y0 + d], [x0, y0 + d], [x0, y0]]]}
+
+
+def test_duplicate_aoi_names_are_refused_naming_both_features(tmp_path):
+    from coalmine.runtime.aoi import read_aois
+    from coalmine.runtime.errors import InputError
+    from factories import write_vector
+
+    p = write_vector(tmp_path / "a.geojson", [({"name": "A"}, _square(115.0, -2.9)),
+                                              ({"name": "A#2"}, _square(115.01, -2.9)),
+                                              ({"name": "A"}, _square(115.02, -2.9))])
+    with pytest.raises(InputError, match=r"feature 1 and feature 3 are both named 'A'; every area needs its own "
+                                         r"name .* \(--aoi-name-field"):
+        read_aois(p)
+    # unique under another attribute: accepted, one area per feature
+    q = write_vector(tmp_path / "b.geojson", [({"name": "A", "code": "a1"}, _square(115.0, -2.9)),
+                                              ({"name": "A", "code": "a2"}, _square(115.01, -2.9))])
+    assert [a.name for a in read_aois(q, name_field="code")] == ["a1", "a2"]
+
+
+def test_coal_run_refuses_duplicate_aoi_names_before_mapping(bundle, scene, tmp_path):
+    from factories import write_vector
+
+    p = write_vector(tmp_path / "dup.geojson", [({"name": "A"}, _square(115.0, -2.9)),
+                                                ({"name": "A"}, _square(115.01, -2.9))])
+    out = tmp_path / "out"
+    r = CliRunner().invoke(run_main, [str(scene), "-b", str(bundle.path), "-o", str(out), "--aoi", str(p), "-q"])
+    assert r.exit_code == 1
+    assert "are both named 'A'" in _one_line(r.stderr) and "dup.geojson" in r.stderr
+    assert not out.exists() or not os.listdir(out)
+
+
+# -- exit codes: a path the monitor configuration names that does not exist is a configuration error -
+
+@pytest.mark.parametrize("missing,msg", [
+    ("bundle", "bundle folder"), ("aois", "AOI file"), ("scene", "scenes[0].path"),
+])
+def test_monitor_config_naming_a_missing_file_exits_2(bundle, scene, tmp_path, missing, msg):
+    from coalmine.runtime.cli.monitor import main as monitor_main
+    from factories import write_vector
+
+    aois = write_vector(tmp_path / "aois.geojson", [({"name": "A"}, _square(115.0, -2.9))])
+    paths = {"bundle": bundle.path, "aois": aois, "scene": scene}
+    paths[missing] = tmp_path / "gone"
+    cfg = tmp_path / "monitor.toml"
+    cfg.write_text(f'bundle = "{paths["bundle"]}"\naois = "{paths["aois"]}"\noutput = "{tmp_path / "out"}"\n'
+                   f'[[scenes]]\npath = "{paths["scene"]}"\ndate = 2020-07-01\n')
+    r = CliRunner().invoke(monitor_main, [str(cfg)])
+    assert r.exit_code == 2
+    line = _one_line(r.stderr)
+    assert msg in line and "does not exist" in line and str(cfg) in line
+    assert not (tmp_path / "out").exists()
