@@ -23,6 +23,7 @@ from coalmine.runtime.monitor.maps import (
     draw_map,
     draw_scale_bar,
     far_apart,
+    image_mime,
     nice_length,
     read_display,
 )
@@ -136,7 +137,7 @@ def test_scale_bar_and_graticule_in_metres_and_degrees():
     assert draw_graticule(ax, CRS.from_epsg(4326), geo) == 0.05
 
 
-def test_draw_map_gives_a_png_over_the_picture(tmp_path):
+def test_draw_map_gives_a_jpeg_over_the_picture_and_a_png_without(tmp_path):
     a = np.zeros((120, 120), np.uint8)
     a[40:60, 40:70] = 1
     p = _mask(tmp_path / "m.tif", a)
@@ -144,11 +145,13 @@ def test_draw_map_gives_a_png_over_the_picture(tmp_path):
     tc = write_truecolour(write_stack(tmp_path / "s.tif", stack, transform=Affine(10, 0, 300000, 0, -10, 9700000)),
                           Grid.of(p), tmp_path / "tc.tif")
     aoi = Aoi("Pit $x$ <1>", box(300100, 9699000, 300900, 9699800), UTM)
-    png = draw_map(Layer(p, "mask", tc), [aoi], title="2019", note="1 scene, 100 % observed")
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
-    with rasterio.MemoryFile(png) as mf, mf.open() as ds:
+    jpg = draw_map(Layer(p, "mask", tc), [aoi], title="2019", note="1 scene, 100 % observed")
+    assert jpg[:3] == b"\xff\xd8\xff" and image_mime(jpg) == "image/jpeg" and len(jpg) > 10_000
+    with rasterio.MemoryFile(jpg) as mf, mf.open() as ds:
         img = ds.read()
-    assert img.shape[0] in (3, 4) and img.shape[2] == 600  # 6 in at 100 dpi
+    assert img.shape[0] == 3 and img.shape[2] == 600  # 6 in at 100 dpi
+    png = draw_map(Layer(p, "mask"), [aoi], title="2019")  # no picture: flat colours stay lossless PNG
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and image_mime(png) == "image/png"
 
 
 def test_small_maps_per_aoi_only_when_aois_are_far_apart():
