@@ -32,7 +32,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from ._io import ensure_output_dir, remove_temp, temp_path
+from ._io import ensure_output_dir, fsync_path, remove_temp, temp_path
 from .areas import geodesic_area_ha
 from .errors import OutputError
 from .raster import NODATA, to_cog
@@ -209,10 +209,14 @@ class OutputSet:
             f.write("\n")
 
     def commit(self) -> dict[str, Path]:
-        """Rename every temporary output to its final name; return the final paths."""
+        """Rename every temporary output to its final name (flushed to disk before, the folders
+        after: see :func:`~coalmine.runtime._io.fsync_path`); return the final paths."""
         for k, final in self.final.items():
+            fsync_path(self.tmp[k])
             os.replace(self.tmp[k], final)
             self._temps.remove(self.tmp[k])
+        for folder in {p.parent for p in self.final.values()}:
+            fsync_path(folder)
         self.abort()  # remove leftovers (staging files)
         return dict(self.final)
 

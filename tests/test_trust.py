@@ -91,7 +91,6 @@ def test_coal_run_never_opens_a_file_outside_the_bundle(bundle, scene, tmp_path)
 
 
 def test_coal_export_never_writes_outside_the_bundle(bundle, tmp_path):
-    pytest.importorskip("torch")
     from coalmine.export.cli import main as export_main
 
     _edit_bundle(bundle.path, files__onnx="../escaped.onnx")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -107,13 +106,10 @@ def process_scene(task: SceneTask) -> SceneResult:
     """
     t0 = time.perf_counter()
     final = Path(task.out_dir)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.partial-{task.token}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    from .._io import atomic_folder
     from ..errors import NoValidDataError
 
-    try:
+    with atomic_folder(final, task.token) as tmp:  # replaces the scene's folder when complete
         runner = resolve_runner(task.runner)
         try:
             summary = runner(
@@ -121,9 +117,8 @@ def process_scene(task: SceneTask) -> SceneResult:
                 prefix=task.prefix, progress=False, **task.options,
             )
         except NoValidDataError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp)  # an empty folder replaces the scene's: no outputs of an earlier version stay
             tmp.mkdir()
-            swap_into_place(tmp, final, task.token)  # no outputs of an earlier version stay behind
             return SceneResult(
                 key=task.key, token=task.token, out_dir=str(final), outputs={},
                 areas_ha={"total": None, "aois": {}}, nodata_share=1.0, backend=None, timings={},
@@ -141,10 +136,6 @@ def process_scene(task: SceneTask) -> SceneResult:
         areas = {"total": _float(areas["total"]), "aois": {str(k): _float(v) for k, v in areas.get("aois", {}).items()}}
         if "summary" in outputs:
             _fix_summary_paths(tmp / outputs["summary"], tmp, final)
-        swap_into_place(tmp, final, task.token)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return SceneResult(
         key=task.key,
         token=task.token,
@@ -202,19 +193,6 @@ def _name(v: Any) -> str | None:
     if isinstance(v, dict):
         return str(v.get("name") or v.get("kind") or v)
     return None if v is None else str(v)
-
-
-def swap_into_place(tmp: Path, final: Path, token: str) -> None:
-    """Replace ``final`` by the complete folder ``tmp`` (two renames; the old copy is removed).
-
-    A kill between the renames leaves no ``final`` folder, which is harmless: the ledger has
-    not registered this attempt, so the scene is processed again.
-    """
-    old = final.parent / f".{final.name}.old-{token}"
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def resolve_runner(spec: Any) -> Callable[..., dict[str, Any]]:
