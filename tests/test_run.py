@@ -21,8 +21,8 @@ from coalmine.runtime.errors import (
     UsageError,
 )
 from coalmine.runtime.outputs import mask_level
-from coalmine.runtime.run import aligned_block, run_scene
-from coalmine.runtime.tiling import tile_origins
+from coalmine.runtime.run import run_scene
+from coalmine.runtime.tiling import block_core, scene_tiling, tile_origins
 from factories import DEFAULT_TRANSFORM, StackSource, box, make_stack, make_tiny_bundle, write_stack
 from rasterio.crs import CRS
 from rasterio.warp import transform_geom
@@ -377,8 +377,14 @@ def test_raw_inputs_equal_the_prepared_stack(tmp_path):
 
 
 @pytest.mark.parametrize("block,tile,overlap", [(1024, 256, 32), (2048, 512, 64), (96, 64, 16), (700, 128, 0)])
-def test_aligned_block_reads_are_tiled_without_pulled_back_tiles(block, tile, overlap):
-    core = aligned_block(block, tile, overlap)
-    assert abs(core - block) <= (tile - overlap) / 2 + 1
-    starts = tile_origins(core + 2 * overlap, tile, overlap)
-    assert np.all(np.diff(starts) == tile - overlap)  # the last tile is not pulled back
+def test_block_cores_fall_on_the_scene_tile_grid(block, tile, overlap):
+    core = block_core(block, tile, overlap)
+    assert abs(core - block) <= (tile - overlap) / 2 + 1 and core % (tile - overlap) == 0
+    blocks = scene_tiling(5000, 3000, tile=tile, overlap=overlap, block=block)
+    grid = tile_origins(5000, tile, overlap)
+    assert sorted({r for b in blocks for r, _ in b.tiles}) == grid  # the scene's own tile rows, each once
+    for b in blocks:
+        if b.read.row_off + b.read.height < 5000 and b.read.col_off + b.read.width < 3000:
+            # away from the far edges (where the last tile is flush with the scene) a block reads
+            # its core and the overlap of its last tiles, nothing more
+            assert (b.read.height, b.read.width) == (b.core.height + overlap, b.core.width + overlap)

@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from coalmine.runtime.bundle import load_bundle, plain_name_problem
@@ -204,3 +205,54 @@ def test_monitor_config_naming_a_missing_file_exits_2(bundle, scene, tmp_path, m
     line = _one_line(r.stderr)
     assert msg in line and "does not exist" in line and str(cfg) in line
     assert not (tmp_path / "out").exists()
+
+
+# -- --block is a memory setting: it cannot change the map ------------------------------------------
+
+def test_block_size_does_not_change_a_single_pixel(tmp_path):
+    import rasterio
+    from coalmine.runtime.run import run_scene
+
+    # a 3x3 + dilated 5x5 model with zero padding at tile borders: where a tile lies shows in its
+    # logits, so tiles placed relative to the block would change pixels when the block changes
+    b = make_tiny_bundle(tmp_path / "b", kind="conv", tile=64, overlap=16, bias=0.3)
+    sc = write_stack(tmp_path / "s.tif", make_stack(530, 610, seed=5, scale=5.0, nodata=(10, 40, 100, 150)))
+    maps = {}
+    for block in (256, 512, 1024):
+        s = run_scene(sc, b, tmp_path / f"o{block}", tile=64, block=block, progress=False, backend="cpu")
+        with rasterio.open(tmp_path / f"o{block}" / "s_prob.tif") as p, \
+                rasterio.open(tmp_path / f"o{block}" / "s_mask.tif") as m:
+            maps[block] = (p.read(1), m.read(1), s["areas_ha"]["total"], s["tiling"])
+    assert maps[256][3]["blocks"] > maps[512][3]["blocks"] > maps[1024][3]["blocks"]
+    for block in (256, 512):
+        np.testing.assert_array_equal(maps[block][0], maps[1024][0])
+        np.testing.assert_array_equal(maps[block][1], maps[1024][1])
+        assert maps[block][2] == maps[1024][2]
+    # every tile of the scene is computed once, whatever the blocks
+    assert maps[256][3]["tiles"] == maps[512][3]["tiles"] == maps[1024][3]["tiles"]
+
+
+def test_tile_blender_gives_the_same_logits_for_any_blocks():
+    from coalmine.runtime.tiling import TileBlender, scene_tiling
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 333, 277)).astype(np.float32)
+
+    def infer(batch):  # a position-dependent "model": each tile's logit is its band sum times a ramp
+        ramp = np.linspace(0.5, 1.5, batch.shape[-1], dtype=np.float32)
+        return (batch.sum(axis=1, keepdims=True) * ramp).astype(np.float32)
+
+    results = []
+    for block in (40, 64, 100, 200, 1000):
+        blender, out, computed = TileBlender(64, 16), np.full((333, 277), np.nan, np.float32), []
+        for b in scene_tiling(333, 277, tile=64, overlap=16, block=block):
+            r0, c0 = b.read.row_off, b.read.col_off
+            xr = x[:, r0: r0 + b.read.height, c0: c0 + b.read.width]
+            out[b.core.row_off: b.core.row_off + b.core.height,
+                b.core.col_off: b.core.col_off + b.core.width] = blender.block_logits(b, xr, infer, batch_size=3)
+            computed += b.tiles
+        assert not blender.kept  # every kept tile was dropped after its last use
+        assert len(computed) == len(set(computed))  # each tile once
+        results.append(out)
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
