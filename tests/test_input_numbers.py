@@ -75,16 +75,22 @@ def write_band(path: Path, data: np.ndarray, tags: dict[str, str] | None = None)
 
 
 def write_folder(folder: Path, stem: str, tags: dict[str, str] | None = None) -> Path:
-    """One GeoTIFF per band named ``{stem}_{band}_10m.tif`` (as in a SAFE IMG_DATA folder)."""
+    """One GeoTIFF per band named ``L2A_{stem}_{band}_10m.tif`` (as in a SAFE IMG_DATA folder).
+
+    The names say Level-2A: without it, blue reflectance of 0.15 on every pixel (offset 0) is
+    what top-of-atmosphere data looks like, and the reader refuses it as Level-1C.
+    """
     for b, a in dn_arrays().items():
-        write_band(folder / f"{stem}_{b}_10m.tif", a, tags)
+        write_band(folder / f"L2A_{stem}_{b}_10m.tif", a, tags)
     return folder
 
 
 def write_multiband(path: Path, tags: dict[str, str] | None = None,
                     scale_offset: tuple[float, float] | None = None) -> Path:
-    """A 9-band GeoTIFF whose band descriptions name the bands (e.g. an Earth Engine export)."""
+    """A 9-band GeoTIFF whose band descriptions name the bands (e.g. an Earth Engine export),
+    tagged ``PROCESSING_LEVEL=Level-2A`` (see :func:`write_folder` for why the level is said)."""
     dns = dn_arrays()
+    tags = {"PROCESSING_LEVEL": "Level-2A", **(tags or {})}
     prof = {"driver": "GTiff", "dtype": "uint16", "count": 9, "height": H, "width": W,
             "crs": CRS_UTM, "transform": TRANSFORM}
     with rasterio.open(path, "w", **prof) as ds:
@@ -326,11 +332,10 @@ def test_s1_values_that_are_not_sigma0_are_refused(values, dtype, given, match):
 
 
 def test_s1_units_given_by_the_user(caplog):
-    # dB as declared, even when the values (no negatives, median 0.05) look like power: warned
-    with caplog.at_level(logging.WARNING, logger="coalmine"):
-        assert detect_units(sample(0.05), "float32", "db", "vv.tif") == "db"
-    assert "declared dB but its values (median 0.05, none negative) look like linear power" in caplog.text
-    caplog.clear()
+    # dB declared on values that are linear power (no negatives, median 0.05): refused, as the reverse is
+    with pytest.raises(UnitsError, match=r"declared dB but 100% of its values are >= 0 \(median 0.05\), "
+                                         r"which is linear power.*--s1-units linear"):
+        detect_units(sample(0.05), "float32", "db", "vv.tif")
     with caplog.at_level(logging.WARNING, logger="coalmine"):
         assert detect_units(sample(-13.0, n_negative=200), "float32", "db", "vv.tif") == "db"
         assert detect_units(sample(0.05), "float32", "linear", "vv.tif") == "linear"

@@ -256,3 +256,111 @@ def test_tile_blender_gives_the_same_logits_for_any_blocks():
         results.append(out)
     for r in results[1:]:
         np.testing.assert_array_equal(r, results[0])
+
+
+# -- Sentinel-2 processing level and band types ----------------------------------------------------
+
+@pytest.fixture
+def synth(tmp_path):
+    from coalmine.train.synth import make_scene
+
+    return make_scene(tmp_path / "synth", 2019, seed=4, size=96)
+
+
+def _prepare(args):
+    from coalmine.runtime.cli.prepare import main as prepare_main
+
+    return CliRunner().invoke(prepare_main, [str(a) for a in args])
+
+
+def _bare_s2(synth, dest: Path, *, scl: bool = False) -> Path:
+    """The synthetic L2A bands without MTD_MSIL2A.xml and tags (and without SCL unless asked):
+    nothing names the level."""
+    import rasterio
+
+    dest.mkdir()
+    for p in synth.s2_dir.iterdir():
+        if p.suffix == ".tif" and (scl or "SCL" not in p.name):
+            with rasterio.open(p) as ds:
+                prof, a = ds.profile, ds.read()
+            with rasterio.open(dest / p.name, "w", **prof) as out:
+                out.write(a)
+    return dest
+
+
+def test_level_1c_in_a_neutral_folder_is_refused_by_its_values(realdata, synth, tmp_path):
+    # the real L1C tile, in a folder whose name says nothing: no metadata, no SCL, no B10
+    folder = tmp_path / "T33UUU_20170216"
+    folder.mkdir()
+    for p in (realdata / "s2_l1c_T33UUU").glob("*.jp2"):
+        (folder / p.name).symlink_to(p)
+    out = tmp_path / "o"
+    r = _prepare(["--s2", folder, "--s1", synth.s1_path, "-o", out / "s.tif"])
+    assert r.exit_code == 1
+    line = _one_line(r.stderr)
+    assert "does not say its processing level" in line and "top-of-atmosphere reflectance (Level-1C)" in line
+    assert "99 % of B02 lies above 0.1" in line and "MTD_MSIL2A.xml or SCL band" in line
+    assert not out.exists() or not os.listdir(out)
+
+
+def test_level_2a_without_metadata_is_told_by_scl_or_its_dark_pixels(synth, tmp_path):
+    from coalmine.runtime.preprocess.s2 import S2Reader
+
+    with S2Reader(_bare_s2(synth, tmp_path / "a", scl=True)) as r:
+        assert r.metadata.level == "L2A" and "SCL band" in r.metadata.level_from
+    with S2Reader(_bare_s2(synth, tmp_path / "b")) as r:  # water and forest: surface reflectance
+        assert r.metadata.level == "L2A" and r.metadata.level_from.startswith("darkest 1 % of B02 below 0.0")
+    # a B10 band (cirrus) exists in Level-1C only
+    c = _bare_s2(synth, tmp_path / "c")
+    b02 = next(c.glob("*_B02_*.tif"))
+    (c / b02.name.replace("B02", "B10")).write_bytes(b02.read_bytes())
+    from coalmine.runtime.errors import InputError
+    with pytest.raises(InputError, match="Level-1C product \\(a B10 band"):
+        S2Reader(c)
+
+
+def test_a_uint16_stack_is_refused_naming_the_band(bundle, tmp_path):
+    import rasterio
+    from factories import write_stack as ws
+
+    p = ws(tmp_path / "s.tif", make_stack(64, 64, seed=1))
+    with rasterio.open(p) as ds:
+        prof, data, names, tags = ds.profile, ds.read(), ds.descriptions, ds.tags()
+    prof.update(dtype="uint16", nodata=0)
+    u16 = tmp_path / "u16.tif"
+    with rasterio.open(u16, "w", **prof) as ds:
+        ds.write((data * 10000).astype("uint16"))
+        for i, n in enumerate(names, start=1):
+            ds.set_band_description(i, n)
+        ds.update_tags(**tags)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(run_main, [str(u16), "-b", str(bundle.path), "-o", str(out), "-q"])
+    assert r.exit_code == 1
+    line = _one_line(r.stderr)
+    assert "band 1 (B02) is uint16" in line and "float32" in line and "coal-prepare" in line
+    assert not out.exists() or not os.listdir(out)
+
+
+@pytest.mark.parametrize("dtype,scale,msg", [
+    ("float32", 1e-4, "is float32 with values of reflectance (99 % below 0."),
+    ("uint8", 255 / 10000, "is uint8, an 8-bit image"),
+])
+def test_an_s2_band_that_is_not_digital_numbers_is_refused(synth, tmp_path, dtype, scale, msg):
+    import shutil
+
+    import rasterio
+
+    s2 = tmp_path / "s2"
+    shutil.copytree(synth.s2_dir, s2)
+    b05 = next(s2.glob("*_B05_*.tif"))
+    with rasterio.open(b05) as ds:
+        a, prof = ds.read(1), ds.profile
+    prof.update(dtype=dtype, nodata=None)
+    with rasterio.open(b05, "w", **prof) as ds:
+        ds.write(np.clip(a * scale, 0, 255 if dtype == "uint8" else None).astype(dtype), 1)
+    out = tmp_path / "o"
+    r = _prepare(["--s2", s2, "--s1", synth.s1_path, "-o", out / "s.tif"])
+    assert r.exit_code == 1
+    line = _one_line(r.stderr)
+    assert f"--s2 band B05 ({b05.name})" in line and msg in line and "digital numbers" in line
+    assert not out.exists() or not os.listdir(out)

@@ -117,6 +117,7 @@ class StackSource(SceneSource):
                                 "are not distinct band names of coalmine.runtime.bands); prepare it "
                                 "with coal-prepare")
             self.bands = tuple(self.ds.descriptions)
+            _check_float_bands(self.ds, self.path, self.bands)
             self.grid = Grid(self.ds.crs, self.ds.transform, self.ds.width, self.ds.height)
             self.preprocessing = _read_prep_tag(self.ds)
             try:  # what coal-prepare recorded about the raw inputs (S1 processing included)
@@ -139,6 +140,18 @@ class StackSource(SceneSource):
 
     def close(self) -> None:
         self.ds.close()
+
+
+def _check_float_bands(ds: Any, path: Path, bands: tuple[str, ...]) -> None:
+    """Refuse a stack band that is not floating point: a stack holds reflectance (0-1), indices,
+    VV in dB and textures with NaN as nodata, which integers cannot carry (a uint16 "stack" of
+    scaled values would be read as values thousands of times too large, or as all nodata)."""
+    for i, (name, dtype) in enumerate(zip(bands, ds.dtypes, strict=True), start=1):
+        if np.dtype(dtype).kind != "f":
+            raise BandError(
+                f"scene {path} band {i} ({name}) is {dtype}; a coalmine stack holds float32 values "
+                "(reflectance 0-1, indices, VV in dB, GLCM textures) with NaN as nodata, not scaled "
+                "integers: prepare the stack from the raw inputs with coal-prepare")
 
 
 class RawSource(SceneSource):
@@ -171,7 +184,7 @@ class RawSource(SceneSource):
         self.path = Path(s2)
         self.timers = StageTimer()
         self.glcm_threads = glcm_threads
-        self.s2 = S2Reader(s2, prep.s2, s2_offset=s2_offset)
+        self.s2 = S2Reader(s2, prep.s2, s2_offset=s2_offset, scl_given=scl is not None and str(scl) != "auto")
         try:
             self.grid = self.s2.grid
             self.scl = None
@@ -194,6 +207,7 @@ class RawSource(SceneSource):
             "s2_offset_source": self.s2.offset.source,
             "s2_scale": self.s2.offset.scale,
             "s2_baseline": self.s2.metadata.baseline,
+            "s2_level": f"{self.s2.metadata.level} ({self.s2.metadata.level_from})",
             "s1": str(self.s1.ds.name),
             "s1_units": self.s1.units,
             "scl": None if not self.use_scl else str(self.scl.path if self.scl else "auto"),
