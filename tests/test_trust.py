@@ -364,3 +364,121 @@ def test_an_s2_band_that_is_not_digital_numbers_is_refused(synth, tmp_path, dtyp
     line = _one_line(r.stderr)
     assert f"--s2 band B05 ({b05.name})" in line and msg in line and "digital numbers" in line
     assert not out.exists() or not os.listdir(out)
+
+
+# -- nothing loaded from a bundle or checkpoint runs code ------------------------------------------
+
+class _RunsCode:
+    """Unpickling this calls ``open(marker, "w")``: the proof a loader ran code from a file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _malicious_torch_file(path: Path, marker: Path, payload_key: str = "state_dict") -> Path:
+    torch = pytest.importorskip("torch")
+    torch.save({"spec": {}, payload_key: _RunsCode(marker), "run_key": "k"}, path)
+    return path
+
+
+def test_a_malicious_checkpoint_is_refused_before_anything_runs(tmp_path):
+    pytest.importorskip("torch")
+    from coalmine.runtime.errors import UsageError
+    from coalmine.train.config import TrainConfig
+    from coalmine.train.loop import CHECKPOINT, fit
+
+    marker = tmp_path / "ran"
+    work = tmp_path / "work"
+    work.mkdir()
+    _malicious_torch_file(work / CHECKPOINT, marker, "model")
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (4, 23, 32, 32)).astype(np.float32)
+    y = (rng.random((4, 32, 32)) > 0.7).astype(np.uint8)
+    from coalmine.runtime.bundle import Normalization
+    norm = Normalization((0.0,) * 23, (1.0,) * 23)
+    cfg = TrainConfig(epochs=1, batch_size=2, tile=32, device="cpu", seed=0)
+    with pytest.raises(UsageError) as e:
+        fit(x, y, np.arange(2), np.arange(2, 4), norm, cfg, work, run_key="k", resume=True, progress=False)
+    msg = str(e.value)
+    assert "\n" not in msg and "checkpoint" in msg and "holds Python objects other than tensors" in msg
+    assert "(it calls io.open)" in msg and "run without --resume" in msg
+    assert not marker.exists()
+
+
+def test_coal_export_refuses_a_malicious_model_file_in_one_line(bundle, tmp_path):
+    pytest.importorskip("torch")
+    from coalmine.export.cli import main as export_main
+
+    marker = tmp_path / "ran"
+    np.savez(bundle.path / "val_tiles.npz", x=np.full((1, 23, 64, 64), 0.5, np.float32), y=np.zeros((1, 64, 64), np.uint8))
+    _malicious_torch_file(bundle.path / "model.pt", marker)
+    r = CliRunner().invoke(export_main, [str(bundle.path), "--no-engine", "-q"])
+    assert r.exit_code == 1
+    line = _one_line(r.stderr)
+    assert "model file" in line and "model.pt holds Python objects other than tensors" in line
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content,msg", [
+    (b"\x80\x04K\x01.", "is not a PyTorch file or is damaged"),   # a bare pickle of the number 1
+    (b"PK\x03\x04 truncated", "is not a PyTorch file or is damaged"),
+])
+def test_a_damaged_model_file_is_one_line(bundle, tmp_path, content, msg):
+    pytest.importorskip("torch")
+    from coalmine.train.model import load_model
+
+    (bundle.path / "model.pt").write_bytes(content)
+    with pytest.raises(BundleError) as e:
+        load_model(load_bundle(bundle.path))
+    assert msg in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("kind", ["pickled", "truncated"])
+def test_validation_tiles_are_read_without_pickle(bundle, tmp_path, kind):
+    from coalmine.runtime.backends.gate import load_val_tiles
+
+    p = bundle.path / "val_tiles.npz"
+    if kind == "pickled":
+        marker = tmp_path / "ran"
+        np.savez(p, x=np.array([_RunsCode(marker)], dtype=object), y=np.zeros((1, 4, 4), np.uint8))
+    else:
+        np.savez(p, x=np.zeros((1, 23, 64, 64), np.float32), y=np.zeros((1, 64, 64), np.uint8))
+        p.write_bytes(p.read_bytes()[:200])
+    with pytest.raises(BundleError) as e:
+        load_val_tiles(load_bundle(bundle.path))
+    assert "cannot be read as validation tiles" in str(e.value) and "\n" not in str(e.value)
+    if kind == "pickled":
+        assert not marker.exists()
+
+
+def test_no_loader_in_the_tree_unpickles(tmp_path):
+    """The audit, kept: every torch.load reads weights only, every np.load refuses pickles, and no
+    module calls pickle.load(s) or eval/exec (test and benchmark helpers aside)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for folder in ("runtime", "train", "export"):
+        for py in (root / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(py.read_text(encoding="utf-8"))):
+                if not isinstance(node, ast.Call):
+                    continue
+                f = node.func
+                name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+                owner = getattr(f.value, "id", "") if isinstance(f, ast.Attribute) else ""
+                kw = {k.arg: k.value for k in node.keywords}
+                where = f"{py.relative_to(root)}:{node.lineno}"
+                if owner == "torch" and name == "load":
+                    ok = isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True
+                    found += [] if ok else [f"{where} torch.load without weights_only=True"]
+                if owner == "np" and name == "load":
+                    bad = isinstance(kw.get("allow_pickle"), ast.Constant) and kw["allow_pickle"].value is True
+                    found += [f"{where} np.load(allow_pickle=True)"] if bad else []
+                if owner in ("pickle", "cloudpickle", "dill") and name in ("load", "loads"):
+                    found.append(f"{where} {owner}.{name}")
+                if isinstance(f, ast.Name) and f.id in ("eval", "exec"):
+                    found.append(f"{where} {f.id}")
+    assert found == []
