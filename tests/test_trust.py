@@ -315,7 +315,7 @@ def test_level_2a_without_metadata_is_told_by_scl_or_its_dark_pixels(synth, tmp_
     b02 = next(c.glob("*_B02_*.tif"))
     (c / b02.name.replace("B02", "B10")).write_bytes(b02.read_bytes())
     from coalmine.runtime.errors import InputError
-    with pytest.raises(InputError, match="Level-1C product \\(a B10 band"):
+    with pytest.raises(InputError, match="Level-1C product .*as a B10 band"):
         S2Reader(c)
 
 
