@@ -200,6 +200,7 @@ def _run_scene(scene: Any, bundle: Any, out_dir: Any, s1: Any, aoi: Any, opts: R
                   else scene)
     try:
         warnings = check_preprocessing(source, bundle)
+        _check_aois(aois, source, aoi)
         band_idx = _band_index(source, bundle)
         scene_path = getattr(source, "path", None) or (scene if owns_source else None)
         prefix = opts.prefix or (Path(str(scene_path)).stem if scene_path else "scene")
@@ -227,7 +228,7 @@ def _run_scene(scene: Any, bundle: Any, out_dir: Any, s1: Any, aoi: Any, opts: R
                 with timer.stage("cog"):
                     outs.finish_rasters()
                 with timer.stage("areas"):
-                    areas = mask_areas_ha(outs.tmp["mask"], aois)
+                    areas = mask_areas_ha(outs.tmp["mask"], aois, scene=scene_path or "the scene")
                 with timer.stage("polygons"):
                     mines = outs.write_mines(min_area_ha=opts.min_area_ha)
                 summary = _summary(
@@ -252,6 +253,46 @@ def _read_aois(aoi: Any, opts: RunOptions) -> list[Aoi]:
     if aoi is None:
         return []
     return list(aoi) if isinstance(aoi, list) else read_aois(aoi, name_field=opts.aoi_name_field)
+
+
+def _check_aois(aois: list[Aoi], source: Any, aoi: Any) -> None:
+    """Before any inference, put every AOI on the scene's grid.
+
+    Raises:
+        InputError: an AOI whose coordinates cannot be transformed to the scene's CRS, or one
+            that misses the scene but would overlap it with x and y swapped (latitude written
+            before longitude, northing before easting) — a mistake that would otherwise cost a
+            whole run and end as "no data".
+    """
+    import shapely
+    from rasterio.warp import transform_geom
+    from shapely.geometry import mapping, shape
+
+    where = f" of {aoi}" if isinstance(aoi, (str, os.PathLike)) else ""
+    scene = shapely.box(*source.bounds)
+
+    def placed(geom: dict[str, Any], crs: Any) -> Any:
+        try:
+            g = shape(transform_geom(crs, source.crs, geom)) if crs != source.crs else shape(geom)
+        except Exception:  # noqa: BLE001 - PROJ refuses through GDAL's CPLE_* errors, not RasterioError
+            return None
+        return g if np.isfinite(shapely.get_coordinates(g)).all() else None
+
+    for a in aois:
+        g = placed(a.geometry, a.crs)
+        if g is None:
+            raise InputError(
+                f"AOI '{a.name}'{where} cannot be placed on the scene's grid ({source.crs.to_string()}): its "
+                f"coordinates lie outside what {a.crs.to_string()} can map there; are x and y swapped? Write "
+                "them as (longitude, latitude) or (easting, northing), or give the file its true CRS")
+        if g.intersects(scene):
+            continue
+        swapped = placed(mapping(shapely.transform(shape(a.geometry), lambda xy: xy[:, ::-1])), a.crs)
+        if swapped is not None and swapped.intersects(scene):
+            raise InputError(
+                f"AOI '{a.name}'{where} misses the scene, but would cover it with x and y swapped: its "
+                "coordinates are written (y, x), latitude before longitude or northing before easting; "
+                f"write them as (x, y) in {a.crs.to_string()}")
 
 
 def _load_backend(bundle: Bundle, opts: RunOptions, plan: _Plan) -> tuple[Backend, str]:

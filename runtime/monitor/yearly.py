@@ -161,7 +161,7 @@ def update_years(
         if old is not None and old["fingerprint"] == fp and target.is_file():
             continue
         path, valid = write_composite([masks[r["key"]] for r in rows], cfg.yearly_rule, grid, target)
-        areas = mask_areas_ha(path, aois)
+        areas = mask_areas_ha(path, aois, scene=f"the {year} composite {layout.rel(target)}")
         led.set_year(year, cfg.yearly_rule, fp, len(rows), layout.rel(target), areas, valid, year_models(rows))
     _register_empty_years(cfg, led, [r for r in empty if r["year"] not in by_year], aois, set(by_year))
     return sorted(by_year)
