@@ -111,7 +111,7 @@ def process_scene(task: SceneTask) -> SceneResult:
     tmp = final.parent / f".{final.name}.partial-{task.token}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    from ..errors import NoValidDataError
+    from ..errors import NoValidDataError, OutputError
 
     try:
         runner = resolve_runner(task.runner)
@@ -142,6 +142,17 @@ def process_scene(task: SceneTask) -> SceneResult:
         if "summary" in outputs:
             _fix_summary_paths(tmp / outputs["summary"], tmp, final)
         swap_into_place(tmp, final, task.token)
+    except OutputError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not exc.disk_full:
+            raise
+        # name the output folder the user configured, not the hidden temporary one
+        from .._io import disk_hint
+
+        full = OutputError(f"cannot write the outputs of {Path(task.scene).name} into {final.parent} (the disk is "
+                           f"full); {disk_hint(final.parent, 'output folder')}")
+        full.disk_full = True
+        raise full from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -166,7 +177,7 @@ def _areas(mask: Path, task: SceneTask) -> dict[str, Any]:
     from ..areas import mask_areas_ha
 
     aois = read_aois(task.aois, name_field=task.aoi_name_field) if task.aois else []
-    res = mask_areas_ha(mask, aois)
+    res = mask_areas_ha(mask, aois, scene=task.scene)
     return {"total": res["total"], "aois": dict(res.get("aois", {})), "valid_share": res["valid_share"],
             "aoi_valid_share": dict(res["aoi_valid_share"])}
 
