@@ -91,6 +91,16 @@ def _make(kind: str, tmp: Path) -> dict[str, Path]:
             ds.write(np.clip(data * 1000, 0, 65535).astype(np.uint16))
             ds.descriptions = desc
             ds.update_tags(**tags)
+    elif kind in ("rgb", "four_floats", "stack_names_twice", "s2_bands"):
+        count, dtype = {"rgb": (3, "uint8"), "four_floats": (4, "float32"), "stack_names_twice": (2, "float32"),
+                        "s2_bands": (3, "uint16")}[kind]
+        with rasterio.open(scene, "w", driver="GTiff", width=96, height=80, count=count, dtype=dtype, crs=UTM50S,
+                           transform=DEFAULT_TRANSFORM) as ds:
+            ds.write(np.full((count, 80, 96), 7, dtype))
+            if kind == "stack_names_twice":
+                ds.descriptions = ("VV", "VV")
+            if kind == "s2_bands":
+                ds.descriptions = ("B02", "B03", "B04")
     elif kind == "truncated":
         data = scene.read_bytes()
         scene.write_bytes(data[: len(data) // 3])
@@ -118,6 +128,11 @@ RUN_ROWS = [
     ("all-nan-scene", "all_nan", [], 1, ["scene.tif", "has no valid pixel"]),
     ("uint16-stack", "uint16", [], 1, ["scene.tif", "uint16"]),
     ("truncated-stack", "truncated", [], 1, ["scene.tif"]),
+    # not a stack and not Sentinel-2 either: the advice "pass --s1" would send the user astray
+    ("rgb-image", "rgb", [], 1, ["scene.tif", "3 bands (uint8) without band descriptions", "23-band stack"]),
+    ("four-float-bands", "four_floats", [], 1, ["4 bands (float32) without band descriptions"]),
+    ("stack-names-twice", "stack_names_twice", [], 1, ["named VV, VV", "coal-prepare"]),
+    ("sentinel-2-without-s1", "s2_bands", [], 2, ["is raw Sentinel-2 input", "--s1"]),
     ("bundle-file-escapes", "escape", [], 1, ["../../x.onnx"]),
     ("bundle-file-absolute", "absolute", [], 1, ["/etc/passwd", "absolute path"]),
     ("threshold-nan", None, ["--threshold", "nan"], 2, ["--threshold nan"]),

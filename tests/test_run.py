@@ -257,11 +257,13 @@ def test_refuses_bad_bundle(tmp_path, good_scene):
 
 
 def test_refuses_wrong_bands(tmp_path, linear_bundle):
-    # A file whose band descriptions are not the 23 names is not taken for a stack.
+    # A file whose band descriptions are not the 23 names is not taken for a stack, nor for
+    # Sentinel-2 input that only lacks --s1.
     names = tuple(f"band{i}" for i in range(23))
     scene = write_stack(tmp_path / "wrong.tif", make_stack(64, 64), band_names=names)
-    _refused(tmp_path, UsageError, "is raw Sentinel-2 input (not a 23-band stack)", scene=scene,
-             bundle=linear_bundle)
+    msg = _refused(tmp_path, BandError, "is neither a coalmine stack nor Sentinel-2 input: it has 23 bands "
+                   "(float32) named band0, band1, band2, band3, band4, band5, ...", scene=scene, bundle=linear_bundle)
+    assert "--s1" in msg.split("expected", 1)[1]
     # A scene source that lacks a band the bundle needs.
     short = write_stack(tmp_path / "short.tif", make_stack(64, 64)[:22])
     with StackSource(short) as src:

@@ -31,7 +31,16 @@ from rasterio.coords import BoundingBox
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from ..bands import BAND_NAMES, GLCM_SLICE, INDEX_SLICE, N_BANDS, S2_SLICE, VV_INDEX, is_stack_bands
+from ..bands import (
+    BAND_NAMES,
+    DERIVED_BANDS,
+    GLCM_SLICE,
+    INDEX_SLICE,
+    N_BANDS,
+    S2_SLICE,
+    VV_INDEX,
+    is_stack_bands,
+)
 from ..bundle import Preprocessing
 from ..errors import BandError, BundleError, InputError, UsageError
 from ..options import PreprocessingOptions
@@ -346,6 +355,29 @@ def _read_prep_tag(ds: Any) -> Preprocessing | None:
                          "prepare it again with coal-prepare") from exc
 
 
+def _neither_stack_nor_s2(ds: Any, path: Path) -> None:
+    """Refuse a file that is neither a stack nor Sentinel-2 bands (an RGB image, a stack whose
+    band names were lost or repeated), which would otherwise be sent to "pass --s1".
+
+    Raises:
+        BandError: naming the file, what its bands are and what was expected.
+    """
+    from .s2 import band_of
+
+    names = [d for d in ds.descriptions if d]
+    if any(band_of(d) for d in names) and not any(d in DERIVED_BANDS for d in names):
+        return  # raw Sentinel-2: the caller asks for --s1
+    dtypes = sorted(set(ds.dtypes))
+    if not names:
+        what = f"{ds.count} bands ({', '.join(dtypes)}) without band descriptions"
+    else:
+        shown = ", ".join(str(d) for d in ds.descriptions[:6]) + (", ..." if ds.count > 6 else "")
+        what = f"{ds.count} bands ({', '.join(dtypes)}) named {shown}"
+    raise BandError(f"scene {path} is neither a coalmine stack nor Sentinel-2 input: it has {what}; expected the "
+                    f"{N_BANDS}-band stack coal-prepare writes (float32 bands named {', '.join(BAND_NAMES[:3])}, "
+                    "... each once) or raw Sentinel-2 bands named B02, B03, ... with --s1")
+
+
 def open_scene(
     scene: str | os.PathLike[str],
     s1: str | os.PathLike[str] | None = None,
@@ -387,6 +419,8 @@ def open_scene(
         ds = open_raster(p, "scene")
         try:
             stack = is_stack(ds)
+            if not stack and s1 is None:
+                _neither_stack_nor_s2(ds, p)
         finally:
             ds.close()
         if stack:
