@@ -241,7 +241,9 @@ def atomic_output(target: str | os.PathLike[str], option: str = "--out",
 
     The folder is created if needed. On any exception the temporary file (and any GDAL side
     file) is removed and ``target`` is left as it was. The file gets the umask's mode (see the
-    module docstring), whatever writes into it.
+    module docstring), whatever writes into it. A full disk while writing (``ENOSPC``,
+    ``EDQUOT``, ``EFBIG``, which Python reports without a file name) becomes an
+    :class:`OutputError` naming ``target`` and the space left (see :func:`write_failure`).
 
     Example:
         >>> with atomic_output("scene.tif") as tmp:   # doctest: +SKIP
@@ -253,8 +255,10 @@ def atomic_output(target: str | os.PathLike[str], option: str = "--out",
     try:
         yield tmp
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         remove_temp(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError) and exc.errno in DISK_FULL:
+            raise write_failure(target.parent, exc, str(target), option) from exc
         raise
 
 

@@ -334,6 +334,34 @@ def test_coal_monitor_on_a_full_disk_keeps_its_history(tmp_path, leave, where):
     assert res["rows"] == "[('2019-07-15', 'done', 1), ('2020-07-15', 'done', 1)]"
 
 
+WRITE_A_CHART = """
+import sys
+from pathlib import Path
+from coalmine.runtime._io import atomic_write_bytes
+from coalmine.runtime.errors import OutputError
+try:
+    atomic_write_bytes(Path(sys.argv[1]) / "chart_total.png", b"x" * 200_000, "output folder")
+except OutputError as exc:
+    print(f"disk_full={exc.disk_full}")
+    print(f"msg={exc}")
+"""
+
+
+@needs_tmpfs
+def test_a_report_file_on_a_full_disk_names_itself(tmp_path):
+    """Charts, tables and pages are written with Python's own file objects, whose ENOSPC has no
+    file name: the refusal names the file the user would have got."""
+    r = _on_small_disk(tmp_path / "disk", "64k", f"""
+        {sys.executable} -c '{WRITE_A_CHART}' "$DISK"
+        echo left=$(ls -A "$DISK" | tr '\\n' ' ')
+    """)
+    res = _result(r.stdout)
+    assert res.get("disk_full") == "True", (r.stdout, r.stderr)
+    assert res["msg"].startswith(f"cannot write {tmp_path}/disk/chart_total.png (No space left on device); ")
+    assert "free now on the disk holding" in res["msg"] and "choose another output folder" in res["msg"]
+    assert res["left"].strip() == ""
+
+
 # -- killed runs leave nothing behind ------------------------------------------------------------
 
 HOLD_A_WORK_FOLDER = """
