@@ -199,6 +199,45 @@ def test_coal_monitor_hostile_configurations(tmp_path, edit, code, words, monkey
     assert _files(tmp_path) == before  # not even the output folder
 
 
+class _RunsCode:
+    """Unpickling this creates the file ``marker``: the proof that a loader ran code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+EXPORT_ROWS = [
+    ("model-file-escapes", "escape", 1, ["files.onnx = '../../x.onnx' names a folder"]),
+    ("model-file-absolute", "absolute", 1, ["files.onnx = '/etc/passwd' is an absolute path"]),
+    ("model-pt-runs-code", "pickle", 1, ["model.pt holds Python objects other than tensors"]),
+]
+
+
+@pytest.mark.parametrize("kind,code,words", [r[1:] for r in EXPORT_ROWS], ids=[r[0] for r in EXPORT_ROWS])
+def test_coal_export_hostile_bundles(tmp_path, kind, code, words):
+    torch = pytest.importorskip("torch")
+    from coalmine.export.cli import main as export_main
+
+    made = _make(kind if kind != "pickle" else "", tmp_path)
+    marker = tmp_path / "ran"
+    if kind == "pickle":
+        torch.save({"spec": {}, "state_dict": _RunsCode(marker)}, made["bundle"] / "model.pt")
+        np.savez(made["bundle"] / "val_tiles.npz", x=np.full((1, 23, 64, 64), 0.5, np.float32),
+                 y=np.zeros((1, 64, 64), np.uint8))
+    before = {p: p.stat().st_mtime_ns for p in _files(tmp_path)}
+    r = CliRunner().invoke(export_main, [str(made["bundle"]), "--no-engine", "-q"])
+    assert r.exit_code == code, r.stderr
+    line = _one_line(r.stderr)
+    assert line.startswith("coal-export: error: ")
+    for w in words:
+        assert w in line, line
+    assert {p: p.stat().st_mtime_ns for p in _files(tmp_path)} == before  # nothing written, nothing changed
+    assert not marker.exists()
+
+
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     from coalmine.train.synth import make_scene
