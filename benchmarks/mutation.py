@@ -64,18 +64,18 @@ GROUPS = (
     Group("preprocess",
           tuple(f"runtime/preprocess/{m}.py" for m in ("s2", "s1", "indices", "speckle", "stack", "warp", "grid")),
           ("tests/test_input_numbers.py", "tests/test_prepare.py", "tests/test_prepare_errors.py",
-           "tests/test_prepare_realdata.py")),
+           "tests/test_prepare_realdata.py", "tests/test_s2_zip.py", "tests/test_run.py")),
     # the grid value and raster reading of the preprocessing (and of coal-run and the monitor)
     Group("raster", ("runtime/raster.py",),
-          ("tests/test_input_numbers.py", "tests/test_prepare.py", "tests/test_prepare_errors.py",
-           "tests/test_map_numbers.py", "tests/test_run.py")),
+          ("tests/test_raster.py", "tests/test_input_numbers.py", "tests/test_prepare.py",
+           "tests/test_prepare_errors.py", "tests/test_map_numbers.py")),
     Group("bands", ("runtime/bands.py",),
           ("tests/test_bands.py", "tests/test_input_numbers.py", "tests/test_prepare.py", "tests/test_run.py")),
     Group("tiling", ("runtime/tiling.py",),
           ("tests/test_tiling.py", "tests/test_map_numbers.py", "tests/test_run.py")),
     Group("outputs", ("runtime/outputs.py",),
           ("tests/test_map_numbers.py", "tests/test_run.py")),
-    Group("areas", ("runtime/areas.py",), ("tests/test_areas.py", "tests/test_run.py")),
+    Group("areas", ("runtime/areas.py",), ("tests/test_areas.py", "tests/test_no_data.py", "tests/test_run.py")),
     Group("metrics", ("train/metrics.py",), ("tests/test_metrics.py",)),
     Group("texture", ("runtime/texture.py",), ("tests/test_texture.py",)),
 )
@@ -446,7 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.list:
         for g in GROUPS:
-            print(f"{g.name}: {' '.join(g.modules)}\n    tests: {' '.join(g.tests)}")
+            gone = sorted(set(g.modules + g.tests) - set(present(g.modules + g.tests)))
+            print(f"{g.name}: {' '.join(present(g.modules))}\n    tests: {' '.join(present(g.tests))}"
+                  + (f"\n    not in this checkout: {' '.join(gone)}" if gone else ""))
         return 0
     if importlib.util.find_spec("mutmut") is None:
         print("mutation: mutmut is not installed; pip install 'mutmut>=3.3'", file=sys.stderr)
@@ -455,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"mutation: unknown group(s) {', '.join(sorted(unknown))}; see --list", file=sys.stderr)
         return 2
-    chosen = [] if a.named else [g for g in GROUPS if not a.groups or g.name in a.groups]
+    chosen = [] if a.named else [g for g in GROUPS if (not a.groups or g.name in a.groups) and present(g.modules)]
     a.work = a.work.resolve()
     a.work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -464,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"named mutant: {n['status']:>8}  {n['name']}", file=sys.stderr)
     results = []
     for g in chosen:
-        print(f"mutation: {g.name} ({', '.join(g.modules)}) ...", file=sys.stderr)
+        print(f"mutation: {g.name} ({', '.join(present(g.modules))}) ...", file=sys.stderr)
         results.append(run_group(g, a.work, a.jobs, a.keep))
         pm = results[-1].get("per_module") or {}
         for mod, c in sorted(pm.items()):

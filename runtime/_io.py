@@ -14,7 +14,9 @@ leaves a half-written file under the final name. The temporary file is created t
 plain ``open(path, "w")`` creates one, with mode ``0o666`` filtered by the process umask
 (0644 under the usual umask 022), not the 0600 of :func:`tempfile.mkstemp`: a colleague, a web
 server serving the report or a Dask worker under another account can read what was written.
-The rename keeps that mode.
+The rename keeps that mode. The file's bytes are flushed to disk before the rename and the
+folder after it (:func:`fsync_path`), so a power cut leaves the old file or the whole new one,
+never an empty or partial file under the final name.
 
 :func:`sha256_file` (and :func:`hash_file` for a digest over several files) is the one place
 that streams a file's bytes into SHA-256.
@@ -83,6 +85,46 @@ def temp_path(target: str | os.PathLike[str], option: str = "--out", tag: str = 
         os.close(fd)
         return p
     raise OutputError(f"cannot find a free temporary name beside {target}; clean up hidden files in {folder}")
+
+
+def fsync_path(path: str | os.PathLike[str]) -> None:
+    """Flush a file's bytes, or a folder's entries, to disk (best effort).
+
+    A rename is durable only once its folder is flushed: call this on the folder after
+    ``os.replace`` and on a file before renaming it into place. Where the system cannot
+    (a folder on Windows, a file system without fsync) nothing happens: the write itself
+    already succeeded.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def create_empty(path: str | os.PathLike[str]) -> Path:
+    """Create ``path`` as an empty file with the umask's mode, unless it exists already.
+
+    For files another library creates with a mode of its own: SQLite makes a new database
+    0644 whatever the umask (0664 under umask 002 is what a shared group folder wants), and
+    its ``-wal``/``-shm``/``-journal`` files take the database file's mode. An empty file is a
+    valid empty database, so calling this before ``sqlite3.connect`` is all it takes.
+
+    Raises:
+        OSError: the file cannot be created (the caller names the option).
+    """
+    p = Path(path)
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except FileExistsError:
+        return p
+    os.close(fd)
+    return p
 
 
 def remove_temp(path: Path) -> None:
@@ -240,26 +282,72 @@ def atomic_output(target: str | os.PathLike[str], option: str = "--out",
     on the same file system); rename it to ``target`` on success.
 
     The folder is created if needed. On any exception the temporary file (and any GDAL side
-    file) is removed and ``target`` is left as it was. The file gets the umask's mode (see the
-    module docstring), whatever writes into it. A full disk while writing (``ENOSPC``,
-    ``EDQUOT``, ``EFBIG``, which Python reports without a file name) becomes an
-    :class:`OutputError` naming ``target`` and the space left (see :func:`write_failure`).
+    file) is removed and ``target`` is left as it was. The file gets the umask's mode and is
+    flushed to disk with its folder (see the module docstring), whatever writes into it. A full
+    disk while writing (``ENOSPC``, ``EDQUOT``, ``EFBIG``, which Python reports without a file
+    name) becomes an :class:`OutputError` naming ``target`` and the space left (see
+    :func:`write_failure`).
 
     Example:
         >>> with atomic_output("scene.tif") as tmp:   # doctest: +SKIP
         ...     write_raster(tmp)
     """
     target = Path(target)
-    ensure_output_dir(target.parent if str(target.parent) else Path("."), option)
+    folder = ensure_output_dir(target.parent if str(target.parent) else Path("."), option)
     tmp = temp_path(work.path / target.name if work is not None else target, option)
     try:
         yield tmp
+        fsync_path(tmp)
         os.replace(tmp, target)
     except BaseException as exc:
         remove_temp(tmp)
         if isinstance(exc, OSError) and not isinstance(exc, OutputError) and exc.errno in DISK_FULL:
             raise write_failure(target.parent, exc, str(target), option) from exc
         raise
+    fsync_path(folder)
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | os.PathLike[str], tag: str | int | None = None,
+                  option: str = "--out") -> Iterator[Path]:
+    """Yield an empty folder beside ``target`` to fill; it then takes ``target``'s place whole.
+
+    The folder is ``.<name>.partial-<tag>`` (``tag``: the process id unless given, e.g. an
+    attempt token), made with the umask's mode; a leftover of that name is removed first.
+    When the block ends without an exception (a ``return`` inside it included) the folder
+    replaces ``target`` (:func:`replace_folder`); on an exception it is removed and
+    ``target`` is left as it was.
+
+    Example:
+        >>> with atomic_folder("model") as tmp:   # doctest: +SKIP
+        ...     (tmp / "bundle.json").write_text("{}")
+    """
+    target = Path(target)
+    tag = os.getpid() if tag is None else tag
+    ensure_output_dir(target.parent if str(target.parent) else Path("."), option)
+    tmp = target.parent / f".{target.name}.partial-{tag}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        replace_folder(tmp, target, tag)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def replace_folder(tmp: str | os.PathLike[str], target: str | os.PathLike[str], tag: str | int | None = None) -> None:
+    """Replace the folder ``target`` by the complete folder ``tmp`` (two renames; the old copy
+    is removed after). A kill between the renames leaves no ``target`` and the old copy
+    as ``.<name>.old-<tag>``, never a mix of old and new files.
+    """
+    tmp, target = Path(tmp), Path(target)
+    old = target.parent / f".{target.name}.old-{os.getpid() if tag is None else tag}"
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    fsync_path(target.parent)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_bytes(target: str | os.PathLike[str], data: bytes | memoryview, option: str = "--out") -> Path:

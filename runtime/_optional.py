@@ -28,7 +28,6 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "segmentation_models_pytorch": ("segmentation-models-pytorch", "train"),
     "pystac_client": ("pystac-client", "fetch"),
     "planetary_computer": ("planetary-computer", "fetch"),
-    "shapely": ("shapely", "fetch"),
     "urllib3": ("urllib3", "fetch"),  # the retry policy of the catalogue requests
 }
 

@@ -34,7 +34,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from ._io import WorkFolder, write_failure
+from ._io import WorkFolder, fsync_path, write_failure
 from .areas import geodesic_area_ha
 from .errors import OutputError
 from .raster import NODATA, gdal_writes_checked, to_cog
@@ -229,9 +229,13 @@ class OutputSet:
             raise write_failure(self.out_dir, exc, f"{self.final['summary'].name}") from exc
 
     def commit(self) -> dict[str, Path]:
-        """Rename every temporary output to its final name; return the final paths."""
+        """Rename every temporary output to its final name (flushed to disk before, the folders
+        after: see :func:`~coalmine.runtime._io.fsync_path`); return the final paths."""
         for k, final in self.final.items():
+            fsync_path(self.tmp[k])
             os.replace(self.tmp[k], final)
+        for folder in {p.parent for p in self.final.values()}:
+            fsync_path(folder)
         self.abort()  # remove the work folder and what is left in it (staging files)
         return dict(self.final)
 

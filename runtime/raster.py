@@ -40,6 +40,7 @@ from rasterio.windows import Window
 
 from ._io import atomic_output
 from .errors import CRSError, InputNotFoundError, OutputError, RasterError
+from .tiling import block_grid
 
 #: Nodata value of every uint8 output (probability, mask, composite, change map).
 NODATA = 255
@@ -100,11 +101,6 @@ class Grid:
             Window(window.col_off - halo, window.row_off - halo, window.width + 2 * halo,
                    window.height + 2 * halo)
         )
-
-    def windows(self, rows: int = BLOCK_ROWS) -> Iterator[Window]:
-        """Full-width row strips covering the grid, top to bottom."""
-        for r in range(0, self.height, rows):
-            yield Window(0, r, self.width, min(rows, self.height - r))
 
 
 def check_window(grid: Grid, window: Window) -> Window:
@@ -334,7 +330,8 @@ def write_uint8_cog(
 ) -> Path:
     """Write a uint8 single-band COG on ``grid`` strip by strip, atomically.
 
-    ``fill(window)`` returns the uint8 values of one row strip (:meth:`Grid.windows`). The
+    ``fill(window)`` returns the uint8 values of one full-width strip of :data:`BLOCK_ROWS`
+    rows (:func:`~coalmine.runtime.tiling.block_grid`). The
     strips go to a tiled temporary GeoTIFF, :func:`to_cog` turns it into the COG (nearest
     overviews, the colour table) under a temporary name, and only the finished file is
     renamed to ``target``.
@@ -350,8 +347,8 @@ def write_uint8_cog(
         try:
             with gdal_writes_checked(target.parent, str(target), "output folder"), \
                     rasterio.open(raw, "w", **profile) as dst:
-                for w in grid.windows():
-                    dst.write(fill(w), 1, window=w)
+                for b in block_grid(grid.height, grid.width, block=(BLOCK_ROWS, grid.width), halo=0):
+                    dst.write(fill(b.core), 1, window=b.core)
                 dst.write_colormap(1, colormap)
                 if description:
                     dst.set_band_description(1, description)

@@ -265,11 +265,12 @@ def _check_aois(aois: list[Aoi], source: Any, aoi: Any) -> None:
             whole run and end as "no data".
     """
     import shapely
+    from rasterio.transform import array_bounds
     from rasterio.warp import transform_geom
     from shapely.geometry import mapping, shape
 
     where = f" of {aoi}" if isinstance(aoi, (str, os.PathLike)) else ""
-    scene = shapely.box(*source.bounds)
+    scene = shapely.box(*array_bounds(source.height, source.width, source.transform))
 
     def placed(geom: dict[str, Any], crs: Any) -> Any:
         try:

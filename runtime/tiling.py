@@ -127,27 +127,33 @@ def _axis_span(start: int, length: int, halo: int, total: int, tile: int) -> tup
     return lo, hi
 
 
-def block_grid(height: int, width: int, *, block: int, halo: int, tile: int = 0) -> Iterator[Block]:
+def block_grid(height: int, width: int, *, block: int | tuple[int, int], halo: int, tile: int = 0) -> Iterator[Block]:
     """Blocks covering a ``height x width`` raster row by row.
 
     Args:
         height, width: raster size in pixels.
-        block: core size of a block (pixels); the last row/column of blocks may be smaller.
+        block: core size of a block (pixels), or its (rows, columns): ``(512, width)`` gives
+            full-width strips of 512 rows. The last row/column of blocks may be smaller.
         halo: context added on each side of the core when reading (clipped at the edge).
         tile: inference tile size; a read window is widened to at least this where the
             raster is large enough, so edge blocks are not padded needlessly.
 
     Yields:
         :class:`Block` in row-major order; the cores tile the raster exactly once.
+
+    Example:
+        >>> [b.core.height for b in block_grid(1100, 700, block=(512, 700), halo=0)]
+        [512, 512, 76]
     """
-    if block <= 0:
+    rows, cols = (block, block) if isinstance(block, int) else block
+    if rows <= 0 or cols <= 0:
         raise UsageError(f"block size {block} must be positive")
     idx = 0
-    for r in range(0, height, block):
-        h = min(block, height - r)
+    for r in range(0, height, rows):
+        h = min(rows, height - r)
         r0, r1 = _axis_span(r, h, halo, height, tile)
-        for c in range(0, width, block):
-            w = min(block, width - c)
+        for c in range(0, width, cols):
+            w = min(cols, width - c)
             c0, c1 = _axis_span(c, w, halo, width, tile)
             yield Block(Window(c, r, w, h), Window(c0, r0, c1 - c0, r1 - r0), idx)
             idx += 1

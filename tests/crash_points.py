@@ -13,8 +13,8 @@ writes the marker file and sleeps, so the test can SIGKILL the process there:
 
 ``before_run``     ``coalmine.runtime.run.run_scene`` — inside a scene, before mapping
                    (the scene's temporary folder exists, nothing is in it yet);
-``before_rename``  ``pipeline.swap_into_place`` — the outputs are complete under temporary
-                   names, not yet renamed;
+``before_rename``  ``_io.replace_folder`` — a scene's outputs are complete in its temporary
+                   folder, not yet renamed;
 ``before_commit``  ``Ledger.complete`` — the outputs are in place, the ledger transaction
                    that registers them has not begun.
 """
@@ -52,9 +52,9 @@ def install() -> None:
 
         name = "run_scene"
     elif phase == "before_rename":
-        import coalmine.runtime.monitor.pipeline as owner
+        import coalmine.runtime._io as owner
 
-        name = "swap_into_place"
+        name = "replace_folder"
     elif phase == "before_commit":
         from coalmine.runtime.monitor.ledger import Ledger as owner
 

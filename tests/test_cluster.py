@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import crash_points
+import distributed  # the [cluster] extra, which the test command installs
 import pytest
 from click.testing import CliRunner
 from coalmine.runtime.errors import (
@@ -49,7 +50,6 @@ from test_monitor_data import (
     write_config,
 )
 
-distributed = pytest.importorskip("distributed", reason="the cluster extra (dask, distributed) is not installed")
 
 @pytest.fixture(scope="module")
 def cluster():

@@ -181,11 +181,36 @@ def test_write_helpers_follow_the_umask(tmp_path, umask):
     with _io.atomic_output(tmp_path / "sub" / "a.tif") as tmp:
         tmp.write_bytes(b"x")
     keep = _io.temp_path(tmp_path / "b.onnx")
-    for p in (tmp_path / "a.bin", tmp_path / "a.txt", tmp_path / "a.json", tmp_path / "sub" / "a.tif", keep):
+    with _io.atomic_folder(tmp_path / "bundle") as tmp:
+        (tmp / "bundle.json").write_text("{}")
+    for p in (tmp_path / "a.bin", tmp_path / "a.txt", tmp_path / "a.json", tmp_path / "sub" / "a.tif", keep,
+              tmp_path / "bundle" / "bundle.json"):
         assert stat.S_IMODE(p.stat().st_mode) == want, p
+    assert stat.S_IMODE((tmp_path / "bundle").stat().st_mode) == 0o777 & ~umask
     with open(tmp_path / "plain", "w") as f:  # the reference: what open() gives
         f.write("x")
     assert stat.S_IMODE((tmp_path / "plain").stat().st_mode) == want
+
+
+@pytest.mark.parametrize("umask", [0o002, 0o022, 0o077])
+def test_sqlite_files_follow_the_umask(tmp_path, umask):
+    # SQLite alone creates a database 0644 whatever the umask (and its -wal/-shm files like it).
+    from coalmine.runtime.fetch.record import FetchRecord
+    from coalmine.runtime.monitor.ledger import Ledger
+
+    os.umask(umask)
+    want = 0o666 & ~umask
+    led = Ledger(tmp_path / "out" / "ledger.sqlite")
+    rec = FetchRecord(tmp_path / "downloads")
+    try:
+        led.scenes()  # a read keeps the WAL files open beside the database
+        files = [p for p in tmp_path.rglob("*") if p.is_file()]
+        assert {"ledger.sqlite", "fetch.sqlite", "ledger.sqlite-wal", "fetch.sqlite-wal"} <= {p.name for p in files}
+        assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {p.name: oct(want) for p in files}
+    finally:
+        led.close()
+        rec.close()
+    assert stat.S_IMODE((tmp_path / "out" / "ledger.sqlite").stat().st_mode) == want
 
 
 def test_atomic_output_leaves_nothing_on_failure(tmp_path):
@@ -198,6 +223,43 @@ def test_atomic_output_leaves_nothing_on_failure(tmp_path):
         raise RuntimeError("writer failed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
     assert (tmp_path / "r.json").read_text() == "old"
+
+
+def test_atomic_output_flushes_the_file_before_the_rename_and_its_folder_after(tmp_path, monkeypatch):
+    # Durable against a power cut: the new bytes reach the disk before the new name does, and
+    # the folder holding the new name is flushed too.
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.fstat(fd).st_ino))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", Path(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    target = tmp_path / "sub" / "a.json"
+    _io.atomic_write_json(target, {"x": 1})
+    assert events == [("fsync", target.stat().st_ino), ("replace", target), ("fsync", target.parent.stat().st_ino)]
+
+
+def test_atomic_folder_replaces_the_whole_folder_or_nothing(tmp_path):
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), _io.atomic_folder(target) as tmp:
+        (tmp / "new.txt").write_text("half")
+        raise RuntimeError("writer failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert [p.name for p in target.iterdir()] == ["old.txt"]
+    with _io.atomic_folder(target, tag="a1") as tmp:
+        assert tmp.name == ".model.partial-a1" and not list(tmp.iterdir())
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no old copy, no partial folder
+    assert [p.name for p in target.iterdir()] == ["new.txt"]
 
 
 def test_temp_path_that_cannot_be_created_names_the_option(tmp_path):

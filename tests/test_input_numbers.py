@@ -20,12 +20,12 @@ import pytest
 import rasterio
 from affine import Affine
 from coalmine.runtime.bands import BAND_NAMES, S2_BANDS
-from coalmine.runtime.errors import UnitsError, UsageError
+from coalmine.runtime.errors import InputError, UnitsError, UsageError
 from coalmine.runtime.preprocess import open_scene
 from coalmine.runtime.preprocess.indices import compute_indices
 from coalmine.runtime.preprocess.s1 import detect_units
 from coalmine.runtime.preprocess.s2 import S2Reader
-from coalmine.runtime.preprocess.speckle import lee_filter
+from coalmine.runtime.preprocess.speckle import box_sum, db_to_power, lee_filter, power_to_db
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
@@ -297,6 +297,63 @@ def test_positive_explicit_offset_is_refused(tmp_path):
         S2Reader(folder, s2_offset=1000)
 
 
+def test_partial_offset_list_and_unreadable_baseline(tmp_path, caplog):
+    # Only B08 (band_id 7) listed: B08 gets it, the others fall back to B02's, absent here: 0.
+    folder = write_folder(tmp_path / "a", "T50MLA_20230101T022551")
+    (folder / "MTD_MSIL2A.xml").write_text(mtd_xml(baseline="04.00", date="2023-01-01", offsets={7: -1000}))
+    refl, r = read_all(folder)
+    want = {**same_offset(0.0), "B08": -1000.0}
+    assert r.offset.offsets == want
+    np.testing.assert_allclose(refl, expected_reflectance(want), rtol=1e-6)
+    # A baseline that is not a number says nothing: the date decides (2023: -1000), with a warning.
+    path = write_multiband(tmp_path / "S2_20230101T022551_stack.tif", {"PROCESSING_BASELINE": "N/A"})
+    with caplog.at_level(logging.WARNING, logger="coalmine"):
+        refl, r = read_all(path)
+    assert r.offset.value == -1000.0 and r.offset.source == "guess: date 20230101"
+    assert "guessed offset -1000" in caplog.text
+
+
+def test_unparsable_mtd_is_refused(tmp_path):
+    folder = write_folder(tmp_path / "s2", "T50MLA_20230101T022551")
+    (folder / "MTD_MSIL2A.xml").write_text("<Level-2A_User_Product><General_Info>")
+    with pytest.raises(InputError, match=r"MTD_MSIL2A.xml cannot be parsed .*pass --s2-offset explicitly"):
+        S2Reader(folder)
+
+
+def test_scl_classes_masked(tmp_path):
+    # one pixel per SCL class 0..11: masked are 0 no data, 1 saturated, 3 cloud shadow,
+    # 8 / 9 cloud medium / high probability, 10 thin cirrus
+    folder = write_folder(tmp_path / "s2", "T50MLA_20230101T022551")
+    scl = np.arange(H * W, dtype=np.uint8).reshape(H, W) % 12
+    write_band(folder / "T50MLA_20230101T022551_SCL_10m.tif", scl)
+    with S2Reader(folder) as r:
+        bad = r.scl_invalid(None, Window(0, 0, W, H))
+    np.testing.assert_array_equal(bad, np.isin(scl, [0, 1, 3, 8, 9, 10]))
+    assert bad.sum() == 12  # 24 pixels, each class twice
+
+
+def test_20m_bands_are_interpolated_bilinearly_onto_the_10m_grid(tmp_path):
+    # A 20 m band whose value is 100 x its column: pixel centres at x = 20 i + 10 m. Bilinear
+    # interpolation at the 10 m centres x = 10 j + 5 gives 5 x - 50 = 50 j - 25 inside.
+    folder = tmp_path / "s2"
+    w20, h20 = 8, 4
+    for b, v in DN.items():
+        if b in ("B02", "B03", "B04", "B08"):
+            write_band(folder / f"T50MLA_20230101T022551_{b}_10m.tif", np.full((H, W), v, np.uint16))
+    prof = {"driver": "GTiff", "dtype": "uint16", "count": 1, "height": h20, "width": w20, "crs": CRS_UTM,
+            "transform": Affine(20.0, 0.0, TRANSFORM.c, 0.0, -20.0, TRANSFORM.f)}
+    for b in ("B05", "B06", "B07", "B11", "B12"):
+        ramp = np.tile((1000 + 100 * np.arange(w20)).astype(np.uint16), (h20, 1))
+        with rasterio.open(folder / f"T50MLA_20230101T022551_{b}_20m.tif", "w", **prof) as ds:
+            ds.write(ramp, 1)
+    with S2Reader(folder, s2_offset=0.0) as r:
+        refl = r.read(Window(0, 0, W, H))
+    dn_b05 = refl[3] * 10000  # B05
+    # 10 m columns 1..5 (inside the 20 m centres): 1000 + 50 j - 25
+    np.testing.assert_allclose(dn_b05[1:3, 1:6], np.tile(1000 + 50 * np.arange(1, 6) - 25.0, (2, 1)), rtol=1e-6)
+    np.testing.assert_allclose(refl[0], 0.15, rtol=1e-6)  # the 10 m bands as they are
+
+
 # -- Sentinel-1 units -------------------------------------------------------------------------
 
 def sample(median: float, n_negative: int = 0, n: int = 200) -> np.ndarray:
@@ -332,10 +389,12 @@ def test_s1_values_that_are_not_sigma0_are_refused(values, dtype, given, match):
 
 
 def test_s1_units_given_by_the_user(caplog):
-    # dB declared on values that are linear power (no negatives, median 0.05): refused, as the reverse is
-    with pytest.raises(UnitsError, match=r"declared dB but 100% of its values are >= 0 \(median 0.05\), "
-                                         r"which is linear power.*--s1-units linear"):
+    # dB declared on values that are linear power (no negatives, median 0.05): refused with the fix,
+    # since reading them as dB would put every pixel near 0 dB
+    with pytest.raises(UnitsError, match=r"--s1 vv.tif was declared dB but 100% of its values are "
+                       r">= 0 \(median 0.05\), which is linear power.*pass --s1-units linear"):
         detect_units(sample(0.05), "float32", "db", "vv.tif")
+    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="coalmine"):
         assert detect_units(sample(-13.0, n_negative=200), "float32", "db", "vv.tif") == "db"
         assert detect_units(sample(0.05), "float32", "linear", "vv.tif") == "linear"
@@ -394,6 +453,33 @@ def test_lee_filter_keeps_the_mean_of_flat_speckle_in_linear_power():
     assert f.std() < 0.5 * power.std()  # and it does smooth
 
 
+def test_db_conversions_by_hand():
+    p = np.array([1.0, 0.1, 100.0, 0.0, -1.0, np.nan])
+    db = power_to_db(p)
+    assert db.dtype == np.float32
+    np.testing.assert_allclose(db[:3], [0.0, -10.0, 20.0], atol=1e-6)
+    assert np.isnan(db[3:]).all()  # 0, negative and NaN power are nodata, never -inf
+    back = db_to_power(np.array([0.0, -10.0, 20.0, np.nan]))
+    assert back.dtype == np.float32
+    np.testing.assert_allclose(back[:3], [1.0, 0.1, 100.0], rtol=1e-6)
+    assert np.isnan(back[3])
+
+
+def test_lee_filter_small_cases_and_refusals():
+    img = np.array([[1.0, 2.0], [3.0, 4.0]], np.float64)
+    one = lee_filter(img, 1)
+    assert one.dtype == np.float32 and one is not img and one.tolist() == img.tolist()
+    np.testing.assert_array_equal(lee_filter(np.full((5, 6), 0.25, np.float32), 3), 0.25)  # flat: itself
+    np.testing.assert_array_equal(box_sum(np.arange(9.0).reshape(3, 3), 1), np.arange(9.0).reshape(3, 3))
+    np.testing.assert_array_equal(box_sum(np.arange(9.0).reshape(3, 3), 5), np.full((3, 3), 36.0))
+    with pytest.raises(ValueError, match=r"lee_filter expects a 2-D array, got shape \(2, 2, 2\)"):
+        lee_filter(np.ones((2, 2, 2)), 3)
+    with pytest.raises(ValueError, match="the speckle window must be an odd number >= 1, got 0"):
+        lee_filter(img, 0)
+    with pytest.raises(ValueError, match="ENL must be > 0, got 0"):
+        lee_filter(img, 3, enl=0)
+
+
 # -- the stack: reflectance, indices and VV together, through RawSource ------------------------
 
 SIZE = 40
@@ -445,3 +531,42 @@ def test_stack_vv_is_db_of_lee_in_linear_power(raw_scene):
     assert 10 * np.log10(np.mean(10 ** (vv[ok] / 10))) == pytest.approx(
         10 * np.log10(power[ok].mean()), abs=0.03)
     assert 10 * np.log10(power.mean()) == pytest.approx(-13.01, abs=0.1)
+
+
+# -- a prepared stack must match the bundle's preprocessing ------------------------------------
+
+def test_stack_preprocessing_checked_against_the_bundle(caplog):
+    from types import SimpleNamespace
+
+    from coalmine.runtime.bundle import GlcmParams, Preprocessing, S1Params
+    from coalmine.runtime.errors import InputError
+    from coalmine.runtime.preprocess.stack import check_preprocessing
+
+    bundle = SimpleNamespace(preprocessing=Preprocessing(glcm=GlcmParams().with_default_edges()), path="tapin")
+    edges = bundle.preprocessing.glcm.edges
+
+    def stack(**kw):
+        return SimpleNamespace(preprocessing=Preprocessing(**kw), path="s.tif")
+
+    assert check_preprocessing(stack(glcm=GlcmParams(edges=edges)), bundle) == []
+    # edges equal to 1e-6 dB are the same edges (a JSON round trip), 1e-5 dB are not
+    assert check_preprocessing(stack(glcm=GlcmParams(edges=tuple(e + 5e-7 for e in edges))), bundle) == []
+    with pytest.raises(InputError, match=r"s.tif was prepared with GLCM bin edges .*differ from bundle tapin"):
+        check_preprocessing(stack(glcm=GlcmParams(edges=tuple(e + 1e-5 for e in edges))), bundle)
+    with pytest.raises(InputError) as e:
+        check_preprocessing(stack(glcm=GlcmParams(window=7, distance=2, levels=16).with_default_edges(),
+                                  s1=S1Params(speckle_filter="none")), bundle)
+    msg = str(e.value)
+    for part in ("GLCM window 7 (bundle: 9)", "GLCM distance 2 (bundle: 4)", "GLCM levels 16 (bundle: 32)",
+                 "GLCM bin edges", "(31 edges)", "speckle filter none (bundle: lee/5)"):
+        assert part in msg, part
+    with pytest.raises(InputError, match=r"speckle filter lee/7 \(bundle: lee/5\)"):
+        check_preprocessing(stack(glcm=GlcmParams(edges=edges), s1=S1Params(speckle_window=7)), bundle)
+    # no filter and a 1 px window are the same thing
+    none = SimpleNamespace(preprocessing=Preprocessing(glcm=GlcmParams(edges=edges),
+                                                       s1=S1Params(speckle_filter="none")), path="b")
+    assert check_preprocessing(stack(glcm=GlcmParams(edges=edges), s1=S1Params(speckle_window=1)), none) == []
+    # a stack without the record: a warning, nothing checked
+    with caplog.at_level(logging.WARNING, logger="coalmine"):
+        w = check_preprocessing(SimpleNamespace(preprocessing=None, path="old.tif"), bundle)
+    assert len(w) == 1 and "old.tif records no preprocessing parameters" in w[0] and w[0] in caplog.text

@@ -16,7 +16,9 @@ import pytest
 import rasterio
 from coalmine.runtime.bands import BAND_NAMES, N_BANDS
 from coalmine.runtime.bundle import Preprocessing
+from coalmine.runtime.errors import OutputError
 from coalmine.runtime.outputs import (
+    OutputSet,
     mask_from_prob,
     mask_level,
     quantize_prob,
@@ -144,3 +146,94 @@ def test_feature_collection_streaming_keeps_members_and_refuses_nan():
     with pytest.raises(ValueError):
         write_feature_collection(io.StringIO(), [{"type": "Feature", "properties": {"area_ha": float("nan")},
                                                   "geometry": None}])
+
+
+class RectanglesSource(NanBandSource):
+    """Not mine (every band 0.1) except two rectangles of mine (0.9); the top-left corner is
+    nodata (one NaN band), so the polygonizer meets a nodata region before the mines."""
+
+    NANS = ()
+    #: (row0, row1, col0, col1): 10 x 10 px = 100 px = 1 ha, 5 x 8 px = 40 px = 0.4 ha at 10 m
+    MINES = ((20, 30, 10, 20), (50, 55, 40, 48))
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data[:] = 0.1
+        for r0, r1, c0, c1 in self.MINES:
+            self.data[:, r0:r1, c0:c1] = 0.9
+        self.data[3, :8, :8] = np.nan
+
+
+def test_mine_polygons_by_hand(tmp_path, linear_bundle):
+    from pyproj import Transformer
+
+    s = run_scene(RectanglesSource(), linear_bundle, tmp_path / "o", tile=64, block=64, progress=False)
+    assert s["pixels"]["mine"] == 140 and s["pixels"]["nodata"] == 64
+    gj = json.loads((tmp_path / "o" / "scene_mines.geojson").read_text())
+    assert gj["type"] == "FeatureCollection" and gj["name"] == "scene_mines"
+    feats = gj["features"]
+    assert [f["type"] for f in feats] == ["Feature", "Feature"]
+    assert [f["id"] for f in feats] == [1, 2] and [f["properties"]["id"] for f in feats] == [1, 2]
+    to_ll = Transformer.from_crs("EPSG:32750", "EPSG:4326", always_xy=True)
+    for f, (r0, r1, c0, c1), ha in zip(feats, RectanglesSource.MINES, (1.0, 0.4), strict=True):
+        # UTM distorts areas by < 0.05 % here: the geodesic area is the nominal one
+        area = f["properties"]["area_ha"]
+        assert area == pytest.approx(ha, rel=5e-4) and area == round(area, 4)
+        ring = np.array(f["geometry"]["coordinates"][0])
+        assert (np.round(ring, 7) == ring).all()  # coordinates rounded to 7 decimals (~1 cm)
+        x0, y0 = DEFAULT_TRANSFORM * (c0, r0)
+        x1, y1 = DEFAULT_TRANSFORM * (c1, r1)
+        lons, lats = to_ll.transform([x0, x1, x0, x1], [y0, y0, y1, y1])
+        np.testing.assert_allclose([ring[:, 0].min(), ring[:, 0].max()], [min(lons), max(lons)], atol=2e-7)
+        np.testing.assert_allclose([ring[:, 1].min(), ring[:, 1].max()], [min(lats), max(lats)], atol=2e-7)
+    total = sum(f["properties"]["area_ha"] for f in feats)
+    assert s["polygons"]["polygons"] == 2 and s["polygons"]["dropped_below_mmu"] == 0
+    assert s["polygons"]["area_ha"] == pytest.approx(total, abs=1e-4)
+    # a 0.5 ha minimum mapping unit drops the 0.4 ha polygon; the raster hectares stay
+    s2 = run_scene(RectanglesSource(), linear_bundle, tmp_path / "o2", tile=64, block=64, progress=False,
+                   min_area_ha=0.5)
+    assert s2["polygons"]["polygons"] == 1 and s2["polygons"]["dropped_below_mmu"] == 1
+    assert s2["polygons"]["area_ha"] == pytest.approx(1.0, rel=5e-4)
+    assert s2["areas_ha"]["total"] == pytest.approx(1.4, rel=1e-12)
+
+
+def test_cogs_record_bundle_threshold_scale_and_overview_resampling(tmp_path, linear_bundle):
+    run_scene(RectanglesSource(), linear_bundle, tmp_path / "o", tile=64, block=64, progress=False,
+              threshold=0.35)
+    with rasterio.open(tmp_path / "o" / "scene_prob.tif") as p, rasterio.open(tmp_path / "o" / "scene_mask.tif") as m:
+        for tags in (p.tags(), m.tags()):
+            assert tags["COALMINE_BUNDLE"] == "tiny-test" and tags["COALMINE_THRESHOLD"] == "0.35"
+            assert tags["COALMINE_PROB_SCALE"] == "250"
+        assert p.tags()["OVERVIEW_RESAMPLING"] == "AVERAGE"  # a probability averages
+        assert m.tags()["OVERVIEW_RESAMPLING"] == "NEAREST"  # a mask does not
+        assert p.nodata == 255 and m.nodata == 255
+
+
+def test_summary_refuses_nan(tmp_path):
+    with OutputSet(tmp_path / "o", "x", UTM50S, DEFAULT_TRANSFORM, 4, 4) as outs:
+        with pytest.raises(ValueError):
+            outs.write_summary({"areas_ha": {"total": float("nan")}})
+        outs.write_summary({"areas_ha": {"total": 1.5}})
+        assert json.loads(outs.tmp["summary"].read_text()) == {"areas_ha": {"total": 1.5}}
+        outs.abort()
+    assert list((tmp_path / "o").iterdir()) == []
+
+
+def test_output_set_stage_files_are_complete_once_closed(tmp_path):
+    outs = OutputSet(tmp_path / "o", "x", UTM50S, DEFAULT_TRANSFORM, 32, 16)
+    q = np.arange(16 * 32, dtype=np.uint8).reshape(16, 32) % 251
+    outs.write(Window(0, 0, 32, 16), q, (q >= 125).astype(np.uint8))
+    outs.close_stage()
+    outs.close_stage()  # closing twice is harmless
+    with rasterio.open(outs.stage["prob"]) as ds:  # the GeoTIFF is complete on disk
+        np.testing.assert_array_equal(ds.read(1), q)
+    with rasterio.open(outs.stage["mines"]) as ds:
+        np.testing.assert_array_equal(ds.read(1), (q >= 125).astype(np.uint8))
+    outs.abort()
+    assert list((tmp_path / "o").iterdir()) == []
+
+
+def test_output_set_that_cannot_create_its_rasters_leaves_nothing(tmp_path):
+    with pytest.raises(OutputError, match="cannot write into"):
+        OutputSet(tmp_path / "o", "x", UTM50S, DEFAULT_TRANSFORM, 0, 0)  # GDAL refuses a 0 x 0 raster
+    assert list((tmp_path / "o").iterdir()) == []

@@ -88,6 +88,24 @@ def test_readme_lists_the_documented_install_lines():
         assert extras <= set(PYPROJECT["project"]["optional-dependencies"]), line
 
 
+# -- the test command ----------------------------------------------------------------------------------
+#: Extras that need an NVIDIA GPU (or conflict with [cpu]); their tests skip with a reason without one.
+GPU_EXTRAS = {"gpu", "gpu-cu12", "tensorrt", "tensorrt-cu12"}
+TEST_INSTALL = re.compile(r'pip install (?:-e )?"\.\[([a-z0-9,-]+)\]"(?:` \(every extra| && python -m pytest)')
+
+
+def test_the_test_command_and_ci_install_every_extra_the_tests_use():
+    """The README's test command, its development install and ``.ci/run`` install the same extras:
+    all of them but the GPU ones, so no test of an installable feature skips (or fails) in CI for
+    a missing package."""
+    readme = TEST_INSTALL.findall((REPO / "README.md").read_text(encoding="utf-8"))
+    ci = TEST_INSTALL.findall((REPO / ".ci" / "run").read_text(encoding="utf-8"))
+    want = set(PYPROJECT["project"]["optional-dependencies"]) - GPU_EXTRAS
+    assert len(readme) == 2 and len(ci) == 1, (readme, ci)
+    for extras in readme + ci:
+        assert set(extras.split(",")) == want, f"installs .[{extras}], the tests use .[{','.join(sorted(want))}]"
+
+
 # -- requirement sets ---------------------------------------------------------------------------------
 def _dist_requires(name: str) -> list[str] | None:
     try:

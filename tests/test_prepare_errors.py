@@ -207,6 +207,14 @@ def test_unwritable_output(synth, tmp_path):
             ro.chmod(0o700)
 
 
+def test_unwritable_timings_path_is_refused_naming_the_option(synth, tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    r, msg = _run(["--s2", synth.s2_dir, "--s1", synth.s1_path, "-o", tmp_path / "s.tif",
+                   "--timings", tmp_path / "file" / "t.json"])
+    assert r.exit_code == 1 and "choose another --timings" in msg and str(tmp_path / "file") in msg
+    assert (tmp_path / "file").read_text() == "not a folder"
+
+
 def test_usage_errors(synth, tmp_path):
     r, msg = _run(["--s2", synth.s2_dir, "--s1", synth.s1_path, "-o", tmp_path / "s.tif",
                    "--s2-offset", "1000"])

@@ -346,7 +346,6 @@ def test_refuses_bad_options(tmp_path, good_scene, linear_bundle, kw, msg):
 def test_real_unet_resnet34_end_to_end(tmp_path):
     # A randomly initialised smp U-Net-ResNet34 exported with torch: the real graph runs
     # through the runtime (onnx file in, COGs out) with a 64 px tile.
-    pytest.importorskip("torch")
     from factories import unet_onnx
 
     onnx_file = unet_onnx(tmp_path / "unet.onnx", tile=64)

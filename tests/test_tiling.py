@@ -63,6 +63,15 @@ def test_block_cores_partition_the_raster_and_reads_contain_cores():
     assert [b.index for b in blocks] == list(range(len(blocks)))
 
 
+def test_rectangular_blocks_give_full_width_strips():
+    # (rows, columns) blocks: the COG writer walks a grid in full-width strips this way.
+    blocks = list(block_grid(1100, 700, block=(512, 700), halo=0))
+    assert [(int(b.core.row_off), int(b.core.height)) for b in blocks] == [(0, 512), (512, 512), (1024, 76)]
+    assert all(b.core.col_off == 0 and b.core.width == 700 and b.read == b.core for b in blocks)
+    with pytest.raises(UsageError, match="must be positive"):
+        list(block_grid(10, 10, block=(0, 10), halo=0))
+
+
 def test_predict_block_normalises_weights_everywhere():
     # A pointwise "model" (logit = 2 * band 0): blending must reproduce it exactly at every
     # pixel, including edges, corners, the flush last tile and the padded margin.

@@ -92,7 +92,6 @@ def test_coal_run_never_opens_a_file_outside_the_bundle(bundle, scene, tmp_path)
 
 
 def test_coal_export_never_writes_outside_the_bundle(bundle, tmp_path):
-    pytest.importorskip("torch")
     from coalmine.export.cli import main as export_main
 
     _edit_bundle(bundle.path, files__onnx="../escaped.onnx")
@@ -273,9 +272,12 @@ def _prepare(args):
     return CliRunner().invoke(prepare_main, [str(a) for a in args])
 
 
-def _bare_s2(synth, dest: Path, *, scl: bool = False) -> Path:
-    """The synthetic L2A bands without MTD_MSIL2A.xml and tags (and without SCL unless asked):
-    nothing names the level."""
+def _bare_s2(synth, dest: Path, *, scl: bool = False, resolution_names: bool = False) -> Path:
+    """The synthetic L2A bands without MTD_MSIL2A.xml and tags (and without SCL unless asked),
+    named without the resolution suffix of Level-2A band files unless asked: nothing names the
+    level."""
+    import re
+
     import rasterio
 
     dest.mkdir()
@@ -283,7 +285,8 @@ def _bare_s2(synth, dest: Path, *, scl: bool = False) -> Path:
         if p.suffix == ".tif" and (scl or "SCL" not in p.name):
             with rasterio.open(p) as ds:
                 prof, a = ds.profile, ds.read()
-            with rasterio.open(dest / p.name, "w", **prof) as out:
+            name = p.name if resolution_names else re.sub(r"_(10|20|60)m\.tif$", ".tif", p.name)
+            with rasterio.open(dest / name, "w", **prof) as out:
                 out.write(a)
     return dest
 
@@ -310,9 +313,12 @@ def test_level_2a_without_metadata_is_told_by_scl_or_its_dark_pixels(synth, tmp_
         assert r.metadata.level == "L2A" and "SCL band" in r.metadata.level_from
     with S2Reader(_bare_s2(synth, tmp_path / "b")) as r:  # water and forest: surface reflectance
         assert r.metadata.level == "L2A" and r.metadata.level_from.startswith("darkest 1 % of B02 below 0.0")
+    # band files named B02_10m, as only Level-2A products name them
+    with S2Reader(_bare_s2(synth, tmp_path / "n", resolution_names=True)) as r:
+        assert r.metadata.level == "L2A" and r.metadata.level_from.startswith("band file names with a resolution")
     # a B10 band (cirrus) exists in Level-1C only
     c = _bare_s2(synth, tmp_path / "c")
-    b02 = next(c.glob("*_B02_*.tif"))
+    b02 = next(c.glob("*_B02.tif"))
     (c / b02.name.replace("B02", "B10")).write_bytes(b02.read_bytes())
     from coalmine.runtime.errors import InputError
     with pytest.raises(InputError, match="Level-1C product .*as a B10 band"):

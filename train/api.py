@@ -33,7 +33,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -42,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from coalmine.runtime._io import atomic_write_json, ensure_output_dir, hash_file
+from coalmine.runtime._io import atomic_folder, atomic_write_json, ensure_output_dir, hash_file
 from coalmine.runtime.bands import BAND_NAMES, S1_BAND
 from coalmine.runtime.bundle import (
     MODEL_FILES,
@@ -491,11 +490,7 @@ def _write_bundle(bundle: Bundle, model: Any, fitres: Any, report: dict[str, Any
     from .loop import plot_curves, write_log_csv
     from .model import save_model
 
-    out = bundle.path
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_folder(bundle.path) as tmp:
         save_model(model, bundle.model, tmp / MODEL_FILES["pytorch"])
         np.savez_compressed(tmp / MODEL_FILES["val_tiles"], x=np.asarray(x[val_pick], dtype=np.float32),
                             y=np.asarray(y[val_pick], dtype=np.uint8))
@@ -504,12 +499,6 @@ def _write_bundle(bundle: Bundle, model: Any, fitres: Any, report: dict[str, Any
         plot_curves(tmp / "curves.png", fitres.history, fitres.best_epoch)
         replace(bundle, path=tmp).save()
         load_bundle(tmp)  # the runtime must accept what we wrote
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # -- evaluation ---------------------------------------------------------------------------------

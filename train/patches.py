@@ -35,8 +35,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +42,7 @@ from typing import Any
 
 import numpy as np
 from affine import Affine
+from coalmine.runtime._io import atomic_folder
 from coalmine.runtime.errors import InputError
 from rasterio.windows import Window
 
@@ -379,10 +378,7 @@ def extract_patches(
     from tqdm import tqdm
 
     folder = Path(folder)
-    tmp = folder.with_name(folder.name + f".partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_folder(folder) as tmp:
         n = len(plan)
         x = np.lib.format.open_memmap(tmp / "x_all.npy", mode="w+", dtype=np.float32, shape=(n, n_bands, tile, tile))
         y = np.empty((n, tile, tile), dtype=np.uint8)
@@ -420,11 +416,6 @@ def extract_patches(
         doc.update({"tile": tile, "n_bands": n_bands, "patches": [asdict(p) for p in kept]})
         (tmp / "patches.json").write_text(json.dumps(doc), encoding="utf-8")
         (tmp / COMPLETE).write_text("ok\n", encoding="utf-8")
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     ps = load_patch_cache(folder)
     assert ps is not None
     return ps

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -56,5 +55,7 @@ def main(s2: Path, s1: Path, out: Path, block: int, cog: bool, timings: Path | N
     path = prepare_scene(s2, s1, out, prep, block=block, cog=cog, progress=not quiet, timings=t,
                          **inputs.reader_args())
     if timings is not None:
-        timings.write_text(json.dumps(t, indent=2) + "\n", encoding="utf-8")
+        from .._io import atomic_write_json
+
+        atomic_write_json(timings, t, "--timings")
     click.echo(str(path))

@@ -45,8 +45,10 @@ import rasterio
 from rasterio.coords import BoundingBox
 from rasterio.crs import CRS
 from rasterio.warp import transform_geom
+from shapely.geometry import box, mapping, shape
+from shapely.ops import unary_union
 
-from .._io import atomic_write_text
+from .._io import atomic_write_text, fsync_path
 from .._optional import optional_import
 from ..aoi import Aoi, read_aois
 from ..bands import S2_BANDS
@@ -189,10 +191,6 @@ def safe_name(stac_id: str) -> str:
 
 # -- geometry ----------------------------------------------------------------------------------
 def _aoi_union(aois: Sequence[Aoi]) -> Any:
-    optional_import("shapely", purpose="intersecting catalogue footprints with the AOIs")
-    from shapely.geometry import shape
-    from shapely.ops import unary_union
-
     geoms = [shape(transform_geom(a.crs, "EPSG:4326", a.geometry)) for a in aois]
     return unary_union([g.buffer(0) for g in geoms])
 
@@ -204,8 +202,6 @@ def _utm_crs(geom: Any) -> CRS:
 
 
 def _bounds_in(geom: Any, crs: CRS, grow_m: float) -> BoundingBox:
-    from shapely.geometry import mapping, shape
-
     g = shape(transform_geom("EPSG:4326", crs, mapping(geom)))
     x0, y0, x1, y1 = g.bounds
     return BoundingBox(x0 - grow_m, y0 - grow_m, x1 + grow_m, y1 + grow_m)
@@ -223,8 +219,6 @@ def _item_crs(item: dict[str, Any], key: str | None) -> CRS | None:
 def _search_geometry(union: Any) -> dict[str, Any]:
     """The AOIs for the catalogue's ``intersects`` (their convex hull when they have many vertices:
     request bodies stay small; items are then checked against the AOIs themselves)."""
-    from shapely.geometry import mapping
-
     return mapping(union if _n_coords(union) <= 500 else union.convex_hull)
 
 
@@ -302,19 +296,6 @@ def _options_for(cat: Catalogue, href: str, opts: FetchOptions) -> FetchOptions:
 
 
 # -- one acquisition ---------------------------------------------------------------------------
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
 
@@ -425,7 +406,7 @@ class _Fetcher:
         if part != final:
             _write_json(part / "item.json", item)
             os.replace(part, final)
-            _fsync_dir(final.parent)
+            fsync_path(final.parent)
         elif not (final / "item.json").exists():
             _write_json(final / "item.json", item)
         cloud = _window_cloud(final / "SCL.tif") if keys[SCL] else None
@@ -471,8 +452,6 @@ class _Fetcher:
 
 
 def _item_footprint(item: dict[str, Any]) -> Any:
-    from shapely.geometry import box, shape
-
     if item.get("geometry"):
         return shape(item["geometry"]).buffer(0)
     if item.get("bbox"):
@@ -585,13 +564,9 @@ def _run(req: FetchRequest, rec: FetchRecord, fetcher: _Fetcher, union: Any, sta
     todo = [it for it in s2_items if not rec.has(it["id"])]
     summary.known = len(s2_items) - len(todo)
     for it in tqdm(todo, desc="Sentinel-2", unit="item", disable=not progress or not todo):
-        try:
-            row = fetcher.s2(it)
-        except AssetError as exc:
-            log.error("%s", exc)
-            summary.failed.append((it["id"], str(exc)))
+        row = _fetch_item(fetcher.s2, it, rec, summary)
+        if row is None:
             continue
-        rec.put(row)
         if row.status == "empty":
             summary.empty += 1
             log.info("%s: no data over the AOIs (recorded, not fetched again)", it["id"])
@@ -617,6 +592,19 @@ def _run(req: FetchRequest, rec: FetchRecord, fetcher: _Fetcher, union: Any, sta
             rec.pair(r.stac_id, s1)
 
 
+def _fetch_item(fetch_one: Callable[[dict[str, Any]], ItemRow], item: dict[str, Any], rec: FetchRecord,
+                summary: FetchSummary) -> ItemRow | None:
+    """Fetch one item and record it; an asset the server refuses is logged and counted as failed (None)."""
+    try:
+        row = fetch_one(item)
+    except AssetError as exc:
+        log.error("%s", exc)
+        summary.failed.append((item["id"], str(exc)))
+        return None
+    rec.put(row)
+    return row
+
+
 def _coverage(item: dict[str, Any], union: Any) -> float:
     fp = _item_footprint(item)
     if fp is None or union.area == 0:
@@ -637,13 +625,9 @@ def _pair(req: FetchRequest, rec: FetchRecord, fetcher: _Fetcher, s2: ItemRow, s
             if known.status == "fetched":
                 return it["id"]
             continue
-        try:
-            row = fetcher.s1(it)
-        except AssetError as exc:
-            log.error("%s", exc)
-            summary.failed.append((it["id"], str(exc)))
+        row = _fetch_item(fetcher.s1, it, rec, summary)
+        if row is None:
             continue
-        rec.put(row)
         if row.status == "fetched":
             summary.fetched.append(row)
             log.info("fetched %s (Sentinel-1 for %s, %.1f MB)", it["id"], s2.stac_id, row.bytes / 1e6)

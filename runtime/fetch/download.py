@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -237,8 +236,6 @@ def fetch_window(href: Callable[[], str], bounds: BoundingBox, bounds_crs: CRS, 
             if verify_file(tmp) != digest:
                 raise OutputError(f"{tmp} does not read back as written (disk full or failing?); "
                                   f"free space in {dst.parent} and fetch again")
-            _fsync(tmp)
-        _fsync(dst.parent)
     except _NoOverlap:
         return None
     finally:
@@ -310,16 +307,3 @@ def verify_file(path: Path) -> str | None:
     except (RasterioError, OSError):
         return None
     return got if got == want else None
-
-
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._io import create_empty
 from ..errors import CoalmineError, OutputError
 
 RECORD_NAME = "fetch.sqlite"
@@ -118,9 +119,7 @@ class FetchRecord:
                                             timeout=30, isolation_level=None)
             else:
                 self.folder.mkdir(parents=True, exist_ok=True)
-                # created here so it gets the umask's mode (SQLite would make it 0644)
-                with open(self.path, "ab"):
-                    pass
+                create_empty(self.path)  # the umask's mode (SQLite alone would make it 0644)
                 self._con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
                 self._con.execute("PRAGMA journal_mode=WAL")
                 self._con.execute("PRAGMA synchronous=FULL")

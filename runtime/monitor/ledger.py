@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._io import hash_file
+from .._io import create_empty, hash_file
 from ..errors import CoalmineError, OutputError
 
 SCHEMA_VERSION = 2
@@ -258,6 +258,7 @@ class Ledger:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            create_empty(self.path)  # the umask's mode (SQLite alone would make it 0644)
             # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE).
             self.conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -107,55 +106,45 @@ def process_scene(task: SceneTask) -> SceneResult:
     """
     t0 = time.perf_counter()
     final = Path(task.out_dir)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.partial-{task.token}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    from .._io import atomic_folder, disk_hint
     from ..errors import NoValidDataError, OutputError
 
     try:
-        runner = resolve_runner(task.runner)
-        try:
-            summary = runner(
-                task.scene, task.bundle, tmp, s1=task.s1, aoi=task.aois, aoi_name_field=task.aoi_name_field,
-                prefix=task.prefix, progress=False, **task.options,
-            )
-        except NoValidDataError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-            swap_into_place(tmp, final, task.token)  # no outputs of an earlier version stay behind
-            return SceneResult(
-                key=task.key, token=task.token, out_dir=str(final), outputs={},
-                areas_ha={"total": None, "aois": {}}, nodata_share=1.0, backend=None, timings={},
-                seconds=time.perf_counter() - t0, valid_share=0.0, no_data=True, message=str(exc),
-            )
-        outputs = {k: Path(v).name for k, v in summary["outputs"].items() if v}
-        if "mask" not in outputs:
-            raise RuntimeError(f"runner {task.runner} returned no mask output for {task.scene}")
-        areas = summary.get("areas_ha")
-        if not (isinstance(areas, dict) and "total" in areas and (not task.aois or "aois" in areas)
-                and isinstance(summary.get("aoi_valid_share"), dict) and "valid_share" in summary):
-            # a runner that does not measure AOIs and valid shares: measure them on its mask
-            areas = _areas(tmp / outputs["mask"], task)
-            summary = {**summary, "valid_share": areas["valid_share"], "aoi_valid_share": areas["aoi_valid_share"]}
-        areas = {"total": _float(areas["total"]), "aois": {str(k): _float(v) for k, v in areas.get("aois", {}).items()}}
-        if "summary" in outputs:
-            _fix_summary_paths(tmp / outputs["summary"], tmp, final)
-        swap_into_place(tmp, final, task.token)
+        with atomic_folder(final, task.token) as tmp:  # replaces the scene's folder when complete
+            runner = resolve_runner(task.runner)
+            try:
+                summary = runner(
+                    task.scene, task.bundle, tmp, s1=task.s1, aoi=task.aois, aoi_name_field=task.aoi_name_field,
+                    prefix=task.prefix, progress=False, **task.options,
+                )
+            except NoValidDataError as exc:
+                shutil.rmtree(tmp)  # an empty folder replaces the scene's: no outputs of an earlier version stay
+                tmp.mkdir()
+                return SceneResult(
+                    key=task.key, token=task.token, out_dir=str(final), outputs={},
+                    areas_ha={"total": None, "aois": {}}, nodata_share=1.0, backend=None, timings={},
+                    seconds=time.perf_counter() - t0, valid_share=0.0, no_data=True, message=str(exc),
+                )
+            outputs = {k: Path(v).name for k, v in summary["outputs"].items() if v}
+            if "mask" not in outputs:
+                raise RuntimeError(f"runner {task.runner} returned no mask output for {task.scene}")
+            areas = summary.get("areas_ha")
+            if not (isinstance(areas, dict) and "total" in areas and (not task.aois or "aois" in areas)
+                    and isinstance(summary.get("aoi_valid_share"), dict) and "valid_share" in summary):
+                # a runner that does not measure AOIs and valid shares: measure them on its mask
+                areas = _areas(tmp / outputs["mask"], task)
+                summary = {**summary, "valid_share": areas["valid_share"], "aoi_valid_share": areas["aoi_valid_share"]}
+            areas = {"total": _float(areas["total"]), "aois": {str(k): _float(v) for k, v in areas.get("aois", {}).items()}}
+            if "summary" in outputs:
+                _fix_summary_paths(tmp / outputs["summary"], tmp, final)
     except OutputError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         if not exc.disk_full:
             raise
         # name the output folder the user configured, not the hidden temporary one
-        from .._io import disk_hint
-
         full = OutputError(f"cannot write the outputs of {Path(task.scene).name} into {final.parent} (the disk is "
                            f"full); {disk_hint(final.parent, 'output folder')}")
         full.disk_full = True
         raise full from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return SceneResult(
         key=task.key,
         token=task.token,
@@ -213,19 +202,6 @@ def _name(v: Any) -> str | None:
     if isinstance(v, dict):
         return str(v.get("name") or v.get("kind") or v)
     return None if v is None else str(v)
-
-
-def swap_into_place(tmp: Path, final: Path, token: str) -> None:
-    """Replace ``final`` by the complete folder ``tmp`` (two renames; the old copy is removed).
-
-    A kill between the renames leaves no ``final`` folder, which is harmless: the ledger has
-    not registered this attempt, so the scene is processed again.
-    """
-    old = final.parent / f".{final.name}.old-{token}"
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def resolve_runner(spec: Any) -> Callable[..., dict[str, Any]]:

@@ -54,6 +54,9 @@ _BAND_RE = re.compile(r"(?:^|[^A-Za-z0-9])B(8A|\d{1,2})(?=$|[^A-Za-z0-9])", re.I
 _SCL_RE = re.compile(r"(?:^|[^A-Za-z0-9])SCL(?=$|[^A-Za-z0-9])", re.IGNORECASE)
 _L1C_RE = re.compile(r"(?:^|[^A-Za-z0-9])(MSIL1C|L1C)(?=$|[^A-Za-z0-9])", re.IGNORECASE)
 _L2A_RE = re.compile(r"(?:^|[^A-Za-z0-9])(MSIL2A|L2A)(?=$|[^A-Za-z0-9])", re.IGNORECASE)
+#: Level-2A band files carry their resolution (``T33UUU_20170216T102101_B02_10m.jp2``); Level-1C
+#: ones do not (``..._B02.jp2``).
+_L2A_BAND_FILE_RE = re.compile(r"_(?:B(?:\d{2}|8A)|SCL|AOT|WVP|TCI)_(?:10|20|60)m(?=\.[^.]+$|$)", re.IGNORECASE)
 #: Where nothing says the processing level, the darkest pixels tell: 1 % of the B02 (blue)
 #: values of Level-2A surface reflectance lie below ~0.03 (water, dense forest, shadow), while
 #: top-of-atmosphere (Level-1C) blue carries the atmosphere's own path reflectance, ~0.05-0.1,
@@ -376,6 +379,8 @@ class S2Reader:
         own = [Path(n).name for n in names]  # the product's own names, not the folders above it
         if md.level is None and any(_L2A_RE.search(n) for n in own):
             md.level, md.level_from = "L2A", "file names"
+        if md.level is None and any(_L2A_BAND_FILE_RE.search(n) for n in own):
+            md.level, md.level_from = "L2A", "band file names with a resolution (_B02_10m: Level-2A naming)"
         if md.baseline is None:
             for n in names:
                 m = _BASELINE_NAME_RE.search(Path(n).name)
