@@ -165,17 +165,18 @@ class WorkFolder:
         self.out_dir = ensure_output_dir(out_dir, option)
         sweep_work_folders(self.out_dir)
         self.path = self.out_dir / f"{WORK_PREFIX}{what}.{secrets.token_hex(6)}{WORK_SUFFIX}"
+        self._fd: int | None = None
         try:
             self.path.mkdir()
-            self._fd: int | None = os.open(self.path / OWNER_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
-                                           0o666)
+            self._fd = os.open(self.path / OWNER_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.write(self._fd, f"pid {os.getpid()} on {socket.gethostname()}, started "
                                f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
-        except OSError as exc:
-            shutil.rmtree(self.path, ignore_errors=True)
-            raise OutputError(f"cannot write into {self.out_dir} ({exc.strerror}); "
-                              f"{disk_hint(self.out_dir, option)}") from exc
+        except BaseException as exc:  # a full disk, or Ctrl-C/SIGTERM half-way: leave nothing
+            self.close()
+            if isinstance(exc, OSError):
+                raise write_failure(self.out_dir, exc, f"into {self.out_dir}", option) from exc
+            raise
 
     def close(self) -> None:
         """Remove the folder and everything left in it (idempotent)."""
@@ -251,8 +252,11 @@ def write_failure(folder: str | os.PathLike[str], exc: BaseException, what: str,
     while cause.__cause__ is not None and not getattr(cause, "strerror", None):
         cause = cause.__cause__
     reason = getattr(cause, "strerror", None) or (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-    err = OutputError(f"cannot write {what} ({reason}); {disk_hint(folder, option)}")
-    err.disk_full = getattr(cause, "errno", None) in DISK_FULL or _free(folder) < LOW_SPACE
+    full = getattr(cause, "errno", None) in DISK_FULL or _free(folder) < LOW_SPACE
+    # the free space only where the disk is (nearly) full: beside a missing folder it would mislead
+    hint = disk_hint(folder, option) if full else f"check free disk space and permissions, or choose another {option}"
+    err = OutputError(f"cannot write {what} ({reason}); {hint}")
+    err.disk_full = full
     return err
 
 

@@ -108,6 +108,19 @@ class OutputSet:
                  width: int, height: int, tags: dict[str, str] | None = None) -> None:
         self.work = WorkFolder(out_dir, what="run")
         self.out_dir = self.work.out_dir
+        self._ds: dict[str, Any] = {}
+        try:
+            self._open(prefix, crs, transform, width, height, tags)
+        except (rasterio.errors.RasterioError, OSError) as exc:
+            self.abort()
+            raise write_failure(self.out_dir, exc, f"into {self.out_dir}") from exc
+        except BaseException:  # Ctrl-C or SIGTERM before the caller's ``with`` could clean up
+            self.abort()
+            raise
+
+    def _open(self, prefix: str, crs: Any, transform: Any, width: int, height: int,
+              tags: dict[str, str] | None) -> None:
+        """Name the outputs and open the staging rasters in the work folder."""
         self.prefix = prefix
         self.final = {
             "prob": self.out_dir / f"{prefix}_prob.tif",
@@ -131,13 +144,8 @@ class OutputSet:
         mines_profile = {k: v for k, v in profile.items() if k not in ("blockxsize", "blockysize", "compress")}
         mines_profile.update(nodata=None, tiled=False, blockysize=16)
         profiles = {"prob": profile, "mask": profile, "mines": mines_profile}
-        self._ds: dict[str, Any] = {}
-        try:
-            for k, p in self.stage.items():
-                self._ds[k] = rasterio.open(p, "w", **profiles[k])
-        except (rasterio.errors.RasterioError, OSError) as exc:
-            self.abort()
-            raise write_failure(self.out_dir, exc, f"into {self.out_dir}") from exc
+        for k, p in self.stage.items():
+            self._ds[k] = rasterio.open(p, "w", **profiles[k])
 
     def _temp(self, name: str) -> Path:
         return self.work.path / name
