@@ -240,6 +240,38 @@ def test_coal_export_hostile_bundles(tmp_path, kind, code, words):
     assert not marker.exists()
 
 
+TRAIN_ROWS = [
+    ("lr-nan", ["--lr", "nan"], 2, ["lr", "finite number", "nan"]),
+    ("lr-inf", ["--lr", "inf"], 2, ["lr", "finite number", "inf"]),
+    ("val-fraction-nan", ["--val-fraction", "nan"], 2, ["val_fraction", "nan"]),
+    ("threshold-1.5", ["--threshold", "1.5"], 2, ["threshold", "1.5", "'tune'"]),
+    ("tile-100", ["--tile", "100"], 2, ["tile", "100", "multiple of 32"]),
+    ("labels-missing", ["--labels", "{tmp}/no_such_labels.tif"], 1, ["no_such_labels.tif", "does not exist"]),
+]
+
+
+@pytest.mark.parametrize("args,code,words", [r[1:] for r in TRAIN_ROWS], ids=[r[0] for r in TRAIN_ROWS])
+def test_coal_train_hostile_options(tmp_path, args, code, words):
+    pytest.importorskip("torch")
+    from coalmine.train.cli import main as train_main
+
+    scene = write_stack(tmp_path / "scene.tif", make_stack(80, 96, seed=3))
+    with rasterio.open(tmp_path / "labels.tif", "w", driver="GTiff", width=96, height=80, count=1, dtype="uint8",
+                       crs=UTM50S, transform=DEFAULT_TRANSFORM) as ds:
+        ds.write(np.zeros((1, 80, 96), np.uint8))
+    args = [a.format(tmp=tmp_path) for a in args]
+    labels = [] if "--labels" in args else ["--labels", str(tmp_path / "labels.tif")]
+    before = _files(tmp_path)
+    r = CliRunner().invoke(train_main, ["--scene", str(scene), *labels, "-o", str(tmp_path / "bundle"),
+                                        "--device", "cpu", "-q", *args])
+    assert r.exit_code == code, r.stderr
+    line = _one_line(r.stderr)
+    assert line.startswith("coal-train: error: ") or line.startswith("Error: "), line
+    for w in words:
+        assert w in line, line
+    assert _files(tmp_path) == before  # neither the bundle nor its work folder
+
+
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     from coalmine.train.synth import make_scene
