@@ -12,7 +12,8 @@ One run:
    executor of :mod:`.cluster`) and registers each result in one transaction as it arrives;
 4. rebuilds the yearly composites and change maps whose inputs changed (:mod:`.yearly`,
    :mod:`.change`);
-5. regenerates the reports from the ledger (:mod:`.reports`).
+5. regenerates the reports from the ledger (:mod:`.reports`) and the QGIS project
+   (:mod:`.qgis`).
 
 The stages get the output folder's paths from one :class:`~.layout.MonitorLayout` and the
 ledger (:mod:`.ledger`, the only module that speaks SQL); they never import this module, so
@@ -48,6 +49,7 @@ from .pipeline import (
     SceneTask,
     process_scene,
 )
+from .qgis import update_qgis
 from .reports import write_reports
 from .yearly import update_years
 
@@ -163,6 +165,7 @@ def run_monitor(
                 years = update_years(cfg, led, layout, keys, aois)
                 update_changes(led, layout, years)
                 summary.outputs = write_reports(cfg, led, layout, keys, aois)
+                summary.outputs["qgis"] = update_qgis(cfg.title, led, layout, cfg.aois, cfg.aoi_name_field, aois)
                 summary.report = summary.outputs.get("html")
             except BaseException as exc:
                 led.finish_run(run_id, "interrupted", summary.processed, summary.unchanged, summary.failed, _one_line(exc))
