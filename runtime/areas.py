@@ -33,7 +33,7 @@ from rasterio.crs import CRS
 from rasterio.features import bounds as geometry_bounds
 from rasterio.windows import Window
 
-from .errors import CRSError, RasterError
+from .errors import CRSError, InputError, RasterError
 
 if TYPE_CHECKING:
     from .aoi import Aoi
@@ -153,13 +153,27 @@ def geodesic_area_ha(geometry: dict[str, Any]) -> float:
 
 
 def _unique_names(aois: Sequence[Aoi]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
+    """The AOI names, refusing a name given twice: each name keys its own row, and renaming
+    ("A#2") could collide with another area's own name."""
+    seen: set[str] = set()
     for a in aois:
-        n = seen.get(a.name, 0) + 1
-        seen[a.name] = n
-        out.append(a.name if n == 1 else f"{a.name}#{n}")
-    return out
+        if a.name in seen:
+            raise InputError(f"two areas of interest are named {a.name!r}; every area needs its own name "
+                             "(it keys the area's row in the summary and the monitor's tables)")
+        seen.add(a.name)
+    return [a.name for a in aois]
+
+
+def _pixels_outside(geom: dict[str, Any], tr: Any, width: int, height: int) -> int:
+    """How many pixels of the raster's grid the part of ``geom`` outside the raster covers:
+    its planar area in the raster's CRS over one pixel's (geographic grids included, whose
+    pixels are equal in degrees)."""
+    import shapely
+    from shapely.geometry import Polygon, shape
+
+    corners = [tr * xy for xy in ((0, 0), (width, 0), (width, height), (0, height))]
+    part = shapely.make_valid(shape(geom)).difference(Polygon(corners))
+    return int(round(part.area / abs(tr.determinant)))
 
 
 def mask_areas_ha(
@@ -167,6 +181,7 @@ def mask_areas_ha(
     aois: Sequence[Aoi] = (),
     *,
     strip_rows: int = 512,
+    scene: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Mined hectares of a 0/1 mask (255 nodata), in total and inside each AOI, with the share
     of each that was actually observed.
@@ -186,16 +201,18 @@ def mask_areas_ha(
         mask_path: a uint8 mask GeoTIFF (``*_mask.tif``).
         aois: areas of interest (:func:`coalmine.runtime.aoi.read_aois`).
         strip_rows: rows per read.
+        scene: the scene the mask was made from, named in warnings (default: the mask file,
+            which may be a temporary one the user never sees).
 
     Returns:
         ``{"total": ha | None, "aois": {name: ha | None}, "valid_share": share,
         "aoi_valid_share": {name: share}, "pixels": {"mine": n, "valid": n, "nodata": n},
         "aoi_pixels": {name: n}, "warnings": [...]}`` where a share is the valid pixels over
-        all pixels (of the raster, or whose centre lies in the AOI). Duplicate AOI names get
-        ``#2``, ``#3``.
+        all pixels (of the raster, or whose centre lies in the AOI).
 
     Raises:
         RasterError: the mask cannot be read.
+        InputError: two AOIs have one name.
 
     Example:
         >>> mask_areas_ha("out/scene_mask.tif", read_aois("districts.gpkg"))  # doctest: +SKIP
@@ -206,6 +223,7 @@ def mask_areas_ha(
     from rasterio.windows import from_bounds
     from rasterio.windows import transform as window_transform
 
+    names = _unique_names(aois)
     try:
         ds = rasterio.open(mask_path)
     except rasterio.errors.RasterioIOError as exc:
@@ -232,7 +250,7 @@ def mask_areas_ha(
         }
         full = Window(0, 0, W, H)
         result["warnings"] += [a.note for a in aois if a.note]  # e.g. a repaired geometry
-        for name, aoi in zip(_unique_names(aois), aois, strict=True):
+        for name, aoi in zip(names, aois, strict=True):
             geom = transform_geom(aoi.crs, crs, aoi.geometry) if aoi.crs != crs else aoi.geometry
             area = 0.0
             count = n_inside = n_valid = 0
@@ -244,19 +262,19 @@ def mask_areas_ha(
             except rasterio.errors.WindowError:
                 overlap = None
             if overlap is None or overlap.width <= 0 or overlap.height <= 0:
-                msg = f"AOI '{name}' does not overlap the scene {mask_path}; it has no data there"
+                msg = f"AOI '{name}' does not overlap the scene {scene or mask_path}; it has no data there"
                 log.warning(msg)
                 result["warnings"].append(msg)
             else:
-                # The AOI's whole window, also where it leaves the raster: pixels out there are
-                # nodata (a boundless read fills them with 255), so they lower the valid share.
-                outside = (win.col_off < 0 or win.row_off < 0 or win.col_off + win.width > W
-                           or win.row_off + win.height > H)
-                c0, w = int(win.col_off), int(win.width)
-                r_start, r_stop = int(win.row_off), int(win.row_off + win.height)
+                # Pixels of the AOI inside the raster are counted by rasterising it over the
+                # overlap only; its part outside the raster is nodata, counted from its area in
+                # pixels (rasterising that part too would cost time and memory in proportion to
+                # the AOI, which may be a province around one small scene).
+                c0, w = int(overlap.col_off), int(overlap.width)
+                r_start, r_stop = int(overlap.row_off), int(overlap.row_off + overlap.height)
                 for r in range(r_start, r_stop, strip_rows):
                     sw = Window(c0, r, w, min(strip_rows, r_stop - r))
-                    m = ds.read(1, window=sw, boundless=outside, fill_value=255)
+                    m = ds.read(1, window=sw)
                     inside = geometry_mask([geom], out_shape=m.shape, transform=window_transform(sw, tr),
                                            invert=True, all_touched=False)
                     per_row = ((m == 1) & inside).sum(axis=1)
@@ -264,8 +282,11 @@ def mask_areas_ha(
                     count += int(per_row.sum())
                     n_inside += int(inside.sum())
                     n_valid += int((inside & (m != 255)).sum())
+                if win != overlap:
+                    n_inside += _pixels_outside(geom, tr, W, H)
                 if not n_inside:
-                    msg = f"AOI '{name}' lies within the scene's bounds but covers no pixel centre"
+                    msg = (f"AOI '{name}' lies within the bounds of the scene {scene or mask_path} but covers "
+                           "no pixel centre")
                     log.warning(msg)
                     result["warnings"].append(msg)
             result["aois"][name] = area if n_valid else None

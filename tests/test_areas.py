@@ -85,10 +85,10 @@ def test_mask_areas_against_geodesic_aoi_area(tmp_path, grid):
     aoi_native = box(x0, y0, x1, y1, n=100)
     aoi_4326 = transform_geom(crs, "EPSG:4326", aoi_native) if grid == "utm" else aoi_native
     aoi_3857 = transform_geom("EPSG:4326", "EPSG:3857", aoi_4326)
-    res = mask_areas_ha(p, [Aoi("a", aoi_4326, CRS.from_epsg(4326)), Aoi("a", aoi_3857, CRS.from_epsg(3857))])
+    res = mask_areas_ha(p, [Aoi("a", aoi_4326, CRS.from_epsg(4326)), Aoi("b", aoi_3857, CRS.from_epsg(3857))])
     ref = geod_ha(aoi_4326)
     assert res["aois"]["a"] == pytest.approx(ref, rel=0.005)
-    assert res["aois"]["a#2"] == pytest.approx(ref, rel=0.005)  # any CRS, reprojected
+    assert res["aois"]["b"] == pytest.approx(ref, rel=0.005)  # any CRS, reprojected
     # Total: mine pixels x pixel area, and against the scene footprint's geodesic area.
     px = pixel_areas_ha(crs, tr, *shape)
     assert res["pixels"]["mine"] == (mask == 1).sum()
@@ -109,6 +109,35 @@ def test_aoi_outside_scene_has_no_data_with_warning(tmp_path, caplog):
     assert res["aois"] == {"far": None} and res["aoi_valid_share"] == {"far": 0.0}  # no data, never 0 ha
     assert any("AOI 'far' does not overlap the scene" in w for w in res["warnings"])
     assert "does not overlap" in caplog.text
+
+
+def test_an_aoi_much_larger_than_the_scene_counts_its_outside_as_no_data(tmp_path):
+    # A 100 km square around an 800 m x 1 km scene: the scene's 8000 pixels are the only
+    # observed part of the AOI's 10^8 pixels of 100 m2; its hectares are those of the scene
+    tr = Affine(10, 0, 300000, 0, -10, 9700000)
+    mask = np.zeros((100, 80), np.uint8)
+    mask[10:30, 5:25] = 1  # 400 mine pixels = 4 ha
+    p = write_mask(tmp_path / "m.tif", mask, CRS.from_epsg(32750), tr)
+    cx, cy = 300000 + 400, 9700000 - 500
+    big = Aoi("province", box(cx - 50000, cy - 50000, cx + 50000, cy + 50000), CRS.from_epsg(32750))
+    res = mask_areas_ha(p, [big])
+    assert res["aois"]["province"] == pytest.approx(4.0)
+    assert res["aoi_valid_share"]["province"] == pytest.approx(8000 / 1e8, rel=1e-6)
+    # and half of an AOI out of the scene is half its pixels, with the outside part by its area
+    half = Aoi("half", box(300000 + 400, 9700000 - 1000, 300000 + 1200, 9700000), CRS.from_epsg(32750))
+    assert mask_areas_ha(p, [half])["aoi_valid_share"]["half"] == pytest.approx(0.5)
+
+
+def test_two_aois_of_one_name_are_refused_not_renamed(tmp_path):
+    # "A", "A", "A#2": renaming the second "A" to "A#2" would merge it with the third area's row
+    tr = Affine(10, 0, 300000, 0, -10, 9700000)
+    p = write_mask(tmp_path / "m.tif", np.ones((50, 50), np.uint8), CRS.from_epsg(32750), tr)
+    sq = box(300100, 9699600, 300300, 9699800)
+    aois = [Aoi(n, sq, CRS.from_epsg(32750)) for n in ("A", "A", "A#2")]
+    with pytest.raises(InputError, match="two areas of interest are named 'A'; every area needs its own name"):
+        mask_areas_ha(p, aois)
+    res = mask_areas_ha(p, [Aoi(n, sq, CRS.from_epsg(32750)) for n in ("A", "A#2")])
+    assert res["aois"] == {"A": pytest.approx(4.0), "A#2": pytest.approx(4.0)}
 
 
 def test_strips_give_the_same_result(tmp_path):

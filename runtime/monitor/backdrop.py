@@ -60,8 +60,14 @@ def preview_grid(grid: Grid, max_px: int = MAX_PX) -> Grid:
 
 def _band_sources(scene: Path) -> list[tuple[Path, int]]:
     """(file, 1-based band) of B04, B03, B02 in a stack or a raw Sentinel-2 product."""
+    from ..bands import is_stack_bands
     from ..preprocess import s2
 
+    if scene.is_file():  # a stack: its band descriptions say where B04, B03, B02 are
+        with rasterio.open(scene) as ds:
+            names = tuple(ds.descriptions)
+        if is_stack_bands(names) and all(b in names for b in RGB_BANDS):
+            return [(scene, names.index(b) + 1) for b in RGB_BANDS]
     # Only the band files are wanted: the DN offset (which S2Reader may warn about) does not
     # matter to a stretched picture, so its warnings are kept out of the monitor's log.
     quiet = logging.getLogger(s2.log.name)

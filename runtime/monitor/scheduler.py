@@ -22,6 +22,7 @@ the dependencies run one way: scheduler → stages → layout, ledger.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -33,7 +34,7 @@ from typing import Any
 
 from .._io import ensure_output_dir
 from ..bundle import load_bundle
-from ..errors import CoalmineError, ConfigError, ServiceUnavailableError, UsageError
+from ..errors import CoalmineError, ConfigError, OutputError, ServiceUnavailableError, UsageError
 from ..fetch.source import fetch_for_monitor
 from . import composites
 from .change import update_changes
@@ -223,6 +224,12 @@ def _process(
             yield task
 
     for task, res in executor.run(process_scene, claimed()):
+        if isinstance(res, OutputError) and res.disk_full:
+            # the disk is full: stop here; the scene is not at fault, so its attempt is given back
+            # (best effort: the ledger may not be writable either)
+            with contextlib.suppress(OutputError):
+                led.unclaim(task.key, task.token)
+            raise res
         if isinstance(res, BaseException):
             msg = _one_line(res)
             led.fail(task.key, task.token, msg)

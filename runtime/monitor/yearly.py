@@ -165,7 +165,7 @@ def update_years(
                 write_truecolour(clearest(rows)["path"], grid, layout.truecolour(year))
             continue
         path, valid = write_composite([masks[r["key"]] for r in rows], cfg.yearly_rule, grid, target)
-        areas = mask_areas_ha(path, aois)
+        areas = mask_areas_ha(path, aois, scene=f"the {year} composite {layout.rel(target)}")
         # the picture first: the ledger registers the year only once all its files are in place
         layout.truecolour(year).unlink(missing_ok=True)
         write_truecolour(clearest(rows)["path"], grid, layout.truecolour(year))
