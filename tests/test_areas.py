@@ -261,3 +261,23 @@ def test_bad_aoi_files_refused(tmp_path, name, content, exc, msg):
         p.write_text(content)
     with pytest.raises(exc, match=msg):
         read_aois(p)
+
+
+@pytest.mark.parametrize("name,cols,rows,inside,valid", [
+    ("top", (2, 5), (-3, 2), 15, 6),  # 3 columns x 5 rows of centres, the 3 rows above the raster nodata
+    ("left", (-4, 1), (3, 5), 10, 2),  # 5 columns x 2 rows, 4 columns left of the raster
+    ("right column", (9, 12), (4, 6), 6, 2),  # only the last column (9) inside, 10 and 11 beyond
+    ("bottom row", (4, 6), (9, 11), 4, 2),  # only the last row (9) inside
+    ("corner", (-1, 1), (-1, 1), 4, 1),  # only pixel (0, 0) inside
+])
+def test_aoi_over_one_edge_of_the_raster_by_hand(tmp_path, name, cols, rows, inside, valid):
+    # 10 x 10 all-mine mask of 10 m pixels; an AOI (in pixel units below, in the mask's CRS) whose
+    # pixel centres partly lie off the raster: those count as nodata, the rest as mined hectares.
+    tr = Affine(10, 0, 300000, 0, -10, 9700000)
+    p = write_mask(tmp_path / "m.tif", np.ones((10, 10), np.uint8), CRS.from_epsg(32750), tr)
+    (x0, y1), (x1, y0) = tr * (cols[0], rows[0]), tr * (cols[1], rows[1])
+    res = mask_areas_ha(p, [Aoi(name, box(x0, y0, x1, y1), CRS.from_epsg(32750))], strip_rows=4)
+    assert res["aois"][name] == pytest.approx(valid * 0.01, rel=1e-12)  # 100 m² = 0.01 ha a pixel
+    assert res["aoi_pixels"][name] == valid
+    assert res["aoi_valid_share"][name] == pytest.approx(valid / inside, rel=1e-12)
+    assert res["warnings"] == []
