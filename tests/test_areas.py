@@ -281,3 +281,15 @@ def test_aoi_over_one_edge_of_the_raster_by_hand(tmp_path, name, cols, rows, ins
     assert res["aoi_pixels"][name] == valid
     assert res["aoi_valid_share"][name] == pytest.approx(valid / inside, rel=1e-12)
     assert res["warnings"] == []
+
+
+def test_aoi_between_pixel_centres_has_no_data_with_a_warning(tmp_path):
+    # a 3 m x 3 m AOI inside one 10 m pixel, away from its centre: no pixel is in it, so no data
+    tr = Affine(10, 0, 300000, 0, -10, 9700000)
+    p = write_mask(tmp_path / "m.tif", np.ones((10, 10), np.uint8), CRS.from_epsg(32750), tr)
+    (x0, y1), (x1, y0) = tr * (3.1, 3.1), tr * (3.4, 3.4)
+    res = mask_areas_ha(p, [Aoi("tiny", box(x0, y0, x1, y1), CRS.from_epsg(32750))])
+    assert res["aois"] == {"tiny": None} and res["aoi_pixels"] == {"tiny": 0}
+    assert res["aoi_valid_share"] == {"tiny": 0.0}
+    assert res["warnings"] == ["AOI 'tiny' lies within the scene's bounds but covers no pixel centre"]
+    assert res["total"] == pytest.approx(1.0, rel=1e-12)  # 100 pixels of 0.01 ha
