@@ -63,8 +63,27 @@ def test_geographic_cell_areas_match_geodesic_polygons(lat0):
 
 
 def test_rotated_geographic_grid_refused():
-    with pytest.raises(CRSError, match="rotated geographic grids are not supported"):
-        pixel_areas_ha("EPSG:4326", Affine(0.01, 0.001, 0, 0.001, -0.01, 0), 2, 2)
+    msg = r"^rotated geographic grids are not supported for areas; warp the raster to north-up$"
+    for tr in (Affine(0.01, 0.001, 0, 0.001, -0.01, 0), Affine(0.01, 0.001, 0, 0, -0.01, 0),
+               Affine(0.01, 0, 0, 0.001, -0.01, 0)):  # rotated, or sheared along one axis only
+        with pytest.raises(CRSError, match=msg):
+            pixel_areas_ha("EPSG:4326", tr, 2, 2)
+
+
+def test_pixel_areas_need_a_crs():
+    msg = r"^the raster has no CRS, so pixel areas are unknown; assign one with gdal_edit\.py -a_srs$"
+    for crs in (None, ""):
+        with pytest.raises(CRSError, match=msg):
+            pixel_areas_ha(crs, Affine(10, 0, 0, 0, -10, 0), 1, 1)
+
+
+def test_local_crs_pixel_areas_in_its_own_unit():
+    # a site grid in metres: 10 m x 10 m = 0.01 ha; in US survey feet: (10 x 0.3048006096 m)² = 0.000929 ha
+    metre = 'LOCAL_CS["site",UNIT["metre",1]]'
+    foot = 'LOCAL_CS["site",UNIT["US survey foot",0.304800609601219]]'
+    assert pixel_areas_ha(metre, Affine(10, 0, 0, 0, -10, 0), 2, 2)[1, 0] == pytest.approx(0.01, rel=1e-12)
+    assert pixel_areas_ha(foot, Affine(10, 0, 0, 0, -10, 0), 1, 1)[0, 0] == pytest.approx(
+        100 * 0.3048006096**2 / 1e4, rel=1e-9)
 
 
 def test_geodesic_area_with_hole():
