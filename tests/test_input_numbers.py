@@ -564,3 +564,11 @@ def test_stack_preprocessing_checked_against_the_bundle(caplog):
     with caplog.at_level(logging.WARNING, logger="coalmine"):
         w = check_preprocessing(SimpleNamespace(preprocessing=None, path="old.tif"), bundle)
     assert len(w) == 1 and "old.tif records no preprocessing parameters" in w[0] and w[0] in caplog.text
+
+
+def test_bin_edges_shortened_for_messages_by_hand():
+    from coalmine.runtime.preprocess.stack import _short
+
+    assert _short([-25.0, -20.0, 0.0, 5.5]) == "[-25, -20, 0, 5.5]"  # up to 4 edges: all of them
+    assert _short((1, 2, 3, 4, 5)) == "[1, 2, ..., 5] (5 edges)"  # the first two, the last and the count
+    assert _short([-25.0 + k for k in range(31)]) == "[-25, -24, ..., 5] (31 edges)"
