@@ -432,6 +432,8 @@ def test_lee_filter_equals_an_independent_reference_and_keeps_the_mean():
     ref = lee_reference(power, 5, 4.4)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
     np.testing.assert_allclose(got, ref, rtol=2e-5, atol=1e-7)
+    # the defaults are the documented 5 x 5 window and ENL 4.4 (Sentinel-1 IW GRD)
+    np.testing.assert_allclose(lee_filter(power), ref, rtol=2e-5, atol=1e-7)
 
 
 def test_lee_filter_keeps_the_mean_of_flat_speckle_in_linear_power():
