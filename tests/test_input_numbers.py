@@ -474,6 +474,15 @@ def test_lee_filter_small_cases_and_refusals():
         lee_filter(img, 0)
     with pytest.raises(ValueError, match="ENL must be > 0, got 0"):
         lee_filter(img, 3, enl=0)
+    # a 1 px window returns a copy also of float32 input: writing to it leaves the input alone
+    f32 = img.astype(np.float32)
+    out = lee_filter(f32, 1)
+    out[0, 0] = 9.0
+    assert f32[0, 0] == 1.0
+    # any ENL > 0 is accepted, also one below 1, and filters as the reference does
+    rng = np.random.default_rng(11)
+    power = rng.gamma(0.8, 0.05 / 0.8, size=(12, 13)).astype(np.float32)
+    np.testing.assert_allclose(lee_filter(power, 3, enl=0.8), lee_reference(power, 3, 0.8), rtol=2e-5, atol=1e-7)
 
 
 # -- the stack: reflectance, indices and VV together, through RawSource ------------------------
