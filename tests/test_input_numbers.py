@@ -429,6 +429,7 @@ def test_lee_filter_equals_an_independent_reference_and_keeps_the_mean():
     power[3:6, 20:25] = 0.8  # a bright building: an edge the filter must keep
     power[12, 7] = np.nan
     got = lee_filter(power, 5, 4.4)
+    assert got.dtype == np.float32  # the stack's type
     ref = lee_reference(power, 5, 4.4)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
     np.testing.assert_allclose(got, ref, rtol=2e-5, atol=1e-7)
