@@ -14,9 +14,16 @@ loopback link as it is (no limit), and with a simulated distant server: ``--late
 every file response and ``--mbps`` per connection. The tile's content is a smooth field plus noise
 so DEFLATE compresses it about as much as real L2A bands.
 
+With ``--grd``: the bytes ``coal-fetch --s1 grd`` reads of a Sentinel-1 GRD product for one AOI
+(the XML whole, the VV measurement's window) against the product's VV files. The product is the
+tests' generated one (tests/grd_stac.py: the real XML of ``--realdata``, a full-size 26102 x 16705
+measurement served as a 256 px tiled DEFLATE GeoTIFF with speckle in a 2400 px data window, empty
+elsewhere); the AOI, at most 5 km (the Sentinel-2 tile over it is 5.12 km), lies in that window.
+
 Usage:
     python benchmarks/bench_fetch.py                       # 10980 px tile, 10 km AOI
     python benchmarks/bench_fetch.py --size 5490 --aoi-km 5 --quick   # a smaller, faster run
+    python benchmarks/bench_fetch.py --grd --aoi-km 5      # GRD: window + XML vs the product's VV files
 """
 
 from __future__ import annotations
@@ -130,6 +137,55 @@ def run_whole(srv: StacServer, item: dict, out: Path) -> tuple[int, float]:
     return srv.file_bytes(), time.monotonic() - t0
 
 
+def run_grd(realdata: Path, work: Path, km: float) -> None:
+    """Fetch one AOI of the tests' GRD product (with its S2 tile) and print the GRD bytes read vs whole."""
+    from coalmine.runtime.fetch import FetchOptions, FetchRequest, fetch, resolve_catalogue
+    from grd_stac import aoi_over, make_grd_world
+
+    load0 = os.getloadavg()
+    srv = StacServer(work / "files").start()
+    srv.collections = standard_collections()
+    try:
+        t0 = time.monotonic()
+        w = make_grd_world(realdata, work, srv)
+        print(f"GRD product generated in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+        srv.items = [w.s2_item, w.pc_item]
+        aoi = aoi_over(work / "aoi_grd.geojson", w.s2_grid, size=round(km * 100))
+        srv.reset_counts()
+        req = FetchRequest(aois=aoi, out=work / "dl", start=dt.date(2021, 12, 1), end=dt.date(2021, 12, 31),
+                           catalogue=resolve_catalogue(srv.url), s1="grd", options=FetchOptions(timeout=120))
+        t0 = time.monotonic()
+        s = fetch(req)
+        secs = time.monotonic() - t0
+        assert s.exit_code == 0 and s.waiting_s1 == 0, s.status_line()
+        sent = {k.split("_grd/", 1)[1]: v for k, v in srv.bytes_sent.items() if "_grd/" in k}
+        n_req = sum(1 for _, p, _ in srv.requests if "_grd/" in p)
+    finally:
+        srv.stop()
+    load1 = os.getloadavg()
+    size = {k: p.stat().st_size for k, p in w.served.items() if k in sent}
+    (m,) = (work / "dl" / "s1").glob("*.SAFE/measurement/*.tiff")
+    with rasterio.open(m) as ds, rasterio.open(w.served["measurement/iw-vv.tiff"]) as full:
+        win = (ds.width, ds.height)
+        raw = full.width * full.height * 2  # a SAFE measurement: uncompressed uint16
+    meas, xml = "measurement/iw-vv.tiff", [k for k in sent if k != "measurement/iw-vv.tiff"]
+    print(f"\nMachine: {platform.machine()} {os.cpu_count()} cores, {platform.python_version()}, "
+          f"GDAL {rasterio.__gdal_version__}; load average {load0[0]:.1f} before, {load1[0]:.1f} after")
+    print(f"AOI {km:g} x {km:g} km; measurement window {win[0]} x {win[1]} px of the image; the whole "
+          f"fetch (S2 window + GRD) {secs:.2f} s, {n_req} GRD requests\n")
+    print("| part | fetched MB | whole file MB | ratio |")
+    print("|---|---:|---:|---:|")
+    print(f"| XML + manifest ({len(xml)} files) | {sum(sent[k] for k in xml) / 1e6:.2f} | "
+          f"{sum(size[k] for k in xml) / 1e6:.2f} | 1.0x |")
+    print(f"| VV measurement (served: tiled DEFLATE, data in 2400^2 px only) | {sent[meas] / 1e6:.2f} | "
+          f"{size[meas] / 1e6:.1f} | {size[meas] / sent[meas]:.0f}x |")
+    print(f"| VV measurement as in a SAFE product (uncompressed uint16) | {sent[meas] / 1e6:.2f} | "
+          f"{raw / 1e6:.0f} | {raw / sent[meas]:.0f}x |")
+    total = sum(sent.values())
+    print(f"| all GRD bytes vs the SAFE's VV files | {total / 1e6:.2f} | "
+          f"{(raw + sum(size[k] for k in xml)) / 1e6:.0f} | {(raw + sum(size[k] for k in xml)) / total:.0f}x |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=10980, help="10 m tile size in pixels")
@@ -138,7 +194,21 @@ def main() -> None:
     ap.add_argument("--mbps", type=float, default=100.0, help="simulated bandwidth per connection (Mbit/s)")
     ap.add_argument("--quick", action="store_true", help="skip the simulated distant server")
     ap.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a temporary one)")
+    ap.add_argument("--grd", action="store_true", help="Sentinel-1 GRD: one AOI's window + XML vs the VV files "
+                    "(AOI at most 5 km)")
+    ap.add_argument("--realdata", type=Path, default=HERE.parent.parent / "shared" / "realdata",
+                    help="folder with the real GRD XML (s1_grd_safe_xml/)")
     args = ap.parse_args()
+    if args.grd:
+        if args.aoi_km > 5.12:
+            ap.error("--grd: --aoi-km is at most 5.12 (the Sentinel-2 tile over the generated GRD data)")
+        work = args.keep or Path(tempfile.mkdtemp(prefix="bench_fetch_grd_"))
+        try:
+            run_grd(args.realdata, work, args.aoi_km)
+        finally:
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
+        return
 
     load0 = os.getloadavg()
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench_fetch_"))

@@ -5,7 +5,10 @@
    optimisation ALL, intra-op threads = cores) at several tile/batch choices. Mpx/s and the
    ratio to PyTorch, plus the largest logit difference (parity).
 2. End to end: ``run_scene`` on a prepared 23-band stack crop (default 2048 x 2048) with that
-   U-Net, in a fresh subprocess: wall time, Mpx/s, share of time per stage, peak RSS.
+   U-Net, in a fresh subprocess: wall time, Mpx/s, share of time per stage, peak RSS. With
+   ``--base REV`` the same runs with the code of git revision REV too (``bench_revisions.tree``),
+   interleaved ``--repeats`` times, at each ``--blocks`` size: the ratio tree / base and whether
+   the probability rasters of the block sizes are equal.
 3. Memory bound: ``run_scene`` with a tiny 1x1-conv model on a small and on a full
    10980 x 10980 stack (sparse GeoTIFF: 1 block in 6 holds data, the rest is nodata, which
    is read, normalised, inferred and written like data): peak RSS must not grow with the scene.
@@ -14,6 +17,7 @@ Usage:
     python benchmarks/bench_run.py                 # everything (~10-15 min on 2 shared cores)
     python benchmarks/bench_run.py --quick         # small sizes, a smoke run
     python benchmarks/bench_run.py --skip-full     # without the 10980^2 stack
+    python benchmarks/bench_run.py --sections 2 --crop 1536 --base main --repeats 3 --blocks 512,1024
 """
 
 from __future__ import annotations
@@ -88,11 +92,13 @@ def bench_model(onnx_path: Path, tile: int, n_tiles: int, repeats: int) -> list[
 # -- 2./3. end to end in a subprocess ------------------------------------------------------------
 CHILD = r"""
 import json, sys, time
+if "PYTHONPATH" in __import__("os").environ:  # a --base revision: import it, not the editable install
+    sys.meta_path[:] = [f for f in sys.meta_path if not type(f).__module__.startswith("_editable")]
 from coalmine.runtime.run import run_scene
 args = json.loads(sys.argv[1])
 t = time.perf_counter()
 s = run_scene(args["scene"], args["bundle"], args["out"], tile=args["tile"], progress=False, prefix="bench",
-              batch_size=args.get("batch", "auto"))
+              batch_size=args.get("batch", "auto"), **({"block": args["block"]} if args.get("block") else {}))
 s["_wall_outer"] = time.perf_counter() - t
 # VmHWM (peak resident set of this process image): unlike ru_maxrss it is not inherited
 # from the parent across fork/exec.
@@ -103,10 +109,15 @@ print(json.dumps(s))
 """
 
 
-def run_child(scene: Path, bundle: Path, out: Path, tile: int) -> dict:
+def run_child(scene: Path, bundle: Path, out: Path, tile: int, *, block: int | None = None,
+              path: Path | None = None) -> dict:
+    """``run_scene`` in a fresh process; ``path``: a folder holding another revision's ``coalmine``."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if path is not None:
+        env["PYTHONPATH"] = str(path)
     p = subprocess.run([sys.executable, "-c", CHILD, json.dumps({"scene": str(scene), "bundle": str(bundle),
-                                                                  "out": str(out), "tile": tile})],
-                       capture_output=True, text=True)
+                                                                  "out": str(out), "tile": tile, "block": block})],
+                       capture_output=True, text=True, env=env, cwd=path or None)
     if p.returncode:
         raise SystemExit(f"run_scene failed:\n{p.stderr}")
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -163,6 +174,8 @@ def main() -> None:
     ap.add_argument("--skip-full", action="store_true")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--sections", default="1,2,3", help="which sections to run, e.g. 3")
+    ap.add_argument("--base", default=None, help="section 2: also run git revision BASE, interleaved")
+    ap.add_argument("--blocks", default="1024", help="section 2 with --base: block sizes, e.g. 512,1024")
     a = ap.parse_args()
     if a.quick:
         a.tiles, a.crop, a.full = 4, 512, 2048
@@ -199,6 +212,9 @@ def section2(a: argparse.Namespace, work: Path, onnx_path: Path) -> None:
     print(f"\n## 2. End to end, U-Net-ResNet34, {a.crop} x {a.crop} stack, tile {a.tile}, ORT CPU\n")
     unet_b = make_tiny_bundle(work / "unet_bundle", onnx_file=onnx_path, tile=128, overlap=32, bundle_id="bench-unet")
     crop = write_stack(work / f"crop{a.crop}.tif", make_stack(a.crop, a.crop, seed=3, scale=20.0), block=512)
+    if a.base:
+        section2_against(a, work, unet_b.path, crop)
+        return
     s = run_child(crop, unet_b.path, work / "out_unet", a.tile)
     wall = s["timings"]["wall"]
     mpx = a.crop * a.crop / 1e6
@@ -213,6 +229,44 @@ def section2(a: argparse.Namespace, work: Path, onnx_path: Path) -> None:
     print(f"\nextrapolated full 10980² scene with this U-Net on this machine: {full_px / 1e6 / (mpx / wall) / 3600:.1f} h "
           f"(= {full_px / 1e6:.0f} Mpx / {mpx / wall:.3f} Mpx/s; not measured)")
 
+
+
+def section2_against(a: argparse.Namespace, work: Path, bundle: Path, crop: Path) -> None:
+    """Section 2 for the working tree and ``--base``, interleaved, at each block size."""
+    import statistics
+
+    import rasterio
+    from bench_revisions import tree
+
+    paths = {"base": tree(a.base, work / "rev_base"), "tree": tree(None, work / "rev_tree")}
+    blocks = [int(b) for b in a.blocks.split(",")]
+    runs: dict[tuple[str, int], list[dict]] = {}
+    for i in range(a.repeats):
+        for block in blocks:
+            for rev, path in paths.items():
+                out = work / f"out_{rev}_{block}_{i}"
+                runs.setdefault((rev, block), []).append(run_child(crop, bundle, out, a.tile, block=block, path=path))
+    print(f"base = {a.base}; {a.repeats} interleaved run(s) each; load average {os.getloadavg()[0]:.1f} at the end\n")
+    print("| block | revision | tiles | blocks | best wall s | median wall s | peak RSS MB | tree / base (best) |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    for block in blocks:
+        best = {rev: min(s["timings"]["wall"] for s in runs[(rev, block)]) for rev in paths}
+        for rev in paths:
+            s = runs[(rev, block)][0]
+            walls = [x["timings"]["wall"] for x in runs[(rev, block)]]
+            ratio = f"{best['tree'] / best['base']:.3f}x" if rev == "tree" else ""
+            print(f"| {block} | {rev} | {s['tiling']['tiles']} | {s['tiling']['blocks']} | {min(walls):.1f} | "
+                  f"{statistics.median(walls):.1f} | {max(x['_peak_rss_mb'] for x in runs[(rev, block)]):.0f} | {ratio} |")
+
+    def prob(rev: str, block: int) -> np.ndarray:
+        with rasterio.open(work / f"out_{rev}_{block}_0" / "bench_prob.tif") as ds:
+            return ds.read(1)
+
+    for rev in paths:
+        ref = prob(rev, blocks[-1])
+        diffs = {b: int((prob(rev, b) != ref).sum()) for b in blocks[:-1]}
+        print(f"\n{rev}: probability pixels that differ from block {blocks[-1]}: "
+              + (", ".join(f"block {b}: {n}" for b, n in diffs.items()) or "(one block size only)"))
 
 
 def section3(a: argparse.Namespace, work: Path) -> None:

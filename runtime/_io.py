@@ -1,5 +1,12 @@
 """Writing outputs safely, and hashing files: the one home of both.
 
+A long run keeps its temporary files in **one hidden folder of its own** inside the output
+folder (:class:`WorkFolder`, ``.coalmine-<what>.<random>.tmp``), holding an exclusive
+``flock`` on its ``owner`` file for as long as it lives. The kernel releases that lock when the
+process ends however it ends (SIGKILL, power cut), so the next run in that folder removes every
+work folder whose lock it can take — the leftovers of a killed run — and never one that is still
+in use. Outputs are renamed from there into place when complete (same file system: atomic).
+
 Every file coalmine writes for a user goes through a temporary name beside its target and is
 renamed only when complete (:func:`atomic_output`, :func:`atomic_write_bytes`,
 :func:`atomic_write_text`, :func:`atomic_write_json`), so a crash or a refused input never
@@ -18,11 +25,15 @@ that streams a file's bytes into SHA-256.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import secrets
 import shutil
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -123,13 +134,163 @@ def remove_temp(path: Path) -> None:
         side.unlink(missing_ok=True)
 
 
+#: Name pattern of the hidden per-run work folders (see :class:`WorkFolder`).
+WORK_PREFIX = ".coalmine-"
+WORK_SUFFIX = ".tmp"
+OWNER_FILE = "owner"
+#: A work folder that has no owner file after this many seconds is a leftover (its run died
+#: between creating the folder and locking the file).
+WORK_GRACE_S = 60.0
+
+
+class WorkFolder:
+    """A hidden folder for one run's temporary files inside ``out_dir``, removed when the run
+    ends, and by the next run if this one is killed.
+
+    The run holds an exclusive ``flock`` on ``<folder>/owner`` (which records pid, host and
+    start time for people) until :meth:`close`. Creating a WorkFolder first removes the work
+    folders of runs that are gone (:func:`sweep_work_folders`).
+
+    Args:
+        out_dir: the output folder (created).
+        option: the option that named it, for messages.
+        what: a word naming the kind of run in the folder name (``run``, ``prepare``).
+
+    Example:
+        >>> with WorkFolder("maps", what="run") as work:   # doctest: +SKIP
+        ...     tmp = work.path / "scene_prob.tif"
+    """
+
+    def __init__(self, out_dir: str | os.PathLike[str], option: str = "--out", what: str = "run") -> None:
+        self.out_dir = ensure_output_dir(out_dir, option)
+        sweep_work_folders(self.out_dir)
+        self.path = self.out_dir / f"{WORK_PREFIX}{what}.{secrets.token_hex(6)}{WORK_SUFFIX}"
+        self._fd: int | None = None
+        try:
+            self.path.mkdir()
+            self._fd = os.open(self.path / OWNER_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.write(self._fd, f"pid {os.getpid()} on {socket.gethostname()}, started "
+                               f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        except BaseException as exc:  # a full disk, or Ctrl-C/SIGTERM half-way: leave nothing
+            self.close()
+            if isinstance(exc, OSError):
+                raise write_failure(self.out_dir, exc, f"into {self.out_dir}", option) from exc
+            raise
+
+    def close(self) -> None:
+        """Remove the folder and everything left in it (idempotent)."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock
+            self._fd = None
+
+    def __enter__(self) -> WorkFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def sweep_work_folders(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the work folders in ``folder`` whose run is gone; return them.
+
+    A folder is gone when the exclusive lock on its owner file can be taken (the kernel freed it
+    when its process ended), or when it has had no owner file for :data:`WORK_GRACE_S` seconds.
+    A folder whose lock is held belongs to a live run and is left alone.
+    """
+    removed = []
+    for d in Path(folder).glob(f"{WORK_PREFIX}*{WORK_SUFFIX}"):
+        if not d.is_dir() or d.is_symlink():
+            continue
+        owner = d / OWNER_FILE
+        try:
+            fd = os.open(owner, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            try:
+                stale = time.time() - d.stat().st_mtime > WORK_GRACE_S
+            except OSError:
+                continue
+            if stale:
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(d)
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)  # a live run holds it
+            continue
+        try:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+        finally:
+            os.close(fd)
+    return removed
+
+
+#: errno values that mean the disk (or the user's share of it) is full.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def disk_hint(folder: str | os.PathLike[str], option: str = "--out") -> str:
+    """The advice for a write that failed in ``folder``: how much space is left there and what
+    to do, e.g. ``"0 bytes free now on the disk holding out (...): free space there or choose another --out"``."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return f"check free disk space and permissions, or choose another {option}"
+    return (f"{_size(free)} free now on the disk holding {folder} (a full disk makes GDAL and SQLite report "
+            f"write errors): free space there or choose another {option}")
+
+
+def write_failure(folder: str | os.PathLike[str], exc: BaseException, what: str, option: str = "--out") -> OutputError:
+    """An :class:`OutputError` for a failed write of ``what`` into ``folder``, naming the cause
+    (GDAL reports a full disk only as "Write failed"; the free space tells)."""
+    cause = exc
+    while cause.__cause__ is not None and not getattr(cause, "strerror", None):
+        cause = cause.__cause__
+    reason = getattr(cause, "strerror", None) or (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    full = getattr(cause, "errno", None) in DISK_FULL or _free(folder) < LOW_SPACE
+    # the free space only where the disk is (nearly) full: beside a missing folder it would mislead
+    hint = disk_hint(folder, option) if full else f"check free disk space and permissions, or choose another {option}"
+    err = OutputError(f"cannot write {what} ({reason}); {hint}")
+    err.disk_full = full
+    return err
+
+
+#: Free bytes below which a failed write is taken for a full disk.
+LOW_SPACE = 1 << 20
+
+
+def _free(folder: str | os.PathLike[str]) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return LOW_SPACE
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return f"{n} bytes"
+
+
 @contextlib.contextmanager
-def atomic_output(target: str | os.PathLike[str], option: str = "--out") -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it to ``target`` on success.
+def atomic_output(target: str | os.PathLike[str], option: str = "--out",
+                  work: WorkFolder | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``target`` (or in the run's ``work`` folder, which must be
+    on the same file system); rename it to ``target`` on success.
 
     The folder is created if needed. On any exception the temporary file (and any GDAL side
     file) is removed and ``target`` is left as it was. The file gets the umask's mode and is
-    flushed to disk with its folder (see the module docstring), whatever writes into it.
+    flushed to disk with its folder (see the module docstring), whatever writes into it. A full
+    disk while writing (``ENOSPC``, ``EDQUOT``, ``EFBIG``, which Python reports without a file
+    name) becomes an :class:`OutputError` naming ``target`` and the space left (see
+    :func:`write_failure`).
 
     Example:
         >>> with atomic_output("scene.tif") as tmp:   # doctest: +SKIP
@@ -137,13 +298,15 @@ def atomic_output(target: str | os.PathLike[str], option: str = "--out") -> Iter
     """
     target = Path(target)
     folder = ensure_output_dir(target.parent if str(target.parent) else Path("."), option)
-    tmp = temp_path(target, option)
+    tmp = temp_path(work.path / target.name if work is not None else target, option)
     try:
         yield tmp
         fsync_path(tmp)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         remove_temp(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError) and exc.errno in DISK_FULL:
+            raise write_failure(target.parent, exc, str(target), option) from exc
         raise
     fsync_path(folder)
 

@@ -29,6 +29,9 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "pystac_client": ("pystac-client", "fetch"),
     "planetary_computer": ("planetary-computer", "fetch"),
     "urllib3": ("urllib3", "fetch"),  # the retry policy of the catalogue requests
+    "requests": ("requests", "fetch"),  # whole small assets (GRD XML)
+    "boto3": ("boto3", "fetch"),  # s3:// assets in requester-pays buckets (Earth Search GRD)
+    "botocore": ("boto3", "fetch"),  # boto3's own base, imported after boto3
 }
 
 #: Other ways to the same package, named after the extra's own hint.

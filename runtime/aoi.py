@@ -165,8 +165,10 @@ def _check_lonlat(layer: VectorLayer, what: str) -> None:
         return
     x0, y0, x1, y1 = shapely.total_bounds(gs)
     if x0 < -360 or x1 > 360 or y0 < -90 or y1 > 90:
+        swapped = -90 <= x0 and x1 <= 90 and -180 <= y0 and y1 <= 180
+        hint = " (they fit as latitude/longitude: are the axes swapped?)" if swapped else ""
         raise InputError(
-            f"{what} {layer.path}: coordinates such as ({x1:.6g}, {y1:.6g}) are not longitude/latitude, "
+            f"{what} {layer.path}: coordinates such as ({x1:.6g}, {y1:.6g}) are not longitude/latitude{hint}, "
             f"but the file's CRS is {layer.crs.to_string()} (GeoJSON's default); save the file with its "
             "own CRS (e.g. as GeoPackage) or reproject it to EPSG:4326"
         )

@@ -33,7 +33,7 @@ from rasterio.crs import CRS
 from rasterio.features import bounds as geometry_bounds
 from rasterio.windows import Window
 
-from .errors import CRSError, RasterError
+from .errors import CRSError, InputError, RasterError
 
 if TYPE_CHECKING:
     from .aoi import Aoi
@@ -158,13 +158,15 @@ def geodesic_area_ha(geometry: dict[str, Any]) -> float:
 
 
 def _unique_names(aois: Sequence[Aoi]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
+    """The AOI names, refusing a name given twice: each name keys its own row, and renaming
+    ("A#2") could collide with another area's own name."""
+    seen: set[str] = set()
     for a in aois:
-        n = seen.get(a.name, 0) + 1
-        seen[a.name] = n
-        out.append(a.name if n == 1 else f"{a.name}#{n}")
-    return out
+        if a.name in seen:
+            raise InputError(f"two areas of interest are named {a.name!r}; every area needs its own name "
+                             "(it keys the area's row in the summary and the monitor's tables)")
+        seen.add(a.name)
+    return [a.name for a in aois]
 
 
 def mask_areas_ha(
@@ -172,6 +174,7 @@ def mask_areas_ha(
     aois: Sequence[Aoi] = (),
     *,
     strip_rows: int = 512,
+    scene: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Mined hectares of a 0/1 mask (255 nodata), in total and inside each AOI, with the share
     of each that was actually observed.
@@ -191,16 +194,18 @@ def mask_areas_ha(
         mask_path: a uint8 mask GeoTIFF (``*_mask.tif``).
         aois: areas of interest (:func:`coalmine.runtime.aoi.read_aois`).
         strip_rows: rows per read.
+        scene: the scene the mask was made from, named in warnings (default: the mask file,
+            which may be a temporary one the user never sees).
 
     Returns:
         ``{"total": ha | None, "aois": {name: ha | None}, "valid_share": share,
         "aoi_valid_share": {name: share}, "pixels": {"mine": n, "valid": n, "nodata": n},
         "aoi_pixels": {name: n}, "warnings": [...]}`` where a share is the valid pixels over
-        all pixels (of the raster, or whose centre lies in the AOI). Duplicate AOI names get
-        ``#2``, ``#3``.
+        all pixels (of the raster, or whose centre lies in the AOI).
 
     Raises:
         RasterError: the mask cannot be read.
+        InputError: two AOIs have one name.
 
     Example:
         >>> mask_areas_ha("out/scene_mask.tif", read_aois("districts.gpkg"))  # doctest: +SKIP
@@ -211,6 +216,7 @@ def mask_areas_ha(
     from rasterio.windows import from_bounds
     from rasterio.windows import transform as window_transform
 
+    names = _unique_names(aois)
     try:
         ds = rasterio.open(mask_path)
     except rasterio.errors.RasterioIOError as exc:
@@ -237,7 +243,7 @@ def mask_areas_ha(
         }
         full = Window(0, 0, W, H)
         result["warnings"] += [a.note for a in aois if a.note]  # e.g. a repaired geometry
-        for name, aoi in zip(_unique_names(aois), aois, strict=True):
+        for name, aoi in zip(names, aois, strict=True):
             geom = transform_geom(aoi.crs, crs, aoi.geometry) if aoi.crs != crs else aoi.geometry
             area = 0.0
             count = n_inside = n_valid = 0
@@ -249,7 +255,7 @@ def mask_areas_ha(
             except rasterio.errors.WindowError:
                 overlap = None
             if overlap is None or overlap.width <= 0 or overlap.height <= 0:
-                msg = f"AOI '{name}' does not overlap the scene {mask_path}; it has no data there"
+                msg = f"AOI '{name}' does not overlap the scene {scene or mask_path}; it has no data there"
                 log.warning(msg)
                 result["warnings"].append(msg)
             else:
@@ -270,7 +276,8 @@ def mask_areas_ha(
                     n_inside += int(inside.sum())
                     n_valid += int((inside & (m != 255)).sum())
                 if not n_inside:
-                    msg = f"AOI '{name}' lies within the scene's bounds but covers no pixel centre"
+                    msg = (f"AOI '{name}' lies within the bounds of the scene {scene or mask_path} but covers "
+                           "no pixel centre")
                     log.warning(msg)
                     result["warnings"].append(msg)
             result["aois"][name] = area if n_valid else None

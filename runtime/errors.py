@@ -68,7 +68,13 @@ class BundleError(InputError):
 
 
 class OutputError(CoalmineError, OSError):
-    """An output cannot be written (unwritable folder, full disk)."""
+    """An output cannot be written (unwritable folder, full disk).
+
+    ``disk_full`` is True when the disk (or quota) ran out: no input is at fault, so a monitor
+    run stops rather than count the scene as failed.
+    """
+
+    disk_full = False
 
 
 class BackendError(CoalmineError, RuntimeError):

@@ -7,8 +7,10 @@
   ``mask = prob_u8 >= ceil(threshold * 250)``, so thresholding the probability COG at
   ``threshold`` in QGIS reproduces the mask exactly, pixel for pixel.
 - Both are written window by window into a tiled GeoTIFF, then converted with rio-cogeo's
-  ``cog_translate`` (overviews: average for the probability, nearest for the mask) into a
-  hidden temporary file, and renamed when every output is complete (:class:`OutputSet`).
+  ``cog_translate`` (overviews: average for the probability, nearest for the mask), all inside
+  the run's hidden work folder (:class:`~coalmine.runtime._io.WorkFolder`), and renamed into the
+  output folder when every output is complete (:class:`OutputSet`). A run killed at any moment
+  leaves only that folder, which the next run in the output folder removes.
 - ``*_mines.geojson``: the mask's mine polygons in EPSG:4326 with ``area_ha`` (geodesic).
   Polygonisation uses GDAL's polygonizer on a striped 0/1 mine raster **on disk**
   (``rasterio.features.shapes(rasterio.band(ds, 1))``), which scans the raster line by line:
@@ -32,10 +34,10 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from ._io import ensure_output_dir, fsync_path, remove_temp, temp_path
+from ._io import WorkFolder, fsync_path, write_failure
 from .areas import geodesic_area_ha
 from .errors import OutputError
-from .raster import NODATA, to_cog
+from .raster import NODATA, gdal_writes_checked, to_cog
 
 log = logging.getLogger("coalmine.runtime.outputs")
 
@@ -104,7 +106,21 @@ class OutputSet:
 
     def __init__(self, out_dir: str | os.PathLike[str], prefix: str, crs: Any, transform: Any,
                  width: int, height: int, tags: dict[str, str] | None = None) -> None:
-        self.out_dir = ensure_output_dir(out_dir)
+        self.work = WorkFolder(out_dir, what="run")
+        self.out_dir = self.work.out_dir
+        self._ds: dict[str, Any] = {}
+        try:
+            self._open(prefix, crs, transform, width, height, tags)
+        except (rasterio.errors.RasterioError, OSError) as exc:
+            self.abort()
+            raise write_failure(self.out_dir, exc, f"into {self.out_dir}") from exc
+        except BaseException:  # Ctrl-C or SIGTERM before the caller's ``with`` could clean up
+            self.abort()
+            raise
+
+    def _open(self, prefix: str, crs: Any, transform: Any, width: int, height: int,
+              tags: dict[str, str] | None) -> None:
+        """Name the outputs and open the staging rasters in the work folder."""
         self.prefix = prefix
         self.final = {
             "prob": self.out_dir / f"{prefix}_prob.tif",
@@ -112,7 +128,6 @@ class OutputSet:
             "mines": self.out_dir / f"{prefix}_mines.geojson",
             "summary": self.out_dir / f"{prefix}_summary.json",
         }
-        self._temps: list[Path] = []
         self.tmp: dict[str, Path] = {k: self._temp(v.name) for k, v in self.final.items()}
         self.stage = {"prob": self._temp(f"{prefix}_prob.stage.tif"), "mask": self._temp(f"{prefix}_mask.stage.tif"),
                       "mines": self._temp(f"{prefix}_mines.stage.tif")}
@@ -129,22 +144,24 @@ class OutputSet:
         mines_profile = {k: v for k, v in profile.items() if k not in ("blockxsize", "blockysize", "compress")}
         mines_profile.update(nodata=None, tiled=False, blockysize=16)
         profiles = {"prob": profile, "mask": profile, "mines": mines_profile}
-        try:
-            self._ds = {k: rasterio.open(p, "w", **profiles[k]) for k, p in self.stage.items()}
-        except (rasterio.errors.RasterioIOError, OSError) as exc:
-            self.abort()
-            raise OutputError(f"cannot write into {self.out_dir} ({exc}); choose another --out") from exc
+        for k, p in self.stage.items():
+            self._ds[k] = rasterio.open(p, "w", **profiles[k])
 
     def _temp(self, name: str) -> Path:
-        p = temp_path(self.out_dir / name)
-        self._temps.append(p)
-        return p
+        return self.work.path / name
 
     def write(self, window: Window, prob_u8: np.ndarray, mask_u8: np.ndarray) -> None:
-        """Write one window of both rasters (called from the writer thread only)."""
-        self._ds["prob"].write(prob_u8, 1, window=window)
-        self._ds["mask"].write(mask_u8, 1, window=window)
-        self._ds["mines"].write((mask_u8 == 1).view(np.uint8), 1, window=window)
+        """Write one window of both rasters (called from the writer thread only).
+
+        Raises:
+            OutputError: the disk is full or the folder cannot be written.
+        """
+        try:
+            self._ds["prob"].write(prob_u8, 1, window=window)
+            self._ds["mask"].write(mask_u8, 1, window=window)
+            self._ds["mines"].write((mask_u8 == 1).view(np.uint8), 1, window=window)
+        except (rasterio.errors.RasterioError, OSError) as exc:
+            raise write_failure(self.out_dir, exc, f"the maps of {self.prefix} into {self.out_dir}") from exc
 
     def _close_one(self, key: str) -> None:
         ds = getattr(self, "_ds", {}).pop(key, None)
@@ -158,13 +175,18 @@ class OutputSet:
 
     def finish_rasters(self) -> None:
         """Turn the staging rasters into COGs under their temporary final names."""
-        self.close_stage(("prob", "mask"))
+        try:
+            with gdal_writes_checked(self.out_dir, f"the maps of {self.prefix} into {self.out_dir}"):
+                self.close_stage(("prob", "mask", "mines"))  # the last blocks are written on close
+        except (rasterio.errors.RasterioError, OSError) as exc:
+            if isinstance(exc, OutputError):
+                raise
+            raise write_failure(self.out_dir, exc, f"the maps of {self.prefix} into {self.out_dir}") from exc
         resampling = {"prob": "average", "mask": "nearest"}
         for k in ("prob", "mask"):
             to_cog(self.stage[k], self.tmp[k], nodata=NODATA, overview_resampling=resampling[k],
                    tags=self.tags, name=self.final[k])
             self.stage[k].unlink(missing_ok=True)
-        self._close_one("mines")
 
     def write_mines(self, mask_path: Path | None = None, *, min_area_ha: float = 0.0) -> dict[str, Any]:
         """Polygonise the mine pixels into ``*_mines.geojson`` (temporary name); return counts.
@@ -198,15 +220,21 @@ class OutputSet:
                 yield {"type": "Feature", "id": kept, "properties": {"id": kept, "area_ha": round(area, 4)},
                        "geometry": g}
 
-        with rasterio.open(mask_path) as ds, open(self.tmp["mines"], "w", encoding="utf-8") as f:
-            write_feature_collection(f, features(), name=self.prefix + "_mines")
+        try:
+            with rasterio.open(mask_path) as ds, open(self.tmp["mines"], "w", encoding="utf-8") as f:
+                write_feature_collection(f, features(), name=self.prefix + "_mines")
+        except OSError as exc:
+            raise write_failure(self.out_dir, exc, f"{self.final['mines'].name}") from exc
         return {"polygons": kept, "dropped_below_mmu": dropped, "area_ha": total}
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Write the summary JSON under its temporary name."""
-        with open(self.tmp["summary"], "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2, allow_nan=False)
-            f.write("\n")
+        try:
+            with open(self.tmp["summary"], "w", encoding="utf-8") as f:
+                json.dump(summary, f, indent=2, allow_nan=False)
+                f.write("\n")
+        except OSError as exc:
+            raise write_failure(self.out_dir, exc, f"{self.final['summary'].name}") from exc
 
     def commit(self) -> dict[str, Path]:
         """Rename every temporary output to its final name (flushed to disk before, the folders
@@ -214,21 +242,18 @@ class OutputSet:
         for k, final in self.final.items():
             fsync_path(self.tmp[k])
             os.replace(self.tmp[k], final)
-            self._temps.remove(self.tmp[k])
         for folder in {p.parent for p in self.final.values()}:
             fsync_path(folder)
-        self.abort()  # remove leftovers (staging files)
+        self.abort()  # remove the work folder and what is left in it (staging files)
         return dict(self.final)
 
     def abort(self) -> None:
-        """Remove every temporary file (used on failure)."""
+        """Remove every temporary file, the run's work folder with them (used on failure)."""
         try:
             self.close_stage()
         except Exception:  # noqa: BLE001 - closing a broken dataset must not hide the cause
             pass
-        for p in self._temps:
-            remove_temp(p)
-        self._temps.clear()
+        self.work.close()
 
     def __enter__(self) -> OutputSet:
         return self

@@ -18,7 +18,9 @@ Resampling inputs onto a window of a grid (bilinear, bit-identical across window
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,11 +266,58 @@ def to_cog(
             config=config, in_memory=False, quiet=True, use_cog_driver=False,
         )
     except Exception as exc:  # noqa: BLE001 - GDAL/rio-cogeo raise various types
-        raise OutputError(f"cannot write the COG {name or dst} ({exc}); check free disk space") from exc
+        from ._io import write_failure
+
+        raise write_failure(Path(name or dst).parent, exc, f"the COG {name or dst}") from exc
     with rasterio.open(src) as s, rasterio.open(dst) as d:
         missing = sorted(k for k in s.tags() if k not in d.tags())
     if missing:  # pragma: no cover - rio-cogeo keeps dataset tags
         raise OutputError(f"COG conversion of {name or dst} dropped the tags {missing}")
+
+
+class _GdalErrors(logging.Handler):
+    """Collects the errors GDAL signals through rasterio's error handler (logger ``rasterio._err``)."""
+
+    #: What GDAL says when a write did not reach the disk (full disk, I/O error, lost file).
+    WRITE = re.compile(r"write error|write failed|_tiffWriteProc|_tiffSeekProc|no space|"
+                       r"TIFFRewriteDirectory|TIFFWriteDirectory|Error fetching directory count", re.IGNORECASE)
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.failures: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if self.WRITE.search(msg):
+            self.failures.append(msg.split("msg=", 1)[-1].strip("'\""))
+
+
+@contextlib.contextmanager
+def gdal_writes_checked(folder: str | os.PathLike[str], what: str, option: str = "--out") -> Iterator[None]:
+    """Raise :class:`OutputError` when a GDAL write inside the block did not reach the disk.
+
+    GDAL writes a GeoTIFF's last blocks and its directory when the dataset is closed, and a
+    failure there (a full disk) is signalled but not raised: the file is left truncated while the
+    close succeeds. Wrap the ``with rasterio.open(path, "w")`` block (close included) in this.
+
+    Raises:
+        OutputError: naming ``what``, the cause and the free space in ``folder``.
+    """
+    from ._io import write_failure
+
+    handler = _GdalErrors()
+    logger = logging.getLogger("rasterio._err")
+    level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.DEBUG:
+        logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    if handler.failures:
+        raise write_failure(folder, OSError(handler.failures[0]), what, option)
 
 
 def write_uint8_cog(
@@ -296,7 +345,8 @@ def write_uint8_cog(
     with atomic_output(target) as tmp_cog:
         raw = tmp_cog.with_name(tmp_cog.name + ".strips.tif")
         try:
-            with rasterio.open(raw, "w", **profile) as dst:
+            with gdal_writes_checked(target.parent, str(target), "output folder"), \
+                    rasterio.open(raw, "w", **profile) as dst:
                 for b in block_grid(grid.height, grid.width, block=(BLOCK_ROWS, grid.width), halo=0):
                     dst.write(fill(b.core), 1, window=b.core)
                 dst.write_colormap(1, colormap)

@@ -1,15 +1,21 @@
 """``run_scene``: a scene in, mine probability/mask COGs, polygons and hectares out.
 
-The scene is streamed in blocks (``block`` px, default 1024) read with a halo of
-``overlap`` pixels; inside a block, overlapping tiles are normalised once (with
-:meth:`Normalization.apply`, the one place), batched through the backend and their
-logits blended with a raised-cosine weight window (:mod:`coalmine.runtime.tiling`). Then
-``sigmoid -> uint8 probability -> mask``; a pixel whose input has any NaN band is nodata.
+The scene is streamed in blocks of about ``block`` px (default 1024, rounded to whole tile
+strides). Inference tiles lie on one grid fixed to the scene (:func:`~.tiling.scene_tiling`):
+a block computes the tiles whose origin lies in its core, reading the core plus ``overlap``
+pixels below and to the right; the block's 23 bands are normalised once (with
+:meth:`Normalization.apply`, the one place), its tiles batched through the backend, and every
+tile covering the core — its own and those kept from earlier blocks — blended with a
+raised-cosine weight window (:class:`~.tiling.TileBlender`). Then ``sigmoid -> uint8
+probability -> mask``; a pixel whose input has any NaN band is nodata. Every tile is computed
+once and every pixel is blended from the same tiles in the same order for any ``block``, so
+the block size changes memory and speed, never the map.
 
 Three stages overlap: a reader thread prefetches the next block while the main thread
 runs the model, and a writer thread writes the previous block. At most one block is
 being read, one computed and one written, so memory is bounded by the block size
-(about ``3 x 23 x (block + 2 halo)^2 x 4`` bytes plus the backend), never by the scene.
+(about ``3 x 23 x (block + overlap)^2 x 4`` bytes plus the backend) and the kept tile
+logits (one row of tiles across the scene), never by the scene's area.
 
 All outputs are written under temporary names and renamed together at the end; a failure
 (or Ctrl-C) removes them, leaving nothing half-written.
@@ -43,7 +49,7 @@ from .errors import BandError, InputError, NoValidDataError, UsageError
 from .options import RunOptions
 from .outputs import OutputSet, mask_from_prob, mask_level, quantize_prob
 from .preprocess.stack import check_preprocessing, open_scene
-from .tiling import Block, block_grid, predict_block, tiles_in, weight_window
+from .tiling import TileBlender, TiledBlock, block_core, scene_tiling, tiles_of, weight_window
 from .timing import StageTimer
 
 log = logging.getLogger("coalmine.runtime.run")
@@ -60,26 +66,6 @@ CPU_BATCH = 4
 MAX_BATCH = 64
 #: GDAL block cache for a run, in MB (GDAL's default is 5 % of RAM).
 GDAL_CACHE_MB = 256
-
-
-def aligned_block(block: int, tile: int, overlap: int) -> int:
-    """The block core size nearest to ``block`` whose read window is tiled without waste.
-
-    A read window of ``core + 2 * overlap`` pixels is covered exactly by tiles when it equals
-    ``tile + k * (tile - overlap)``; otherwise the last tile is pulled back and overlaps its
-    neighbour by more than needed. E.g. block 1024, tile 256, overlap 32 -> core 1088 (read 1152,
-    5 tiles) instead of core 1024 (read 1088, also 5 tiles).
-
-    Example:
-        >>> aligned_block(1024, 256, 32), aligned_block(2048, 512, 32)
-        (1088, 1888)
-    """
-    stride = tile - overlap
-    k = max(0, (block + 2 * overlap - tile) // stride)
-    lo = tile + k * stride - 2 * overlap
-    hi = lo + stride
-    core = hi if (hi - block) < (block - lo) else lo  # the nearer one (memory moves by < 1 stride)
-    return max(core, 32)
 
 
 def auto_batch_size(tile: int, *, on_gpu: bool, gpu_mem_gb: float, tiles_per_block: int) -> tuple[int, str]:
@@ -179,10 +165,10 @@ def run_scene(
 
 @dataclass(frozen=True)
 class _Plan:
-    """How a scene is cut: blocks (aligned to the tiles) and the tiles each one computes."""
+    """How a scene is cut: blocks on the scene's tile grid and the tiles each one computes."""
 
     block: int
-    blocks: list[Block]
+    blocks: list[TiledBlock]
     tiles_per_block: list[int]
 
     @property
@@ -192,11 +178,9 @@ class _Plan:
 
 def _plan(height: int, width: int, opts: RunOptions) -> _Plan:
     tile, overlap = int(opts.tile or 0), int(opts.overlap or 0)
-    block = aligned_block(opts.block, tile, overlap)
-    blocks = list(block_grid(height, width, block=block, halo=overlap, tile=tile))
-    tiles = [len(tiles_in(max(int(b.read.height), tile), max(int(b.read.width), tile), tile, overlap))
-             for b in blocks]
-    return _Plan(block, blocks, tiles)
+    blocks = scene_tiling(height, width, tile=tile, overlap=overlap, block=opts.block)
+    assert tiles_of(blocks) == sum(len(b.tiles) for b in blocks)
+    return _Plan(block_core(opts.block, tile, overlap), blocks, [len(b.tiles) for b in blocks])
 
 
 def _run_scene(scene: Any, bundle: Any, out_dir: Any, s1: Any, aoi: Any, opts: RunOptions) -> dict[str, Any]:
@@ -216,6 +200,7 @@ def _run_scene(scene: Any, bundle: Any, out_dir: Any, s1: Any, aoi: Any, opts: R
                   else scene)
     try:
         warnings = check_preprocessing(source, bundle)
+        _check_aois(aois, source, aoi)
         band_idx = _band_index(source, bundle)
         scene_path = getattr(source, "path", None) or (scene if owns_source else None)
         prefix = opts.prefix or (Path(str(scene_path)).stem if scene_path else "scene")
@@ -243,7 +228,7 @@ def _run_scene(scene: Any, bundle: Any, out_dir: Any, s1: Any, aoi: Any, opts: R
                 with timer.stage("cog"):
                     outs.finish_rasters()
                 with timer.stage("areas"):
-                    areas = mask_areas_ha(outs.tmp["mask"], aois)
+                    areas = mask_areas_ha(outs.tmp["mask"], aois, scene=scene_path or "the scene")
                 with timer.stage("polygons"):
                     mines = outs.write_mines(min_area_ha=opts.min_area_ha)
                 summary = _summary(
@@ -268,6 +253,47 @@ def _read_aois(aoi: Any, opts: RunOptions) -> list[Aoi]:
     if aoi is None:
         return []
     return list(aoi) if isinstance(aoi, list) else read_aois(aoi, name_field=opts.aoi_name_field)
+
+
+def _check_aois(aois: list[Aoi], source: Any, aoi: Any) -> None:
+    """Before any inference, put every AOI on the scene's grid.
+
+    Raises:
+        InputError: an AOI whose coordinates cannot be transformed to the scene's CRS, or one
+            that misses the scene but would overlap it with x and y swapped (latitude written
+            before longitude, northing before easting) — a mistake that would otherwise cost a
+            whole run and end as "no data".
+    """
+    import shapely
+    from rasterio.transform import array_bounds
+    from rasterio.warp import transform_geom
+    from shapely.geometry import mapping, shape
+
+    where = f" of {aoi}" if isinstance(aoi, (str, os.PathLike)) else ""
+    scene = shapely.box(*array_bounds(source.height, source.width, source.transform))
+
+    def placed(geom: dict[str, Any], crs: Any) -> Any:
+        try:
+            g = shape(transform_geom(crs, source.crs, geom)) if crs != source.crs else shape(geom)
+        except Exception:  # noqa: BLE001 - PROJ refuses through GDAL's CPLE_* errors, not RasterioError
+            return None
+        return g if np.isfinite(shapely.get_coordinates(g)).all() else None
+
+    for a in aois:
+        g = placed(a.geometry, a.crs)
+        if g is None:
+            raise InputError(
+                f"AOI '{a.name}'{where} cannot be placed on the scene's grid ({source.crs.to_string()}): its "
+                f"coordinates lie outside what {a.crs.to_string()} can map there; are x and y swapped? Write "
+                "them as (longitude, latitude) or (easting, northing), or give the file its true CRS")
+        if g.intersects(scene):
+            continue
+        swapped = placed(mapping(shapely.transform(shape(a.geometry), lambda xy: xy[:, ::-1])), a.crs)
+        if swapped is not None and swapped.intersects(scene):
+            raise InputError(
+                f"AOI '{a.name}'{where} misses the scene, but would cover it with x and y swapped: its "
+                "coordinates are written (y, x), latitude before longitude or northing before easting; "
+                f"write them as (x, y) in {a.crs.to_string()}")
 
 
 def _load_backend(bundle: Bundle, opts: RunOptions, plan: _Plan) -> tuple[Backend, str]:
@@ -348,15 +374,15 @@ def _stream(source: Any, plan: _Plan, be: Backend, bundle: Bundle, outs: OutputS
     blocks, tile, overlap = plan.blocks, int(opts.tile or 0), int(opts.overlap or 0)
     threshold, n_tiles, progress = float(opts.threshold or 0), plan.n_tiles, opts.progress
 
-    window = weight_window(tile, overlap)
+    blender = TileBlender(tile, overlap, weight_window(tile, overlap))
     infer = timer.wrap("infer", finite_logits(be))  # a NaN logit stops the run, never maps as "no mine"
 
-    def read(b: Block) -> np.ndarray:
+    def read(b: TiledBlock) -> np.ndarray:
         with timer.stage("read"):
             x = source.read(b.read)
             return x if band_idx is None else x[band_idx]
 
-    def write(b: Block, q: np.ndarray, m: np.ndarray) -> None:
+    def write(b: TiledBlock, q: np.ndarray, m: np.ndarray) -> None:
         with timer.stage("write"):
             outs.write(b.core, q, m)
 
@@ -388,14 +414,12 @@ def _stream(source: Any, plan: _Plan, be: Backend, bundle: Bundle, outs: OutputS
 
             t = time.perf_counter()
             t_inf = timer.get("infer")
-            logits = predict_block(xn, infer, tile=tile, overlap=overlap, batch_size=batch, window=window,
-                                   on_batch=bar.update)
-            core = logits[rs, cs]
+            core = blender.block_logits(b, xn, infer, batch_size=batch, on_batch=bar.update)
             prob = _sigmoid(core)
             q = quantize_prob(prob, valid)
             m = mask_from_prob(q, threshold)
             timer.add("blend", (time.perf_counter() - t) - (timer.get("infer") - t_inf))
-            del x, xn, logits, core, prob
+            del x, xn, core, prob
 
             t = time.perf_counter()
             if pending_write is not None:
@@ -477,4 +501,4 @@ def implausible_bands(stats: BandStats, bundle: Bundle) -> list[str]:
     return out
 
 
-__all__ = ["run_scene", "auto_batch_size", "aligned_block"]
+__all__ = ["run_scene", "auto_batch_size"]

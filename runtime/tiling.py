@@ -13,6 +13,14 @@ partition-of-unity average: no seam where tiles meet.
 Only the core of each block (without its halo) is written, so every output pixel is
 written exactly once, and a block boundary sees at least ``halo`` pixels of context.
 
+Inference tiles lie on **one grid fixed to the scene** (:func:`scene_tiling`): they start at
+multiples of ``tile - overlap`` from the scene's top-left corner, and block cores are whole
+multiples of that stride, so the block size only decides which block computes a tile, never
+where the tile lies. :class:`TileBlender` computes each tile once, keeps the logits of tiles a
+later block still needs, and blends every tile covering a block's core in the row-major order
+of their scene origins — so every pixel gets the same tiles, weights and floating-point sums
+for any block size, and ``--block`` (a memory setting) cannot change the map.
+
 Example:
     >>> blocks = list(block_grid(3000, 2500, block=1024, halo=32))
     >>> len(blocks), blocks[0].core, blocks[0].read
@@ -22,7 +30,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -212,6 +220,178 @@ def pad_to_tile(arr: np.ndarray, tile: int) -> np.ndarray:
     return np.pad(arr, ((0, 0), (0, ph), (0, pw)), mode=mode)
 
 
+# -- a tile grid fixed to the scene -----------------------------------------------------------------
+Origin = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class TiledBlock:
+    """One unit of streamed inference on the scene's tile grid (see :func:`scene_tiling`).
+
+    Attributes:
+        core: the window of the scene this block writes (no halo).
+        read: the window read for it: ``core`` and the whole of every tile it computes (the
+            core plus ``overlap`` pixels on its bottom and right sides, more at the scene's far
+            edge where the last tile is flush with it).
+        index: running number of the block (row-major).
+        tiles: scene (row, col) origins of the tiles this block computes: those whose origin lies
+            in ``core``, so each tile of the scene is computed by exactly one block.
+        uses: origins of every tile covering a pixel of ``core``, in row-major order (computed
+            here or by an earlier block): what is blended into ``core``.
+        done: origins of the tiles no later block uses (their logits are dropped after this block).
+    """
+
+    core: Window
+    read: Window
+    index: int
+    tiles: tuple[Origin, ...]
+    uses: tuple[Origin, ...]
+    done: tuple[Origin, ...]
+
+    @property
+    def core_in_read(self) -> tuple[slice, slice]:
+        """Row/col slices that cut ``core`` out of an array covering ``read``."""
+        r0 = int(self.core.row_off - self.read.row_off)
+        c0 = int(self.core.col_off - self.read.col_off)
+        return slice(r0, r0 + int(self.core.height)), slice(c0, c0 + int(self.core.width))
+
+
+def block_core(block: int, tile: int, overlap: int) -> int:
+    """The block core size used for ``block``: the nearest whole multiple of the tile stride
+    ``tile - overlap`` (at least one), so block borders fall on the scene's tile grid.
+
+    Example:
+        >>> block_core(1024, 256, 32), block_core(64, 256, 32)
+        (1120, 224)
+    """
+    stride = tile - overlap
+    return max(1, round(block / stride)) * stride
+
+
+def _axis_blocks(length: int, tile: int, overlap: int, core: int) -> list[tuple[int, int, int, list[int], list[int]]]:
+    """Along one axis, per block: (core start, core stop, read stop, tiles it computes, tiles it uses)."""
+    origins = tile_origins(length, tile, overlap)
+    out = []
+    for a in range(0, length, core):
+        b = min(a + core, length)
+        own = [o for o in origins if a <= o < b]
+        use = [o for o in origins if o < b and o + tile > a]
+        stop = min(length, max([b] + [o + tile for o in own]))
+        out.append((a, b, stop, own, use))
+    return out
+
+
+def scene_tiling(height: int, width: int, *, tile: int, overlap: int, block: int) -> list[TiledBlock]:
+    """Blocks of about ``block`` px over a ``height x width`` scene whose tiles lie on one grid
+    fixed to the scene.
+
+    Tiles start at multiples of ``tile - overlap`` from the scene's top-left corner, the last one
+    flush with the far edge (:func:`tile_origins`; one padded tile where the scene is smaller than
+    a tile), whatever ``block`` is. Block cores are :func:`block_core` pixels, whole multiples of
+    that stride, so each block reads its core plus ``overlap`` pixels below and to the right.
+
+    Returns:
+        :class:`TiledBlock` in row-major order; the cores cover the scene exactly once and every
+        tile is computed by exactly one block.
+
+    Example:
+        >>> blocks = scene_tiling(1000, 1000, tile=256, overlap=32, block=448)
+        >>> len(blocks), blocks[0].core, blocks[0].read, blocks[0].tiles
+        (9, Window(col_off=0, row_off=0, width=448, height=448), Window(col_off=0, row_off=0, width=480, height=480), ((0, 0), (0, 224), (224, 0), (224, 224)))
+    """
+    if block <= 0:
+        raise UsageError(f"block size {block} must be positive")
+    core = block_core(block, tile, overlap)
+    rows = _axis_blocks(height, tile, overlap, core)
+    cols = _axis_blocks(width, tile, overlap, core)
+    made: list[tuple[Window, Window, tuple[Origin, ...], tuple[Origin, ...]]] = []
+    last_use: dict[Origin, int] = {}
+    for r0, r1, rstop, rown, ruse in rows:
+        for c0, c1, cstop, cown, cuse in cols:
+            uses = tuple((r, c) for r in ruse for c in cuse)
+            for t in uses:
+                last_use[t] = len(made)
+            made.append((Window(c0, r0, c1 - c0, r1 - r0), Window(c0, r0, cstop - c0, rstop - r0),
+                         tuple((r, c) for r in rown for c in cown), uses))
+    done: dict[int, list[Origin]] = {}
+    for t, i in last_use.items():
+        done.setdefault(i, []).append(t)
+    return [TiledBlock(core_w, read_w, i, own, uses, tuple(done.get(i, ())))
+            for i, (core_w, read_w, own, uses) in enumerate(made)]
+
+
+class TileBlender:
+    """Infers the tiles of each block of a :func:`scene_tiling` and blends every tile covering its core.
+
+    Call :meth:`block_logits` for the blocks in their order. Logits of tiles a later block still
+    needs are kept — at most about one row of tiles across the scene plus one column (13 MB for a
+    10980 px wide scene at tile 256) — and dropped after their last use. Each pixel's weighted
+    logits are summed in the row-major order of the tiles' scene origins, the order a single
+    whole-scene block would use, so the result is the same bit for bit for any block size.
+
+    Args:
+        tile, overlap: tile size and overlap in pixels.
+        window: the weight window (default ``weight_window(tile, overlap)``).
+    """
+
+    def __init__(self, tile: int, overlap: int, window: np.ndarray | None = None) -> None:
+        self.tile = tile
+        self.window = weight_window(tile, overlap) if window is None else window
+        self.kept: dict[Origin, np.ndarray] = {}
+
+    def block_logits(self, b: TiledBlock, x: np.ndarray, infer: Callable[[np.ndarray], np.ndarray], *,
+                     batch_size: int, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """Blended logits of block ``b``'s core.
+
+        Args:
+            b: the block.
+            x: normalised float32 (band, row, col) array covering ``b.read`` (NaN replaced).
+            infer: the backend call, float32 (N, C, tile, tile) -> logits (N, 1, tile, tile).
+            batch_size: tiles per ``infer`` call.
+            on_batch: called with the number of tiles after each batch (progress).
+
+        Returns:
+            float32 (core height, core width): ``sum(w * logit) / sum(w)`` over the tiles covering
+            each pixel.
+        """
+        t = self.tile
+        ro, co = int(b.read.row_off), int(b.read.col_off)
+        if b.tiles:
+            buf = np.empty((min(batch_size, len(b.tiles)), x.shape[0], t, t), dtype=np.float32)
+            for k in range(0, len(b.tiles), batch_size):
+                chunk = b.tiles[k: k + batch_size]
+                for i, (r, c) in enumerate(chunk):
+                    part = x[:, r - ro: r - ro + t, c - co: c - co + t]
+                    buf[i] = part if part.shape[1:] == (t, t) else pad_to_tile(part, t)
+                logits = infer(buf[: len(chunk)])
+                for i, origin in enumerate(chunk):
+                    self.kept[origin] = np.array(logits[i, 0], dtype=np.float32)
+                if on_batch is not None:
+                    on_batch(len(chunk))
+        return self._blend(b)
+
+    def _blend(self, b: TiledBlock) -> np.ndarray:
+        t, win = self.tile, self.window
+        cr, cc, h, w = int(b.core.row_off), int(b.core.col_off), int(b.core.height), int(b.core.width)
+        acc = np.zeros((h, w), dtype=np.float32)
+        wsum = np.zeros((h, w), dtype=np.float32)
+        for r, c in b.uses:
+            lg = self.kept[(r, c)]
+            r0, r1, c0, c1 = max(r, cr), min(r + t, cr + h), max(c, cc), min(c + t, cc + w)
+            wt = win[r0 - r: r1 - r, c0 - c: c1 - c]
+            acc[r0 - cr: r1 - cr, c0 - cc: c1 - cc] += wt * lg[r0 - r: r1 - r, c0 - c: c1 - c]
+            wsum[r0 - cr: r1 - cr, c0 - cc: c1 - cc] += wt
+        for origin in b.done:
+            self.kept.pop(origin, None)
+        np.divide(acc, wsum, out=acc)
+        return acc
+
+
+def tiles_of(blocks: Sequence[TiledBlock]) -> int:
+    """How many tiles the blocks compute together (each tile of the scene once)."""
+    return sum(len(b.tiles) for b in blocks)
+
+
 def predict_block(
     x: np.ndarray,
     infer: Callable[[np.ndarray], np.ndarray],
@@ -222,37 +402,20 @@ def predict_block(
     window: np.ndarray | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """Blended logits for one normalised block.
+    """Blended logits of a whole normalised array as one block (its own tile grid).
 
     Args:
-        x: normalised float32 (band, row, col) block (NaN already replaced).
+        x: normalised float32 (band, row, col) array (NaN already replaced).
         infer: the backend call, float32 (N, C, tile, tile) -> logits (N, 1, tile, tile).
         tile, overlap: tile size and overlap in pixels.
         batch_size: tiles per ``infer`` call.
-        window: the weight window (``weight_window(tile, overlap)``), to reuse across blocks.
+        window: the weight window (``weight_window(tile, overlap)``), to reuse across calls.
         on_batch: called with the number of tiles after each batch (progress).
 
     Returns:
         float32 (row, col) logits of the same size as ``x``: ``sum(w * logit) / sum(w)``.
     """
     _, h, w = x.shape
-    xp = pad_to_tile(x, tile)
-    hp, wp = xp.shape[1:]
-    if window is None:
-        window = weight_window(tile, overlap)
-    acc = np.zeros((hp, wp), dtype=np.float32)
-    wsum = np.zeros((hp, wp), dtype=np.float32)
-    origins = tiles_in(hp, wp, tile, overlap)
-    buf = np.empty((min(batch_size, len(origins)), xp.shape[0], tile, tile), dtype=np.float32)
-    for k in range(0, len(origins), batch_size):
-        chunk = origins[k : k + batch_size]
-        for i, (r, c) in enumerate(chunk):
-            buf[i] = xp[:, r : r + tile, c : c + tile]
-        logits = infer(buf[: len(chunk)])
-        for i, (r, c) in enumerate(chunk):
-            acc[r : r + tile, c : c + tile] += window * logits[i, 0]
-            wsum[r : r + tile, c : c + tile] += window
-        if on_batch is not None:
-            on_batch(len(chunk))
-    np.divide(acc, wsum, out=acc)
-    return acc[:h, :w]
+    (only,) = scene_tiling(h, w, tile=tile, overlap=overlap, block=max(h, w) + tile)
+    return TileBlender(tile, overlap, window).block_logits(only, x, infer, batch_size=batch_size,
+                                                           on_batch=on_batch)

@@ -7,7 +7,10 @@ Nothing here reaches the internet. One ``ThreadingHTTPServer`` serves:
   ``intersects``, ``datetime``, ``limit``; pages linked by ``next`` links carrying a token,
   as GET query strings or POST bodies, like the public catalogues);
 * files under ``/files/`` with HTTP range requests (``HEAD``, ``GET``, ``206 Partial Content``),
-  counting the body bytes sent per file, so a test can prove that only a window was read.
+  counting the body bytes sent per file, so a test can prove that only a window was read;
+* the same for S3 buckets addressed path-style (``/<bucket>/<key>``, as GDAL's ``/vsis3/`` and
+  boto3 ask an S3-compatible endpoint), a bucket marked requester-pays answering 403
+  ``AccessDenied`` to a request without ``x-amz-request-payer: requester``, as AWS does.
 
 Faults for the robustness tests are queued per path prefix: an HTTP status (``500``), a delay
 longer than the client's timeout, or a truncated body (the full ``Content-Length`` is announced,
@@ -90,6 +93,8 @@ class StacServer:
     bytes_sent: dict[str, int] = field(default_factory=dict)
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
+    buckets: dict[str, Path] = field(default_factory=dict)  # S3 bucket name -> folder served
+    requester_pays: set[str] = field(default_factory=set)  # buckets that need x-amz-request-payer
     _httpd: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -274,11 +279,31 @@ class _Handler(BaseHTTPRequestHandler):
         # "truncate" applies to file bodies only; a HEAD has none
         return f.kind == "truncate" and self.command == "GET" and self._serve_file(path, truncate=True)
 
+    def _bucket(self, path: str) -> str | None:
+        name = path.lstrip("/").split("/", 1)[0]
+        return name if name in self.server_state.buckets else None
+
+    def _s3_denied(self, bucket: str) -> bool:
+        if bucket in self.server_state.requester_pays and \
+                (self.headers.get("x-amz-request-payer") or "").lower() != "requester":
+            body = b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+            self.send_response(403)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+            return True
+        return False
+
     def do_HEAD(self) -> None:  # noqa: N802 - http.server naming
         path = urlparse(self.path).path
         if self._fault(path):
             return
-        if path.startswith("/files/"):
+        if (b := self._bucket(path)) is not None:
+            if not self._s3_denied(b):
+                self._serve_file(path, head=True)
+        elif path.startswith("/files/"):
             self._serve_file(path, head=True)
         else:
             self.send_response(200)
@@ -290,7 +315,10 @@ class _Handler(BaseHTTPRequestHandler):
         if self._fault(u.path):
             return
         st = self.server_state
-        if u.path.startswith("/files/"):
+        if (b := self._bucket(u.path)) is not None:
+            if not self._s3_denied(b):
+                self._serve_file(u.path)
+        elif u.path.startswith("/files/"):
             self._serve_file(u.path)
         elif u.path in ("", "/"):
             self._json(st.landing())
@@ -340,8 +368,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve_file(self, path: str, head: bool = False, truncate: bool = False) -> bool:
         st = self.server_state
-        f = (st.root / path[len("/files/"):]).resolve()
-        if st.root.resolve() not in f.parents or not f.is_file():
+        bucket = self._bucket(path)
+        root = st.root if bucket is None else st.buckets[bucket]
+        f = (root / (path[len("/files/"):] if bucket is None else path.lstrip("/").split("/", 1)[1])).resolve()
+        if root.resolve() not in f.parents or not f.is_file():
             self._json({"code": "NotFound"}, 404)
             return True
         size = f.stat().st_size

@@ -110,10 +110,10 @@ def test_mask_areas_against_geodesic_aoi_area(tmp_path, grid):
     aoi_native = box(x0, y0, x1, y1, n=100)
     aoi_4326 = transform_geom(crs, "EPSG:4326", aoi_native) if grid == "utm" else aoi_native
     aoi_3857 = transform_geom("EPSG:4326", "EPSG:3857", aoi_4326)
-    res = mask_areas_ha(p, [Aoi("a", aoi_4326, CRS.from_epsg(4326)), Aoi("a", aoi_3857, CRS.from_epsg(3857))])
+    res = mask_areas_ha(p, [Aoi("a", aoi_4326, CRS.from_epsg(4326)), Aoi("b", aoi_3857, CRS.from_epsg(3857))])
     ref = geod_ha(aoi_4326)
     assert res["aois"]["a"] == pytest.approx(ref, rel=0.005)
-    assert res["aois"]["a#2"] == pytest.approx(ref, rel=0.005)  # any CRS, reprojected
+    assert res["aois"]["b"] == pytest.approx(ref, rel=0.005)  # any CRS, reprojected
     # Total: mine pixels x pixel area, and against the scene footprint's geodesic area.
     px = pixel_areas_ha(crs, tr, *shape)
     assert res["pixels"]["mine"] == (mask == 1).sum()
@@ -134,6 +134,18 @@ def test_aoi_outside_scene_has_no_data_with_warning(tmp_path, caplog):
     assert res["aois"] == {"far": None} and res["aoi_valid_share"] == {"far": 0.0}  # no data, never 0 ha
     assert any("AOI 'far' does not overlap the scene" in w for w in res["warnings"])
     assert "does not overlap" in caplog.text
+
+
+def test_two_aois_of_one_name_are_refused_not_renamed(tmp_path):
+    # "A", "A", "A#2": renaming the second "A" to "A#2" would merge it with the third area's row
+    tr = Affine(10, 0, 300000, 0, -10, 9700000)
+    p = write_mask(tmp_path / "m.tif", np.ones((50, 50), np.uint8), CRS.from_epsg(32750), tr)
+    sq = box(300100, 9699600, 300300, 9699800)
+    aois = [Aoi(n, sq, CRS.from_epsg(32750)) for n in ("A", "A", "A#2")]
+    with pytest.raises(InputError, match="two areas of interest are named 'A'; every area needs its own name"):
+        mask_areas_ha(p, aois)
+    res = mask_areas_ha(p, [Aoi(n, sq, CRS.from_epsg(32750)) for n in ("A", "A#2")])
+    assert res["aois"] == {"A": pytest.approx(4.0), "A#2": pytest.approx(4.0)}
 
 
 def test_strips_give_the_same_result(tmp_path):

@@ -126,6 +126,29 @@ def test_demo_quick_end_to_end(tmp_path, points):
     assert sorted(f"{s['split']}:{s['path'].rsplit('_', 2)[-2]}" for s in used) == sorted(
         [f"train:{y}" for y in range(2016, 2022) if y != TEST_YEAR] + [f"test:{TEST_YEAR}"])
     assert len(list((out / "monitor" / "change").glob("change_*.tif"))) == 5
+    # coal-export --fp16 --int8 ran with its gates' table on stderr; the monitor ran the model that
+    # "auto" picks on this machine (INT8 on a CPU) and the report names it per year
+    assert "model.fp16.onnx  vs model.onnx" in r.stderr and (out / "model" / "model.fp16.onnx").is_file()
+    int8 = (out / "model" / "model.int8.onnx").is_file()
+    assert int8 or "model.int8.onnx failed its parity gate" in r.stderr
+    import sqlite3
+
+    con = sqlite3.connect(out / "monitor" / "ledger.sqlite")
+    used_models = set(con.execute("SELECT model_file, precision FROM scenes"))
+    con.close()
+    import onnxruntime
+
+    on_gpu = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    if not on_gpu:
+        assert used_models == ({("model.int8.onnx", "int8")} if int8 else {("model.onnx", "fp32")})
+    text = page.replace("\n", " ")
+    assert "The model behind the numbers" in text and "Export gates" in text
+    assert "Accuracy: Test split (held out whole)" in text
+    for f, _ in used_models:
+        assert f in text
+    # maps over each year's true-colour picture, and the QGIS project beside the report
+    assert all((out / "monitor" / "yearly" / f"truecolour_{y}.tif").is_file() for y in range(2016, 2022))
+    assert (out / "monitor" / "coalmine.qgs").is_file() and (out / "monitor" / "mines.gpkg").is_file()
     # the written monitor.toml is a working configuration: a second run has nothing to do
     from coalmine.runtime.cli.monitor import main as monitor_main
 

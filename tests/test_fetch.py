@@ -419,13 +419,6 @@ def test_a_token_from_the_environment_reaches_the_catalogue_and_its_own_files(ca
         srv.token = None
 
 
-def test_grd_is_refused_until_grd_products_can_be_prepared(cat_data, tmp_path):
-    res = _cli(cat_data, tmp_path, "--catalog", "earth-search", "--s1", "grd")
-    assert res.exit_code == 2
-    line = _one_line(res)
-    assert "--s1 grd" in line and "--s1 rtc" in line and "--s1 none" in line
-
-
 def test_a_catalogue_without_the_sentinel1_kind_is_refused(cat_data, tmp_path):
     res = _cli(cat_data, tmp_path, "--catalog", "earth-search", "--s1", "rtc")
     assert res.exit_code == 2

@@ -159,7 +159,8 @@ def test_dry_run_lists_what_would_be_fetched_and_writes_nothing(cat, tmp_path):
     ("colour = \"red\"", None, "unknown key 'source.colour'"),
     ("", "earthsearch", "source.catalog 'earthsearch' is neither a known catalogue"),
     ("s1 = \"none\"", None, "needs Sentinel-1 VV"),
-    ("s1 = \"grd\"", None, "source.s1 = \"grd\""),
+    ("s1 = \"grd\"", "earth-search", "requester-pays S3 bucket and needs AWS credentials"),
+    ("s1 = \"slc\"", None, "source.s1 'slc' is not one of rtc, grd, none"),
     ("max_cloud = 120", None, "source.max_cloud 120 must be a percentage"),
     ("token_env = \"COALMINE_NO_SUCH_TOKEN\"", None, "environment variable COALMINE_NO_SUCH_TOKEN"),
     ("", "planetary-computer", "environment variable PC_SDK_SUBSCRIPTION_KEY"),
@@ -169,6 +170,8 @@ def test_dry_run_lists_what_would_be_fetched_and_writes_nothing(cat, tmp_path):
 def test_a_bad_source_table_is_refused_in_one_line(cat, tmp_path, monkeypatch, extra, catalog, expect):
     monkeypatch.delenv("PC_SDK_SUBSCRIPTION_KEY", raising=False)
     monkeypatch.delenv("COALMINE_NO_SUCH_TOKEN", raising=False)
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     root = _project(tmp_path / "p", cat, url=catalog, extra=extra)
     make_tiny_bundle(root / "bundle", kind="linear")

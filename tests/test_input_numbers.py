@@ -75,16 +75,22 @@ def write_band(path: Path, data: np.ndarray, tags: dict[str, str] | None = None)
 
 
 def write_folder(folder: Path, stem: str, tags: dict[str, str] | None = None) -> Path:
-    """One GeoTIFF per band named ``{stem}_{band}_10m.tif`` (as in a SAFE IMG_DATA folder)."""
+    """One GeoTIFF per band named ``L2A_{stem}_{band}_10m.tif`` (as in a SAFE IMG_DATA folder).
+
+    The names say Level-2A: without it, blue reflectance of 0.15 on every pixel (offset 0) is
+    what top-of-atmosphere data looks like, and the reader refuses it as Level-1C.
+    """
     for b, a in dn_arrays().items():
-        write_band(folder / f"{stem}_{b}_10m.tif", a, tags)
+        write_band(folder / f"L2A_{stem}_{b}_10m.tif", a, tags)
     return folder
 
 
 def write_multiband(path: Path, tags: dict[str, str] | None = None,
                     scale_offset: tuple[float, float] | None = None) -> Path:
-    """A 9-band GeoTIFF whose band descriptions name the bands (e.g. an Earth Engine export)."""
+    """A 9-band GeoTIFF whose band descriptions name the bands (e.g. an Earth Engine export),
+    tagged ``PROCESSING_LEVEL=Level-2A`` (see :func:`write_folder` for why the level is said)."""
     dns = dn_arrays()
+    tags = {"PROCESSING_LEVEL": "Level-2A", **(tags or {})}
     prof = {"driver": "GTiff", "dtype": "uint16", "count": 9, "height": H, "width": W,
             "crs": CRS_UTM, "transform": TRANSFORM}
     with rasterio.open(path, "w", **prof) as ds:

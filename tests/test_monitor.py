@@ -250,7 +250,7 @@ def test_html_report_is_self_contained_and_has_the_values(project):
     assert not re.search(r"https?://", page)
     assert "file:" not in page
     srcs = re.findall(r'(?:src|href)="([^"]*)"', page)
-    assert srcs and all(u.startswith("data:image/png;base64,") for u in srcs)
+    assert srcs and all(u.startswith(("data:image/png;base64,", "data:image/jpeg;base64,")) for u in srcs)
     assert "<script" not in page.lower()
     # the table values are in it
     for r in _csv(project["root"] / "out" / "reports" / "yearly_areas.csv"):

@@ -132,6 +132,20 @@ def test_a_re_exported_model_remaps_and_an_unusable_one_does_not(tmp_path, plain
     assert s.reasons == {"model changed: model.onnx re-exported": 2}
 
 
+def test_a_change_of_run_options_remaps_every_scene(tmp_path, plain):
+    cfg, _ = plain
+    first = run_monitor(load_config(cfg))
+    assert first.processed == 2
+    before = [r["total_ha"] for r in _scenes(tmp_path)]
+    cfg.write_text(cfg.read_text().replace("tile = 64\n", "tile = 64\nthreshold = 0.7\n"))
+    s = run_monitor(load_config(cfg))
+    assert (s.processed, s.unchanged) == (2, 0)
+    assert s.reasons == {"bundle or run options changed": 2}
+    after = _scenes(tmp_path)
+    assert all(a < b for a, b in zip([r["total_ha"] for r in after], before, strict=True))  # fewer pixels pass 0.7
+    assert {json.loads(r["options"])["threshold"] for r in after} == {0.7}
+
+
 def test_a_mixed_series_is_named_in_the_report(tmp_path, plain):
     cfg, bundle = plain
     run_monitor(load_config(cfg))

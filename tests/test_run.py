@@ -21,8 +21,8 @@ from coalmine.runtime.errors import (
     UsageError,
 )
 from coalmine.runtime.outputs import mask_level
-from coalmine.runtime.run import aligned_block, run_scene
-from coalmine.runtime.tiling import tile_origins
+from coalmine.runtime.run import run_scene
+from coalmine.runtime.tiling import block_core, scene_tiling, tile_origins
 from factories import DEFAULT_TRANSFORM, StackSource, box, make_stack, make_tiny_bundle, write_stack
 from rasterio.crs import CRS
 from rasterio.warp import transform_geom
@@ -257,11 +257,13 @@ def test_refuses_bad_bundle(tmp_path, good_scene):
 
 
 def test_refuses_wrong_bands(tmp_path, linear_bundle):
-    # A file whose band descriptions are not the 23 names is not taken for a stack.
+    # A file whose band descriptions are not the 23 names is not taken for a stack, nor for
+    # Sentinel-2 input that only lacks --s1.
     names = tuple(f"band{i}" for i in range(23))
     scene = write_stack(tmp_path / "wrong.tif", make_stack(64, 64), band_names=names)
-    _refused(tmp_path, UsageError, "is raw Sentinel-2 input (not a 23-band stack)", scene=scene,
-             bundle=linear_bundle)
+    msg = _refused(tmp_path, BandError, "is neither a coalmine stack nor Sentinel-2 input: it has 23 bands "
+                   "(float32) named band0, band1, band2, band3, band4, band5, ...", scene=scene, bundle=linear_bundle)
+    assert "--s1" in msg.split("expected", 1)[1]
     # A scene source that lacks a band the bundle needs.
     short = write_stack(tmp_path / "short.tif", make_stack(64, 64)[:22])
     with StackSource(short) as src:
@@ -376,8 +378,14 @@ def test_raw_inputs_equal_the_prepared_stack(tmp_path):
 
 
 @pytest.mark.parametrize("block,tile,overlap", [(1024, 256, 32), (2048, 512, 64), (96, 64, 16), (700, 128, 0)])
-def test_aligned_block_reads_are_tiled_without_pulled_back_tiles(block, tile, overlap):
-    core = aligned_block(block, tile, overlap)
-    assert abs(core - block) <= (tile - overlap) / 2 + 1
-    starts = tile_origins(core + 2 * overlap, tile, overlap)
-    assert np.all(np.diff(starts) == tile - overlap)  # the last tile is not pulled back
+def test_block_cores_fall_on_the_scene_tile_grid(block, tile, overlap):
+    core = block_core(block, tile, overlap)
+    assert abs(core - block) <= (tile - overlap) / 2 + 1 and core % (tile - overlap) == 0
+    blocks = scene_tiling(5000, 3000, tile=tile, overlap=overlap, block=block)
+    grid = tile_origins(5000, tile, overlap)
+    assert sorted({r for b in blocks for r, _ in b.tiles}) == grid  # the scene's own tile rows, each once
+    for b in blocks:
+        if b.read.row_off + b.read.height < 5000 and b.read.col_off + b.read.width < 3000:
+            # away from the far edges (where the last tile is flush with the scene) a block reads
+            # its core and the overlap of its last tiles, nothing more
+            assert (b.read.height, b.read.width) == (b.core.height + overlap, b.core.width + overlap)

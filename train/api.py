@@ -537,7 +537,7 @@ def evaluate(
     """
     import torch
     from coalmine.runtime.preprocess.stack import check_preprocessing
-    from coalmine.runtime.tiling import block_grid, predict_block, weight_window
+    from coalmine.runtime.tiling import TileBlender, scene_tiling, weight_window
     from tqdm import tqdm
 
     from .loop import resolve_device
@@ -564,16 +564,17 @@ def evaluate(
             geo = _geo(src)
             lab = labels_on_grid(spec.labels, geo, scene_name=str(spec.path), label_field=spec.label_field)
             cm = np.zeros((2, 2), dtype=np.int64)
-            blocks = list(block_grid(geo.height, geo.width, block=block, halo=b.overlap, tile=b.tile_size))
+            # the runtime's tiling: tiles on one grid fixed to the scene, whatever the block size
+            blocks = scene_tiling(geo.height, geo.width, tile=b.tile_size, overlap=b.overlap, block=block)
+            blender = TileBlender(b.tile_size, b.overlap, win)
             for blk in tqdm(blocks, desc=f"evaluate {Path(spec.path).name}", unit="block", disable=not progress):
                 x = src.read(blk.read)
-                valid = np.isfinite(x).all(axis=0)
-                logits = predict_block(b.normalization.apply(x), infer, tile=b.tile_size, overlap=b.overlap,
-                                       batch_size=batch_size, window=win)
                 rs, cs = blk.core_in_read
+                valid = np.isfinite(x[:, rs, cs]).all(axis=0)
+                logits = blender.block_logits(blk, b.normalization.apply(x), infer, batch_size=batch_size)
                 r0, c0 = int(blk.core.row_off), int(blk.core.col_off)
                 ref = lab[r0 : r0 + int(blk.core.height), c0 : c0 + int(blk.core.width)]
-                cm += confusion_matrix((logits[rs, cs] >= logit_t).astype(np.uint8), ref, valid[rs, cs])
+                cm += confusion_matrix((logits >= logit_t).astype(np.uint8), ref, valid)
         if cm.sum() == 0:
             raise InputError(
                 f"scene {spec.path} has no pixel that is both valid and labelled by {spec.labels}; "

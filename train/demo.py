@@ -21,10 +21,18 @@ Steps (each logged on stderr with its time; the report path goes to stdout):
    the six years (spatially blocked train/validation split); :data:`TEST_YEAR` is held out
    whole as a test scene, as the study held out its test tiles. On the CPU unless CUDA is
    present.
-4. **Export** — ONNX with its parity check (:func:`coalmine.export.api.export_bundle`).
+4. **Export** — ``coal-export --fp16 --int8`` (:func:`coalmine.export.api.export_bundle`): ONNX
+   FP32, FP16 and INT8, each written only after its parity gate passed, and a TensorRT engine
+   where the builder and a GPU exist; the parity table goes to stderr. A gate that fails is
+   reported as it is (never loosened): the demo then exports what passes (FP16 alone, else
+   FP32) and says so.
 5. **Monitoring** — ``monitor.toml`` is written into the demo folder (a real configuration you
-   can edit and re-run with ``coal-monitor``) and run: ledger, yearly areas, change maps,
-   charts and ``monitor/report.html``.
+   can edit and re-run with ``coal-monitor``) and run with ``precision = "auto"``: the INT8
+   model on a CPU, FP16 (or the engine) on a GPU. Ledger, yearly areas, change maps, maps over
+   true-colour pictures, the model card, ``monitor/report.html`` and the QGIS project
+   ``monitor/coalmine.qgs``.
+
+Each step's wall time and the CPU time of this process (all threads) are logged and returned.
 
 Example:
     coal-demo --out ./coalmine-demo        # then open ./coalmine-demo/monitor/report.html
@@ -275,7 +283,9 @@ def run_demo(out: Path, settings: DemoSettings, mines: str | os.PathLike[str] | 
 
     out = _prepare_out(out)
     t0 = time.perf_counter()
+    c0 = time.process_time()
     timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}
 
     # 1 + 2: sites, data
     points = find_mine_points(mines)
@@ -292,33 +302,74 @@ def run_demo(out: Path, settings: DemoSettings, mines: str | os.PathLike[str] | 
     scenes = [make_scene(data / "series", y, seed=settings.seed, size=settings.size, plans=plans, origin=origin)
               for y in settings.years]
     aoi_file = write_aoi_file(data / "aois.geojson", sites, origin)
-    timings["data"] = time.perf_counter() - t0
-    log.info("[1/4] generated %d scenes of %d x %d px (%s) in %.1f s", len(scenes), settings.size,
-             settings.size, f"{settings.years[0]}-{settings.years[-1]}", timings["data"])
+    timings["data"], cpu["data"] = time.perf_counter() - t0, time.process_time() - c0
+    log.info("[1/4] generated %d scenes of %d x %d px (%s) in %.1f s (CPU %.1f s)", len(scenes), settings.size,
+             settings.size, f"{settings.years[0]}-{settings.years[-1]}", timings["data"], cpu["data"])
 
     # 3: training
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     bundle = _train(scenes, out / "model", settings, progress)
-    timings["train"] = time.perf_counter() - t
-    log.info("[2/4] trained %s in %.1f s", bundle.name, timings["train"])
+    timings["train"], cpu["train"] = time.perf_counter() - t, time.process_time() - c
+    log.info("[2/4] trained %s in %.1f s (CPU %.1f s)", bundle.name, timings["train"], cpu["train"])
 
-    # 4: export
-    t = time.perf_counter()
-    from coalmine.export.api import export_bundle
-
-    export_bundle(bundle, engine=False, progress=progress)
-    timings["export"] = time.perf_counter() - t
-    log.info("[3/4] exported ONNX in %.1f s", timings["export"])
+    # 4: export, with the gates' table on stderr
+    t, c = time.perf_counter(), time.process_time()
+    export = export_models(bundle, progress)
+    timings["export"], cpu["export"] = time.perf_counter() - t, time.process_time() - c
+    log.info("[3/4] exported %s in %.1f s (CPU %.1f s)", ", ".join(export["files"]), timings["export"],
+             cpu["export"])
 
     # 5: monitoring
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     cfg_path = write_monitor_config(out / "monitor.toml", bundle, aoi_file, data / "series")
     summary = run_monitor(load_config(cfg_path))
-    timings["monitor"] = time.perf_counter() - t
-    log.info("[4/4] monitored: %s (%.1f s)", summary.status_line(), timings["monitor"])
-    timings["total"] = time.perf_counter() - t0
+    timings["monitor"], cpu["monitor"] = time.perf_counter() - t, time.process_time() - c
+    log.info("[4/4] monitored with %s: %s (%.1f s, CPU %.1f s)", models_used(out / "monitor"),
+             summary.status_line(), timings["monitor"], cpu["monitor"])
+    timings["total"], cpu["total"] = time.perf_counter() - t0, time.process_time() - c0
     return {"report": summary.report, "config": cfg_path, "bundle": bundle, "summary": summary,
-            "timings": timings, "sites": sites, "points": points}
+            "timings": timings, "cpu": cpu, "export": export, "sites": sites, "points": points}
+
+
+def export_models(bundle: Path, progress: bool = True) -> dict[str, Any]:
+    """``coal-export --fp16 --int8`` (engine when possible) with its parity table on stderr.
+
+    A failed gate is never loosened: its one-line reason is logged as a warning and the export
+    is repeated without the model that failed (FP16 alone, then FP32 alone), so the demo goes on
+    with what passed and the report's model card shows which gates were met.
+
+    Returns:
+        ``{"files": [written model files], "failed": [reasons], "table": str, "engine": {...}}``.
+    """
+    from coalmine.export.api import export_bundle
+    from coalmine.export.parity import ParityError
+
+    failed: list[str] = []
+    for fp16, int8 in ((True, True), (True, False), (False, False)):
+        try:
+            res = export_bundle(bundle, fp16=fp16, int8=int8, engine=None, progress=progress)
+        except ParityError as exc:
+            failed.append(str(exc))
+            log.warning("export gate failed (the model is not written): %s", exc)
+            continue
+        click.echo(res["table"], err=True)
+        return {"files": list(res["files"].values()), "failed": failed, "table": res["table"],
+                "engine": res.get("engine", {})}
+    raise AssertionError("unreachable: the FP32 export raises its own error")  # pragma: no cover
+
+
+def models_used(monitor_dir: Path) -> str:
+    """The model files and precisions the monitor ran, as ``model.int8.onnx (int8) on
+    onnxruntime-cpu``, read from its ledger."""
+    import sqlite3
+
+    con = sqlite3.connect(monitor_dir / "ledger.sqlite")
+    try:
+        rows = con.execute("SELECT DISTINCT model_file, precision, backend FROM scenes "
+                           "WHERE model_file IS NOT NULL ORDER BY model_file").fetchall()
+    finally:
+        con.close()
+    return "; ".join(f"{f} ({p}) on {b}" for f, p, b in rows) or "no model (no scene mapped)"
 
 
 def _prepare_out(out: Path) -> Path:
@@ -372,7 +423,9 @@ def write_monitor_config(path: Path, bundle: Path, aois: Path, series: Path) -> 
         'output = "monitor"\n'
         'yearly_rule = "max_extent"   # max_extent | median | majority | latest\n\n'
         "[run]\n"
-        'backend = "auto"\n\n'
+        'backend = "auto"             # TensorRT, then ONNX Runtime CUDA, then the CPU\n'
+        'precision = "auto"           # the INT8 model on a CPU, FP16 on a GPU (each passed its export gate)\n'
+        'scl = "auto"                 # clouds, shadows, no data masked with the scene classification\n\n'
         "# every Sentinel-2 folder synth_<year>_S2, paired with the Sentinel-1 file of the same year\n"
         "[[search]]\n"
         f'folder = "{rel(series)}"\n'
@@ -407,9 +460,11 @@ def write_monitor_config(path: Path, bundle: Path, aois: Path, series: Path) -> 
 def main(out: Path, size: int, epochs: int, seed: int, quick: bool, mines: Path | None, verbose: int,
          quiet: bool) -> None:
     """Run the whole chain on a generated Tapin-like series: synthetic Sentinel-2/1 scenes
-    2016-2021 -> train a small model -> export to ONNX -> coal-monitor -> HTML report.
+    2016-2021 -> train a small model -> coal-export --fp16 --int8 (parity gates; a TensorRT
+    engine where possible) -> coal-monitor with the precision auto picks (INT8 on a CPU, FP16 on
+    a GPU) -> HTML report with the model card and maps, and a QGIS project.
 
-    Prints the report's path on stdout; progress and timings go to stderr.
+    Prints the report's path on stdout; progress, the parity table and timings go to stderr.
     """
     setup_logging(verbose, quiet)
     from coalmine.runtime.cli.monitor import quiet_runner_logs
@@ -421,6 +476,7 @@ def main(out: Path, size: int, epochs: int, seed: int, quick: bool, mines: Path 
     if quick:
         settings = settings.quick()
     res = run_demo(out, settings, mines=mines, progress=not quiet)
-    click.echo(f"{PROG}: done in {res['timings']['total']:.0f} s; open the report in a browser:", err=True)
+    click.echo(f"{PROG}: done in {res['timings']['total']:.0f} s (CPU {res['cpu']['total']:.0f} s); open the report "
+               f"in a browser, or {Path(res['report']).parent / 'coalmine.qgs'} in QGIS:", err=True)
     click.echo(str(Path(res["report"]).resolve()))
     sys.exit(res["summary"].exit_code)

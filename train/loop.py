@@ -35,7 +35,7 @@ from coalmine.runtime.tables import write_csv
 
 from .config import TrainConfig
 from .metrics import accuracy_report, kappa_from_counts
-from .model import build_model
+from .model import build_model, load_plain
 from .patches import LABEL_NODATA
 
 log = logging.getLogger("coalmine.train.loop")
@@ -313,18 +313,28 @@ def _resume(run: _Session, ckpt_path: Path, run_key: str, cfg: TrainConfig) -> _
     """
     if not ckpt_path.is_file():
         raise UsageError(f"--resume: no checkpoint {ckpt_path} to resume from; run without --resume")
-    ck = torch.load(ckpt_path, map_location=run.device, weights_only=False)
-    if ck.get("run_key") != run_key:
+    # tensors and plain data only (never code), and nothing is used before the run key matches
+    ck = load_plain(ckpt_path, "--resume: checkpoint", "delete it and run without --resume",
+                    error=UsageError, map_location=run.device)
+    if not isinstance(ck, dict) or ck.get("run_key") != run_key:
         raise UsageError(
             f"--resume: checkpoint {ckpt_path} belongs to other data or settings; "
             "resume with the same inputs and options, or run without --resume"
         )
-    run.model.load_state_dict(ck["model"])
-    run.opt.load_state_dict(ck["optimizer"])
-    run.sched.load_state_dict(ck["scheduler"])
-    run.scaler.load_state_dict(ck["scaler"])
+    try:
+        run.model.load_state_dict(ck["model"])
+        run.opt.load_state_dict(ck["optimizer"])
+        run.sched.load_state_dict(ck["scheduler"])
+        run.scaler.load_state_dict(ck["scaler"])
+        best = dict(ck["best"])
+        if best.get("hist") is not None:
+            best["hist"] = best["hist"].cpu().numpy()
+        progress = _Progress(list(ck["history"]), best, int(ck["epoch"]) + 1, float(ck.get("seconds", 0.0)))
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise UsageError(f"--resume: checkpoint {ckpt_path} is incomplete or damaged ({type(exc).__name__}); "
+                         "delete it and run without --resume") from None
     log.info("resuming after epoch %d of %d", ck["epoch"], cfg.epochs)
-    return _Progress(ck["history"], ck["best"], ck["epoch"] + 1, ck.get("seconds", 0.0))
+    return progress
 
 
 def _train_epoch(run: _Session, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, norm: Normalization,
@@ -392,6 +402,11 @@ def _record_epoch(run: _Session, prog: _Progress, epoch: int, train_loss: float,
 
 
 def _checkpoint(run: _Session, prog: _Progress, run_key: str, epoch: int, seconds: float) -> dict[str, Any]:
+    """What ``checkpoint.pt`` holds: tensors and plain data only, so that ``--resume`` reads it
+    with ``weights_only=True`` (the validation histogram goes as a tensor)."""
+    best = dict(prog.best)
+    if isinstance(best.get("hist"), np.ndarray):
+        best["hist"] = torch.from_numpy(np.ascontiguousarray(best["hist"]))
     return {
         "run_key": run_key,
         "epoch": epoch,
@@ -400,7 +415,7 @@ def _checkpoint(run: _Session, prog: _Progress, run_key: str, epoch: int, second
         "scheduler": run.sched.state_dict(),
         "scaler": run.scaler.state_dict(),
         "history": prog.history,
-        "best": prog.best,
+        "best": best,
         "seconds": seconds,
     }
 

@@ -5,6 +5,11 @@ of encoder weights (e.g. torchvision/timm ImageNet ResNet-34) can be loaded, its
 first convolution adapted from 3 to ``in_channels`` bands.
 
 ``model.pt`` in a bundle is ``{"spec": asdict(ModelSpec), "state_dict": ...}``.
+
+Every PyTorch file (``model.pt``, encoder weights, the training checkpoint) is read with
+:func:`load_plain`: ``torch.load(weights_only=True)``, which builds tensors and plain data only
+and refuses anything else a pickle could hold (a call to ``os.system``…), so a file from
+elsewhere cannot run code; a refusal is one line naming the file.
 """
 
 from __future__ import annotations
@@ -16,6 +21,41 @@ from typing import Any
 from coalmine.runtime._optional import optional_import
 from coalmine.runtime.bundle import Bundle, ModelSpec
 from coalmine.runtime.errors import BundleError, InputError
+
+
+def load_plain(path: str | Path, what: str, fix: str, *, error: type[Exception] = BundleError,
+               map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain data, never code.
+
+    Args:
+        path: the file.
+        what: what it is, for the message ("model file", "checkpoint").
+        fix: what to do when it cannot be read.
+        error: the error class to raise.
+
+    Raises:
+        ``error``: the file holds other Python objects (refused, not run), or is not a PyTorch
+            file, or is damaged — one line naming it.
+    """
+    import pickle
+    import re
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # torch's notes on pickle protocols are not for the user
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        held = f" (it calls {found.group(1)})" if found else ""
+        raise error(f"{what} {path} holds Python objects other than tensors and plain data{held}, which "
+                    f"coalmine never loads, as they could run code; {fix}") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises KeyError, RuntimeError… for a damaged file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:160]
+        raise error(f"{what} {path} is not a PyTorch file or is damaged ({type(exc).__name__}: {first}); "
+                    f"{fix}") from None
 
 
 def _smp() -> Any:
@@ -42,8 +82,6 @@ def build_model(spec: ModelSpec | None = None, encoder_weights: str | Path | Non
     Raises:
         InputError: the weights file is missing or does not fit a ResNet-34.
     """
-    import torch
-
     spec = spec or ModelSpec()
     smp = _smp()
     model = smp.create_model(
@@ -57,10 +95,10 @@ def build_model(spec: ModelSpec | None = None, encoder_weights: str | Path | Non
         p = Path(encoder_weights)
         if not p.is_file():
             raise InputError(f"encoder weights file {p} does not exist; pass --encoder-weights a local .pth file")
-        try:
-            state = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - torch raises many types here
-            raise InputError(f"cannot read encoder weights {p}: {exc}") from exc
+        state = load_plain(p, "encoder weights file", "pass --encoder-weights a ResNet-34 state dict (.pth)",
+                           error=InputError)
+        if not isinstance(state, dict):
+            raise InputError(f"encoder weights {p} are not a state dict (a mapping of names to tensors)")
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
@@ -88,15 +126,20 @@ def save_model(model: Any, spec: ModelSpec, path: str | Path) -> None:
 
 
 def load_model(bundle: Bundle, device: str = "cpu") -> Any:
-    """Load the bundle's ``model.pt`` into a fresh network in eval mode."""
-    import torch
+    """Load the bundle's ``model.pt`` into a fresh network in eval mode.
 
+    Raises:
+        BundleError: the file holds more than tensors and plain data, is damaged, or does not
+            fit its spec (one line naming it).
+    """
     p = bundle.file("pytorch")
+    ckpt = load_plain(p, "model file", "re-create the bundle with coal-train", map_location=device)
     try:
-        ckpt = torch.load(p, map_location=device, weights_only=True)
         spec = ModelSpec(**ckpt["spec"])
         model = build_model(spec)
         model.load_state_dict(ckpt["state_dict"])
-    except (KeyError, RuntimeError, TypeError) as exc:
-        raise BundleError(f"{p} is not a coalmine model file or does not match its spec: {exc}") from exc
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise BundleError(f"{p} is not a coalmine model file or does not match its spec ({first}); "
+                          "re-create the bundle with coal-train") from None
     return model.to(device).eval()

@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import math
+import zipfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -382,7 +383,7 @@ def load_val_tiles(bundle: Bundle, max_tiles: int = MAX_GATE_TILES) -> tuple[np.
         with np.load(p, allow_pickle=False) as z:
             x = np.asarray(z["x"][:max_tiles], dtype=np.float32)
             y = np.asarray(z["y"][:max_tiles])
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # pickles are refused
         raise BundleError(
             f"{p} cannot be read as validation tiles with arrays 'x' and 'y' ({exc}); "
             "re-create the bundle with coal-train"

@@ -8,7 +8,7 @@ code  meaning
 ====  ======================================================================
 0     everything found is fetched (or was already)
 1     an item could not be used (missing asset, no access); the others are fetched
-2     bad options, unknown catalogue, GRD asked for, a credential not set
+2     bad options, unknown catalogue, a credential not set
 69    the catalogue or its file server cannot be reached (after retries); what
       was fetched is kept and the next run resumes (EX_UNAVAILABLE)
 75    another fetch writes to the same folder; nothing done (EX_TEMPFAIL)
@@ -51,7 +51,7 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 @click.option("--end", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
               help="Last acquisition date searched (YYYY-MM-DD).  [default: today]")
 @click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
-              help="Download folder (s2/<item>/, s1/<item>_VV.tif, fetch.sqlite).")
+              help="Download folder (s2/<item>/, s1/<item>_VV.tif or s1/<item>.SAFE/, fetch.sqlite).")
 @click.option("--catalog", default=DEFAULT_CATALOG, metavar="NAME|URL",
               help="earth-search, planetary-computer, or the URL of any STAC API.")
 @click.option("--s1-catalog", default=None, metavar="NAME|URL",
@@ -60,17 +60,21 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 @click.option("--max-cloud", type=float, default=defaults.DEFAULT_MAX_CLOUD,
               help="Skip items whose eo:cloud_cover (percent of the tile) is above this.")
 @click.option("--s1", type=click.Choice(list(S1_CHOICES)), default=defaults.DEFAULT_S1,
-              help="Sentinel-1: RTC/sigma0 COGs, GRD products (not yet supported), or none.")
+              help="Sentinel-1: rtc = sigma0/gamma0 COGs (Planetary Computer: account key); grd = IW GRD "
+                   "products: the AOI window of the VV measurement + its XML as a SAFE folder that "
+                   "coal-prepare calibrates and geocodes (Earth Search: AWS credentials, requester "
+                   "pays; Planetary Computer: none); none = no Sentinel-1.")
 @click.option("--s1-max-days", type=int, default=defaults.DEFAULT_S1_MAX_DAYS,
               help="Pair each Sentinel-2 acquisition with Sentinel-1 at most this many days apart.")
 @click.option("--halo", type=int, default=defaults.default_halo(),
               help="10 m pixels fetched around the AOIs (GLCM + speckle context + tile overlap).")
 @click.option("--aoi-name-field", default=None, help="Attribute naming the AOIs (only read, not needed).")
 @click.option("--asset", "assets", multiple=True, metavar="BAND=KEY",
-              help="Asset key of a band in this catalogue's items (B02..B12, SCL, VV); repeatable. "
+              help="Asset key of a band in this catalogue's items (B02..B12, SCL, VV; for GRD also "
+                   "VV_ANNOTATION, VV_CALIBRATION, VV_NOISE, MANIFEST); repeatable. "
                    "Default: the profile's keys, else found by eo:bands name.")
 @click.option("--collection", "collections", multiple=True, metavar="KIND=ID",
-              help="Collection id to search instead of the profile's: s2=ID, s1=ID; repeatable.")
+              help="Collection id to search instead of the profile's: s2=ID, s1=ID (RTC), grd=ID; repeatable.")
 @click.option("--token-env", default=None, metavar="VAR",
               help="Environment variable holding a bearer token for the catalogue.")
 @click.option("--retries", type=int, default=defaults.DEFAULT_RETRIES, help="Retries of a failing request (with backoff).")

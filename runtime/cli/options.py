@@ -2,15 +2,21 @@
 
 Commands stay thin: parse, call a library function, report. Data goes to stdout,
 logs and progress to stderr. A :class:`~coalmine.runtime.errors.CoalmineError`
-becomes one line on stderr and the error's exit code (2 usage, 1 data); ``-v``
-adds the traceback.
+becomes one line on stderr and the error's exit code (2 usage, 1 data); so does an
+operating-system error (a full disk: exit 1) and, as a last resort, any other exception
+(exit 1, marked as a bug); ``-v`` adds the traceback. Ctrl-C exits 130 and SIGTERM (a
+service manager stopping the command, ``kill``) is handled the same way and exits 143:
+both remove what the run had half-written.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -92,6 +98,33 @@ def input_options(fn: F) -> F:
     return fn
 
 
+def quiet_libtiff() -> None:
+    """Stop libtiff printing bare lines such as ``_tiffWriteProc: No space left on device.`` on stderr.
+
+    GDAL's GeoTIFF driver gives libtiff a per-file error handler, but a failed write or seek is
+    reported through libtiff's process-wide handler, whose default prints to stderr; GDAL then
+    raises the error itself (a RasterioIOError, which the commands report in one line). The
+    process-wide handlers are cleared in the libtiff that rasterio's GDAL uses.
+    """
+    import ctypes
+
+    import rasterio  # noqa: F401 - maps GDAL and its libtiff into the process
+
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as f:
+            libs = sorted({ln.split()[-1] for ln in f if "libtiff" in ln and ln.split()[-1].startswith("/")})
+    except OSError:
+        return
+    for lib in libs:
+        try:
+            tiff = ctypes.CDLL(lib, mode=getattr(os, "RTLD_NOLOAD", 0))
+            for fn in (tiff.TIFFSetErrorHandler, tiff.TIFFSetWarningHandler):
+                fn.restype, fn.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+                fn(None)
+        except (OSError, AttributeError):
+            continue
+
+
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     """Log to stderr: WARNING when quiet, INFO by default, DEBUG with -v."""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
@@ -102,6 +135,8 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     root.addHandler(h)
     root.setLevel(level)
     root.propagate = False
+    if not verbose:
+        quiet_libtiff()
     # One call configures the whole coalmine logger tree for one command: levels that an
     # earlier command in the same process set on child loggers must not leak into this one.
     for name, lg in logging.Logger.manager.loggerDict.items():
@@ -118,19 +153,73 @@ def handle_errors(prog: str) -> Callable[[F], F]:
     def deco(fn: F) -> F:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(*args, **kwargs)
-            except CoalmineError as exc:
-                if kwargs.get("verbose"):
+            verbose = kwargs.get("verbose")
+
+            def fail(message: str, code: int) -> None:
+                if verbose:
                     import traceback
 
                     traceback.print_exc(file=sys.stderr)
-                click.echo(f"{prog}: error: {exc}", err=True)
-                sys.exit(exc.exit_code)
+                click.echo(f"{prog}: {message}", err=True)
+                sys.exit(code)
+
+            previous = _catch_sigterm()
+            try:
+                return fn(*args, **kwargs)
+            except CoalmineError as exc:
+                fail(f"error: {exc}", exc.exit_code)
+            except Terminated:
+                fail("terminated (SIGTERM); partial outputs were removed", 143)
             except KeyboardInterrupt:
-                click.echo(f"{prog}: interrupted; partial outputs were removed", err=True)
-                sys.exit(130)
+                fail("interrupted; partial outputs were removed", 130)
+            except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+                raise
+            except OSError as exc:  # the file system said no (a full disk, permissions): not a bug
+                fail(f"error: {_os_error(exc)}", 1)
+            except Exception as exc:  # noqa: BLE001 - the last resort: one line, the traceback with -v
+                first = (str(exc).strip().splitlines() or [""])[0][:300]
+                fail(f"error: unexpected {type(exc).__name__}: {first} (a bug: rerun with -v and report "
+                     "the traceback)", 1)
+            finally:
+                _restore_sigterm(previous)
 
         return wrapper  # type: ignore[return-value]
 
     return deco
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C so the same cleanup runs."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _catch_sigterm() -> Any:
+    """Handle SIGTERM like Ctrl-C while a command runs (main thread only); returns the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):
+        return None
+
+
+def _restore_sigterm(previous: Any) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for an operating-system error, with the file and the way out."""
+    from .._io import DISK_FULL, disk_hint
+
+    where = exc.filename or ""
+    text = exc.strerror or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if exc.errno in DISK_FULL:
+        if not where:  # the free space of an unknown folder would mislead
+            return f"cannot write an output ({text}); free space on the output folder's disk and run again"
+        folder = os.path.dirname(os.fspath(where)) or "."
+        return f"cannot write {where} ({text}); {disk_hint(folder, 'output folder')}"
+    return f"{text}: {where}" if where else text

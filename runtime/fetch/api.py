@@ -9,6 +9,8 @@ What lands in the download folder::
     s2/<item id>/item.json            the DN offset in every band's tags, and the STAC item
     s1/<item id>_VV.tif               Sentinel-1 VV windows (RTC / sigma0 COGs) on their own grid
     s1/<item id>.json                 and their STAC items
+    s1/<item id>.SAFE/                or (--s1 grd) a GRD product: its XML, manifest, STAC item, and
+                                      the window of its VV measurement over the AOIs (see grd.py)
 
 A Sentinel-2 folder is ``coal-prepare --s2``'s input as it is (the offset comes from the band
 tags, never from a date guess); the Sentinel-1 file paired with it (nearest date within
@@ -36,9 +38,10 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import rasterio
@@ -58,6 +61,8 @@ from ..errors import (
     ServiceUnavailableError,
     UsageError,
 )
+from ..preprocess.s1grd.radiometry import IPF_AZIMUTH_NOISE
+from . import grd
 from .catalogs import SCL, VV, Catalogue, asset_key, check_credentials, sign_href
 from .download import (
     WINDOW_TAG,
@@ -65,6 +70,7 @@ from .download import (
     FetchedFile,
     FetchOptions,
     all_nodata,
+    fetch_pixel_window,
     fetch_window,
     snap_bounds,
     verify_file,
@@ -80,11 +86,6 @@ SCL_CLOUD = (3, 8, 9, 10)
 #: S2 windows are rounded out to this many metres, a multiple of the 10 m and 20 m grids.
 SNAP_M = 20.0
 S2_RES_M = 10.0
-GRD_REFUSAL = (
-    "--s1 grd: Sentinel-1 GRD products cannot be fetched yet — coal-prepare reads calibrated sigma0 "
-    "(RTC) rasters, and GRD products need the GRD ingest (calibration + terrain correction), which "
-    "this version does not have; use --s1 rtc (e.g. --catalog planetary-computer) or --s1 none"
-)
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,8 @@ class FetchRequest:
         start, end: acquisition dates searched (inclusive).
         catalogue: from :func:`~coalmine.runtime.fetch.catalogs.resolve_catalogue`.
         max_cloud: items with ``eo:cloud_cover`` above this (percent) are skipped.
-        s1: "rtc", "grd" (refused for now) or "none".
+        s1: "rtc" (sigma0/gamma0 COGs), "grd" (GRD products: a SAFE folder holding the AOI window
+            of the VV measurement and its XML) or "none".
         s1_max_days: a Sentinel-1 acquisition pairs with a Sentinel-2 one this many days apart at most.
         halo: 10 m pixels fetched around the AOIs (default :func:`default_halo`).
         since_last_run: search from the end of the last complete run (minus ``lookback_days``,
@@ -290,8 +292,10 @@ def _href(cat: Catalogue, href: str) -> Callable[[], str]:
 
 
 def _options_for(cat: Catalogue, href: str, opts: FetchOptions) -> FetchOptions:
+    if urlparse(href).scheme == "s3":  # requester-pays buckets, in the catalogue's region
+        return replace(opts, headers=(), s3_region=grd.s3_region(cat), requester_pays=True)
     if cat.token_env and cat.same_host(href):
-        return FetchOptions(opts.retries, opts.backoff, opts.timeout, tuple(cat.headers().items()))
+        return replace(opts, headers=tuple(cat.headers().items()))
     return opts
 
 
@@ -413,6 +417,8 @@ class _Fetcher:
         return self._row(item, "s2", "fetched", f"s2/{name}", files, t0, off, window_cloud=cloud)
 
     def s1(self, item: dict[str, Any]) -> ItemRow:
+        if self.req.s1 == "grd":
+            return self.s1_grd(item)
         t0 = time.monotonic()
         iid = item["id"]
         cat = self.req.s1_cat
@@ -437,6 +443,102 @@ class _Fetcher:
         _write_json(self.out / "s1" / f"{name}.json", item)
         return self._row(item, "s1", "fetched", f"s1/{dst.name}", [ff], t0, None)
 
+    def s1_grd(self, item: dict[str, Any]) -> ItemRow:
+        """A GRD product: its XML whole, the window of its VV measurement over the AOIs (grd.py)."""
+        t0 = time.monotonic()
+        iid = item["id"]
+        cat = self.req.s1_cat
+        assets = grd.grd_assets(cat, item)
+        name = f"{safe_name(iid).removesuffix('.SAFE')}.SAFE"
+        final = self.out / "s1" / name
+        part = self.out / "s1" / f".{name}.partial"
+        if final.exists():  # renamed before a crash but never recorded: adopt only what verifies
+            if _grd_complete(final):
+                shutil.rmtree(part, ignore_errors=True)
+                part = final
+            else:
+                shutil.rmtree(final)
+        for sub in ("", "annotation", "annotation/calibration", "measurement"):
+            (part / sub).mkdir(parents=True, exist_ok=True)
+            _clean_temporaries(part / sub)
+        entries: list[dict[str, Any]] = []
+        manifest = self._grd_part(cat, assets, "manifest", part / "manifest.safe")
+        ann_path = next(iter(sorted((part / "annotation").glob("s1*-vv-*.xml"))), None)
+        ann_xml = self._grd_annotation(cat, assets, ann_path)
+        ann = ann_xml[1]
+        stem = grd.product_stem(ann_xml[0])
+        entries.append(manifest[2])
+        entries.append(grd.write_part(part / "annotation" / f"{stem}.xml", ann_xml[0])
+                       if ann_path is None else grd.local_part(ann_path))
+        for p, rel in (("calibration", f"annotation/calibration/calibration-{stem}.xml"),
+                       ("noise", f"annotation/calibration/noise-{stem}.xml")):
+            entries.append(self._grd_part(cat, assets, p, part / rel)[2])
+        ipf = float(manifest[1])
+        crs = _utm_crs(self.union)
+        bounds = _bounds_in(self.union, crs, self.halo * S2_RES_M + SNAP_M)
+        window = grd.image_window(ann, bounds, crs, full_width=ipf < IPF_AZIMUTH_NOISE)
+        label = assets.label("measurement")
+        dst = part / "measurement" / f"{stem}.tiff"
+        ff = None if window is None else (_file_info(dst) if dst.exists() else None)
+        if ff is None and window is not None:
+            href = assets.href("measurement")
+            tags = {"POLARISATION": "VV", "STAC_ITEM": iid, "STAC_ASSET": assets.parts["measurement"][0],
+                    "STAC_COLLECTION": str(item.get("collection", "")), "STAC_CATALOG": cat.url,
+                    "ACQUISITION_DATETIME": item_datetime(item).isoformat()}
+            ff = fetch_pixel_window(_href(cat, href), window, dst, opts=_options_for(cat, href, self.opts),
+                                    tags=tags, description="VV", label=label)
+        if ff is None or ff.all_nodata:
+            shutil.rmtree(part, ignore_errors=True)
+            return self._row(item, "s1", "empty", None, [], t0, None)
+        if part != final:
+            _write_json(part / "item.json", item)
+            os.replace(part, final)
+            fsync_path(final.parent)
+        elif not (final / "item.json").exists():
+            _write_json(final / "item.json", item)
+        row = self._row(item, "s1", "fetched", f"s1/{name}", [ff], t0, None)
+        return replace(row, files=[*entries, *row.files], bytes=row.bytes + sum(e["bytes"] for e in entries))
+
+    def _grd_part(self, cat: Catalogue, assets: grd.GrdAssets, part: str, dst: Path) -> tuple[bytes, Any, dict[str, Any]]:
+        """One whole XML part: kept when already there and valid (a resumed fetch), else downloaded."""
+        label = assets.label(part)
+        if dst.is_file():
+            data = dst.read_bytes()
+            try:
+                return data, grd.check_part(part, data, label), grd.local_part(dst) or {}
+            except AssetError:
+                dst.unlink()
+        href = assets.href(part)
+        data = grd.read_bytes(_href(cat, href), _options_for(cat, href, self.opts), label,
+                              s3_region=grd.s3_region(cat))
+        parsed = grd.check_part(part, data, label)
+        return data, parsed, grd.write_part(dst, data)
+
+    def _grd_annotation(self, cat: Catalogue, assets: grd.GrdAssets, local: Path | None) -> tuple[bytes, Any]:
+        """The product annotation: on disk, the ``schema-product-vv`` asset, or the file beside the
+        measurement when that asset is another annotation (some catalogues list the RFI one)."""
+        label = assets.label("annotation")
+        if local is not None:
+            data = local.read_bytes()
+            try:
+                return data, grd.check_part("annotation", data, label)
+            except AssetError:
+                local.unlink()
+        href = assets.href("annotation")
+        data = grd.read_bytes(_href(cat, href), _options_for(cat, href, self.opts), label,
+                              s3_region=grd.s3_region(cat))
+        try:
+            return data, grd.check_part("annotation", data, label)
+        except AssetError as exc:
+            beside = grd.sibling_annotation(assets.href("measurement"))
+            if beside == href:
+                raise
+            log.warning("%s; using the product annotation beside the measurement, %s", exc, beside)
+        data = grd.read_bytes(_href(cat, beside), _options_for(cat, beside, self.opts),
+                              f"STAC item {assets.item_id}: {beside} (the product annotation beside the "
+                              "measurement)", s3_region=grd.s3_region(cat))
+        return data, grd.check_part("annotation", data, f"{beside} (beside the measurement of {assets.item_id})")
+
     def _row(self, item: dict[str, Any], kind: str, status: str, path: str | None, files: list[FetchedFile],
              t0: float, off: Any, window_cloud: float | None = None) -> ItemRow:
         return ItemRow(
@@ -451,6 +553,23 @@ class _Fetcher:
             bytes=sum(f.bytes for f in files), seconds=round(time.monotonic() - t0, 3), fetched_at=now())
 
 
+def _grd_complete(folder: Path) -> bool:
+    """A GRD folder renamed into place holds every part, parseable, and a verified measurement."""
+    try:
+        ann = sorted((folder / "annotation").glob("s1*-vv-*.xml"))
+        meas = sorted((folder / "measurement").glob("s1*-vv-*.tiff"))
+        if len(ann) != 1 or len(meas) != 1:
+            return False
+        stem = ann[0].stem
+        for part, path in (("manifest", folder / "manifest.safe"), ("annotation", ann[0]),
+                           ("calibration", folder / f"annotation/calibration/calibration-{stem}.xml"),
+                           ("noise", folder / f"annotation/calibration/noise-{stem}.xml")):
+            grd.check_part(part, path.read_bytes(), str(path))
+    except (OSError, CoalmineError):
+        return False
+    return meas[0].stem == stem and verify_file(meas[0]) is not None
+
+
 def _item_footprint(item: dict[str, Any]) -> Any:
     if item.get("geometry"):
         return shape(item["geometry"]).buffer(0)
@@ -461,9 +580,7 @@ def _item_footprint(item: dict[str, Any]) -> Any:
 
 # -- the run ------------------------------------------------------------------------------------
 def _check_request(req: FetchRequest) -> None:
-    if req.s1 == "grd":
-        raise UsageError(GRD_REFUSAL)
-    if req.s1 not in ("rtc", "none"):
+    if req.s1 not in ("rtc", "grd", "none"):
         raise UsageError(f"--s1 '{req.s1}' is not one of rtc, grd, none")
     if req.end < req.start:
         raise UsageError(f"--end {req.end} is before --start {req.start}; give the dates in order")
@@ -495,7 +612,7 @@ def fetch(req: FetchRequest, *, dry_run: bool = False, progress: bool = False) -
         fetched before is kept.
 
     Raises:
-        UsageError: bad dates/options, an unknown catalogue, GRD asked for, a missing credential.
+        UsageError: bad dates/options, an unknown catalogue, a missing credential.
         InputError: the AOI file cannot be read.
         FetchLockedError: another fetch writes to the same folder (exit 75).
     """
@@ -585,7 +702,7 @@ def _run(req: FetchRequest, rec: FetchRecord, fetcher: _Fetcher, union: Any, sta
     s1_cat = req.s1_cat
     s1_client = client if s1_cat is cat else _open_client(s1_cat, req.options)
     s1_items = [it for it in _search(s1_client, s1_cat, s1_cat.s1_collection(req.s1), geom, lo, hi)
-                if _item_footprint(it) is None or _item_footprint(it).intersects(union)]
+                if _s1_usable(it) and (_item_footprint(it) is None or _item_footprint(it).intersects(union))]
     for r in tqdm(pending, desc="Sentinel-1", unit="item", disable=not progress or not pending):
         s1 = _pair(req, rec, fetcher, r, s1_items, union, summary)
         if s1 is not None:
@@ -603,6 +720,17 @@ def _fetch_item(fetch_one: Callable[[dict[str, Any]], ItemRow], item: dict[str, 
         return None
     rec.put(row)
     return row
+
+
+def _s1_usable(item: dict[str, Any]) -> bool:
+    """False for a Sentinel-1 item whose properties say it is not IW or has no VV (GRD collections
+    also hold EW/SM and HH/HV products): never a candidate, rather than a failed item."""
+    p = item.get("properties", {})
+    mode = p.get("sar:instrument_mode")
+    pols = p.get("sar:polarizations")
+    if mode and str(mode).upper() != "IW":
+        return False
+    return not (isinstance(pols, list) and pols and "VV" not in [str(x).upper() for x in pols])
 
 
 def _coverage(item: dict[str, Any], union: Any) -> float:
@@ -669,7 +797,7 @@ def _dry_run(req: FetchRequest, out: Path, union: Any) -> FetchSummary:
             s1_client = client if s1_cat is cat else _open_client(s1_cat, req.options)
             s1_items = _search(s1_client, s1_cat, s1_cat.s1_collection(req.s1), geom,
                                (min(new_dates) - days).date(), (max(new_dates) + days).date())
-            for it in s1_items:
+            for it in filter(_s1_usable, s1_items):
                 if any(abs(item_datetime(it) - d) <= days for d in new_dates):
                     k = known.get(it["id"])
                     summary.planned.append(Planned(it["id"], "s1", item_datetime(it), None,

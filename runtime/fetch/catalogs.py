@@ -8,11 +8,12 @@ catalogues have profiles; any other STAC API is used by URL, its assets found by
 ========================  =================================================  ==========================
 profile                   Sentinel-2 L2A / Sentinel-1                        credentials
 ========================  =================================================  ==========================
-``earth-search``          ``sentinel-2-l2a`` (COGs on AWS, public) /         none for Sentinel-2
-(Element 84, v1)          ``sentinel-1-grd`` (GRD SAFE, requester pays)
-``planetary-computer``    ``sentinel-2-l2a`` (COGs on Azure, signed URLs) /  none for Sentinel-2;
-(Microsoft)               ``sentinel-1-rtc`` (gamma0 RTC COGs),              ``sentinel-1-rtc`` needs an
-                          ``sentinel-1-grd``                                 account key
+``earth-search``          ``sentinel-2-l2a`` (COGs on AWS, public) /         none for Sentinel-2;
+(Element 84, v1)          ``sentinel-1-grd`` (GRD parts on s3://, requester  ``sentinel-1-grd`` needs AWS
+                          pays)                                              credentials
+``planetary-computer``    ``sentinel-2-l2a`` (COGs on Azure, signed URLs) /  none for Sentinel-2 and
+(Microsoft)               ``sentinel-1-rtc`` (gamma0 RTC COGs),              GRD; ``sentinel-1-rtc``
+                          ``sentinel-1-grd`` (GRD parts, COG measurements)   needs an account key
 ========================  =================================================  ==========================
 
 Credentials come from environment variables or the tools' own configuration files (the
@@ -42,6 +43,11 @@ from ..errors import UsageError
 S1_CHOICES = ("rtc", "grd", "none")
 #: The asset names a fetch needs besides the nine reflectance bands.
 SCL, VV = "SCL", "VV"
+#: The parts of a Sentinel-1 GRD product, as asset mapping names (see fetch/grd.py).
+GRD_ASSET_NAMES = ("VV", "VV_ANNOTATION", "VV_CALIBRATION", "VV_NOISE", "MANIFEST")
+#: What the requester-pays S3 assets need: these variables, or a profile in the AWS files.
+AWS_KEY_ENVS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+AWS_CREDENTIALS_FILE = "~/.aws/credentials"
 #: The environment variable holding a Planetary Computer account key (its SDK's own name).
 PC_KEY_ENV = "PC_SDK_SUBSCRIPTION_KEY"
 PC_SETTINGS_FILE = "~/.planetarycomputer/settings.env"
@@ -60,22 +66,27 @@ class Catalogue:
         url: the STAC API's landing page.
         s2_collection: the Sentinel-2 L2A collection.
         s1_collections: ``"rtc"``/``"grd"`` -> collection id, for the kinds the catalogue has.
-        assets: band (``B02`` ... ``B12``, ``SCL``, ``VV``) -> asset key; a band not listed is
-            found by its ``eo:bands`` name (``VV`` by the key ``vv``).
+        assets: band (``B02`` ... ``B12``, ``SCL``, ``VV``, and the GRD parts ``VV_ANNOTATION``,
+            ``VV_CALIBRATION``, ``VV_NOISE``, ``MANIFEST``) -> asset key; a band not listed is
+            found by its ``eo:bands`` name (``VV`` by the key ``vv``, GRD parts by the keys
+            of fetch/grd.py).
         signing: ``"planetary-computer"`` when asset URLs need a SAS token, else None.
         key_envs: collection kind -> environment variables it needs (checked before any request).
         token_env: environment variable with a bearer token for the catalogue (and for assets on
             the catalogue's own host; never sent elsewhere).
+        s3_region: AWS region of the catalogue's ``s3://`` assets (requester-pays buckets).
     """
 
     name: str
     url: str
     s2_collection: str = "sentinel-2-l2a"
-    s1_collections: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({"rtc": "sentinel-1-rtc"}))
+    s1_collections: Mapping[str, str] = field(default_factory=lambda: MappingProxyType(
+        {"rtc": "sentinel-1-rtc", "grd": "sentinel-1-grd"}))
     assets: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     signing: str | None = None
     key_envs: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
     token_env: str | None = None
+    s3_region: str | None = None
 
     def s1_collection(self, kind: str) -> str:
         """The collection of Sentinel-1 ``kind`` ("rtc"/"grd"), or a UsageError saying what there is."""
@@ -110,7 +121,8 @@ PROFILES: Mapping[str, Catalogue] = MappingProxyType({
             "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1", "B06": "rededge2",
             "B07": "rededge3", "B08": "nir", "B11": "swir16", "B12": "swir22", "SCL": "scl",
         }),
-        key_envs=MappingProxyType({"grd": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}),
+        key_envs=MappingProxyType({"grd": AWS_KEY_ENVS}),
+        s3_region="eu-central-1",  # the bucket sentinel-s1-l1c (requester pays)
     ),
     "planetary-computer": Catalogue(
         name="planetary-computer",
@@ -133,7 +145,7 @@ def resolve_catalogue(catalog: str, *, collections: Mapping[str, str] | None = N
     Args:
         catalog: ``earth-search``, ``planetary-computer`` or an ``http(s)://`` STAC API URL.
         collections: ``{"s2": id, "rtc": id, "grd": id}`` overrides (``"s1"`` means the RTC one).
-        assets: band -> asset key overrides (``B02`` ... ``B12``, ``SCL``, ``VV``).
+        assets: band -> asset key overrides (``B02`` ... ``B12``, ``SCL``, ``VV``, GRD parts).
         token_env: environment variable holding a bearer token for this catalogue.
         signing: ``"planetary-computer"`` to sign asset URLs (a profile sets it itself).
         option: how the caller names the setting, for messages.
@@ -164,7 +176,7 @@ def resolve_catalogue(catalog: str, *, collections: Mapping[str, str] | None = N
                 raise UsageError(f"{option}: collection kind '{k}' is not one of s2, s1 (= rtc), grd")
         cat = replace(cat, s2_collection=s2c, s1_collections=MappingProxyType(s1c))
     if assets:
-        known = (*S2_BANDS, SCL, VV)
+        known = (*S2_BANDS, SCL, *GRD_ASSET_NAMES)
         for b in assets:
             if b not in known:
                 raise UsageError(f"{option}: asset mapping names '{b}', which is not one of {' '.join(known)}")
@@ -191,14 +203,50 @@ def check_credentials(cat: Catalogue, s1: str) -> None:
             f"the catalogue {cat.name} needs the environment variable {cat.token_env} (token_env), "
             "which is not set; export it with the catalogue's access token"
         )
-    for var in cat.key_envs.get(s1, ()) if s1 != "none" else ():
+    needs = cat.key_envs.get(s1, ()) if s1 != "none" else ()
+    if needs and set(needs) <= set(AWS_KEY_ENVS) and aws_profile_configured():
+        return
+    for var in needs:
         if _credential(var):
             continue
+        if var in AWS_KEY_ENVS:
+            raise CredentialsError(
+                f"Sentinel-1 {s1.upper()} from {cat.name} ({cat.s1_collections.get(s1, s1)}) is in a "
+                f"requester-pays S3 bucket and needs AWS credentials: the environment variable {var} is not "
+                f"set and {AWS_CREDENTIALS_FILE} has no profile {os.environ.get('AWS_PROFILE') or 'default'}; "
+                "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (the account pays for the bytes read), "
+                "or pass --s1 none"
+            )
         where = f" or in {PC_SETTINGS_FILE} (planetarycomputer configure)" if var == PC_KEY_ENV else ""
         raise CredentialsError(
             f"Sentinel-1 {s1.upper()} from {cat.name} ({cat.s1_collections.get(s1, s1)}) needs the "
             f"environment variable {var}, which is not set{where}; set it, or pass --s1 none"
         )
+
+
+def aws_profile_configured() -> bool:
+    """True when the AWS files name credentials for ``AWS_PROFILE`` (default ``default``), or the
+    environment points at a web-identity or container credential source -- the places boto3 and
+    GDAL look besides ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``."""
+    import configparser
+
+    if os.environ.get("AWS_WEB_IDENTITY_TOKEN_FILE") or os.environ.get("AWS_CONTAINER_CREDENTIALS_FULL_URI") \
+            or os.environ.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"):
+        return True
+    profile = os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE") or "default"
+    files = ((os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or AWS_CREDENTIALS_FILE, profile),
+             (os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config",
+              profile if profile == "default" else f"profile {profile}"))
+    for path, section in files:
+        cp = configparser.RawConfigParser()
+        try:
+            cp.read(os.path.expanduser(path), encoding="utf-8")
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            continue
+        if cp.has_section(section) and any(cp.has_option(section, k) for k in (
+                "aws_access_key_id", "credential_process", "sso_session", "sso_start_url", "role_arn")):
+            return True
+    return False
 
 
 def _credential(var: str) -> str | None:

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from rasterio.control import GroundControlPoint
 from rasterio.coords import BoundingBox
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError
@@ -46,13 +47,15 @@ from rasterio.windows import Window
 
 from .._io import atomic_output
 from ..errors import InputError, OutputError, ServiceUnavailableError
+from ..preprocess.s1grd.product import SIZE_TAG, WINDOW_TAG
 
 log = logging.getLogger("coalmine.fetch")
 
 #: Tag holding the SHA-256 of a fetched file's pixels (row-major, native dtype).
 PIXEL_TAG = "COALMINE_PIXEL_SHA256"
-#: Tag holding where the window lies in the remote asset: ``col_off,row_off,width,height``.
-WINDOW_TAG = "COALMINE_SOURCE_WINDOW"
+# WINDOW_TAG (where the window lies in the remote asset: ``col_off,row_off,width,height``) and,
+# for a pixel window, SIZE_TAG (the remote raster's ``width,height``) are the names the GRD
+# reader reads (preprocess.s1grd.product).
 #: Rows read per request batch; bounds memory for large windows.
 STRIP_ROWS = 1024
 
@@ -65,6 +68,8 @@ class FetchOptions:
     backoff: float = 2.0  # seconds before the first retry; doubled each time
     timeout: float = 30.0  # seconds per HTTP request
     headers: tuple[tuple[str, str], ...] = ()  # sent with asset requests (same host only)
+    s3_region: str | None = None  # AWS region of s3:// assets
+    requester_pays: bool = False  # s3:// assets in a requester-pays bucket
 
 
 @dataclass(frozen=True)
@@ -89,12 +94,16 @@ def gdal_env(opts: FetchOptions) -> dict[str, Any]:
         "GDAL_HTTP_TIMEOUT": str(max(1, math.ceil(opts.timeout))),
         "GDAL_HTTP_CONNECTTIMEOUT": str(max(1, math.ceil(min(opts.timeout, 15.0)))),
         "GDAL_HTTP_MAX_RETRY": "0",  # retries are ours (counted, logged, with backoff)
-        "CPL_VSIL_CURL_NON_CACHED": "/vsicurl/",  # forget a URL's state when its file closes
+        "CPL_VSIL_CURL_NON_CACHED": "/vsicurl/:/vsis3/",  # forget a URL's state when its file closes
         "GDAL_HTTP_MULTIRANGE": "YES",
         "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     }
     if opts.headers:
         env["GDAL_HTTP_HEADERS"] = "\r\n".join(f"{k}: {v}" for k, v in opts.headers)
+    if opts.s3_region:
+        env["AWS_REGION"] = opts.s3_region
+    if opts.requester_pays:
+        env["AWS_REQUEST_PAYER"] = "requester"
     return env
 
 
@@ -149,10 +158,16 @@ def _profile(ds: Any, win: Window, description: str) -> dict[str, Any]:
     dtype = ds.dtypes[0]
     p: dict[str, Any] = {
         "driver": "GTiff", "count": 1, "dtype": dtype, "width": int(win.width),
-        "height": int(win.height), "crs": ds.crs, "transform": ds.window_transform(win),
-        "nodata": ds.nodata, "compress": "deflate",
+        "height": int(win.height), "nodata": ds.nodata, "compress": "deflate",
         "predictor": 3 if np.dtype(dtype).kind == "f" else 2, "bigtiff": "IF_SAFER",
     }
+    gcps, gcp_crs = ds.gcps
+    if ds.crs is None and gcps:  # a radar image located by GCPs: keep them, moved with the window
+        p["gcps"] = [GroundControlPoint(row=g.row - win.row_off, col=g.col - win.col_off, x=g.x, y=g.y,
+                                        z=g.z, id=g.id, info=g.info) for g in gcps]
+        p["crs"] = gcp_crs
+    else:
+        p.update(crs=ds.crs, transform=ds.window_transform(win))
     if win.width >= 256 and win.height >= 256:
         p.update(tiled=True, blockxsize=256, blockysize=256)
     return p
@@ -200,6 +215,35 @@ class _NoOverlap(Exception):
 def fetch_window(href: Callable[[], str], bounds: BoundingBox, bounds_crs: CRS, dst: Path, *,
                  opts: FetchOptions, tags: dict[str, str] | None = None, description: str = "",
                  label: str = "", margin: int = 0) -> FetchedFile | None:
+    return _fetch(href, lambda src: _asset_window(src, bounds, bounds_crs, margin, label), dst,
+                  opts=opts, tags=tags, description=description, label=label)
+
+
+def fetch_pixel_window(href: Callable[[], str], window: Window, dst: Path, *, opts: FetchOptions,
+                       tags: dict[str, str] | None = None, description: str = "",
+                       label: str = "") -> FetchedFile | None:
+    """Download ``window`` (pixel coordinates of the remote raster) into ``dst``, as :func:`fetch_window`.
+
+    For rasters without a map grid (a radar image in line/pixel, located by GCPs): the GCPs are
+    kept, shifted with the window, and the tag :data:`SIZE_TAG` records the remote raster's
+    ``width,height`` beside :data:`WINDOW_TAG`. Returns None when the window misses the raster.
+    """
+    size: list[int] = []
+
+    def locate(src: Any) -> Window | None:
+        size[:] = [src.width, src.height]
+        c0, r0 = max(0, int(window.col_off)), max(0, int(window.row_off))
+        c1 = min(src.width, int(window.col_off + window.width))
+        r1 = min(src.height, int(window.row_off + window.height))
+        return Window(c0, r0, c1 - c0, r1 - r0) if c1 > c0 and r1 > r0 else None
+
+    return _fetch(href, locate, dst, opts=opts, tags=tags, description=description, label=label,
+                  extra_tags=lambda: {SIZE_TAG: ",".join(str(v) for v in size)})
+
+
+def _fetch(href: Callable[[], str], locate: Callable[[Any], Window | None], dst: Path, *,
+           opts: FetchOptions, tags: dict[str, str] | None, description: str, label: str,
+           extra_tags: Callable[[], dict[str, str]] | None = None) -> FetchedFile | None:
     """Download the window of a remote raster that covers ``bounds`` into ``dst`` (verified, atomic).
 
     Args:
@@ -224,13 +268,14 @@ def fetch_window(href: Callable[[], str], bounds: BoundingBox, bounds_crs: CRS, 
     state: dict[str, Any] = {"src": None, "out": None}
     try:
         with rasterio.Env(**gdal_env(opts)), atomic_output(dst) as tmp:
-            win, digest, empty = _download(href, bounds, bounds_crs, tmp, state, opts=opts,
-                                           description=description, label=label, margin=margin)
+            win, digest, empty = _download(href, locate, tmp, state, opts=opts, description=description,
+                                           label=label)
             out = state["out"]
             if description:
                 out.set_band_description(1, description)
-            out.update_tags(**(tags or {}), **{PIXEL_TAG: digest, WINDOW_TAG: ",".join(
-                str(int(v)) for v in (win.col_off, win.row_off, win.width, win.height))})
+            out.update_tags(**(tags or {}), **(extra_tags() if extra_tags else {}), **{
+                PIXEL_TAG: digest,
+                WINDOW_TAG: ",".join(str(int(v)) for v in (win.col_off, win.row_off, win.width, win.height))})
             out.close()
             state["out"] = None
             if verify_file(tmp) != digest:
@@ -246,8 +291,8 @@ def fetch_window(href: Callable[[], str], bounds: BoundingBox, bounds_crs: CRS, 
                        (int(win.col_off), int(win.row_off), int(win.width), int(win.height)), empty)
 
 
-def _download(href: Callable[[], str], bounds: BoundingBox, bounds_crs: CRS, tmp: Path, state: dict[str, Any],
-              *, opts: FetchOptions, description: str, label: str, margin: int) -> tuple[Window, str, bool]:
+def _download(href: Callable[[], str], locate: Callable[[Any], Window | None], tmp: Path, state: dict[str, Any],
+              *, opts: FetchOptions, description: str, label: str) -> tuple[Window, str, bool]:
     """Read the window strip by strip into ``tmp``, retrying failed reads from the failed strip on."""
     failures = 0
     win: Window | None = None
@@ -260,7 +305,7 @@ def _download(href: Callable[[], str], bounds: BoundingBox, bounds_crs: CRS, tmp
                 state["src"] = rasterio.open(href())
             src = state["src"]
             if win is None:
-                win = _asset_window(src, bounds, bounds_crs, margin, label)
+                win = locate(src)
                 if win is None:
                     raise _NoOverlap
             for r, n in _strips(int(win.height))[done:]:

@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS items (
     dn_offset     REAL,                   -- S2: BOA_ADD_OFFSET written beside the bands
     offset_source TEXT,
     baseline      TEXT,
-    files         TEXT,                   -- JSON list of {name, bytes, pixels_sha256, window}
+    files         TEXT,                   -- JSON list of {name, bytes, pixels_sha256, window} (rasters)
+                                          -- or {name, bytes, sha256} (whole files: GRD XML)
     bytes         INTEGER,
     seconds       REAL,
     fetched_at    TEXT NOT NULL

@@ -6,7 +6,7 @@ it maps anything::
     [source]
     catalog = "planetary-computer"     # earth-search | planetary-computer | https://... (any STAC API)
     s1_catalog = "planetary-computer"  # optional: Sentinel-1 from another catalogue
-    s1 = "rtc"                         # rtc | none   (grd: not yet)
+    s1 = "rtc"                         # rtc | grd | none
     max_cloud = 80                     # percent of the tile (eo:cloud_cover)
     start = 2023-01-01                 # first acquisition date
     end = 2023-12-31                   # optional: default today
@@ -15,12 +15,14 @@ it maps anything::
     s1_max_days = 12                   # Sentinel-1 at most this many days from the Sentinel-2 date
     folder = "downloads"               # default: <output>/downloads
     token_env = "MY_STAC_TOKEN"        # a bearer token in this environment variable (any STAC API)
-    collections = { s2 = "sentinel-2-l2a", s1 = "sentinel-1-rtc" }   # override the profile's
+    collections = { s2 = "sentinel-2-l2a", s1 = "sentinel-1-rtc", grd = "sentinel-1-grd" }  # override the profile's
     [source.assets]                    # band -> asset key, for catalogues without a profile
     B02 = "blue"
 
 Credentials never go into this file: ``token_env`` names a variable; the Planetary Computer's
-key is read from ``PC_SDK_SUBSCRIPTION_KEY`` or its SDK's settings file. Unknown keys are refused.
+key is read from ``PC_SDK_SUBSCRIPTION_KEY`` or its SDK's settings file; the AWS credentials for
+Earth Search's requester-pays GRD from ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` or
+``~/.aws/credentials``. Unknown keys are refused.
 
 The defaults live here once and ``coal-fetch`` uses the same ones.
 """
@@ -147,13 +149,12 @@ def parse_source(table: Any, base: Path, src: Path) -> SourceSpec:
 
 def check_source(spec: SourceSpec, src: Path | str) -> None:
     """Refuse at load, naming the file, a ``[source]`` whose catalogue is unknown, whose Sentinel-1
-    kind the catalogue lacks (or is GRD), or whose credential is not set.
+    kind the catalogue lacks, or whose credential is not set.
 
     Raises:
         ConfigError: one line naming the configuration file and the problem (a variable by name).
     """
     from ..errors import UsageError
-    from .api import GRD_REFUSAL
     from .catalogs import check_credentials, resolve_catalogue
 
     try:
@@ -161,8 +162,6 @@ def check_source(spec: SourceSpec, src: Path | str) -> None:
                                 token_env=spec.token_env, option="source.catalog")
         s1_cat = cat if not spec.s1_catalog else resolve_catalogue(
             spec.s1_catalog, collections=spec.collections, assets=spec.assets, option="source.s1_catalog")
-        if spec.s1 == "grd":
-            raise UsageError(GRD_REFUSAL.replace("--s1 grd", "source.s1 = \"grd\"", 1))
         check_credentials(cat, "none")
         if spec.s1 != "none":
             s1_cat.s1_collection(spec.s1)

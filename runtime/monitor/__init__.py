@@ -3,12 +3,16 @@
 Modules, one concern each, with dependencies that run one way (top to bottom):
 
 - :mod:`.scheduler` — the coordinator: lock, plan, process, compose, report;
-- :mod:`.yearly` (composites), :mod:`.change` (change maps), :mod:`.reports` (CSV, charts,
-  HTML), :mod:`.cluster` (the Dask executor) — the stages, which never import each other;
-- :mod:`.pipeline` (the pure per-scene work and the local executor), :mod:`.legend` (raster
-  classes and colours);
+- :mod:`.yearly` (composites and their true-colour pictures), :mod:`.change` (change maps),
+  :mod:`.reports` (CSV, charts, maps, HTML), :mod:`.qgis` (the QGIS project and the GeoPackage of
+  mine polygons), :mod:`.cluster` (the Dask executor) — the stages, which never import each other;
+- :mod:`.pipeline` (the pure per-scene work and the local executor), :mod:`.maps` (the report's
+  maps);
 - :mod:`.layout` (the output folder's paths), :mod:`.ledger` (the SQLite ledger and run lock,
-  the only module that speaks SQL), :mod:`.config` (TOML, scene discovery).
+  the only module that speaks SQL), :mod:`.config` (TOML, scene discovery), :mod:`.models`
+  (which model files made the numbers), :mod:`.legend` (raster classes and colours),
+  :mod:`.backdrop` (true-colour pictures), :mod:`.modelcard` (what the bundle says about its
+  model).
 
 Example:
     >>> from coalmine.runtime.monitor import load_config, run_monitor   # doctest: +SKIP

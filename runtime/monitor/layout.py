@@ -3,9 +3,12 @@
 Everything lives under the configured output folder (the ledger may be placed elsewhere)::
 
     report.html                      the report (one self-contained file)
+    coalmine.qgs                     the QGIS project (relative paths to the files below)
+    mines.gpkg                       mine polygons of every year (layer "mines", field "year")
     ledger.sqlite                    the ledger, unless the configuration names another path
     scenes/<date>_<stem>_<hash>/     one folder per scene (coal-run's outputs)
     yearly/mask_<year>.tif           yearly composites
+    yearly/truecolour_<year>.tif     a true-colour picture of the year (context for the maps)
     change/change_<y0>_<y1>.tif      change maps between consecutive years
     reports/*.csv, reports/*.png     tables and charts
 
@@ -77,9 +80,17 @@ class MonitorLayout:
         return self.root / "report.html"
 
     @property
+    def qgis_project(self) -> Path:
+        return self.root / "coalmine.qgs"
+
+    @property
+    def mines(self) -> Path:
+        return self.root / "mines.gpkg"
+
+    @property
     def work_dirs(self) -> tuple[Path, ...]:
         """The folders whose files are written under temporary names and renamed into place."""
-        return (self.scenes, self.yearly, self.change, self.reports)
+        return (self.root, self.scenes, self.yearly, self.change, self.reports)
 
     def scene_dir(self, date: str, scene: str) -> Path:
         """A scene's output folder: its date, a readable stem and a short hash of its path."""
@@ -87,6 +98,9 @@ class MonitorLayout:
 
     def yearly_mask(self, year: int) -> Path:
         return self.yearly / f"mask_{year}.tif"
+
+    def truecolour(self, year: int) -> Path:
+        return self.yearly / f"truecolour_{year}.tif"
 
     def change_map(self, from_year: int, to_year: int) -> Path:
         return self.change / f"change_{from_year}_{to_year}.tif"

@@ -200,10 +200,18 @@ class RunLock:
                 f"another coal-monitor run ({holder}) holds the lock {self.path}; "
                 "this run did nothing — wait for it to finish (a timer will simply retry later)"
             ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} on {socket.gethostname()}, started {now()}")
-        fh.flush()
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()} on {socket.gethostname()}, started {now()}")
+            fh.flush()
+        except OSError as exc:  # a full disk: the lock holds, but the run could not write anything
+            with contextlib.suppress(OSError):  # closing flushes the same bytes again
+                fh.close()
+            from .._io import disk_hint
+
+            raise OutputError(f"cannot write the lock file {self.path} ({exc.strerror}); "
+                              f"{disk_hint(self.path.parent, 'output folder')}") from exc
         self._fh = fh
 
     def release(self) -> None:
@@ -271,6 +279,8 @@ class Ledger:
                 _migrate_1_to_2(self.conn)
                 ver = SCHEMA_VERSION
             self.conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.OperationalError as exc:  # disk full, read-only, I/O: the file itself is fine
+            raise self._write_error(exc) from exc
         except sqlite3.DatabaseError as exc:
             raise OutputError(
                 f"{self.path} is not a usable coal-monitor ledger ({exc}); move it aside to start a new one"
@@ -284,14 +294,35 @@ class Ledger:
     # -- plumbing --
     @contextlib.contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: everything inside commits together or not at all."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        """One write transaction: everything inside commits together or not at all.
+
+        Raises:
+            OutputError: SQLite cannot write (a full disk, a read-only folder); the transaction
+                is rolled back and the ledger keeps its history.
+        """
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise self._write_error(exc) from exc
         try:
             yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+            self.conn.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise self._write_error(exc) from exc
             raise
-        self.conn.execute("COMMIT")
+
+    def _write_error(self, exc: sqlite3.Error) -> OutputError:
+        """The ledger could not be written: say why, and that its history is intact (never
+        "move it aside", which would throw a healthy history away)."""
+        from .._io import disk_hint
+
+        full = "full" in str(exc).lower() or "i/o" in str(exc).lower()
+        hint = disk_hint(self.path.parent, "output folder") if full else "fix the cause and run again"
+        return OutputError(f"cannot write the ledger {self.path} ({exc}); its history is intact (the change "
+                           f"was rolled back): {hint}")
 
     def close(self) -> None:
         self.conn.close()
@@ -418,6 +449,16 @@ class Ledger:
                  for name, ha in (areas.get("aois") or {}).items()],
             )
         return True
+
+    def unclaim(self, key: str, token: str) -> None:
+        """Give a claimed scene back (``pending``, the attempt not counted): its run stopped for a
+        cause outside the scene, such as a full disk."""
+        with self.tx() as c:
+            c.execute(
+                "UPDATE scenes SET status='pending', token=NULL, attempts=MAX(attempts - 1, 0) "
+                "WHERE key=? AND token=? AND status='running'",
+                (key, token),
+            )
 
     def fail(self, key: str, token: str, error: str, seconds: float | None = None) -> None:
         with self.tx() as c:

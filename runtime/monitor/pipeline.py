@@ -106,36 +106,45 @@ def process_scene(task: SceneTask) -> SceneResult:
     """
     t0 = time.perf_counter()
     final = Path(task.out_dir)
-    from .._io import atomic_folder
-    from ..errors import NoValidDataError
+    from .._io import atomic_folder, disk_hint
+    from ..errors import NoValidDataError, OutputError
 
-    with atomic_folder(final, task.token) as tmp:  # replaces the scene's folder when complete
-        runner = resolve_runner(task.runner)
-        try:
-            summary = runner(
-                task.scene, task.bundle, tmp, s1=task.s1, aoi=task.aois, aoi_name_field=task.aoi_name_field,
-                prefix=task.prefix, progress=False, **task.options,
-            )
-        except NoValidDataError as exc:
-            shutil.rmtree(tmp)  # an empty folder replaces the scene's: no outputs of an earlier version stay
-            tmp.mkdir()
-            return SceneResult(
-                key=task.key, token=task.token, out_dir=str(final), outputs={},
-                areas_ha={"total": None, "aois": {}}, nodata_share=1.0, backend=None, timings={},
-                seconds=time.perf_counter() - t0, valid_share=0.0, no_data=True, message=str(exc),
-            )
-        outputs = {k: Path(v).name for k, v in summary["outputs"].items() if v}
-        if "mask" not in outputs:
-            raise RuntimeError(f"runner {task.runner} returned no mask output for {task.scene}")
-        areas = summary.get("areas_ha")
-        if not (isinstance(areas, dict) and "total" in areas and (not task.aois or "aois" in areas)
-                and isinstance(summary.get("aoi_valid_share"), dict) and "valid_share" in summary):
-            # a runner that does not measure AOIs and valid shares: measure them on its mask
-            areas = _areas(tmp / outputs["mask"], task)
-            summary = {**summary, "valid_share": areas["valid_share"], "aoi_valid_share": areas["aoi_valid_share"]}
-        areas = {"total": _float(areas["total"]), "aois": {str(k): _float(v) for k, v in areas.get("aois", {}).items()}}
-        if "summary" in outputs:
-            _fix_summary_paths(tmp / outputs["summary"], tmp, final)
+    try:
+        with atomic_folder(final, task.token) as tmp:  # replaces the scene's folder when complete
+            runner = resolve_runner(task.runner)
+            try:
+                summary = runner(
+                    task.scene, task.bundle, tmp, s1=task.s1, aoi=task.aois, aoi_name_field=task.aoi_name_field,
+                    prefix=task.prefix, progress=False, **task.options,
+                )
+            except NoValidDataError as exc:
+                shutil.rmtree(tmp)  # an empty folder replaces the scene's: no outputs of an earlier version stay
+                tmp.mkdir()
+                return SceneResult(
+                    key=task.key, token=task.token, out_dir=str(final), outputs={},
+                    areas_ha={"total": None, "aois": {}}, nodata_share=1.0, backend=None, timings={},
+                    seconds=time.perf_counter() - t0, valid_share=0.0, no_data=True, message=str(exc),
+                )
+            outputs = {k: Path(v).name for k, v in summary["outputs"].items() if v}
+            if "mask" not in outputs:
+                raise RuntimeError(f"runner {task.runner} returned no mask output for {task.scene}")
+            areas = summary.get("areas_ha")
+            if not (isinstance(areas, dict) and "total" in areas and (not task.aois or "aois" in areas)
+                    and isinstance(summary.get("aoi_valid_share"), dict) and "valid_share" in summary):
+                # a runner that does not measure AOIs and valid shares: measure them on its mask
+                areas = _areas(tmp / outputs["mask"], task)
+                summary = {**summary, "valid_share": areas["valid_share"], "aoi_valid_share": areas["aoi_valid_share"]}
+            areas = {"total": _float(areas["total"]), "aois": {str(k): _float(v) for k, v in areas.get("aois", {}).items()}}
+            if "summary" in outputs:
+                _fix_summary_paths(tmp / outputs["summary"], tmp, final)
+    except OutputError as exc:
+        if not exc.disk_full:
+            raise
+        # name the output folder the user configured, not the hidden temporary one
+        full = OutputError(f"cannot write the outputs of {Path(task.scene).name} into {final.parent} (the disk is "
+                           f"full); {disk_hint(final.parent, 'output folder')}")
+        full.disk_full = True
+        raise full from exc
     return SceneResult(
         key=task.key,
         token=task.token,
@@ -157,7 +166,7 @@ def _areas(mask: Path, task: SceneTask) -> dict[str, Any]:
     from ..areas import mask_areas_ha
 
     aois = read_aois(task.aois, name_field=task.aoi_name_field) if task.aois else []
-    res = mask_areas_ha(mask, aois)
+    res = mask_areas_ha(mask, aois, scene=task.scene)
     return {"total": res["total"], "aois": dict(res.get("aois", {})), "valid_share": res["valid_share"],
             "aoi_valid_share": dict(res["aoi_valid_share"])}
 

@@ -2,25 +2,30 @@
 
 Files (paths from :class:`~.layout.MonitorLayout`):
 
-- ``reports/yearly_areas.csv`` — one row per year: hectares per AOI and the total mapped area;
+- ``reports/yearly_areas.csv`` — one row per year: hectares per AOI and the total mapped area
+  (an empty cell where the figure is no data);
+- ``reports/yearly_details.csv`` — one row per year and area: hectares, valid share, coverage
+  (full / partial / no data), scenes and the model file(s) behind the year;
 - ``reports/changes.csv`` — year-over-year change per AOI and total: ha before/after, change
-  in ha and in % (empty % when the earlier year had 0 ha);
+  in ha and in % (empty % when the earlier year had 0 ha, empty change against no data);
 - ``reports/change_maps.csv`` — hectares newly mined / no longer mined / stable per year pair;
-- ``reports/scenes.csv`` — every scene with its status, hectares, time and error;
+- ``reports/scenes.csv`` — every scene with its status, hectares, valid share, model, time, error;
 - ``reports/fetched.csv`` — with a ``[source]``: every item fetched from the catalogue (date,
   kind, STAC id, cloud cover of the tile and of the fetched window, status, Sentinel-1 partner);
 - ``reports/chart_aois.png`` (area per AOI per year, like the study's figures 7–8) and
   ``reports/chart_total.png`` (total per year with the year-over-year change);
-- ``report.html`` — a single self-contained page (tables, charts and map previews inline as
-  base64 ``data:`` URIs, no script, no external resource) that opens offline in any browser.
+- ``report.html`` — a single self-contained page (tables, charts, maps and the model card inline,
+  images as base64 ``data:`` URIs, no script, no external resource) that opens offline.
 
-The steps, each a function: :func:`collect` reads the ledger into a :class:`ReportData`;
-:func:`write_tables`, :func:`draw_charts` and :func:`draw_previews` write the CSVs and draw the
-PNGs; :func:`html_context` turns all of it into the values the page shows, and
-:func:`render_html` renders them with the Jinja2 template ``templates/report.html.j2``
-(package data) with autoescaping on, so a name from the user (title, AOI, scene file, error)
-is shown as text whatever characters it holds. Names reach the charts as literal text too
-(matplotlib's math mode is off: ``$x^2$`` stays ``$x^2$``).
+The steps, each a function: :func:`collect` reads the ledger into a :class:`ReportData`
+(figures below ``min_valid_share`` become None: no data); :func:`write_tables`,
+:func:`draw_charts` and :func:`draw_maps` (:mod:`.maps`, over the pictures of :mod:`.backdrop`)
+write the CSVs and draw the PNGs; :func:`html_context` turns all of it, with the model card of
+:mod:`.modelcard`, into the values the page shows, and :func:`render_html` renders them with the
+Jinja2 template ``templates/report.html.j2`` (package data) with autoescaping on, so a name from
+the user (title, AOI, scene file, error) is shown as text whatever characters it holds. Names
+reach the charts and maps as literal text too (matplotlib's math mode is off: ``$x^2$`` stays
+``$x^2$``).
 
 Every file is written under a temporary name and renamed when complete.
 """
@@ -33,6 +38,7 @@ import functools
 import importlib.resources
 import io
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +49,8 @@ import numpy as np
 
 from .. import __version__
 from .._io import atomic_write_bytes, atomic_write_text
+from ..bundle import load_bundle
 from ..fetch.record import report_rows
-from ..raster import thumbnail
 from ..tables import write_csv
 from .config import MonitorConfig
 from .layout import FETCHED_CSV, REPORTS_DIR, MonitorLayout
@@ -52,14 +58,22 @@ from .ledger import Ledger
 from .legend import (
     CHANGE_COLORS,
     CLASS_NAMES,
-    MASK_COLORS,
-    MASK_NAMES,
     NEWLY_MINED,
     NO_LONGER_MINED,
     RGBA,
     STABLE_MINE,
-    STABLE_NON_MINE,
 )
+from .maps import (
+    AOI_OUTLINE,
+    MINE_OUTLINE,
+    Extent,
+    Layer,
+    aoi_extents,
+    draw_map,
+    far_apart,
+    image_mime,
+)
+from .modelcard import ModelCard, read_model_card
 
 TOTAL = "Total mapped area"
 
@@ -74,7 +88,6 @@ RULE_TEXT = {
 _PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 #: Drawing settings of every chart and preview; names are drawn as plain text, never as math.
 _RC = {"font.size": 10, "axes.spines.top": False, "axes.spines.right": False, "text.parse_math": False}
-_AOI_OUTLINE = "#0072B2"
 
 #: The change classes the report's change table shows, in its column order.
 _CHANGE_COLUMNS = (NEWLY_MINED, NO_LONGER_MINED, STABLE_MINE)
@@ -245,13 +258,15 @@ def write_reports(
     data = collect(led, keys, [a.name for a in aois], cfg.min_valid_share)
     write_tables(data, files)
     charts = draw_charts(data, files["chart_aois"], files["chart_total"])
-    previews = draw_previews(data, layout, aois)
+    maps = draw_maps(data, layout, aois)
+    card = read_model_card(load_bundle(cfg.bundle))
     fetched = None
     if cfg.fetch is not None:
         fetched = report_rows(cfg.fetch.folder)
         files["fetched_csv"] = layout.reports / FETCHED_CSV
         write_fetched(fetched[0], files["fetched_csv"])
-    page = render_html(html_context(cfg, led.path, data, charts, previews, fetched=fetched))
+    page = render_html(html_context(cfg, led.path, data, charts, maps, fetched=fetched, card=card,
+                                    qgis=layout.qgis_project.name))
     atomic_write_text(files["html"], page)
     return files
 
@@ -394,7 +409,7 @@ def chart_total(data: ReportData) -> Any:
             continue
         label = f"{tot[i]:,.1f} ha"
         if data.coverage(data.years[i], TOTAL) == "partial":
-            label += f"\n({100 * (data.shares[data.years[i]][TOTAL] or 0):.0f} % observed)"
+            label += f"\n({_floor_pct(data.shares[data.years[i]][TOTAL] or 0)} % observed)"
         pct = _pct(tot[i - 1], tot[i]) if i > 0 else None
         if pct is not None:
             label += f"\n{pct:+.1f} %"
@@ -419,56 +434,93 @@ def _save(fig: Any, path: Path) -> bytes:
     return data
 
 
-def draw_previews(data: ReportData, layout: MonitorLayout, aois: list[Any]) -> dict[str, list[tuple[str, bytes]]]:
-    """Small PNG previews of the yearly composites and change maps, AOI outlines drawn on.
+@dataclass(frozen=True)
+class MapFigure:
+    """One drawn map: its caption, image (PNG or JPEG), a coverage note and whether it warns."""
+
+    caption: str
+    png: bytes
+    note: str = ""
+    warn: bool = False
+
+
+def draw_maps(data: ReportData, layout: MonitorLayout, aois: list[Any]) -> dict[str, Any]:
+    """The report's maps (:mod:`.maps`): each year's mine outlines and each change map over the
+    year's true-colour picture, and — where the AOIs are small on the whole map — one small map
+    per AOI and year.
 
     Returns:
-        ``{"years": [(caption, png)], "changes": [(caption, png)]}``; a raster missing on disk
-        has no preview.
+        ``{"years": [MapFigure], "changes": [MapFigure], "aoi_grid": {"years": [...], "rows":
+        [{"name", "where", "cells": [MapFigure | None]}]} or None}``; a raster missing on disk has
+        no map.
     """
-    res: dict[str, list[tuple[str, bytes]]] = {"years": [], "changes": []}
-    for year, rel in data.composites.items():
-        if rel is None:  # a year without a valid scene has no composite
-            continue
-        p = layout.path(rel)
-        if p.is_file():
-            res["years"].append((str(year), _preview_png(p, MASK_COLORS, aois)))
+    import rasterio
+    from rasterio.crs import CRS
+
+    res: dict[str, Any] = {"years": [], "changes": [], "aoi_grid": None}
+    rasters = {y: layout.path(rel) for y, rel in data.composites.items() if rel is not None}
+    rasters = {y: p for y, p in rasters.items() if p.is_file()}
+    for year, path in rasters.items():
+        note, warn = _map_note(data, year, TOTAL)
+        png = _draw(Layer(path, "mask", _backdrop(layout, year)), aois, title=str(year), note=note, warn=warn)
+        res["years"].append(MapFigure(str(year), png, note, warn))
     for m in data.change_maps:
         p = layout.path(m.raster)
         if p.is_file():
-            res["changes"].append((f"{m.from_year} → {m.to_year}", _preview_png(p, CHANGE_COLORS, aois)))
+            png = _draw(Layer(p, "change", _backdrop(layout, m.to_year)), aois, title=f"{m.from_year} → {m.to_year}",
+                        note=f"over the picture of {m.to_year}")
+            res["changes"].append(MapFigure(f"{m.from_year} → {m.to_year}", png))
+    if not rasters or not aois:
+        return res
+    first = next(iter(rasters.values()))
+    with rasterio.open(first) as ds:
+        crs, full = ds.crs, Extent(*ds.bounds)
+    if not far_apart(aois, crs, full):
+        return res
+    years = [y for y in data.years if y in rasters]
+    rows = []
+    for aoi, ext in zip(aois, aoi_extents(aois, crs), strict=True):
+        cells = []
+        for y in years:
+            note, warn = _map_note(data, y, aoi.name)
+            png = _draw(Layer(rasters[y], "mask", _backdrop(layout, y)), aois, extent=ext.grown(0.15),
+                        width_in=2.0, max_px=240, title=str(y), warn=warn, names=False, small=True)
+            cells.append(MapFigure(str(y), png, note, warn))
+        lon, lat = _centre_lonlat(ext, crs if crs is not None else CRS.from_epsg(4326))
+        rows.append({"name": aoi.name, "where": f"{abs(lat):.3f}° {'N' if lat >= 0 else 'S'}, "
+                                                f"{abs(lon):.3f}° {'E' if lon >= 0 else 'W'}", "cells": cells})
+    res["aoi_grid"] = {"years": years, "rows": rows}
     return res
 
 
-@_styled
-def _preview_png(path: Path, colors: dict[int, RGBA], aois: list[Any]) -> bytes:
-    import rasterio
-    from rasterio.warp import transform_geom
+def _backdrop(layout: MonitorLayout, year: int) -> Path | None:
+    p = layout.truecolour(year)
+    return p if p.is_file() else None
 
-    arr = thumbnail(path)
-    lut = np.zeros((256, 4), dtype=np.uint8)
-    lut[:] = (255, 255, 255, 0)
-    for k, c in colors.items():
-        lut[k] = c
-    rgba = lut[arr]
-    with rasterio.open(path) as ds:
-        b, crs = ds.bounds, ds.crs
-    fig = _figure(figsize=(2.6, 2.6 * arr.shape[0] / max(1, arr.shape[1])), dpi=100)
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.imshow(rgba, extent=(b.left, b.right, b.bottom, b.top), interpolation="nearest")
-    for a in aois:
-        try:
-            g = transform_geom(a.crs, crs, a.geometry) if a.crs != crs else a.geometry
-        except Exception:  # an AOI that cannot be projected is simply not drawn
-            continue
-        polys = [g["coordinates"]] if g["type"] == "Polygon" else g["coordinates"]
-        for poly in polys:
-            ring = np.asarray(poly[0])
-            ax.plot(ring[:, 0], ring[:, 1], color=_AOI_OUTLINE, lw=1.0)
-    ax.set_xlim(b.left, b.right)
-    ax.set_ylim(b.bottom, b.top)
-    ax.set_axis_off()
-    return _png(fig)
+
+def _map_note(data: ReportData, year: int, name: str) -> tuple[str, bool]:
+    """The coverage line drawn on a map: scenes, observed share; a warning below full coverage."""
+    share = data.shares.get(year, {}).get(name)
+    n = data.n_scenes.get(year, 0)
+    scenes = f"{n} scene{'s' if n != 1 else ''}" if name == TOTAL else ""
+    seen = "" if share is None else f"{_floor_pct(share)} % observed"
+    cov = data.coverage(year, name)
+    if cov == "none":
+        return ", ".join(x for x in (scenes, seen, "no data") if x), True
+    return ", ".join(x for x in (scenes, seen) if x), cov == "partial"
+
+
+@_styled
+def _draw(layer: Layer, aois: list[Any], **kw: Any) -> bytes:
+    return draw_map(layer, aois, **kw)
+
+
+def _centre_lonlat(ext: Extent, crs: Any) -> tuple[float, float]:
+    from pyproj import Transformer
+
+    x, y = (ext.left + ext.right) / 2, (ext.bottom + ext.top) / 2
+    lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(x, y)
+    return float(lon), float(lat)
 
 
 # -- HTML --------------------------------------------------------------------------------------
@@ -476,8 +528,9 @@ def _preview_png(path: Path, colors: dict[int, RGBA], aois: list[Any]) -> bytes:
 
 def html_context(
     cfg: MonitorConfig, ledger_path: Path, data: ReportData, charts: dict[str, bytes],
-    previews: dict[str, list[tuple[str, bytes]]], now: dt.datetime | None = None,
+    maps: dict[str, Any], now: dt.datetime | None = None,
     fetched: tuple[list[dict[str, Any]], dict[str, Any] | None] | None = None,
+    card: ModelCard | None = None, qgis: str = "",
 ) -> dict[str, Any]:
     """The values the page shows, plain data for the template (numbers are formatted there).
 
@@ -514,10 +567,17 @@ def html_context(
              "cells": [m.hectares[CLASS_NAMES[k]] for k in _CHANGE_COLUMNS]}
             for m in data.change_maps
         ],
-        "change_legend": _legend(CHANGE_COLORS, {k: CLASS_NAMES[k] for k in (*_CHANGE_COLUMNS, STABLE_NON_MINE)}),
-        "mask_legend": _legend(MASK_COLORS, MASK_NAMES),
-        "change_previews": [(t, _data_uri(png)) for t, png in previews["changes"]],
-        "year_previews": [(t, _data_uri(png)) for t, png in previews["years"]],
+        "change_legend": [*(_outline_item(_hex(CHANGE_COLORS[k]), CLASS_NAMES[k]) for k in (NEWLY_MINED, NO_LONGER_MINED)),
+                          _outline_item(MINE_OUTLINE, CLASS_NAMES[STABLE_MINE]), *_context_items()],
+        "map_legend": [_outline_item(MINE_OUTLINE, "mined (outline)"), *_context_items()],
+        "change_maps_drawn": [_map_ctx(f) for f in maps["changes"]],
+        "year_maps": [_map_ctx(f) for f in maps["years"]],
+        "aoi_grid": None if maps.get("aoi_grid") is None else {
+            "years": maps["aoi_grid"]["years"],
+            "rows": [{"name": r["name"], "where": r["where"], "cells": [_map_ctx(c) for c in r["cells"]]}
+                     for r in maps["aoi_grid"]["rows"]]},
+        "card": _card_ctx(card, data),
+        "qgis": qgis,
         "scenes": [
             {"date": s["date"], "name": Path(s["path"]).name, "status": scene_status(s, data.min_valid_share),
              "ha": scene_ha(s, data.min_valid_share), "valid": s["valid_share"],
@@ -559,6 +619,36 @@ def _cards(data: ReportData, n_done: int, n_failed: int) -> list[dict[str, str]]
     return cards
 
 
+def _map_ctx(f: MapFigure) -> dict[str, Any]:
+    return {"caption": f.caption, "uri": _data_uri(f.png, image_mime(f.png)), "note": f.note, "warn": f.warn}
+
+
+def _card_ctx(card: ModelCard | None, data: ReportData) -> dict[str, Any] | None:
+    """The model card as the template shows it (see :mod:`.modelcard`)."""
+    if card is None:
+        return None
+    t = {k: ("–" if v is None else v) for k, v in card.training.items()}
+    splits = {"validation": "Validation split (spatially blocked hold-out)", "test": "Test split (held out whole)"}
+    return {
+        "bundle_id": card.bundle_id, "created": card.created[:10] or "–", "threshold": card.threshold,
+        "fingerprint": str(t.get("data_fingerprint") or "–"),
+        "epochs": f"{t.get('epochs_run', '–')} of {t.get('epochs_max', '–')} (best: {t.get('best_epoch', '–')})"
+                  + (", stopped early" if card.training.get("stopped_early") is True else ""),
+        "device": t.get("device") or "–", "seed": t.get("seed"), "code": t.get("code_version") or "–",
+        "patches": ", ".join(f"{k} {v}" for k, v in (card.training.get("patches") or {}).items()) or "–",
+        "scenes": card.scenes,
+        "tables": [{"title": splits.get(a.split, a.split), "rows": a.rows, "columns": a.column_totals,
+                    "producers": a.producers, "total": a.total, "oa": a.overall_accuracy, "kappa": a.kappa,
+                    "iou": a.iou_mine, "f1": a.f1_mine} for a in card.accuracy],
+        "gates": [{"artefact": g.artefact, "reference": g.reference, "passed": g.passed,
+                   "agreement": g.mask_agreement, "min_agreement": g.min_mask_agreement,
+                   "iou_drop": g.iou_drop_points, "max_iou_drop": g.max_iou_drop_points} for g in card.gates],
+        "exported": card.exported[:10],
+        "years": [{"year": y, "models": models_text(data.models.get(y, [])) or "–"} for y in data.years],
+        "notes": card.notes,
+    }
+
+
 def _card(label: str, value: str, tone: str, sub: str) -> dict[str, str]:
     return {"label": label, "value": value, "tone": tone, "sub": sub}
 
@@ -582,7 +672,7 @@ def _cell(data: ReportData, year: int, name: str) -> dict[str, Any]:
 
 def _coverage_note(data: ReportData, year: int, name: str) -> str:
     share = data.shares.get(year, {}).get(name)
-    seen = "nothing" if not share else f"{100 * share:.0f} %"
+    seen = "nothing" if not share else f"{_floor_pct(share)} %"
     cov = data.coverage(year, name)
     if cov == "none":
         return f"no data: {seen} of the area observed (below {100 * data.min_valid_share:.0f} %)"
@@ -609,12 +699,20 @@ def _tone(delta: float | None) -> str:
     return "up" if delta > 0 else "down" if delta < 0 else ""
 
 
-def _legend(colors: dict[int, RGBA], labels: dict[int, str]) -> list[dict[str, str]]:
-    return [{"color": "rgb({}, {}, {})".format(*colors[k][:3]), "label": labels[k]} for k in labels]
+def _outline_item(color: str, label: str) -> dict[str, str]:
+    return {"kind": "outline", "style": f"border-color:{color}", "label": label}
 
 
-def _data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+def _context_items() -> list[dict[str, str]]:
+    return [_outline_item(AOI_OUTLINE, "area of interest"), {"kind": "veil", "style": "", "label": "not observed"}]
+
+
+def _hex(c: RGBA) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*c[:3])
+
+
+def _data_uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
 
 def _fmt_ha(v: float | None) -> str:
@@ -629,8 +727,13 @@ def _fmt_signed_ha(v: float | None) -> str:
     return "no data" if v is None else f"{v:+,.1f} ha"
 
 
+def _floor_pct(share: float) -> int:
+    """A share as whole percent, rounded down: 89.8 % shows as 89 %, never as the 90 % it missed."""
+    return int(math.floor(100 * share + 1e-9))
+
+
 def _fmt_share(v: float | None) -> str:
-    return "–" if v is None else f"{100 * v:.0f} %"
+    return "–" if v is None else f"{_floor_pct(v)} %"
 
 
 def _fmt_seconds(v: float | None) -> str:

@@ -12,7 +12,8 @@ One run:
    executor of :mod:`.cluster`) and registers each result in one transaction as it arrives;
 4. rebuilds the yearly composites and change maps whose inputs changed (:mod:`.yearly`,
    :mod:`.change`);
-5. regenerates the reports from the ledger (:mod:`.reports`).
+5. regenerates the reports from the ledger (:mod:`.reports`) and the QGIS project
+   (:mod:`.qgis`).
 
 The stages get the output folder's paths from one :class:`~.layout.MonitorLayout` and the
 ledger (:mod:`.ledger`, the only module that speaks SQL); they never import this module, so
@@ -21,6 +22,7 @@ the dependencies run one way: scheduler → stages → layout, ledger.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -32,7 +34,7 @@ from typing import Any
 
 from .._io import ensure_output_dir
 from ..bundle import load_bundle
-from ..errors import CoalmineError, ConfigError, ServiceUnavailableError, UsageError
+from ..errors import CoalmineError, ConfigError, OutputError, ServiceUnavailableError, UsageError
 from ..fetch.source import fetch_for_monitor
 from .change import update_changes
 from .config import MonitorConfig, SceneSpec, discover_scenes
@@ -47,6 +49,7 @@ from .pipeline import (
     SceneTask,
     process_scene,
 )
+from .qgis import update_qgis
 from .reports import write_reports
 from .yearly import update_years
 
@@ -162,6 +165,7 @@ def run_monitor(
                 years = update_years(cfg, led, layout, keys, aois)
                 update_changes(led, layout, years)
                 summary.outputs = write_reports(cfg, led, layout, keys, aois)
+                summary.outputs["qgis"] = update_qgis(cfg.title, led, layout, cfg.aois, cfg.aoi_name_field, aois)
                 summary.report = summary.outputs.get("html")
             except BaseException as exc:
                 led.finish_run(run_id, "interrupted", summary.processed, summary.unchanged, summary.failed, _one_line(exc))
@@ -202,6 +206,12 @@ def _process(
             yield task
 
     for task, res in executor.run(process_scene, claimed()):
+        if isinstance(res, OutputError) and res.disk_full:
+            # the disk is full: stop here; the scene is not at fault, so its attempt is given back
+            # (best effort: the ledger may not be writable either)
+            with contextlib.suppress(OutputError):
+                led.unclaim(task.key, task.token)
+            raise res
         if isinstance(res, BaseException):
             msg = _one_line(res)
             led.fail(task.key, task.token, msg)

@@ -22,7 +22,8 @@ read onto it with nearest-neighbour resampling.
 Hectares and the valid share of the composite are measured in total and per AOI; where an AOI
 has no valid pixel its hectares are None (no data, never 0 ha). A year whose scenes all had no
 valid pixel (``nodata`` in the ledger) is registered without a composite and without hectares.
-Each year also records the models (file, SHA-256, precision, backend) its scenes were mapped by.
+Each year also records the models (file, SHA-256, precision, backend) its scenes were mapped by,
+and gets a true-colour picture of its clearest scene (:mod:`.backdrop`) for the maps.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from rasterio.windows import Window
 from ..areas import mask_areas_ha
 from ..errors import UsageError
 from ..raster import NODATA, Grid, open_on_grid, read_mask, write_uint8_cog
+from .backdrop import write_truecolour
 from .config import YEARLY_RULES, MonitorConfig
 from .layout import MonitorLayout
 from .ledger import Ledger, hash_input
@@ -159,12 +161,23 @@ def update_years(
         target = layout.yearly_mask(year)
         old = existing.get(year)
         if old is not None and old["fingerprint"] == fp and target.is_file():
+            if not layout.truecolour(year).is_file():  # a picture lost since: draw it again
+                write_truecolour(clearest(rows)["path"], grid, layout.truecolour(year))
             continue
         path, valid = write_composite([masks[r["key"]] for r in rows], cfg.yearly_rule, grid, target)
-        areas = mask_areas_ha(path, aois)
+        areas = mask_areas_ha(path, aois, scene=f"the {year} composite {layout.rel(target)}")
+        # the picture first: the ledger registers the year only once all its files are in place
+        layout.truecolour(year).unlink(missing_ok=True)
+        write_truecolour(clearest(rows)["path"], grid, layout.truecolour(year))
         led.set_year(year, cfg.yearly_rule, fp, len(rows), layout.rel(target), areas, valid, year_models(rows))
     _register_empty_years(cfg, led, [r for r in empty if r["year"] not in by_year], aois, set(by_year))
     return sorted(by_year)
+
+
+def clearest(rows: Sequence[Any]) -> Any:
+    """The scene of a year with the largest valid share (the latest of equals): the one whose
+    true-colour picture is drawn under the year's maps."""
+    return max(rows, key=lambda r: (r["valid_share"] if r["valid_share"] is not None else -1.0, r["date"]))
 
 
 def year_models(rows: Sequence[Any]) -> list[dict[str, Any]]:

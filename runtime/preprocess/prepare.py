@@ -26,11 +26,11 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from .._io import atomic_output, ensure_output_dir, temp_path
+from .._io import WorkFolder, atomic_output, ensure_output_dir, write_failure
 from ..bands import BAND_NAMES, N_BANDS
 from ..bundle import Preprocessing
-from ..errors import CoalmineError, InputError, OutputError, UsageError
-from ..raster import to_cog
+from ..errors import CoalmineError, InputError, UsageError
+from ..raster import gdal_writes_checked, to_cog
 from ..tiling import block_grid
 from .stack import INPUTS_TAG, PREPROCESSING_TAG, RawSource
 
@@ -146,28 +146,25 @@ def prepare_scene(
                 src.width, src.height, len(windows), block, src.s2.offset.value,
                 src.s2.offset.source, src.s1.units,
             )
-            with atomic_output(out, "-o") as tmp:
-                target = tmp
-                if cog:
-                    target = temp_path(out, "-o", tag="tiles")
-                try:
+            # every temporary file in the run's hidden work folder beside the output, which the
+            # next run removes if this one is killed
+            with WorkFolder(out.parent if str(out.parent) else Path("."), "-o", what="prepare") as work, \
+                    atomic_output(out, "-o", work=work) as tmp:
+                target = work.path / f"tiles{out.suffix or '.tif'}" if cog else tmp
+                with gdal_writes_checked(out.parent if str(out.parent) else Path("."), str(out), "-o"):
                     valid = _write_blocks(src, target, windows, progress)
-                    if valid == 0:
-                        raise InputError(_no_valid_message(src))
-                    if cog:
-                        t = time.perf_counter()
-                        to_cog(target, tmp, nodata=float("nan"), predictor=3, blocksize=TILE,
-                               bigtiff="IF_SAFER", forward_band_tags=True, name=out,
-                               config={"GDAL_NUM_THREADS": "ALL_CPUS", "GDAL_CACHEMAX": GDAL_CACHE_BYTES})
-                        src.timers.lap("cog", t)
-                finally:
-                    if cog:
-                        Path(target).unlink(missing_ok=True)
+                if valid == 0:
+                    raise InputError(_no_valid_message(src))
+                if cog:
+                    t = time.perf_counter()
+                    to_cog(target, tmp, nodata=float("nan"), predictor=3, blocksize=TILE,
+                           bigtiff="IF_SAFER", forward_band_tags=True, name=out,
+                           config={"GDAL_NUM_THREADS": "ALL_CPUS", "GDAL_CACHEMAX": GDAL_CACHE_BYTES})
+                    src.timers.lap("cog", t)
         except OSError as exc:
             if isinstance(exc, CoalmineError):
                 raise
-            raise OutputError(f"cannot write {out} ({exc}); check free disk space and "
-                              "permissions, or choose another -o") from exc
+            raise write_failure(out.parent if str(out.parent) else Path("."), exc, str(out), "-o") from exc
         finally:
             src.close()
     total = time.perf_counter() - t_start

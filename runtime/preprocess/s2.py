@@ -43,7 +43,7 @@ from ..bands import S2_BANDS
 from ..bundle import S2Params
 from ..errors import BandError, InputError, UsageError
 from ..options import InputOptions
-from ..raster import Grid, check_crs, check_exists, open_raster
+from ..raster import Grid, check_crs, check_exists, open_raster, read_checked
 from .warp import read_onto_grid
 
 log = logging.getLogger("coalmine.preprocess")
@@ -53,6 +53,17 @@ RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt")
 _BAND_RE = re.compile(r"(?:^|[^A-Za-z0-9])B(8A|\d{1,2})(?=$|[^A-Za-z0-9])", re.IGNORECASE)
 _SCL_RE = re.compile(r"(?:^|[^A-Za-z0-9])SCL(?=$|[^A-Za-z0-9])", re.IGNORECASE)
 _L1C_RE = re.compile(r"(?:^|[^A-Za-z0-9])(MSIL1C|L1C)(?=$|[^A-Za-z0-9])", re.IGNORECASE)
+_L2A_RE = re.compile(r"(?:^|[^A-Za-z0-9])(MSIL2A|L2A)(?=$|[^A-Za-z0-9])", re.IGNORECASE)
+#: Level-2A band files carry their resolution (``T33UUU_20170216T102101_B02_10m.jp2``); Level-1C
+#: ones do not (``..._B02.jp2``).
+_L2A_BAND_FILE_RE = re.compile(r"_(?:B(?:\d{2}|8A)|SCL|AOT|WVP|TCI)_(?:10|20|60)m(?=\.[^.]+$|$)", re.IGNORECASE)
+#: Where nothing says the processing level, the darkest pixels tell: 1 % of the B02 (blue)
+#: values of Level-2A surface reflectance lie below ~0.03 (water, dense forest, shadow), while
+#: top-of-atmosphere (Level-1C) blue carries the atmosphere's own path reflectance, ~0.05-0.1,
+#: even over the darkest ground. A darkest-1 % B02 at or above this is refused as Level-1C.
+TOA_DARK_B02 = 0.06
+#: Float bands whose values stay below this are reflectance (0-1), not digital numbers.
+MAX_REFLECTANCE = 3.0
 _DATE_RE = re.compile(r"(?<!\d)(20\d{2})(\d{2})(\d{2})T\d{4,6}")
 _BASELINE_NAME_RE = re.compile(r"_N(\d{2})(\d{2})_")
 #: Date from which L2A products carry the -1000 offset (processing baseline 04.00).
@@ -87,6 +98,8 @@ class S2Metadata:
     scale: float | None = None
     date: str | None = None  # YYYYMMDD
     source: str = ""
+    #: what told the level (empty while unknown)
+    level_from: str = ""
 
 
 @dataclass
@@ -131,7 +144,7 @@ def _find_mtd(path: Path) -> Path | None:
 
 
 def _parse_mtd(mtd: Path, data: bytes | None = None) -> S2Metadata:
-    md = S2Metadata(source=mtd.name)
+    md = S2Metadata(source=mtd.name, level_from=mtd.name)
     md.level = "L1C" if "L1C" in mtd.name.upper() else "L2A"
     try:
         root = ET.fromstring(data) if data is not None else ET.parse(mtd).getroot()
@@ -170,9 +183,11 @@ def _metadata_from_tags(ds: DatasetReader) -> S2Metadata:
         md.scale = float(tags["BOA_QUANTIFICATION_VALUE"])
     level = (tags.get("PROCESSING_LEVEL", "") + tags.get("PRODUCT_TYPE", "")).upper()
     if "1C" in level:
-        md.level = "L1C"
+        md.level, md.level_from = "L1C", f"PROCESSING_LEVEL/PRODUCT_TYPE tag of {Path(ds.name).name}"
     elif "2A" in level:
-        md.level = "L2A"
+        md.level, md.level_from = "L2A", f"PROCESSING_LEVEL/PRODUCT_TYPE tag of {Path(ds.name).name}"
+    elif "BOA_ADD_OFFSET" in tags:  # bottom-of-atmosphere offsets exist in Level-2A only
+        md.level, md.level_from = "L2A", f"BOA_ADD_OFFSET tag of {Path(ds.name).name}"
     scale, off = ds.scales[0], ds.offsets[0]
     if (scale not in (0.0, 1.0) or off != 0.0) and not md.offsets:
         # GDAL band scale/offset: reflectance = DN * scale + offset
@@ -200,20 +215,15 @@ class S2Reader:
     """
 
     def __init__(self, path: str | Path, params: S2Params | None = None, *,
-                 s2_offset: float | None = None, allow_l1c: bool = False) -> None:
+                 s2_offset: float | None = None, allow_l1c: bool = False, scl_given: bool = False) -> None:
         self.path = check_exists(path, "--s2")
         self.params = params or S2Params()
         self._datasets: dict[Path, DatasetReader] = {}
         self._zip: zipfile.ZipFile | None = None
+        self._warnings: list[tuple[str, tuple[object, ...]]] = []
         try:
             self.kind, self.band_refs, self.scl_ref = self._discover()
             self.metadata = self._metadata()
-            if self.metadata.level == "L1C" and not allow_l1c:
-                raise InputError(
-                    f"--s2 {self.path} is a Sentinel-2 Level-1C product (top-of-atmosphere "
-                    "reflectance), not Level-2A (surface reflectance, which the model expects); "
-                    "use the L2A product of the same date or process this one with Sen2Cor"
-                )
             ref = self._ds(self.band_refs["B02"].path)
             check_crs(ref, "--s2")
             if ref.crs is None:
@@ -227,9 +237,20 @@ class S2Reader:
                     raise BandError(f"--s2 band {b} ({r.path.name}) is in {ds.crs}, B02 in "
                                     f"{self.grid.crs}; all Sentinel-2 bands must share one CRS")
             self.offset = self._resolve_offset(s2_offset)
+            self._check_digital_numbers()
+            if self.metadata.level is None:
+                self._decide_level(scl_given)
+            if self.metadata.level == "L1C" and not allow_l1c:
+                raise InputError(
+                    f"--s2 {self.path} is a Sentinel-2 Level-1C product (top-of-atmosphere reflectance), "
+                    f"not Level-2A (surface reflectance, which the model expects), as {self.metadata.level_from} "
+                    "tells; use the L2A product of the same date or process this one with Sen2Cor"
+                )
         except BaseException:
             self.close()
             raise
+        for msg, args in self._warnings:
+            log.warning(msg, *args)
 
     # -- discovery -------------------------------------------------------------------------------
     def _ds(self, p: Path) -> DatasetReader:
@@ -353,8 +374,13 @@ class S2Reader:
 
     def _metadata_from_names(self, md: S2Metadata, names: list[str]) -> S2Metadata:
         if md.level is None and any(_L1C_RE.search(n) for n in names):
-            md.level = "L1C"
+            md.level, md.level_from = "L1C", "file names"
             md.source = md.source or "file names"
+        own = [Path(n).name for n in names]  # the product's own names, not the folders above it
+        if md.level is None and any(_L2A_RE.search(n) for n in own):
+            md.level, md.level_from = "L2A", "file names"
+        if md.level is None and any(_L2A_BAND_FILE_RE.search(n) for n in own):
+            md.level, md.level_from = "L2A", "band file names with a resolution (_B02_10m: Level-2A naming)"
         if md.baseline is None:
             for n in names:
                 m = _BASELINE_NAME_RE.search(Path(n).name)
@@ -369,6 +395,11 @@ class S2Reader:
                     md.date = "".join(m.groups())
                     break
         return md
+
+    def _warn(self, msg: str, *args: object) -> None:
+        """A warning about the offset, logged once the input is accepted (a refused input gets
+        its one line only)."""
+        self._warnings.append((msg, args))
 
     def _resolve_offset(self, explicit: float | None) -> S2Offset:
         md = self.metadata
@@ -390,22 +421,87 @@ class S2Reader:
         if explicit is not None:
             InputOptions(s2_offset=explicit)  # refuses NaN and positive offsets (options.py)
             if meta is not None and any(v != explicit for v in meta.values()):
-                log.warning("--s2-offset %g overrides the product's own offset (%s says %g)",
+                self._warn("--s2-offset %g overrides the product's own offset (%s says %g)",
                             explicit, why, meta["B02"])
             return S2Offset(dict.fromkeys(S2_BANDS, float(explicit)), scale, "explicit --s2-offset")
         if meta is not None:
             return S2Offset(meta, scale, why)
         if md.date is not None:
             v = -1000.0 if md.date >= OFFSET_START else 0.0
-            log.warning(
+            self._warn(
                 "no Sentinel-2 processing baseline found for %s; guessed offset %g from the "
                 "acquisition date %s (baseline 04.00 started 2022-01-25); pass --s2-offset to be sure",
                 self.path, v, md.date)
             return S2Offset(dict.fromkeys(S2_BANDS, v), scale, f"guess: date {md.date}")
-        log.warning("no Sentinel-2 processing baseline or date found for %s; assuming offset 0 "
+        self._warn("no Sentinel-2 processing baseline or date found for %s; assuming offset 0 "
                     "(products before 2022-01-25); pass --s2-offset -1000 for newer products",
                     self.path)
         return S2Offset(dict.fromkeys(S2_BANDS, 0.0), scale, "guess: no metadata")
+
+    # -- what the values say -----------------------------------------------------------------------
+    def _sample(self, band: str, size: int = 512) -> np.ndarray:
+        """Valid values (not nodata DN, finite) of a band, read decimated (overviews where present)."""
+        r = self.band_refs[band]
+        ds = self._ds(r.path)
+        a = read_checked(ds, "--s2", r.index, out_shape=(min(size, ds.height), min(size, ds.width)))
+        v = a.ravel().astype(np.float64)
+        keep = np.isfinite(v) & (v != self.params.nodata_dn)
+        if ds.nodata is not None and not np.isnan(ds.nodata):
+            keep &= v != ds.nodata
+        return v[keep]
+
+    def _check_digital_numbers(self) -> None:
+        """Refuse a band that is not Level-2A digital numbers: an 8-bit image (a visual product)
+        or floats of reflectance (0-1), e.g. one band converted by another tool beside DN bands,
+        which ``(DN + offset) / 10000`` would turn into values near zero."""
+        for b in S2_BANDS:
+            r = self.band_refs[b]
+            ds = self._ds(r.path)
+            dtype = np.dtype(ds.dtypes[r.index - 1])
+            what = f"--s2 band {b} ({r.path.name}{'' if ds.count == 1 else f', band {r.index}'})"
+            expected = ("Sentinel-2 Level-2A bands are digital numbers as delivered: integers (uint16), "
+                        "reflectance x 10000 (+1000 from processing baseline 04.00)")
+            if dtype.kind in "iu" and dtype.itemsize == 1:
+                raise BandError(f"{what} is {dtype}, an 8-bit image (a visual product such as TCI?); {expected}: "
+                                "give the band files of the L2A product")
+            if dtype.kind == "f" and ds.scales[r.index - 1] in (0.0, 1.0):
+                v = self._sample(b)
+                if v.size and float(np.percentile(v, 99)) < MAX_REFLECTANCE:
+                    raise BandError(
+                        f"{what} is {dtype} with values of reflectance (99 % below "
+                        f"{float(np.percentile(v, 99)):.3g}), not digital numbers; {expected}: give the "
+                        "band as delivered, or multiply it by 10000 and remove the offset, like the others")
+            elif dtype.kind not in "iuf":
+                raise BandError(f"{what} is {dtype}; {expected}")
+
+    def _decide_level(self, scl_given: bool) -> None:
+        """Tell Level-2A from Level-1C where neither the metadata nor the names say it.
+
+        An SCL band (scene classification, made by Level-2A processing only) means L2A; a B10 band
+        (cirrus, which Level-2A products drop) means L1C; otherwise the darkest pixels decide
+        (:data:`TOA_DARK_B02`). Refuses input that looks like top-of-atmosphere reflectance.
+        """
+        md = self.metadata
+        if self.scl_ref is not None or scl_given:
+            md.level, md.level_from = "L2A", "an SCL band (made by Level-2A processing only)"
+            return
+        if "B10" in self.band_refs:
+            md.level, md.level_from = "L1C", "a B10 band (Level-2A products have none)"
+            return
+        v = self._sample("B02")
+        if v.size == 0:
+            return  # no valid pixel: refused later as such
+        dark = float(np.percentile((v + self.offset.offsets["B02"]) / self.offset.scale, 1))
+        if dark >= TOA_DARK_B02:
+            raise InputError(
+                f"--s2 {self.path} does not say its processing level (no MTD_MSIL2A.xml, no PROCESSING_LEVEL "
+                "or BOA_ADD_OFFSET tag, no SCL band, no L2A in its names) and its darkest pixels look like "
+                f"top-of-atmosphere reflectance (Level-1C): 99 % of B02 lies above {dark:.3f}, while the darkest "
+                "surface reflectance (Level-2A) of water and forest lies below 0.03; use the Level-2A product, or if "
+                "this is Level-2A, put its MTD_MSIL2A.xml or SCL band beside the bands (or pass --scl)")
+        md.level = "L2A"
+        md.level_from = f"darkest 1 % of B02 below {dark:.3f}: surface reflectance"
+        log.info("Sentinel-2 %s: processing level not recorded; taken as Level-2A (%s)", self.path, md.level_from)
 
     # -- reading ---------------------------------------------------------------------------------
     def read(self, window: Window, out: np.ndarray | None = None) -> np.ndarray:

@@ -31,7 +31,16 @@ from rasterio.coords import BoundingBox
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from ..bands import BAND_NAMES, GLCM_SLICE, INDEX_SLICE, N_BANDS, S2_SLICE, VV_INDEX, is_stack_bands
+from ..bands import (
+    BAND_NAMES,
+    DERIVED_BANDS,
+    GLCM_SLICE,
+    INDEX_SLICE,
+    N_BANDS,
+    S2_SLICE,
+    VV_INDEX,
+    is_stack_bands,
+)
 from ..bundle import Preprocessing
 from ..errors import BandError, BundleError, InputError, UsageError
 from ..options import PreprocessingOptions
@@ -117,6 +126,7 @@ class StackSource(SceneSource):
                                 "are not distinct band names of coalmine.runtime.bands); prepare it "
                                 "with coal-prepare")
             self.bands = tuple(self.ds.descriptions)
+            _check_float_bands(self.ds, self.path, self.bands)
             self.grid = Grid(self.ds.crs, self.ds.transform, self.ds.width, self.ds.height)
             self.preprocessing = _read_prep_tag(self.ds)
             try:  # what coal-prepare recorded about the raw inputs (S1 processing included)
@@ -139,6 +149,18 @@ class StackSource(SceneSource):
 
     def close(self) -> None:
         self.ds.close()
+
+
+def _check_float_bands(ds: Any, path: Path, bands: tuple[str, ...]) -> None:
+    """Refuse a stack band that is not floating point: a stack holds reflectance (0-1), indices,
+    VV in dB and textures with NaN as nodata, which integers cannot carry (a uint16 "stack" of
+    scaled values would be read as values thousands of times too large, or as all nodata)."""
+    for i, (name, dtype) in enumerate(zip(bands, ds.dtypes, strict=True), start=1):
+        if np.dtype(dtype).kind != "f":
+            raise BandError(
+                f"scene {path} band {i} ({name}) is {dtype}; a coalmine stack holds float32 values "
+                "(reflectance 0-1, indices, VV in dB, GLCM textures) with NaN as nodata, not scaled "
+                "integers: prepare the stack from the raw inputs with coal-prepare")
 
 
 class RawSource(SceneSource):
@@ -171,7 +193,7 @@ class RawSource(SceneSource):
         self.path = Path(s2)
         self.timers = StageTimer()
         self.glcm_threads = glcm_threads
-        self.s2 = S2Reader(s2, prep.s2, s2_offset=s2_offset)
+        self.s2 = S2Reader(s2, prep.s2, s2_offset=s2_offset, scl_given=scl is not None and str(scl) != "auto")
         try:
             self.grid = self.s2.grid
             self.scl = None
@@ -194,6 +216,7 @@ class RawSource(SceneSource):
             "s2_offset_source": self.s2.offset.source,
             "s2_scale": self.s2.offset.scale,
             "s2_baseline": self.s2.metadata.baseline,
+            "s2_level": f"{self.s2.metadata.level} ({self.s2.metadata.level_from})",
             "s1": str(self.s1.ds.name),
             "s1_units": self.s1.units,
             "scl": None if not self.use_scl else str(self.scl.path if self.scl else "auto"),
@@ -332,6 +355,29 @@ def _read_prep_tag(ds: Any) -> Preprocessing | None:
                          "prepare it again with coal-prepare") from exc
 
 
+def _neither_stack_nor_s2(ds: Any, path: Path) -> None:
+    """Refuse a file that is neither a stack nor Sentinel-2 bands (an RGB image, a stack whose
+    band names were lost or repeated), which would otherwise be sent to "pass --s1".
+
+    Raises:
+        BandError: naming the file, what its bands are and what was expected.
+    """
+    from .s2 import band_of
+
+    names = [d for d in ds.descriptions if d]
+    if any(band_of(d) for d in names) and not any(d in DERIVED_BANDS for d in names):
+        return  # raw Sentinel-2: the caller asks for --s1
+    dtypes = sorted(set(ds.dtypes))
+    if not names:
+        what = f"{ds.count} bands ({', '.join(dtypes)}) without band descriptions"
+    else:
+        shown = ", ".join(str(d) for d in ds.descriptions[:6]) + (", ..." if ds.count > 6 else "")
+        what = f"{ds.count} bands ({', '.join(dtypes)}) named {shown}"
+    raise BandError(f"scene {path} is neither a coalmine stack nor Sentinel-2 input: it has {what}; expected the "
+                    f"{N_BANDS}-band stack coal-prepare writes (float32 bands named {', '.join(BAND_NAMES[:3])}, "
+                    "... each once) or raw Sentinel-2 bands named B02, B03, ... with --s1")
+
+
 def open_scene(
     scene: str | os.PathLike[str],
     s1: str | os.PathLike[str] | None = None,
@@ -373,6 +419,8 @@ def open_scene(
         ds = open_raster(p, "scene")
         try:
             stack = is_stack(ds)
+            if not stack and s1 is None:
+                _neither_stack_nor_s2(ds, p)
         finally:
             ds.close()
         if stack:

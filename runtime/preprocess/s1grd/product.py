@@ -14,6 +14,12 @@ What is used, for the VV polarisation: the product annotation, the calibration a
 Refused, each with the file named and what to do: SLC, RAW and OCN products, modes other than IW
 (EW/WV/SM: the model was trained on IW 10 m GRD), products without VV, a missing calibration or
 noise file, a damaged or truncated zip.
+
+A product fetched from a STAC catalogue (``coal-fetch --s1 grd``) is a SAFE folder whose
+measurement holds only a window of the image, around the areas of interest: its GeoTIFF tags
+:data:`WINDOW_TAG` (``col_off,row_off,width,height`` in the full image) and :data:`SIZE_TAG`
+(``width,height`` of the full image) say where; the reader maps annotation line/pixel numbers
+through them and treats the rest of the image as no data.
 """
 
 from __future__ import annotations
@@ -32,7 +38,17 @@ NAME_RE = re.compile(
     r"(?P<type>GRD|SLC|RAW|OCN|ETA)(?P<res>[HMF_])_(?P<level>\d)(?P<cls>[SA])(?P<pol>SH|SV|DH|DV|HH|HV|VV|VH)_",
     re.IGNORECASE,
 )
+#: Measurement tag of a fetched window: where it lies in the full image, ``col_off,row_off,width,height``.
+WINDOW_TAG = "COALMINE_SOURCE_WINDOW"
+#: Measurement tag of a fetched window: the full image's ``width,height`` (numberOfSamples, numberOfLines).
+SIZE_TAG = "COALMINE_SOURCE_SIZE"
 _IPF_RE = re.compile(rb'name="Sentinel-1 IPF"\s+version="(\d+)\.(\d+)"')
+
+
+def manifest_ipf(manifest: bytes) -> float | None:
+    """The Sentinel-1 IPF version a ``manifest.safe`` names (e.g. 3.4), or None."""
+    m = _IPF_RE.search(manifest)
+    return float(f"{int(m.group(1))}.{m.group(2).decode()}") if m else None
 
 
 def product_name_of(path: Path) -> str | None:
@@ -188,9 +204,7 @@ def open_product(path: str | Path, option: str = "--s1") -> GrdProduct:
     if "manifest.safe" not in names:
         raise InputError(f"{option} {p} has no manifest.safe; it is not a complete SAFE product: "
                          "download the product again (or give the .SAFE folder itself)")
-    manifest = src.read("manifest.safe")
-    ipf_m = _IPF_RE.search(manifest)
-    ipf = float(f"{int(ipf_m.group(1))}.{ipf_m.group(2).decode()}") if ipf_m else 0.0
+    ipf = manifest_ipf(src.read("manifest.safe")) or 0.0
 
     ann = _pick(names, re.compile(r"^annotation/s1[a-d]-[a-z0-9]+-(grd|slc)-vv-[^/]*\.xml$", re.I))
     meas = _pick(names, re.compile(r"^measurement/s1[a-d]-[a-z0-9]+-(grd|slc)-vv-[^/]*\.tiff?$", re.I))

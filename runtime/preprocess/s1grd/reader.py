@@ -44,7 +44,7 @@ from .annotation import parse_annotation, parse_calibration, parse_noise
 from .dem import DemHeights
 from .geocoding import HEIGHTS, LATTICE, GridHeights, RangeDoppler, lagrange3, quadratic_in_height
 from .orbit import annotation_orbit, read_eof
-from .product import GrdProduct, open_product
+from .product import SIZE_TAG, WINDOW_TAG, GrdProduct, open_product
 from .radiometry import IPF_AZIMUTH_NOISE, SIGMA0_FLOOR, Radiometry, border_bounds
 
 log = logging.getLogger("coalmine.preprocess")
@@ -111,7 +111,17 @@ class GrdReader:
                 self.dem.close()
             raise RasterError(f"--s1 {p.path}: the measurement {p.measurement} cannot be opened "
                               f"({exc}); the product is truncated or damaged: download it again") from exc
-        if (self.ds.height, self.ds.width) != (a.lines, a.samples):
+        #: (row, col) of the measurement file's first pixel in the product image: (0, 0) for a
+        #: whole measurement, the window's offset for one fetched around the AOIs.
+        self.offset = (0, 0)
+        try:
+            window = measurement_window(self.ds.tags(), self.ds.width, self.ds.height, a)
+        except InputError as exc:
+            self.close()
+            raise InputError(f"--s1 {p.path}: {exc}") from None
+        if window is not None:
+            self.offset = (window[1], window[0])
+        elif (self.ds.height, self.ds.width) != (a.lines, a.samples):
             self.close()
             raise InputError(f"--s1 {p.path}: the measurement is {self.ds.width} x {self.ds.height} "
                              f"px but the annotation describes {a.samples} x {a.lines}; the "
@@ -139,6 +149,10 @@ class GrdReader:
             "s1_orbit": self.orbit.source,
             "s1_terrain": "dem" if self.dem is not None else "none",
         }
+        if window is not None:
+            self.record["s1_measurement"] = (
+                f"window of the image: {window[2]} x {window[3]} px at pixel {window[0]}, line "
+                f"{window[1]} (fetched); the rest is no data")
         if self.dem is not None:
             self.record.update(self.dem.record())
         #: How this VV was made (recorded in the stack's preprocessing, compared with bundles').
@@ -221,7 +235,7 @@ class GrdReader:
         while todo.size:
             s = int(todo[0])
             e = min(s + _BORDER_CHUNK, self.ann.lines)
-            dn = read_checked(self.ds, "--s1", 1, window=Window(0, s, self.ann.samples, e - s))
+            dn = self._read_dn(s, e, 0, self.ann.samples)
             noise = self.radiometry.noise_window(np.arange(s, e, dtype=np.float64),
                                                  np.arange(self.ann.samples, dtype=np.float64))
             for k in range(e - s):
@@ -229,9 +243,23 @@ class GrdReader:
             todo = todo[todo >= e]
         return b[r0:r1]
 
+    def _read_dn(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """DN of image lines r0:r1, pixels c0:c1; 0 (no data) where a fetched window has none."""
+        dr, dc = self.offset
+        h, w = self.ds.height, self.ds.width
+        if (dr, dc) == (0, 0) and r1 <= h and c1 <= w:
+            return read_checked(self.ds, "--s1", 1, window=Window(c0, r0, c1 - c0, r1 - r0))
+        out = np.zeros((r1 - r0, c1 - c0), dtype=self.ds.dtypes[0])
+        fr0, fr1 = max(r0 - dr, 0), min(r1 - dr, h)
+        fc0, fc1 = max(c0 - dc, 0), min(c1 - dc, w)
+        if fr1 > fr0 and fc1 > fc0:
+            out[fr0 + dr - r0:fr1 + dr - r0, fc0 + dc - c0:fc1 + dc - c0] = read_checked(
+                self.ds, "--s1", 1, window=Window(fc0, fr0, fc1 - fc0, fr1 - fr0))
+        return out
+
     def sigma0_window(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         """Noise-removed sigma0 (float32, NaN nodata) of image lines r0:r1, pixels c0:c1."""
-        dn = read_checked(self.ds, "--s1", 1, window=Window(c0, r0, c1 - c0, r1 - r0))
+        dn = self._read_dn(r0, r1, c0, c1)
         border = self._border_rows(r0, r1) if self._border is not None else None
         return self.radiometry.calibrate(dn, r0, c0, border)
 
@@ -255,6 +283,36 @@ class GrdReader:
             self.ds.close()
         if self.dem is not None:
             self.dem.close()
+
+
+def measurement_window(tags: dict[str, str], width: int, height: int,
+                       ann: Any) -> tuple[int, int, int, int] | None:
+    """Where a fetched measurement lies in the product image, from its tags; None for a whole one.
+
+    Returns:
+        ``(col_off, row_off, width, height)`` in the full image.
+
+    Raises:
+        InputError: the tags are malformed or disagree with the file or the annotation.
+    """
+    if SIZE_TAG not in tags:
+        return None
+    try:
+        full = tuple(int(v) for v in tags[SIZE_TAG].split(","))
+        win = tuple(int(v) for v in tags.get(WINDOW_TAG, "").split(","))
+    except ValueError:
+        full, win = (), ()
+    if len(full) != 2 or len(win) != 4:
+        raise InputError(f"the measurement's {SIZE_TAG} / {WINDOW_TAG} tags are malformed "
+                         f"({tags.get(SIZE_TAG)!r}, {tags.get(WINDOW_TAG)!r}); fetch the product again")
+    c, r, w, h = win
+    if full != (ann.samples, ann.lines) or (w, h) != (width, height) or c < 0 or r < 0 \
+            or c + w > ann.samples or r + h > ann.lines:
+        raise InputError(f"the measurement is a {width} x {height} px window at pixel {c}, line {r} "
+                         f"of a {full[0]} x {full[1]} image ({WINDOW_TAG}={tags.get(WINDOW_TAG)}), "
+                         f"but the annotation describes {ann.samples} x {ann.lines}; the fetched "
+                         "product is inconsistent: fetch it again")
+    return c, r, w, h
 
 
 def sample_bilinear(src: np.ndarray, qr: np.ndarray, qc: np.ndarray) -> np.ndarray:
