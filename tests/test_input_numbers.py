@@ -149,6 +149,17 @@ def test_indices_on_a_pixel_whose_bands_all_differ():
     np.testing.assert_allclose(rev, [13 / 17, 1 / 5, -5 / 7], rtol=1e-6)
 
 
+def test_normalized_difference_broadcasts_and_gives_float32():
+    from coalmine.runtime.preprocess.indices import normalized_difference
+
+    # a column (2, 1) against a row (1, 3): (a - b) / (a + b) on the 2 x 3 grid, by hand
+    a = np.array([[3.0], [1.0]])
+    b = np.array([[1.0, 3.0, 0.0]])
+    r = normalized_difference(a, b)
+    assert r.dtype == np.float32 and r.shape == (2, 3)
+    np.testing.assert_allclose(r, [[0.5, 0.0, 1.0], [0.0, -0.5, 1.0]], rtol=1e-7)
+
+
 # -- Sentinel-2 DN offset: every source ---------------------------------------------------------
 
 @pytest.mark.parametrize("name,offset", [
