@@ -140,7 +140,9 @@ def same_offset(v: float) -> dict[str, float]:
 def test_indices_on_a_pixel_whose_bands_all_differ():
     # B02 .05, B03 .07, B04 .04, B05 .11, B06 .19, B07 .23, B08 .30, B11 .20, B12 .13
     refl = np.array([0.05, 0.07, 0.04, 0.11, 0.19, 0.23, 0.30, 0.20, 0.13], np.float32)[:, None, None]
-    ndvi, ndci, bai = compute_indices(refl)[:, 0, 0]
+    idx = compute_indices(refl)
+    assert idx.dtype == np.float32 and idx.shape == (3, 1, 1)  # the stack's type, one plane per index
+    ndvi, ndci, bai = idx[:, 0, 0]
     assert ndvi == pytest.approx(13 / 17, rel=1e-6)  # (B08 - B04) / (B08 + B04) = .26 / .34
     assert ndci == pytest.approx(1 / 5, rel=1e-6)  # (B08 - B11) / (B08 + B11) = .10 / .50
     assert bai == pytest.approx(-5 / 7, rel=1e-6)  # (B02 - B08) / (B02 + B08) = -.25 / .35
