@@ -322,5 +322,5 @@ def test_aoi_between_pixel_centres_has_no_data_with_a_warning(tmp_path):
     res = mask_areas_ha(p, [Aoi("tiny", box(x0, y0, x1, y1), CRS.from_epsg(32750))])
     assert res["aois"] == {"tiny": None} and res["aoi_pixels"] == {"tiny": 0}
     assert res["aoi_valid_share"] == {"tiny": 0.0}
-    assert res["warnings"] == ["AOI 'tiny' lies within the scene's bounds but covers no pixel centre"]
+    assert res["warnings"] == [f"AOI 'tiny' lies within the bounds of the scene {p} but covers no pixel centre"]
     assert res["total"] == pytest.approx(1.0, rel=1e-12)  # 100 pixels of 0.01 ha
