@@ -118,6 +118,11 @@ def _make(kind: str, tmp: Path) -> dict[str, Path]:
         x0, y0 = DEFAULT_TRANSFORM * (20, 60)
         x1, y1 = DEFAULT_TRANSFORM * (60, 20)
         made["aoi"] = write_gpkg(tmp / "northing_first.gpkg", [({"name": "pit"}, _ring(y0, x0, y1, x1))], epsg=32750)
+    elif kind == "nan_aoi":  # GDAL reads the NaN that some tools write into GeoJSON
+        made["aoi"] = tmp / "nan.geojson"
+        made["aoi"].write_text('{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": '
+                               '{"name": "x"}, "geometry": {"type": "Polygon", "coordinates": [[[115.2, -2.7], '
+                               '[NaN, -2.7], [115.3, -2.6], [115.2, -2.7]]]}}]}')
     elif kind == "missing_aoi":
         made["aoi"] = tmp / "no_such.geojson"
     return made
@@ -143,6 +148,7 @@ RUN_ROWS = [
     ("aoi-lat-before-lon", "swapped_lonlat", [], 1, ["latlon.geojson", "swapped"]),
     ("aoi-northing-before-easting", "swapped_utm", [], 1, ["northing_first.gpkg", "swapped"]),
     ("aoi-missing", "missing_aoi", [], 1, ["no_such.geojson"]),
+    ("aoi-nan-coordinates", "nan_aoi", [], 1, ["feature 1 of", "nan.geojson", "not numbers"]),
 ]
 
 
