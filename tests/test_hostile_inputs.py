@@ -289,6 +289,7 @@ PREPARE_ROWS = [
     ("s2-offset-nan", ["--s2-offset", "nan"], 2, ["--s2-offset nan"]),
     ("s2-offset-inf", ["--s2-offset", "inf"], 2, ["--s2-offset inf"]),
     ("block-zero", ["--block", "0"], 2, ["--block"]),
+    ("timings-is-a-folder", ["--timings", "{tmp}"], 2, ["--timings", "is a folder"]),
     ("s1-is-the-s2", ["--s1", "{s2}"], 1, []),
 ]
 
@@ -296,7 +297,7 @@ PREPARE_ROWS = [
 @pytest.mark.parametrize("args,code,words", [r[1:] for r in PREPARE_ROWS], ids=[r[0] for r in PREPARE_ROWS])
 def test_coal_prepare_hostile_inputs(synth, tmp_path, args, code, words):
     out = tmp_path / "out"
-    fill = {"s2": str(synth.s2_dir)}
+    fill = {"s2": str(synth.s2_dir), "tmp": str(tmp_path)}
     args = [a.format(**fill) for a in args]
     base = {"--s2": str(synth.s2_dir), "--s1": str(synth.s1_path), "-o": str(out / "s.tif")}
     for k in list(base):
@@ -439,6 +440,17 @@ def test_a_report_file_on_a_full_disk_names_itself(tmp_path):
     assert res["msg"].startswith(f"cannot write {tmp_path}/disk/chart_total.png (No space left on device); ")
     assert "free now on the disk holding" in res["msg"] and "choose another output folder" in res["msg"]
     assert res["left"].strip() == ""
+
+
+def test_an_output_name_taken_by_a_folder_is_named(tmp_path):
+    from coalmine.runtime._io import atomic_write_text
+    from coalmine.runtime.errors import OutputError
+
+    (tmp_path / "report.html").mkdir()
+    with pytest.raises(OutputError, match=r"report.html is a folder, where a file is to be written; move it or "
+                                          r"choose another output folder$"):
+        atomic_write_text(tmp_path / "report.html", "x", "output folder")
+    assert os.listdir(tmp_path) == ["report.html"]  # no hidden temporary file left
 
 
 # -- killed runs leave nothing behind ------------------------------------------------------------
