@@ -109,6 +109,11 @@ def _make(kind: str, tmp: Path) -> dict[str, Path]:
         d = json.loads(j.read_text())
         d["files"]["onnx"] = "../../x.onnx" if kind == "escape" else "/etc/passwd"
         j.write_text(json.dumps(d))
+    elif kind == "huge_tile":
+        j = bundle / "bundle.json"
+        d = json.loads(j.read_text())
+        d["tile"]["size"] = 2**30
+        j.write_text(json.dumps(d))
     elif kind == "dup_aoi":
         made["aoi"] = write_vector(tmp / "dup.geojson", [({"name": "A"}, _inside_lonlat()),
                                                          ({"name": "A"}, _inside_lonlat())])
@@ -140,6 +145,7 @@ RUN_ROWS = [
     ("sentinel-2-without-s1", "s2_bands", [], 2, ["is raw Sentinel-2 input", "--s1"]),
     ("bundle-file-escapes", "escape", [], 1, ["../../x.onnx"]),
     ("bundle-file-absolute", "absolute", [], 1, ["/etc/passwd", "absolute path"]),
+    ("bundle-tile-huge", "huge_tile", [], 1, ["bundle.json: tile size 1073741824 is larger than 4096"]),
     ("threshold-nan", None, ["--threshold", "nan"], 2, ["--threshold nan"]),
     ("min-area-nan", None, ["--min-area", "nan"], 2, ["--min-area nan"]),
     ("tile-huge", None, ["--tile", "1048576"], 2, ["--tile 1048576"]),
