@@ -164,6 +164,18 @@ def _unique_names(aois: Sequence[Aoi]) -> list[str]:
     return [a.name for a in aois]
 
 
+def _pixels_outside(geom: dict[str, Any], tr: Any, width: int, height: int) -> int:
+    """How many pixels of the raster's grid the part of ``geom`` outside the raster covers:
+    its planar area in the raster's CRS over one pixel's (geographic grids included, whose
+    pixels are equal in degrees)."""
+    import shapely
+    from shapely.geometry import Polygon, shape
+
+    corners = [tr * xy for xy in ((0, 0), (width, 0), (width, height), (0, height))]
+    part = shapely.make_valid(shape(geom)).difference(Polygon(corners))
+    return int(round(part.area / abs(tr.determinant)))
+
+
 def mask_areas_ha(
     mask_path: str | os.PathLike[str],
     aois: Sequence[Aoi] = (),
@@ -254,15 +266,15 @@ def mask_areas_ha(
                 log.warning(msg)
                 result["warnings"].append(msg)
             else:
-                # The AOI's whole window, also where it leaves the raster: pixels out there are
-                # nodata (a boundless read fills them with 255), so they lower the valid share.
-                outside = (win.col_off < 0 or win.row_off < 0 or win.col_off + win.width > W
-                           or win.row_off + win.height > H)
-                c0, w = int(win.col_off), int(win.width)
-                r_start, r_stop = int(win.row_off), int(win.row_off + win.height)
+                # Pixels of the AOI inside the raster are counted by rasterising it over the
+                # overlap only; its part outside the raster is nodata, counted from its area in
+                # pixels (rasterising that part too would cost time and memory in proportion to
+                # the AOI, which may be a province around one small scene).
+                c0, w = int(overlap.col_off), int(overlap.width)
+                r_start, r_stop = int(overlap.row_off), int(overlap.row_off + overlap.height)
                 for r in range(r_start, r_stop, strip_rows):
                     sw = Window(c0, r, w, min(strip_rows, r_stop - r))
-                    m = ds.read(1, window=sw, boundless=outside, fill_value=255)
+                    m = ds.read(1, window=sw)
                     inside = geometry_mask([geom], out_shape=m.shape, transform=window_transform(sw, tr),
                                            invert=True, all_touched=False)
                     per_row = ((m == 1) & inside).sum(axis=1)
@@ -270,6 +282,8 @@ def mask_areas_ha(
                     count += int(per_row.sum())
                     n_inside += int(inside.sum())
                     n_valid += int((inside & (m != 255)).sum())
+                if win != overlap:
+                    n_inside += _pixels_outside(geom, tr, W, H)
                 if not n_inside:
                     msg = (f"AOI '{name}' lies within the bounds of the scene {scene or mask_path} but covers "
                            "no pixel centre")

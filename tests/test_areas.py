@@ -111,6 +111,23 @@ def test_aoi_outside_scene_has_no_data_with_warning(tmp_path, caplog):
     assert "does not overlap" in caplog.text
 
 
+def test_an_aoi_much_larger_than_the_scene_counts_its_outside_as_no_data(tmp_path):
+    # A 100 km square around an 800 m x 1 km scene: the scene's 8000 pixels are the only
+    # observed part of the AOI's 10^8 pixels of 100 m2; its hectares are those of the scene
+    tr = Affine(10, 0, 300000, 0, -10, 9700000)
+    mask = np.zeros((100, 80), np.uint8)
+    mask[10:30, 5:25] = 1  # 400 mine pixels = 4 ha
+    p = write_mask(tmp_path / "m.tif", mask, CRS.from_epsg(32750), tr)
+    cx, cy = 300000 + 400, 9700000 - 500
+    big = Aoi("province", box(cx - 50000, cy - 50000, cx + 50000, cy + 50000), CRS.from_epsg(32750))
+    res = mask_areas_ha(p, [big])
+    assert res["aois"]["province"] == pytest.approx(4.0)
+    assert res["aoi_valid_share"]["province"] == pytest.approx(8000 / 1e8, rel=1e-6)
+    # and half of an AOI out of the scene is half its pixels, with the outside part by its area
+    half = Aoi("half", box(300000 + 400, 9700000 - 1000, 300000 + 1200, 9700000), CRS.from_epsg(32750))
+    assert mask_areas_ha(p, [half])["aoi_valid_share"]["half"] == pytest.approx(0.5)
+
+
 def test_two_aois_of_one_name_are_refused_not_renamed(tmp_path):
     # "A", "A", "A#2": renaming the second "A" to "A#2" would merge it with the third area's row
     tr = Affine(10, 0, 300000, 0, -10, 9700000)

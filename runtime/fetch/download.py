@@ -326,13 +326,22 @@ def _download(href: Callable[[], str], locate: Callable[[Any], Window | None], t
                 raise AssetError(f"{label} cannot be read ({msg}); the catalogue lists an asset its "
                                  "server does not give: check access, or skip the item") from exc
             failures += 1
-            if failures > opts.retries:
-                raise ServiceUnavailableError(
-                    f"fetch failed: {label} could not be read after {opts.retries} retries ({msg}); "
-                    "what was fetched is kept and the next run resumes") from exc
-            wait = opts.backoff * 2 ** (failures - 1)
-            log.warning("%s: %s; retry %d/%d in %.1f s", label, msg, failures, opts.retries, wait)
-            time.sleep(wait)
+            wait_before_retry(failures, opts, label, msg)
+
+
+def wait_before_retry(failures: int, opts: FetchOptions, label: str, reason: str) -> None:
+    """Sleep the exponential backoff after the ``failures``-th failed read of ``label``.
+
+    Raises:
+        ServiceUnavailableError: ``failures`` exceeds ``opts.retries``; what was fetched is kept.
+    """
+    if failures > opts.retries:
+        raise ServiceUnavailableError(
+            f"fetch failed: {label} could not be read after {opts.retries} retries ({reason}); "
+            "what was fetched is kept and the next run resumes")
+    wait = opts.backoff * 2 ** (failures - 1)
+    log.warning("%s: %s; retry %d/%d in %.1f s", label, reason, failures, opts.retries, wait)
+    time.sleep(wait)
 
 
 def verify_file(path: Path) -> str | None:

@@ -64,7 +64,6 @@ import logging
 import math
 import os
 import re
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,7 +79,7 @@ from rasterio.windows import Window
 
 from .._io import atomic_write_bytes
 from .._optional import optional_import
-from ..errors import InputError, ServiceUnavailableError
+from ..errors import InputError
 from ..preprocess.s1grd.annotation import (
     Annotation,
     parse_annotation,
@@ -91,7 +90,7 @@ from ..preprocess.s1grd.geocoding import GridHeights, RangeDoppler
 from ..preprocess.s1grd.orbit import annotation_orbit
 from ..preprocess.s1grd.product import manifest_ipf
 from .catalogs import GRD_ASSET_NAMES, Catalogue
-from .download import AssetError, FetchOptions
+from .download import AssetError, FetchOptions, wait_before_retry
 
 log = logging.getLogger("coalmine.fetch")
 
@@ -239,13 +238,7 @@ def read_bytes(url: Callable[[], str], opts: FetchOptions, label: str, *, s3_reg
             return _http_get(href, opts, label)
         except _Retry as exc:
             failures += 1
-            if failures > opts.retries:
-                raise ServiceUnavailableError(
-                    f"fetch failed: {label} could not be read after {opts.retries} retries ({exc}); what "
-                    "was fetched is kept and the next run resumes") from None
-            wait = opts.backoff * 2 ** (failures - 1)
-            log.warning("%s: %s; retry %d/%d in %.1f s", label, exc, failures, opts.retries, wait)
-            time.sleep(wait)
+            wait_before_retry(failures, opts, label, str(exc))
 
 
 class _Retry(Exception):
