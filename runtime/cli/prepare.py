@@ -45,8 +45,12 @@ def main(s2: Path, s1: Path, out: Path, block: int, cog: bool, timings: Path | N
     Example: coal-prepare --s2 S2B_MSIL2A_20210704.SAFE --s1 S1A_IW_GRDH_1SDV_….zip --dem dem.tif -o scene.tif
     """
     setup_logging(verbose, quiet)
+    from ..errors import UsageError
     from ..options import InputOptions, PreprocessingOptions
     from ..preprocess import prepare_scene
+
+    if timings is not None and timings.is_dir():  # found before the work, not after it
+        raise UsageError(f"--timings {timings} is a folder; give the file name, e.g. {timings}/timings.json")
 
     inputs = InputOptions(s2_offset=s2_offset, s1_units=s1_units, scl=scl, dem=dem, orbit=orbit)
     prep, _ = PreprocessingOptions(speckle=speckle, speckle_window=speckle_window, glcm_edges=glcm_edges,
