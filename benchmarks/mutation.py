@@ -15,6 +15,7 @@ Usage (from the repository root, in the project's virtual environment)::
     python benchmarks/mutation.py tiling metrics  # some groups only
     python benchmarks/mutation.py --named         # the named mutants only (a minute)
     python benchmarks/mutation.py --list          # the groups, their modules and tests
+    python benchmarks/mutation.py preprocess --only indices speckle  # some modules of a group
 
 Results: ``build/mutation/report.md`` (score table, surviving mutants with their diffs) and
 ``report.json``; mutmut's own work folders are ``build/mutation/<group>/`` (``mutmut browse``
@@ -34,6 +35,7 @@ own forced-failure check and the named mutants prove that mutants reach the test
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import filecmp
 import importlib.util
 import json
@@ -442,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true",
                     help="reuse a group's earlier run when the code is unchanged: take the current tests, "
                          "retest its survivors, then finish what was left unchecked")
+    ap.add_argument("--only", nargs="+", metavar="NAME", default=None,
+                    help="mutate only the modules of the chosen groups whose file name (without .py) is one of "
+                         "these, e.g. --only s2 indices; the group's folder gets their names as a suffix")
     ap.add_argument("--list", action="store_true", help="print the groups and exit")
     a = ap.parse_args(argv)
     if a.list:
@@ -458,6 +463,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mutation: unknown group(s) {', '.join(sorted(unknown))}; see --list", file=sys.stderr)
         return 2
     chosen = [] if a.named else [g for g in GROUPS if (not a.groups or g.name in a.groups) and present(g.modules)]
+    if a.only:
+        chosen = [dataclasses.replace(g, name=f"{g.name}-{'-'.join(sorted(a.only))}",
+                                      modules=tuple(m for m in g.modules if Path(m).stem in a.only))
+                  for g in chosen]
+        chosen = [g for g in chosen if present(g.modules)]
+        if not chosen:
+            print(f"mutation: no module of the chosen groups is named {' or '.join(a.only)}; see --list",
+                  file=sys.stderr)
+            return 2
     a.work = a.work.resolve()
     a.work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -298,6 +298,8 @@ def atomic_output(target: str | os.PathLike[str], option: str = "--out",
     """
     target = Path(target)
     folder = ensure_output_dir(target.parent if str(target.parent) else Path("."), option)
+    if target.is_dir() and not target.is_symlink():
+        raise OutputError(f"{target} is a folder, where a file is to be written; move it or choose another {option}")
     tmp = temp_path(work.path / target.name if work is not None else target, option)
     try:
         yield tmp

@@ -126,7 +126,8 @@ def read_vector(path: str | os.PathLike[str], *, what: str = "AOI file", option:
         crs = CRS.from_user_input(meta["crs"])
     except (_RioCRSError, ValueError, TypeError) as exc:
         raise InputError(f"{what} {p} has an unrecognised CRS {meta['crs']!r}; save it as EPSG:4326 GeoJSON") from exc
-    geoms = shapely.from_wkb(wkb)
+    with np.errstate(invalid="ignore"):  # NaN coordinates are refused below, naming the feature
+        geoms = shapely.from_wkb(wkb)
     fields = [str(f) for f in meta["fields"]]
     # A FID is the file's own identifier where the format stores one (a GeoPackage's fid column,
     # a GeoJSON feature's integer "id"); GDAL numbers features 0, 1, 2… when the file has none.
@@ -135,6 +136,9 @@ def read_vector(path: str | os.PathLike[str], *, what: str = "AOI file", option:
     where_layer = f" of layer '{name}'" if len(layers) > 1 or layer is not None else ""
     feats = []
     for i, g in enumerate(geoms):
+        if g is not None and not np.isfinite(shapely.get_coordinates(g)).all():
+            raise InputError(f"feature {i + 1}{where_layer} of {p} has coordinates that are not numbers (NaN or "
+                             "infinity); fix or remove that feature")
         props = {f: _plain(values[k][i]) for k, f in enumerate(fields)}
         feats.append(VectorFeature(
             geometry=None if g is None or g.is_empty else g,

@@ -113,7 +113,12 @@ def pixel_areas_ha(
         dlon = math.radians(abs(transform.a))
         area_m2 = np.abs(np.diff(g)) * (a * a * (1.0 - e2) * dlon / 2.0)
         return (area_m2 / M2_PER_HA).reshape(rows, 1)
-    factor = crs.linear_units_factor[1] if crs.is_projected else 1.0
+    if crs.is_projected:
+        factor = crs.linear_units_factor[1]
+    else:
+        # A local (engineering) CRS: rasterio has no unit factor for it; PROJ gives its axes the
+        # declared unit (metres when none is declared), and a site grid in feet is not in metres.
+        factor = _pyproj_crs(crs).axis_info[0].unit_conversion_factor
     px_m2 = abs(transform.determinant) * factor * factor
     return np.full((rows, 1), px_m2 / M2_PER_HA, dtype=np.float64)
 

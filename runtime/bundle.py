@@ -458,11 +458,16 @@ def _validate(b: Bundle, jpath: Path) -> None:
     problem = tile_size_problem(b.tile_size, b.model.size_multiple)
     if problem:
         raise BundleError(f"{jpath}: tile size {b.tile_size} {problem}")
+    from .options import MAX_TILE
+
+    if b.tile_size > MAX_TILE:  # else coal-run would blame a --tile the user never gave
+        raise BundleError(f"{jpath}: tile size {b.tile_size} is larger than {MAX_TILE} pixels, more than a run can "
+                          "hold in memory; re-create the bundle with coal-train")
     if not 0 <= b.overlap < b.tile_size:
         raise BundleError(f"{jpath}: overlap {b.overlap} must be >= 0 and smaller than the tile size {b.tile_size}")
     prof = b.engine_profile
     if prof and (set(prof) != {"tile", "max_batch"} or prof["max_batch"] < 1
-                 or tile_size_problem(prof["tile"], b.model.size_multiple)):
+                 or tile_size_problem(prof["tile"], b.model.size_multiple) or prof["tile"] > MAX_TILE):
         raise BundleError(
             f"{jpath}: engine_profile {prof} must give a \"tile\" that is a multiple of {b.model.size_multiple} "
             "and a \"max_batch\" of at least 1; re-run coal-export"

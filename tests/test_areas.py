@@ -10,7 +10,13 @@ import rasterio
 from affine import Affine
 from coalmine.runtime.aoi import Aoi, read_aois
 from coalmine.runtime.areas import geodesic_area_ha, mask_areas_ha, pixel_areas_ha
-from coalmine.runtime.errors import CRSError, InputError, InputNotFoundError, UsageError
+from coalmine.runtime.errors import (
+    CRSError,
+    InputError,
+    InputNotFoundError,
+    RasterError,
+    UsageError,
+)
 from factories import box, write_gpkg
 from pyproj import Geod
 from rasterio.crs import CRS
@@ -57,8 +63,27 @@ def test_geographic_cell_areas_match_geodesic_polygons(lat0):
 
 
 def test_rotated_geographic_grid_refused():
-    with pytest.raises(CRSError, match="rotated geographic grids are not supported"):
-        pixel_areas_ha("EPSG:4326", Affine(0.01, 0.001, 0, 0.001, -0.01, 0), 2, 2)
+    msg = r"^rotated geographic grids are not supported for areas; warp the raster to north-up$"
+    for tr in (Affine(0.01, 0.001, 0, 0.001, -0.01, 0), Affine(0.01, 0.001, 0, 0, -0.01, 0),
+               Affine(0.01, 0, 0, 0.001, -0.01, 0)):  # rotated, or sheared along one axis only
+        with pytest.raises(CRSError, match=msg):
+            pixel_areas_ha("EPSG:4326", tr, 2, 2)
+
+
+def test_pixel_areas_need_a_crs():
+    msg = r"^the raster has no CRS, so pixel areas are unknown; assign one with gdal_edit\.py -a_srs$"
+    for crs in (None, ""):
+        with pytest.raises(CRSError, match=msg):
+            pixel_areas_ha(crs, Affine(10, 0, 0, 0, -10, 0), 1, 1)
+
+
+def test_local_crs_pixel_areas_in_its_own_unit():
+    # a site grid in metres: 10 m x 10 m = 0.01 ha; in US survey feet: (10 x 0.3048006096 m)² = 0.000929 ha
+    metre = 'LOCAL_CS["site",UNIT["metre",1]]'
+    foot = 'LOCAL_CS["site",UNIT["US survey foot",0.304800609601219]]'
+    assert pixel_areas_ha(metre, Affine(10, 0, 0, 0, -10, 0), 2, 2)[1, 0] == pytest.approx(0.01, rel=1e-12)
+    assert pixel_areas_ha(foot, Affine(10, 0, 0, 0, -10, 0), 1, 1)[0, 0] == pytest.approx(
+        100 * 0.3048006096**2 / 1e4, rel=1e-9)
 
 
 def test_geodesic_area_with_hole():
@@ -150,6 +175,76 @@ def test_strips_give_the_same_result(tmp_path):
     assert one["total"] == pytest.approx(many["total"], rel=1e-12)
     assert one["aois"]["x"] == pytest.approx(many["aois"]["x"], rel=1e-12)
     assert one["aoi_pixels"] == many["aoi_pixels"] and one["aoi_pixels"]["x"] > 0
+    # the counts add up over 48 strips (333 rows / 7), as in one read
+    n_mine = int((m == 1).sum())
+    for res in (one, many):
+        assert res["pixels"] == {"mine": n_mine, "valid": 333 * 101, "nodata": 0}
+        assert res["valid_share"] == 1.0
+
+
+def test_pixel_counts_and_shares_over_strips_by_hand(tmp_path):
+    # 5 rows x 4 columns, read 2 rows at a time: 6 mine, 11 not mine, 3 nodata
+    m = np.array([[1, 0, 255, 1],
+                  [0, 0, 0, 0],
+                  [1, 1, 0, 255],
+                  [0, 0, 0, 0],
+                  [1, 255, 0, 1]], np.uint8)
+    p = write_mask(tmp_path / "m.tif", m, CRS.from_epsg(32750), Affine(10, 0, 300000, 0, -10, 9700000))
+    res = mask_areas_ha(p, strip_rows=2)
+    assert res["pixels"] == {"mine": 6, "valid": 17, "nodata": 3}
+    assert res["total"] == pytest.approx(0.06, rel=1e-12)  # 6 pixels of 100 m²
+    assert res["valid_share"] == pytest.approx(17 / 20, rel=1e-12)
+    assert res["warnings"] == [] and res["aois"] == {}
+
+
+def test_sphere_cell_area_by_hand():
+    # On a sphere of radius R the band between two parallels has area R² Δλ (sin φ2 - sin φ1):
+    # 6371000² x (π/180) x sin 1° = 1,236,368.399 ha for the cell 0..1° N, 0..1° E.
+    sphere = "+proj=longlat +R=6371000 +no_defs"
+    a = pixel_areas_ha(sphere, Affine(1, 0, 0, 0, -1, 1), 1, 1)
+    assert a[0, 0] == pytest.approx(1_236_368.399, rel=1e-9)
+    # 59..60° N: 6371000² x (π/180) x (sin 60° - sin 59°) = 627,528.288 ha
+    a = pixel_areas_ha(sphere, Affine(1, 0, 0, 0, -1, 60), 1, 1)
+    assert a[0, 0] == pytest.approx(627_528.288, rel=1e-9)
+
+
+def test_ellipsoid_parameters_and_a_crs_without_one():
+    from coalmine.runtime.areas import _ellipsoid
+
+    a, e2 = _ellipsoid("EPSG:4326")  # WGS 84: a = 6378137 m, f = 1/298.257223563, e² = f (2 - f)
+    assert a == 6378137.0 and e2 == pytest.approx(0.00669437999014, rel=1e-10)
+    assert _ellipsoid(CRS.from_epsg(4326)) == (a, e2)
+    assert _ellipsoid("+proj=longlat +R=6371000 +no_defs") == (6371000.0, 0.0)
+    local = 'LOCAL_CS["site grid",UNIT["metre",1]]'
+    with pytest.raises(CRSError, match=r'CRS LOCAL_CS\["site grid".* has no ellipsoid; cannot compute geodesic areas'):
+        _ellipsoid(local)
+
+
+def test_polygon_rings_by_hand():
+    # A right triangle of 0.01° legs at the equator: half of a 1113.19 m x 1105.74 m cell, 61.545 ha
+    tri = {"type": "Polygon", "coordinates": [[[0, 0], [0.01, 0], [0, 0.01], [0, 0]]]}
+    assert geodesic_area_ha(tri) == pytest.approx(61.545, rel=1e-4)
+    # Holes: a degenerate one (3 points, no area) is skipped and the rings after it still count:
+    # 1113.195 m x 1105.74 m = 123.0914 ha less a 0.002° hole (222.639 m x 221.148 m = 4.9237 ha)
+    outer = box(0, 0, 0.01, 0.01)["coordinates"][0]
+    hole = box(0.004, 0.004, 0.006, 0.006)["coordinates"][0][::-1]
+    poly = {"type": "Polygon", "coordinates": [outer, [[0.001, 0.001], [0.002, 0.001], [0.001, 0.001]], hole]}
+    assert geodesic_area_ha(poly) == pytest.approx(123.0914 - 4.9237, rel=2e-5)
+    # a 0.5 m x 0.5 m square keeps its 0.25 m² (it is not rounded up or away)
+    dx, dy = 0.5 / 111319.49, 0.5 / 110574.27  # m per degree of longitude / latitude at the equator
+    tiny = box(0, 0, dx, dy)
+    assert geodesic_area_ha(tiny) == pytest.approx(0.25 / 1e4, rel=1e-4)
+    # a hole larger than its polygon leaves nothing, never a negative area
+    big_hole = {"type": "Polygon", "coordinates": [hole, outer[::-1]]}
+    assert geodesic_area_ha(big_hole) == 0.0
+    with pytest.raises(ValueError, match="geodesic_area_ha needs a Polygon or MultiPolygon, got LineString"):
+        geodesic_area_ha({"type": "LineString", "coordinates": [[0, 0], [1, 1]]})
+
+
+def test_unreadable_mask_is_refused(tmp_path):
+    (tmp_path / "m.tif").write_text("not a raster")
+    with pytest.raises(RasterError, match=r"cannot read mask .*m\.tif \("):
+        mask_areas_ha(tmp_path / "m.tif")
 
 
 # -- reading AOIs -----------------------------------------------------------------------------
@@ -214,3 +309,35 @@ def test_bad_aoi_files_refused(tmp_path, name, content, exc, msg):
         p.write_text(content)
     with pytest.raises(exc, match=msg):
         read_aois(p)
+
+
+@pytest.mark.parametrize("name,cols,rows,inside,valid", [
+    ("top", (2, 5), (-3, 2), 15, 6),  # 3 columns x 5 rows of centres, the 3 rows above the raster nodata
+    ("left", (-4, 1), (3, 5), 10, 2),  # 5 columns x 2 rows, 4 columns left of the raster
+    ("right column", (9, 12), (4, 6), 6, 2),  # only the last column (9) inside, 10 and 11 beyond
+    ("bottom row", (4, 6), (9, 11), 4, 2),  # only the last row (9) inside
+    ("corner", (-1, 1), (-1, 1), 4, 1),  # only pixel (0, 0) inside
+])
+def test_aoi_over_one_edge_of_the_raster_by_hand(tmp_path, name, cols, rows, inside, valid):
+    # 10 x 10 all-mine mask of 10 m pixels; an AOI (in pixel units below, in the mask's CRS) whose
+    # pixel centres partly lie off the raster: those count as nodata, the rest as mined hectares.
+    tr = Affine(10, 0, 300000, 0, -10, 9700000)
+    p = write_mask(tmp_path / "m.tif", np.ones((10, 10), np.uint8), CRS.from_epsg(32750), tr)
+    (x0, y1), (x1, y0) = tr * (cols[0], rows[0]), tr * (cols[1], rows[1])
+    res = mask_areas_ha(p, [Aoi(name, box(x0, y0, x1, y1), CRS.from_epsg(32750))], strip_rows=4)
+    assert res["aois"][name] == pytest.approx(valid * 0.01, rel=1e-12)  # 100 m² = 0.01 ha a pixel
+    assert res["aoi_pixels"][name] == valid
+    assert res["aoi_valid_share"][name] == pytest.approx(valid / inside, rel=1e-12)
+    assert res["warnings"] == []
+
+
+def test_aoi_between_pixel_centres_has_no_data_with_a_warning(tmp_path):
+    # a 3 m x 3 m AOI inside one 10 m pixel, away from its centre: no pixel is in it, so no data
+    tr = Affine(10, 0, 300000, 0, -10, 9700000)
+    p = write_mask(tmp_path / "m.tif", np.ones((10, 10), np.uint8), CRS.from_epsg(32750), tr)
+    (x0, y1), (x1, y0) = tr * (3.1, 3.1), tr * (3.4, 3.4)
+    res = mask_areas_ha(p, [Aoi("tiny", box(x0, y0, x1, y1), CRS.from_epsg(32750))])
+    assert res["aois"] == {"tiny": None} and res["aoi_pixels"] == {"tiny": 0}
+    assert res["aoi_valid_share"] == {"tiny": 0.0}
+    assert res["warnings"] == [f"AOI 'tiny' lies within the bounds of the scene {p} but covers no pixel centre"]
+    assert res["total"] == pytest.approx(1.0, rel=1e-12)  # 100 pixels of 0.01 ha

@@ -18,6 +18,17 @@ def test_group_positions_in_the_stack():
     assert bands.DERIVED_BANDS == frozenset(BAND_NAMES[9:])
 
 
+def test_span_of_a_group_by_hand():
+    # B04 is the 3rd band and B05 the 4th (0-based 2 and 3); GLCM_asm is band 13 + 3 = 16
+    assert bands._span(("B04", "B05")) == slice(2, 4)
+    assert bands._span(("GLCM_asm",)) == slice(16, 17)
+    assert bands._span(("VV", "GLCM_contrast")) == slice(12, 14)
+    with pytest.raises(AssertionError, match=r"band group \('B02', 'B04'\) is not contiguous in BAND_NAMES"):
+        bands._span(("B02", "B04"))
+    with pytest.raises(AssertionError, match="is not contiguous"):
+        bands._span(("B03", "B02"))  # out of order
+
+
 @pytest.mark.parametrize("names,expected", [
     (BAND_NAMES, True),
     (BAND_NAMES[::-1], True),  # any order

@@ -109,6 +109,11 @@ def _make(kind: str, tmp: Path) -> dict[str, Path]:
         d = json.loads(j.read_text())
         d["files"]["onnx"] = "../../x.onnx" if kind == "escape" else "/etc/passwd"
         j.write_text(json.dumps(d))
+    elif kind == "huge_tile":
+        j = bundle / "bundle.json"
+        d = json.loads(j.read_text())
+        d["tile"]["size"] = 2**30
+        j.write_text(json.dumps(d))
     elif kind == "dup_aoi":
         made["aoi"] = write_vector(tmp / "dup.geojson", [({"name": "A"}, _inside_lonlat()),
                                                          ({"name": "A"}, _inside_lonlat())])
@@ -118,6 +123,11 @@ def _make(kind: str, tmp: Path) -> dict[str, Path]:
         x0, y0 = DEFAULT_TRANSFORM * (20, 60)
         x1, y1 = DEFAULT_TRANSFORM * (60, 20)
         made["aoi"] = write_gpkg(tmp / "northing_first.gpkg", [({"name": "pit"}, _ring(y0, x0, y1, x1))], epsg=32750)
+    elif kind == "nan_aoi":  # GDAL reads the NaN that some tools write into GeoJSON
+        made["aoi"] = tmp / "nan.geojson"
+        made["aoi"].write_text('{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": '
+                               '{"name": "x"}, "geometry": {"type": "Polygon", "coordinates": [[[115.2, -2.7], '
+                               '[NaN, -2.7], [115.3, -2.6], [115.2, -2.7]]]}}]}')
     elif kind == "missing_aoi":
         made["aoi"] = tmp / "no_such.geojson"
     return made
@@ -135,6 +145,7 @@ RUN_ROWS = [
     ("sentinel-2-without-s1", "s2_bands", [], 2, ["is raw Sentinel-2 input", "--s1"]),
     ("bundle-file-escapes", "escape", [], 1, ["../../x.onnx"]),
     ("bundle-file-absolute", "absolute", [], 1, ["/etc/passwd", "absolute path"]),
+    ("bundle-tile-huge", "huge_tile", [], 1, ["bundle.json: tile size 1073741824 is larger than 4096"]),
     ("threshold-nan", None, ["--threshold", "nan"], 2, ["--threshold nan"]),
     ("min-area-nan", None, ["--min-area", "nan"], 2, ["--min-area nan"]),
     ("tile-huge", None, ["--tile", "1048576"], 2, ["--tile 1048576"]),
@@ -143,6 +154,7 @@ RUN_ROWS = [
     ("aoi-lat-before-lon", "swapped_lonlat", [], 1, ["latlon.geojson", "swapped"]),
     ("aoi-northing-before-easting", "swapped_utm", [], 1, ["northing_first.gpkg", "swapped"]),
     ("aoi-missing", "missing_aoi", [], 1, ["no_such.geojson"]),
+    ("aoi-nan-coordinates", "nan_aoi", [], 1, ["feature 1 of", "nan.geojson", "not numbers"]),
 ]
 
 
@@ -283,6 +295,7 @@ PREPARE_ROWS = [
     ("s2-offset-nan", ["--s2-offset", "nan"], 2, ["--s2-offset nan"]),
     ("s2-offset-inf", ["--s2-offset", "inf"], 2, ["--s2-offset inf"]),
     ("block-zero", ["--block", "0"], 2, ["--block"]),
+    ("timings-is-a-folder", ["--timings", "{tmp}"], 2, ["--timings", "is a folder"]),
     ("s1-is-the-s2", ["--s1", "{s2}"], 1, []),
 ]
 
@@ -290,7 +303,7 @@ PREPARE_ROWS = [
 @pytest.mark.parametrize("args,code,words", [r[1:] for r in PREPARE_ROWS], ids=[r[0] for r in PREPARE_ROWS])
 def test_coal_prepare_hostile_inputs(synth, tmp_path, args, code, words):
     out = tmp_path / "out"
-    fill = {"s2": str(synth.s2_dir)}
+    fill = {"s2": str(synth.s2_dir), "tmp": str(tmp_path)}
     args = [a.format(**fill) for a in args]
     base = {"--s2": str(synth.s2_dir), "--s1": str(synth.s1_path), "-o": str(out / "s.tif")}
     for k in list(base):
@@ -433,6 +446,17 @@ def test_a_report_file_on_a_full_disk_names_itself(tmp_path):
     assert res["msg"].startswith(f"cannot write {tmp_path}/disk/chart_total.png (No space left on device); ")
     assert "free now on the disk holding" in res["msg"] and "choose another output folder" in res["msg"]
     assert res["left"].strip() == ""
+
+
+def test_an_output_name_taken_by_a_folder_is_named(tmp_path):
+    from coalmine.runtime._io import atomic_write_text
+    from coalmine.runtime.errors import OutputError
+
+    (tmp_path / "report.html").mkdir()
+    with pytest.raises(OutputError, match=r"report.html is a folder, where a file is to be written; move it or "
+                                          r"choose another output folder$"):
+        atomic_write_text(tmp_path / "report.html", "x", "output folder")
+    assert os.listdir(tmp_path) == ["report.html"]  # no hidden temporary file left
 
 
 # -- killed runs leave nothing behind ------------------------------------------------------------

@@ -140,13 +140,26 @@ def same_offset(v: float) -> dict[str, float]:
 def test_indices_on_a_pixel_whose_bands_all_differ():
     # B02 .05, B03 .07, B04 .04, B05 .11, B06 .19, B07 .23, B08 .30, B11 .20, B12 .13
     refl = np.array([0.05, 0.07, 0.04, 0.11, 0.19, 0.23, 0.30, 0.20, 0.13], np.float32)[:, None, None]
-    ndvi, ndci, bai = compute_indices(refl)[:, 0, 0]
+    idx = compute_indices(refl)
+    assert idx.dtype == np.float32 and idx.shape == (3, 1, 1)  # the stack's type, one plane per index
+    ndvi, ndci, bai = idx[:, 0, 0]
     assert ndvi == pytest.approx(13 / 17, rel=1e-6)  # (B08 - B04) / (B08 + B04) = .26 / .34
     assert ndci == pytest.approx(1 / 5, rel=1e-6)  # (B08 - B11) / (B08 + B11) = .10 / .50
     assert bai == pytest.approx(-5 / 7, rel=1e-6)  # (B02 - B08) / (B02 + B08) = -.25 / .35
     # the band names, not the positions, pick the inputs: same pixel with the bands reversed
     rev = compute_indices(refl[::-1].copy(), bands=S2_BANDS[::-1])[:, 0, 0]
     np.testing.assert_allclose(rev, [13 / 17, 1 / 5, -5 / 7], rtol=1e-6)
+
+
+def test_normalized_difference_broadcasts_and_gives_float32():
+    from coalmine.runtime.preprocess.indices import normalized_difference
+
+    # a column (2, 1) against a row (1, 3): (a - b) / (a + b) on the 2 x 3 grid, by hand
+    a = np.array([[3.0], [1.0]])
+    b = np.array([[1.0, 3.0, 0.0]])
+    r = normalized_difference(a, b)
+    assert r.dtype == np.float32 and r.shape == (2, 3)
+    np.testing.assert_allclose(r, [[0.5, 0.0, 1.0], [0.0, -0.5, 1.0]], rtol=1e-7)
 
 
 # -- Sentinel-2 DN offset: every source ---------------------------------------------------------
@@ -435,9 +448,12 @@ def test_lee_filter_equals_an_independent_reference_and_keeps_the_mean():
     power[3:6, 20:25] = 0.8  # a bright building: an edge the filter must keep
     power[12, 7] = np.nan
     got = lee_filter(power, 5, 4.4)
+    assert got.dtype == np.float32  # the stack's type
     ref = lee_reference(power, 5, 4.4)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
     np.testing.assert_allclose(got, ref, rtol=2e-5, atol=1e-7)
+    # the defaults are the documented 5 x 5 window and ENL 4.4 (Sentinel-1 IW GRD)
+    np.testing.assert_allclose(lee_filter(power), ref, rtol=2e-5, atol=1e-7)
 
 
 def test_lee_filter_keeps_the_mean_of_flat_speckle_in_linear_power():
@@ -478,6 +494,15 @@ def test_lee_filter_small_cases_and_refusals():
         lee_filter(img, 0)
     with pytest.raises(ValueError, match="ENL must be > 0, got 0"):
         lee_filter(img, 3, enl=0)
+    # a 1 px window returns a copy also of float32 input: writing to it leaves the input alone
+    f32 = img.astype(np.float32)
+    out = lee_filter(f32, 1)
+    out[0, 0] = 9.0
+    assert f32[0, 0] == 1.0
+    # any ENL > 0 is accepted, also one below 1, and filters as the reference does
+    rng = np.random.default_rng(11)
+    power = rng.gamma(0.8, 0.05 / 0.8, size=(12, 13)).astype(np.float32)
+    np.testing.assert_allclose(lee_filter(power, 3, enl=0.8), lee_reference(power, 3, 0.8), rtol=2e-5, atol=1e-7)
 
 
 # -- the stack: reflectance, indices and VV together, through RawSource ------------------------
@@ -570,3 +595,11 @@ def test_stack_preprocessing_checked_against_the_bundle(caplog):
     with caplog.at_level(logging.WARNING, logger="coalmine"):
         w = check_preprocessing(SimpleNamespace(preprocessing=None, path="old.tif"), bundle)
     assert len(w) == 1 and "old.tif records no preprocessing parameters" in w[0] and w[0] in caplog.text
+
+
+def test_bin_edges_shortened_for_messages_by_hand():
+    from coalmine.runtime.preprocess.stack import _short
+
+    assert _short([-25.0, -20.0, 0.0, 5.5]) == "[-25, -20, 0, 5.5]"  # up to 4 edges: all of them
+    assert _short((1, 2, 3, 4, 5)) == "[1, 2, ..., 5] (5 edges)"  # the first two, the last and the count
+    assert _short([-25.0 + k for k in range(31)]) == "[-25, -24, ..., 5] (31 edges)"

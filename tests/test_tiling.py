@@ -8,9 +8,11 @@ from coalmine.runtime.errors import UsageError
 from coalmine.runtime.tiling import (
     block_grid,
     check_tile,
+    overlap_problem,
     pad_to_tile,
     predict_block,
     tile_origins,
+    tile_size_problem,
     tiles_in,
     weight_window,
 )
@@ -164,7 +166,7 @@ def test_pad_to_tile_pads_only_what_is_short_and_reflects_when_it_can():
     assert pad_to_tile(np.ones((1, 40, 70), np.float32), 64).shape == (1, 64, 70)
     assert pad_to_tile(np.ones((1, 70, 40), np.float32), 64).shape == (1, 70, 64)
     # a side that needs as much padding as it is long cannot be reflected: zeros (the training mean)
-    for shape in ((1, 32, 40), (1, 40, 10)):
+    for shape in ((1, 32, 40), (1, 40, 10), (1, 40, 32)):
         q = pad_to_tile(np.ones(shape, np.float32), 64)
         assert q.shape == (1, 64, 64) and q[0, 63, 63] == 0 and q[0, shape[1] - 1, shape[2] - 1] == 1
 
@@ -220,3 +222,27 @@ def test_check_tile_accepts_the_limits():
     check_tile(64, 32)  # half the tile is the most overlap there can be
     check_tile(64, 0)
     check_tile(32, 16)
+
+
+@pytest.mark.parametrize("tile,multiple,msg", [
+    # 32 = 2^5: ResNet halves the size 5 times; 100 lies between 3 x 32 and 4 x 32
+    (100, 32, "is not a positive multiple of 32 (the model's encoder halves the size 5 times); use 96 or 128"),
+    (20, 16, "is not a positive multiple of 16 (the model's encoder halves the size 4 times); use 16 or 32"),
+    # 48 is no power of two: its stride is named as such; 100 lies between 2 x 48 and 3 x 48
+    (100, 48, "is not a positive multiple of 48 (the model's encoder output stride is 48); use 96 or 144"),
+    (-64, 32, "is not a positive multiple of 32 (the model's encoder halves the size 5 times); use 32 or 64"),
+])
+def test_tile_size_problem_by_hand(tile, multiple, msg):
+    assert tile_size_problem(tile, multiple) == msg
+
+
+def test_tile_size_problem_accepts_every_positive_multiple():
+    assert tile_size_problem(1, 1) is None and tile_size_problem(96, 48) is None
+
+
+def test_overlap_problem_on_small_tiles_by_hand():
+    # tile 4: half is 2; tile // 8 = 0, so the suggestion is no overlap at all
+    assert overlap_problem(4, 3) == "must be between 0 and half the tile (2); try 0"
+    assert overlap_problem(4, 2) is None and overlap_problem(5, 2) is None
+    assert overlap_problem(5, 3) == "must be between 0 and half the tile (2); try 0"
+    assert check_tile(64) == 64 and check_tile(64, None) == 64  # no overlap given: only the tile checked

@@ -76,8 +76,12 @@ def main(s2: tuple[str, ...], s1: tuple[str, ...], out: Path, block: int | None,
     coal-prepare --s2 downloads/s2 --s1 downloads/s1 --start 2023-01-01 --end 2023-12-31 -o tapin_2023.tif
     """
     setup_logging(verbose, quiet)
+    from ..errors import UsageError
     from ..options import InputOptions, PreprocessingOptions
     from ..preprocess import prepare_scene
+
+    if timings is not None and timings.is_dir():  # found before the work, not after it
+        raise UsageError(f"--timings {timings} is a folder; give the file name, e.g. {timings}/timings.json")
 
     inputs = InputOptions(s2_offset=s2_offset, s1_units=s1_units, scl=scl, dem=dem, orbit=orbit)
     prep, _ = PreprocessingOptions(speckle=speckle, speckle_window=speckle_window, glcm_edges=glcm_edges,
