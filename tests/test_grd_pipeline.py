@@ -111,7 +111,7 @@ def test_dem_with_a_calibrated_raster_is_refused(world, tmp_path) -> None:  # no
         ds.write(np.full((1, g.height, g.width), 0.05, np.float32))
     res = _prepare(world, tif, tmp_path / "x.tif", "--dem", str(world["dem"]))
     assert res.exit_code == 2
-    assert f"--dem apply to a Sentinel-1 GRD product (SAFE folder or zip), but --s1 {tif}" in res.output
+    assert f"--dem applies to a Sentinel-1 GRD product (SAFE folder or zip), but --s1 {tif}" in res.output
     assert not (tmp_path / "x.tif").exists()
 
 

@@ -253,9 +253,9 @@ def test_coal_export_hostile_bundles(tmp_path, kind, code, words):
 
 
 TRAIN_ROWS = [
-    ("lr-nan", ["--lr", "nan"], 2, ["lr", "finite number", "nan"]),
-    ("lr-inf", ["--lr", "inf"], 2, ["lr", "finite number", "inf"]),
-    ("val-fraction-nan", ["--val-fraction", "nan"], 2, ["val_fraction", "nan"]),
+    ("lr-nan", ["--lr", "nan"], 2, ["--lr nan must be a finite number"]),
+    ("lr-inf", ["--lr", "inf"], 2, ["--lr inf must be a finite number"]),
+    ("val-fraction-nan", ["--val-fraction", "nan"], 2, ["--val-fraction nan must be a finite number"]),
     ("threshold-1.5", ["--threshold", "1.5"], 2, ["threshold", "1.5", "'tune'"]),
     ("tile-100", ["--tile", "100"], 2, ["tile", "100", "multiple of 32"]),
     ("labels-missing", ["--labels", "{tmp}/no_such_labels.tif"], 1, ["no_such_labels.tif", "does not exist"]),

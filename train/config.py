@@ -240,6 +240,8 @@ def _coerce(key: str, value: Any, where: Any) -> Any:
     typed({key: value}, key, kind, where)
     if kind is float:
         if not math.isfinite(value):
+            if where == "option":  # a command-line option: named as the user typed it
+                raise ConfigError(f"--{key.replace('_', '-')} {value!r} must be a finite number")
             raise ConfigError(f"{where}: {key} must be a finite number, got {value!r}")
         return float(value)
     return value

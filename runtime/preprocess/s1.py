@@ -227,7 +227,7 @@ def open_s1(path: str | Path, grid: Grid, params: S1Params | None = None, *,
         return GrdReader(path, grid, params, dem=dem, orbit=orbit)
     given = [o for o, v in (("--dem", dem), ("--orbit", orbit)) if v is not None]
     if given:
-        raise UsageError(f"{' and '.join(given)} apply to a Sentinel-1 GRD product (SAFE folder or "
+        raise UsageError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to a Sentinel-1 GRD product (SAFE folder or "
                          f"zip), but --s1 {path} is a raster that was geocoded where it was made; "
                          f"drop {' and '.join(given)} or give the GRD product")
     return S1Reader(path, grid, params, units=units)
