@@ -65,6 +65,22 @@ class Grid:
     height: int
 
     @classmethod
+    def covering(cls, crs: CRS, bounds: tuple[float, float, float, float], res: float) -> Grid:
+        """The north-up grid of ``res`` pixels that covers ``bounds`` (left, bottom, right, top in
+        ``crs``), its edges on multiples of ``res`` so that grids of one CRS and pixel size align
+        (Sentinel-2 tiles' 10 m pixels do).
+
+        Example:
+            >>> Grid.covering(CRS.from_epsg(32750), (300005, 9699985, 300031, 9700000), 10).width
+            4
+        """
+        left, bottom, right, top = bounds
+        x0, y1 = np.floor(left / res) * res, np.ceil(top / res) * res
+        w = max(1, int(np.ceil(round((right - x0) / res, 6))))
+        h = max(1, int(np.ceil(round((y1 - bottom) / res, 6))))
+        return cls(crs, Affine(res, 0.0, float(x0), 0.0, -res, float(y1)), w, h)
+
+    @classmethod
     def of(cls, path: str | os.PathLike[str]) -> Grid:
         """The grid of the raster file ``path``."""
         with rasterio.open(path) as ds:

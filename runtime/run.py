@@ -202,7 +202,8 @@ def _run_scene(scene: Any, bundle: Any, out_dir: Any, s1: Any, aoi: Any, opts: R
         warnings = check_preprocessing(source, bundle)
         _check_aois(aois, source, aoi)
         band_idx = _band_index(source, bundle)
-        scene_path = getattr(source, "path", None) or (scene if owns_source else None)
+        # the path given names the outputs (a folder of acquisitions: the folder, not its first one)
+        scene_path = scene if owns_source else getattr(source, "path", None)
         prefix = opts.prefix or (Path(str(scene_path)).stem if scene_path else "scene")
         plan = _plan(int(source.height), int(source.width), opts)
         with timer.stage("backend_load"):
@@ -237,6 +238,9 @@ def _run_scene(scene: Any, bundle: Any, out_dir: Any, s1: Any, aoi: Any, opts: R
                     backend={"name": be.name, "reason": reason, "details": be.describe(),
                              "batch_size": batch, "batch_size_reason": batch_why},
                     warnings=warnings + areas["warnings"])
+                support = _observation_support(scene_path, outs.tmp["mask"])
+                if support is not None:  # a composite: how many clear views the mapped area rests on
+                    summary["observations"] = support
                 summary["timings"] = {k: round(v, 3) for k, v in {**timer.seconds, **waits}.items()}
                 summary["timings"]["wall"] = round(time.perf_counter() - t_start, 3)
                 outs.write_summary(summary)
@@ -247,6 +251,21 @@ def _run_scene(scene: Any, bundle: Any, out_dir: Any, s1: Any, aoi: Any, opts: R
     log.info("mined area: %.2f ha (%d pixels); outputs in %s", summary["areas_ha"]["total"],
              summary["pixels"]["mine"], out_dir)
     return json.loads(json.dumps(summary))
+
+
+def _observation_support(scene_path: Any, mask: Any) -> dict[str, Any] | None:
+    """The composite's clear-observation support of the mapped area (None for other scenes)."""
+    if not scene_path or not Path(str(scene_path)).is_file():
+        return None
+    from .preprocess.prepare_composite import observation_support
+
+    support = observation_support(scene_path, mask)
+    if support is not None and "warning" in support:
+        log.warning(support["warning"])
+    elif support is not None and support["share_below"] is not None:
+        log.info("%.1f %% of the mapped area rests on fewer than %d clear observations",
+                 100 * support["share_below"], support["few_observations"])
+    return support
 
 
 def _read_aois(aoi: Any, opts: RunOptions) -> list[Aoi]:

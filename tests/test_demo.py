@@ -155,3 +155,16 @@ def test_demo_quick_end_to_end(tmp_path, points):
     r2 = CliRunner().invoke(monitor_main, [str(out / "monitor.toml"), "-q"])
     assert r2.exit_code == 0
     assert "0 new scenes processed, 6 unchanged, 0 failed" in r2.stderr
+
+
+@pytest.mark.slow
+def test_demo_composite_mode_monitors_one_composite_per_year(tmp_path):
+    out = tmp_path / "demo"
+    r = CliRunner().invoke(main, ["--out", str(out), "--quick", "--composite", "3", "-q"])
+    assert r.exit_code == 0, r.output
+    cfg = (out / "monitor.toml").read_text()
+    assert 'compositing = "input"' in cfg
+    assert len(list((out / "data" / "acquisitions").glob("synth_*_S2"))) == 3 * 6
+    assert sorted(p.name for p in (out / "monitor" / "composites").iterdir()) == [str(y) for y in range(2016, 2022)]
+    page = (out / "monitor" / "report.html").read_text(encoding="utf-8")
+    assert "one composite per year" in page and "few clear observations" in page

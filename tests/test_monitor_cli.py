@@ -108,8 +108,8 @@ def test_cli_bad_config_exit_2_one_line(project):
     assert res.exit_code == 2
     assert res.stderr.strip() == (
         f"coal-monitor: error: {project / 'bad.toml'}: unknown key 'colour'; known keys: "
-        "aoi_name_field, aois, bundle, cluster, ledger, max_attempts, min_valid_share, output, run, scenes, search, "
-        "source, title, yearly_rule"
+        "aoi_name_field, aois, bundle, cluster, composite, compositing, ledger, max_attempts, min_valid_share, "
+        "output, run, scenes, search, source, title, yearly_rule"
     )
     res = CliRunner().invoke(main, [str(project / "missing.toml")])
     assert res.exit_code == 1 and "configuration file" in res.stderr and "does not exist" in res.stderr

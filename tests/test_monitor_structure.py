@@ -21,7 +21,7 @@ SOURCES = {p.stem: p for p in Path(monitor.__file__).parent.glob("*.py")}
 RANKS = {
     "__init__": 5,
     "scheduler": 4,
-    "yearly": 3, "change": 3, "reports": 3, "cluster": 3,
+    "yearly": 3, "change": 3, "reports": 3, "cluster": 3, "composites": 3,
     "qgis": 3,
     "pipeline": 2, "maps": 2,
     "layout": 1, "ledger": 1, "config": 1, "legend": 1, "models": 1, "backdrop": 1, "modelcard": 1,
@@ -103,4 +103,6 @@ def test_layout_paths_match_what_the_ledger_records(tmp_path):
     assert d.name.startswith("2019-07-14_S2_1_copy_") and len(d.name.rsplit("_", 1)[1]) == 8
     assert scene_folder_name("2019-07-14", "/a/x.tif") != scene_folder_name("2019-07-14", "/b/x.tif")
     assert lay.report_files()["html"] == tmp_path / "report.html"
-    assert set(lay.work_dirs) == {tmp_path, *(tmp_path / d for d in ("scenes", "yearly", "change", "reports"))}
+    assert set(lay.work_dirs) == {tmp_path, *(tmp_path / d for d in ("scenes", "yearly", "change", "reports",
+                                                                   "composites"))}
+    assert lay.rel(lay.composite_dir(2019)) == "composites/2019"

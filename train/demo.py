@@ -30,7 +30,9 @@ Steps (each logged on stderr with its time; the report path goes to stdout):
    can edit and re-run with ``coal-monitor``) and run with ``precision = "auto"``: the INT8
    model on a CPU, FP16 (or the engine) on a GPU. Ledger, yearly areas, change maps, maps over
    true-colour pictures, the model card, ``monitor/report.html`` and the QGIS project
-   ``monitor/coalmine.qgs``.
+   ``monitor/coalmine.qgs``. With ``--composite N`` the monitor instead gets N clouded
+   acquisitions per year (``data/acquisitions``) and builds one composite per year from them
+   (``compositing = "input"``).
 
 Each step's wall time and the CPU time of this process (all threads) are logged and returned.
 
@@ -264,6 +266,8 @@ class DemoSettings:
     #: Spatial block edge in tiles for the train/validation split.
     block_tiles: int = 2
     years: tuple[int, ...] = YEARS
+    #: Clouded acquisitions per year for the monitor to composite (0: one clear scene per year).
+    composite: int = 0
 
     def quick(self) -> DemoSettings:
         return dataclasses.replace(self, size=min(self.size, 128), epochs=1, max_patches=24, block_tiles=1)
@@ -321,7 +325,16 @@ def run_demo(out: Path, settings: DemoSettings, mines: str | os.PathLike[str] | 
 
     # 5: monitoring
     t, c = time.perf_counter(), time.process_time()
-    cfg_path = write_monitor_config(out / "monitor.toml", bundle, aoi_file, data / "series")
+    if settings.composite:
+        from .synth import make_acquisitions
+
+        for y in settings.years:
+            make_acquisitions(data / "acquisitions", y, settings.composite, seed=settings.seed, size=settings.size,
+                              plans=plans, origin=origin, cloud_cover=(0.2, 0.6))
+        cfg_path = write_monitor_config(out / "monitor.toml", bundle, aoi_file, data / "acquisitions",
+                                        composite=True)
+    else:
+        cfg_path = write_monitor_config(out / "monitor.toml", bundle, aoi_file, data / "series")
     summary = run_monitor(load_config(cfg_path))
     timings["monitor"], cpu["monitor"] = time.perf_counter() - t, time.process_time() - c
     log.info("[4/4] monitored with %s: %s (%.1f s, CPU %.1f s)", models_used(out / "monitor"),
@@ -410,10 +423,33 @@ def _train(scenes: list[Any], bundle_dir: Path, s: DemoSettings, progress: bool)
     return train(cfg, bundle_dir, progress=progress, overwrite=True)
 
 
-def write_monitor_config(path: Path, bundle: Path, aois: Path, series: Path) -> Path:
-    """A ``coal-monitor`` configuration for the demo series (relative paths, commented)."""
+def write_monitor_config(path: Path, bundle: Path, aois: Path, series: Path, composite: bool = False) -> Path:
+    """A ``coal-monitor`` configuration for the demo series (relative paths, commented); with
+    ``composite``, for the clouded acquisitions composited per year."""
     base = path.parent
     rel = lambda p: Path(os.path.relpath(p, base)).as_posix()  # noqa: E731
+    if composite:
+        path.write_text(
+            "# coal-monitor configuration written by coal-demo --composite; edit and run: coal-monitor monitor.toml\n"
+            'title = "Tapin Regency — synthetic clouded acquisitions, one composite per year"\n'
+            f'bundle = "{rel(bundle)}"\n'
+            f'aois = "{rel(aois)}"\n'
+            'aoi_name_field = "name"\n'
+            'output = "monitor"\n'
+            'compositing = "input"        # one cloud-free composite per year, mapped once\n\n'
+            "[run]\n"
+            'backend = "auto"\n'
+            'precision = "auto"           # the INT8 model on a CPU, FP16 on a GPU (each passed its export gate)\n\n'
+            "# every acquisition synth_<date>_S2 and every Sentinel-1 file of its year\n"
+            "[[search]]\n"
+            f'folder = "{rel(series)}"\n'
+            'glob = "synth_*_S2"\n'
+            'date_format = "%Y-%m-%d"\n'
+            f's1_folder = "{rel(series)}"\n'
+            's1_glob = "synth_*_S1_VV_sigma0_linear.tif"\n',
+            encoding="utf-8",
+        )
+        return path
     path.write_text(
         "# coal-monitor configuration written by coal-demo; edit and run: coal-monitor monitor.toml\n"
         'title = "Tapin Regency — synthetic demo series"\n'
@@ -454,11 +490,14 @@ def write_monitor_config(path: Path, bundle: Path, aois: Path, series: Path) -> 
 @click.option("--mines", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="GeoJSON of mine points for the AOIs [default: ../shared/realdata/tapin_mines/"
                    "tapin_gcmt_points.geojson when found, else built-in AOIs].")
+@click.option("--composite", type=click.IntRange(0, 73), default=0,
+              help="Monitor N clouded acquisitions per year, composited per year (compositing = "
+                   "\"input\"), instead of one clear scene per year; 0: off.")
 @verbose_opt
 @quiet_opt
 @handle_errors(PROG)
-def main(out: Path, size: int, epochs: int, seed: int, quick: bool, mines: Path | None, verbose: int,
-         quiet: bool) -> None:
+def main(out: Path, size: int, epochs: int, seed: int, quick: bool, mines: Path | None, composite: int,
+         verbose: int, quiet: bool) -> None:
     """Run the whole chain on a generated Tapin-like series: synthetic Sentinel-2/1 scenes
     2016-2021 -> train a small model -> coal-export --fp16 --int8 (parity gates; a TensorRT
     engine where possible) -> coal-monitor with the precision auto picks (INT8 on a CPU, FP16 on
@@ -472,7 +511,7 @@ def main(out: Path, size: int, epochs: int, seed: int, quick: bool, mines: Path 
     quiet_runner_logs(verbose)
     if size % 2:
         raise UsageError(f"--size {size} must be even (the 20 m bands halve it)")
-    settings = DemoSettings(size=size, epochs=epochs, seed=seed)
+    settings = DemoSettings(size=size, epochs=epochs, seed=seed, composite=composite)
     if quick:
         settings = settings.quick()
     res = run_demo(out, settings, mines=mines, progress=not quiet)

@@ -42,7 +42,8 @@ from rasterio.crs import CRS
 from rasterio.transform import Affine, array_bounds, from_origin
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
-__all__ = ["SynthScene", "MinePlan", "make_scene", "make_series", "mine_plan", "S2_CRS", "CLASSES"]
+__all__ = ["SynthScene", "MinePlan", "make_scene", "make_series", "make_acquisitions", "mine_plan", "S2_CRS",
+           "CLASSES"]
 
 #: Sentinel-2 tiles over Tapin (MGRS 50M..) use UTM zone 50 south.
 S2_CRS = "EPSG:32750"
@@ -401,6 +402,7 @@ def make_scene(
     cloud_cover: float = 0.06,
     nodata_corner: bool | None = None,
     prefix: str | None = None,
+    date: str | None = None,
 ) -> SynthScene:
     """Generate one scene into ``out_dir`` and return its paths and facts.
 
@@ -418,6 +420,8 @@ def make_scene(
         cloud_cover: approximate share of the scene under cloud (0 for none).
         nodata_corner: blank an orbit-edge corner of S2 to DN 0 (default: every third year).
         prefix: file-name prefix (default ``synth_<year>``).
+        date: acquisition date ``YYYY-MM-DD`` (default mid-July of ``year``); each date gets its
+            own clouds, noise and speckle, so several dates of one year form a series to composite.
 
     Returns:
         A :class:`SynthScene`.
@@ -445,14 +449,15 @@ def make_scene(
 
     cls, moisture = _landscape(seed, H, W)
     cls, terrace = _paint_mines(cls, plans, year, margin, margin)
-    rng = np.random.default_rng([seed, year, 2])  # drawn from in this order: S2, then S1
+    # drawn from in this order: S2, then S1; another date of the year, other clouds and speckle
+    rng = np.random.default_rng([seed, year, 2] if date is None else [seed, year, 2, int(date.replace("-", ""))])
 
     sl = (slice(margin, margin + size), slice(margin, margin + size))
     c = cls[sl]
     refl, clouds = _s2_reflectance(rng, c, moisture[sl], cloud_cover)
     if nodata_corner is None:
         nodata_corner = year % 3 == 0
-    s2 = _write_s2(s2_dir, refl, year, origin, crs, nodata_corner)
+    s2 = _write_s2(s2_dir, refl, year, origin, crs, nodata_corner, date or f"{year}-07-15")
     scl_path = _write_scl(s2, c, clouds, crs)
     truth_lin = _vv_truth_linear(rng, cls, moisture, terrace)
     s1_path, s1_crs, s1_t = _write_s1(out / f"{prefix}_S1_VV_sigma0_linear.tif", rng, truth_lin, ext_transform,
@@ -532,7 +537,7 @@ class _S2Product:
 
 
 def _write_s2(s2_dir: Path, refl: np.ndarray, year: int, origin: tuple[float, float], crs: CRS,
-              nodata_corner: bool) -> _S2Product:
+              nodata_corner: bool, date: str) -> _S2Product:
     """Write the L2A band files (10 m bands, 20 m bands as 2x2 means) and MTD_MSIL2A.xml.
 
     DN = reflectance * 10000 - BOA_ADD_OFFSET (-1000 from processing baseline 04.00); DN 0 is
@@ -554,8 +559,7 @@ def _write_s2(s2_dir: Path, refl: np.ndarray, year: int, origin: tuple[float, fl
     dn20[:, nd20] = 0
     transform = from_origin(x0, y0, 10.0, 10.0)
     t20 = from_origin(x0, y0, 20.0, 20.0)
-    date = f"{year}-07-15"
-    stamp = f"{year}0715T022551"
+    stamp = f"{date.replace('-', '')}T022551"
     tags = {"PROCESSING_BASELINE": baseline, "BOA_ADD_OFFSET": str(offset),
             "BOA_QUANTIFICATION_VALUE": "10000", "PRODUCT_TYPE": "S2MSI2A", "DATE": date}
     band_paths: dict[str, Path] = {}
@@ -654,3 +658,54 @@ def make_series(
     years = sorted(years)
     plans = mine_plan(seed, size, years)
     return [make_scene(out_dir, y, seed=seed, size=size, plans=plans, **kwargs) for y in years]  # type: ignore[arg-type]
+
+
+def make_acquisitions(
+    out_dir: str | os.PathLike[str],
+    year: int,
+    n: int,
+    *,
+    seed: int,
+    size: int = 512,
+    cloud_cover: tuple[float, float] = (0.2, 0.6),
+    plans: list[MinePlan] | None = None,
+    **kwargs: object,
+) -> list[SynthScene]:
+    """Generate ``n`` acquisitions of one year over the same landscape and mines, clouds moving.
+
+    The dates are spread evenly over the year (as a revisit series); each acquisition draws its
+    own cloud cover from ``cloud_cover`` (seeded) and its own clouds, shadows, noise and speckle,
+    so a pixel hidden in one acquisition is usually clear in another -- the input of an annual
+    composite. Files are prefixed ``synth_<date>``.
+
+    Args:
+        out_dir: folder for all acquisitions.
+        year: the year (mines as in ``make_series`` for that year).
+        n: number of acquisitions (1..365).
+        seed: fixes landscape, mines, dates' cloud covers.
+        size: scene size in 10 m pixels.
+        cloud_cover: (low, high) share of each acquisition under cloud.
+        plans: mines to paint (default ``mine_plan(seed, size)``).
+        **kwargs: passed to :func:`make_scene`.
+
+    Returns:
+        The acquisitions in date order.
+
+    Example:
+        >>> [a.date for a in make_acquisitions("/tmp/a", 2021, 3, seed=1, size=128)]  # doctest: +SKIP
+        ['2021-01-01', '2021-05-02', '2021-08-31']
+    """
+    import datetime as dt
+
+    if not 1 <= n <= 365:
+        raise ValueError(f"n must be 1..365 acquisitions, got {n}")
+    plans = mine_plan(seed, size) if plans is None else plans
+    rng = np.random.default_rng([seed, year, 7])
+    covers = rng.uniform(cloud_cover[0], cloud_cover[1], size=n)
+    step = 365 // n
+    out = []
+    for k in range(n):
+        d = (dt.date(year, 1, 1) + dt.timedelta(days=k * step)).isoformat()
+        out.append(make_scene(out_dir, year, seed=seed, size=size, plans=plans, date=d,
+                              prefix=f"synth_{d}", cloud_cover=float(covers[k]), **kwargs))  # type: ignore[arg-type]
+    return out

@@ -32,7 +32,8 @@ def _batch(value: str) -> int | str:
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("scene", type=click.Path(path_type=str))
 @click.option("--s1", type=click.Path(path_type=str), default=None,
-              help="Sentinel-1 VV sigma0 file, when SCENE is raw Sentinel-2 input (not a stack).")
+              help="Sentinel-1 VV sigma0 file (or GRD product), when SCENE is raw Sentinel-2 input (not a "
+                   "stack); a folder of them with a folder of acquisitions.")
 @click.option("--bundle", "-b", "bundle", type=click.Path(path_type=str), required=True,
               help="Model bundle folder (bundle.json + model.onnx).")
 @click.option("--out", "-o", "out", type=click.Path(path_type=str), default=".",
@@ -69,7 +70,8 @@ def main(scene: str, s1: str | None, bundle: str, out: str, aoi: str | None, aoi
     """Map open-pit coal mines in SCENE and measure them in hectares.
 
     SCENE is a 23-band stack written by coal-prepare, or raw Sentinel-2 L2A input (multi-band
-    GeoTIFF, folder of band files or SAFE folder) together with --s1.
+    GeoTIFF, folder of band files or SAFE folder) together with --s1, or a folder of a period's
+    acquisitions, mapped as their cloud-free composite (see coal-prepare).
 
     \b
     Example:

@@ -14,6 +14,13 @@ Example ``monitor.toml``::
     output = "monitor"                 # ledger, per-scene outputs, composites, reports
     yearly_rule = "max_extent"         # max_extent | median | majority | latest
     min_valid_share = 0.5              # below this observed share a year/AOI/scene has no figure
+    compositing = "mask"               # "input": one composite per year, mapped once (below)
+
+    [composite]                        # with compositing = "input" (all keys optional)
+    dilation = 5                       # growth of SCL clouds and shadows, pixels
+    crs = "EPSG:32750"                 # the AOIs' grid: CRS (default: their UTM zone) ...
+    res = 10                           # ... and pixel size
+    memory = "4G"                      # memory budget of one year's composite
 
     [run]                              # coal-run's settings for every scene (RunOptions)
     backend = "auto"
@@ -61,6 +68,17 @@ from ..scenes import SceneSpec, scenes_from_tables
 
 #: Rules that turn several scenes of one year into the yearly mask (see ``yearly.py``).
 YEARLY_RULES = ("max_extent", "median", "majority", "latest")
+#: How a year is made: "mask" maps every scene and combines the masks by ``yearly_rule``;
+#: "input" composites all the year's acquisitions into one stack and maps it once
+#: (see ``composites.py``).
+COMPOSITING = ("mask", "input")
+#: Keys of ``[composite]`` (compositing = "input") and their types.
+COMPOSITE_OPTIONS: dict[str, tuple[type, ...]] = {
+    "dilation": (int,),
+    "crs": (str,),
+    "res": (int, float),
+    "memory": (str, int),
+}
 
 #: Settings of coal-run that ``[run]`` may not hold: the monitor sets them for every scene.
 MONITOR_SETS_RUN: frozenset[str] = frozenset({"prefix", "progress", "aoi_name_field"})
@@ -77,7 +95,8 @@ CLUSTER_OPTIONS: dict[str, tuple[type, ...]] = {
 
 _TOP_KEYS = {
     "title", "bundle", "aois", "aoi_name_field", "output", "ledger", "yearly_rule",
-    "max_attempts", "run", "scenes", "search", "cluster", "source", "min_valid_share",
+    "max_attempts", "run", "scenes", "search", "cluster", "source", "min_valid_share", "compositing",
+    "composite",
 }
 _SCENE_KEYS = ("path", "date", "s1")
 _SEARCH_KEYS = {
@@ -134,6 +153,10 @@ class MonitorConfig:
     searches: tuple[SearchSpec, ...] = ()
     #: ``[cluster]`` settings (validated types; ranges checked by ``cluster.DaskExecutor``).
     cluster: dict[str, Any] = field(default_factory=dict)
+    #: "mask" (map every scene, combine by ``yearly_rule``) or "input" (one composite per year).
+    compositing: str = "mask"
+    #: ``[composite]`` settings (dilation, crs, res, memory), checked at load.
+    composite: dict[str, Any] = field(default_factory=dict)
     #: ``[source]``: the STAC catalogue new scenes are fetched from (a ``fetch.SourceSpec``
     #: whose ``folder`` is set), or None.
     fetch: Any = None
@@ -196,6 +219,7 @@ def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
 
     run = _run_table(raw, src, bundle)
     cluster = _options_table(raw, "cluster", CLUSTER_OPTIONS, src)
+    compositing, composite = _compositing(raw, src)
 
     scenes = scenes_from_tables(tables(raw, "scenes", src), base, src, keys=_SCENE_KEYS,
                                 required=("path", "date"), must_exist=True)
@@ -223,6 +247,8 @@ def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
         scenes=scenes,
         searches=searches,
         cluster=dict(cluster),
+        compositing=compositing,
+        composite=composite,
         fetch=fetch,
     )
 
@@ -387,6 +413,44 @@ def _run_table(raw: dict[str, Any], src: Path, bundle: Path) -> dict[str, Any]:
     except OptionError as exc:
         raise exc.in_config(src, "run") from None
     return dict(table)
+
+
+def _compositing(raw: dict[str, Any], src: Path) -> tuple[str, dict[str, Any]]:
+    """``compositing`` and the ``[composite]`` table, checked (values by the composite's own rules)."""
+    from ..errors import UsageError
+
+    mode = typed(raw, "compositing", str, src, default="mask")
+    if mode not in COMPOSITING:
+        raise ConfigError(f"{src}: compositing '{mode}' is not one of {', '.join(COMPOSITING)}")
+    table = _options_table(raw, "composite", COMPOSITE_OPTIONS, src)
+    if mode == "mask" and table:
+        raise ConfigError(f"{src}: [composite] applies to compositing = \"input\"; set that or remove [composite]")
+    if mode == "input" and "yearly_rule" in raw:
+        raise ConfigError(f"{src}: yearly_rule combines scene masks (compositing = \"mask\"); with compositing = "
+                          "\"input\" each year is one composite mapped once: remove yearly_rule")
+    if mode == "input":
+        from ..preprocess.prepare_composite import parse_memory
+
+        try:
+            d = table.get("dilation", 0)
+            if not 0 <= d <= 100:
+                raise UsageError(f"composite.dilation = {d} must be a whole number of pixels from 0 to 100")
+            if not table.get("res", 10) > 0:
+                raise UsageError(f"composite.res = {table['res']} must be a positive pixel size")
+            if "memory" in table:
+                parse_memory(table["memory"])
+            if "crs" in table:
+                from rasterio.crs import CRS
+                from rasterio.errors import CRSError
+
+                try:
+                    CRS.from_user_input(table["crs"])
+                except CRSError as exc:
+                    raise UsageError(f"composite.crs = {table['crs']!r} is not a coordinate reference system; "
+                                     "write e.g. \"EPSG:32750\"") from exc
+        except UsageError as exc:
+            raise ConfigError(f"{src}: {exc}") from exc
+    return mode, dict(table)
 
 
 def _options_table(raw: dict[str, Any], name: str, options: dict[str, tuple[type, ...]], src: Any) -> dict[str, Any]:

@@ -9,6 +9,8 @@ Everything lives under the configured output folder (the ledger may be placed el
     scenes/<date>_<stem>_<hash>/     one folder per scene (coal-run's outputs)
     yearly/mask_<year>.tif           yearly composites
     yearly/truecolour_<year>.tif     a true-colour picture of the year (context for the maps)
+    composites/<year>/               compositing = "input": the year's composite stack, its
+                                     quality COG and coal-run's outputs on it
     change/change_<y0>_<y1>.tif      change maps between consecutive years
     reports/*.csv, reports/*.png     tables and charts
 
@@ -32,6 +34,7 @@ SCENES_DIR = "scenes"
 YEARLY_DIR = "yearly"
 CHANGE_DIR = "change"
 REPORTS_DIR = "reports"
+COMPOSITES_DIR = "composites"
 
 #: Report files under ``reports/``, by the key :func:`~.reports.write_reports` returns them with.
 REPORT_FILES: dict[str, str] = {
@@ -72,6 +75,10 @@ class MonitorLayout:
         return self.root / CHANGE_DIR
 
     @property
+    def composites(self) -> Path:
+        return self.root / COMPOSITES_DIR
+
+    @property
     def reports(self) -> Path:
         return self.root / REPORTS_DIR
 
@@ -90,11 +97,15 @@ class MonitorLayout:
     @property
     def work_dirs(self) -> tuple[Path, ...]:
         """The folders whose files are written under temporary names and renamed into place."""
-        return (self.root, self.scenes, self.yearly, self.change, self.reports)
+        return (self.root, self.scenes, self.yearly, self.change, self.reports, self.composites)
 
     def scene_dir(self, date: str, scene: str) -> Path:
         """A scene's output folder: its date, a readable stem and a short hash of its path."""
         return self.scenes / scene_folder_name(date, scene)
+
+    def composite_dir(self, year: int) -> Path:
+        """The folder of a year's input composite and its map (compositing = "input")."""
+        return self.composites / str(year)
 
     def yearly_mask(self, year: int) -> Path:
         return self.yearly / f"mask_{year}.tif"

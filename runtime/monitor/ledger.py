@@ -102,6 +102,17 @@ _TABLES: dict[str, str] = {
 )""",
 }
 
+#: Added to schema 2 without a version step: a table and nullable columns, which a ledger made
+#: before them gains when opened (coalmine versions that do not know them ignore them).
+#: ``input_stats``: each input's size, mtime, file count and SHA-256 (compositing = "input"
+#: hashes a year's acquisitions only when these change); ``years.observations``: what an input
+#: composite rests on (JSON).
+_ADDED_TABLES = ("""CREATE TABLE IF NOT EXISTS input_stats (
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, nfiles INTEGER NOT NULL,
+    sha256 TEXT NOT NULL
+)""",)
+_ADDED_COLUMNS: dict[str, dict[str, str]] = {"years": {"observations": "TEXT"}}
+
 
 class LedgerLockedError(CoalmineError, RuntimeError):
     """Another ``coal-monitor`` run holds the lock on this output folder."""
@@ -278,6 +289,15 @@ class Ledger:
             if str(ver) == "1":
                 _migrate_1_to_2(self.conn)
                 ver = SCHEMA_VERSION
+            if str(ver) == str(SCHEMA_VERSION):
+                with self.tx() as c:
+                    for ddl in _ADDED_TABLES:
+                        c.execute(ddl)
+                    for table, cols in _ADDED_COLUMNS.items():
+                        have = {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
+                        for col, kind in cols.items():
+                            if col not in have:
+                                c.execute(f"ALTER TABLE {table} ADD COLUMN {col} {kind}")
             self.conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.OperationalError as exc:  # disk full, read-only, I/O: the file itself is fine
             raise self._write_error(exc) from exc
@@ -404,6 +424,23 @@ class Ledger:
                         (s1st.size, s1st.mtime_ns, s1st.nfiles, key),
                     )
 
+    def input_stats(self, paths: list[str]) -> dict[str, InputStat]:
+        """The recorded size, mtime, file count and SHA-256 of inputs (compositing = "input")."""
+        out: dict[str, InputStat] = {}
+        for p in paths:
+            r = self.conn.execute("SELECT * FROM input_stats WHERE path=?", (p,)).fetchone()
+            if r is not None:
+                out[p] = InputStat(r["size"], r["mtime_ns"], r["nfiles"], r["sha256"])
+        return out
+
+    def save_input_stats(self, stats: dict[str, InputStat]) -> None:
+        """Remember inputs' stats and hashes, so the next run hashes only what changed (one transaction)."""
+        with self.tx() as c:
+            c.executemany(
+                "INSERT OR REPLACE INTO input_stats(path, size, mtime_ns, nfiles, sha256) VALUES (?, ?, ?, ?, ?)",
+                [(p, st.size, st.mtime_ns, st.nfiles, st.sha256) for p, st in stats.items()],
+            )
+
     def claim(self, key: str, token: str, run_id: int) -> None:
         """Mark a scene ``running`` under a fresh attempt token (committed before work starts)."""
         with self.tx() as c:
@@ -489,19 +526,22 @@ class Ledger:
     def set_year(
         self, year: int, rule: str, fp: str, n_scenes: int, composite: str | None, areas: dict[str, Any],
         valid_share: float, models: list[dict[str, Any]] | None = None,
+        observations: dict[str, Any] | None = None,
     ) -> None:
         """Register a yearly composite, its hectares and valid share per AOI (``areas`` as
         :func:`coalmine.runtime.areas.mask_areas_ha` returns them) and the models of its scenes,
         in one transaction. A year whose scenes all had no valid pixel has no composite
-        (``composite`` None) and no hectares."""
+        (``composite`` None) and no hectares. ``observations`` (compositing = "input"): how many
+        acquisitions and clear observations the year rests on (see ``composites.py``)."""
         shares = areas.get("aoi_valid_share") or {}
         with self.tx() as c:
             c.execute("DELETE FROM years WHERE year=?", (year,))
             c.execute(
                 "INSERT INTO years(year, rule, fingerprint, n_scenes, composite, total_ha, valid_share, models, "
-                "updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "updated, observations) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (year, rule, fp, n_scenes, composite, _opt_float(areas.get("total")), valid_share,
-                 json.dumps(models or []), now()),
+                 json.dumps(models or []), now(),
+                 None if observations is None else json.dumps(observations, sort_keys=True)),
             )
             c.executemany(
                 "INSERT INTO year_areas(year, aoi, hectares, valid_share) VALUES (?, ?, ?, ?)",

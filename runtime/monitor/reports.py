@@ -82,6 +82,7 @@ RULE_TEXT = {
     "median": "median: mined where at least half of the year's valid observations show a mine",
     "majority": "majority: mined where more than half of the year's valid observations show a mine",
     "latest": "latest: the most recent valid observation of each pixel in the year",
+    "input": "one composite per year: the median of every acquisition's clear observations, mapped once",
 }
 
 # Colour cycle of the charts (colour-blind safe, Okabe–Ito).
@@ -135,6 +136,8 @@ class ReportData:
     models: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     n_scenes: dict[int, int] = field(default_factory=dict)
     min_valid_share: float = 0.5
+    #: compositing = "input": per year, what its composite rests on (see ``composites.py``).
+    observations: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def coverage(self, year: int, name: str) -> str:
         """``"full"``, ``"partial"`` (shown, marked) or ``"none"`` (no figure) for one cell."""
@@ -164,6 +167,7 @@ def collect(led: Ledger, keys: set[str], aoi_order: list[str], min_valid_share: 
         models={r["year"]: json.loads(r["models"] or "[]") for r in rows},
         n_scenes={r["year"]: r["n_scenes"] for r in rows},
         min_valid_share=min_valid_share,
+        observations={r["year"]: json.loads(r["observations"]) for r in rows if r["observations"]},
     )
 
 
@@ -548,7 +552,8 @@ def html_context(
         "span": f"{years[0]}–{years[-1]}" if years else "no years yet",
         "n_done": n_done,
         "cards": _cards(data, n_done, n_failed),
-        "rule_text": RULE_TEXT[cfg.yearly_rule],
+        "rule_text": RULE_TEXT["input" if cfg.compositing == "input" else cfg.yearly_rule],
+        "observations": _observation_rows(data),
         "total_label": TOTAL,
         "years": years,
         "area_rows": [{"name": n, "cells": [_cell(data, y, n) for y in years]} for n in data.names],
@@ -594,6 +599,13 @@ def html_context(
         "fetched": None if fetched is None else fetched[0],
         "last_fetch": None if fetched is None else fetched[1],
     }
+
+
+def _observation_rows(data: ReportData) -> list[dict[str, Any]]:
+    """Per composited year: acquisitions used and the share of the mapped area on few clear views."""
+    return [{"year": y, "s2": o.get("s2_acquisitions"), "s1": o.get("s1_acquisitions"),
+             "share": o.get("mapped_share_below"), "few": bool(o.get("few"))}
+            for y, o in sorted(data.observations.items())]
 
 
 def _cards(data: ReportData, n_done: int, n_failed: int) -> list[dict[str, str]]:
@@ -717,6 +729,10 @@ def _data_uri(data: bytes, mime: str = "image/png") -> str:
 
 def _fmt_ha(v: float | None) -> str:
     return "–" if v is None else f"{v:,.1f}"
+
+
+def _fmt_share(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.0f} %"
 
 
 def _fmt_pct(v: float | None) -> str:

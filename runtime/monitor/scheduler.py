@@ -36,6 +36,7 @@ from .._io import ensure_output_dir
 from ..bundle import load_bundle
 from ..errors import CoalmineError, ConfigError, OutputError, ServiceUnavailableError, UsageError
 from ..fetch.source import fetch_for_monitor
+from . import composites
 from .change import update_changes
 from .config import MonitorConfig, SceneSpec, discover_scenes
 from .layout import MonitorLayout
@@ -84,6 +85,8 @@ class MonitorSummary:
     outputs: dict[str, Path] = field(default_factory=dict)
     #: The ``[source]`` fetch of this run (a ``fetch.FetchSummary``), or None.
     fetch: Any = None
+    #: What one processed item is: a scene, or a year's composite (compositing = "input").
+    unit: str = "scene"
 
     @property
     def exit_code(self) -> int:
@@ -95,7 +98,8 @@ class MonitorSummary:
 
     def status_line(self) -> str:
         new = self.processed
-        line = f"{new} new scene{'s' if new != 1 else ''} processed, {self.unchanged} unchanged, {self.failed} failed"
+        line = (f"{new} new {self.unit}{'s' if new != 1 else ''} processed, {self.unchanged} unchanged, "
+                f"{self.failed} failed")
         if self.no_data:
             line += f" ({self.no_data} of the processed without a valid pixel: no data)"
         if self.fetch is not None:
@@ -150,19 +154,33 @@ def run_monitor(
             options = json.dumps(cfg.run, sort_keys=True)
             run_opts = cfg.run_options
             models = model_set(bundle, run_opts.backend, run_opts.precision)
-            items = plan(cfg, led, layout, specs, bundle.bundle_id, options, retry_failed, models)
+            if cfg.compositing == "input":  # one composite per year, mapped once
+                planned, inputs, grid = composites.plan_years(cfg, led, layout, specs, bundle.bundle_id,
+                                                              retry_failed, models)
+                items = [PlanItem(*p) for p in planned]
+                keys = {it.row["key"] for it in items}
+            else:
+                items = plan(cfg, led, layout, specs, bundle.bundle_id, options, retry_failed, models)
+                keys = {s.key for s in specs}
             summary = _summarise(items)
+            if cfg.compositing == "input":
+                summary.unit = "year composite"
             summary.fetch = fetched
             if dry_run:
                 return summary
             run_id = led.start_run()
             todo = [it for it in items if it.process]
             led.mark_pending([it.row for it in todo])
-            tasks = [_task(cfg, layout, it, runner) for it in todo]
+            if cfg.compositing == "input":
+                tasks = [composites.year_task(cfg, layout, it, inputs[it.row["year"]], grid) for it in todo]
+            else:
+                tasks = [_task(cfg, layout, it, runner) for it in todo]
             try:
                 _process(led, executor or LocalExecutor(), tasks, run_id, layout, summary, models)
-                keys = {s.key for s in specs}
-                years = update_years(cfg, led, layout, keys, aois)
+                if cfg.compositing == "input":
+                    years = composites.update_composite_years(cfg, led, layout, keys, aois)
+                else:
+                    years = update_years(cfg, led, layout, keys, aois)
                 update_changes(led, layout, years)
                 summary.outputs = write_reports(cfg, led, layout, keys, aois)
                 summary.outputs["qgis"] = update_qgis(cfg.title, led, layout, cfg.aois, cfg.aoi_name_field, aois)

@@ -511,26 +511,39 @@ class S2Reader:
         """
         if out is None:
             out = np.empty((len(S2_BANDS), int(window.height), int(window.width)), np.float32)
-        res = Resampling[self.params.resampling]
-        nd = self.params.nodata_dn
         for i, b in enumerate(S2_BANDS):
-            r = self.band_refs[b]
-            dn = read_onto_grid(self._ds(r.path), r.index, self.grid, window, res, option="--s2",
-                                src_nodata=nd)
-            refl = (dn + np.float32(self.offset.offsets[b])) / np.float32(self.offset.scale)
-            np.maximum(refl, 0.0, out=refl)  # NaN stays NaN
-            out[i] = refl
+            out[i] = self.read_band(b, window)
         np.copyto(out, np.float32(np.nan), where=np.isnan(out.sum(axis=0))[None])
         return out
 
-    def scl_invalid(self, scl: BandRef | None, window: Window) -> np.ndarray:
-        """Boolean mask of pixels whose SCL class is masked (:data:`SCL_MASKED`)."""
+    def read_band(self, band: str, window: Window, grid: Grid | None = None) -> np.ndarray:
+        """Reflectance of one band on ``window`` of ``grid`` (default: the B02 grid).
+
+        float32 (h, w), NaN where this band has no data (not masked across bands as in
+        :meth:`read`). Any grid works (another tile's, another UTM zone's): the band is
+        resampled onto it with ``params.resampling``.
+        """
+        r = self.band_refs[band]
+        dn = read_onto_grid(self._ds(r.path), r.index, grid or self.grid, window,
+                            Resampling[self.params.resampling], option="--s2",
+                            src_nodata=self.params.nodata_dn)
+        refl = (dn + np.float32(self.offset.offsets[band])) / np.float32(self.offset.scale)
+        np.maximum(refl, 0.0, out=refl)  # NaN stays NaN
+        return refl
+
+    def scl_classes(self, scl: BandRef | None, window: Window, grid: Grid | None = None) -> np.ndarray:
+        """SCL classes on ``window`` of ``grid`` (default: the B02 grid), nearest neighbour;
+        float32 with NaN outside the SCL raster."""
         ref = scl or self.scl_ref
         if ref is None:
             raise UsageError(f"--scl auto: no SCL file found in {self.path}; pass --scl PATH")
         ds = self._ds(ref.path)
-        v = read_onto_grid(ds, ref.index, self.grid, window, Resampling.nearest, option="--scl",
-                           src_nodata=-1)
+        return read_onto_grid(ds, ref.index, grid or self.grid, window, Resampling.nearest,
+                              option="--scl", src_nodata=-1)
+
+    def scl_invalid(self, scl: BandRef | None, window: Window) -> np.ndarray:
+        """Boolean mask of pixels whose SCL class is masked (:data:`SCL_MASKED`)."""
+        v = self.scl_classes(scl, window)
         return np.isnan(v) | np.isin(v, SCL_MASKED)
 
     def open_scl(self, path: str | Path) -> BandRef:

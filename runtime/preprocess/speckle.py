@@ -52,13 +52,15 @@ def box_sum(a: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def lee_filter(power: np.ndarray, window: int = 5, enl: float = DEFAULT_ENL) -> np.ndarray:
+def lee_filter(power: np.ndarray, window: int = 5, enl: float | np.ndarray = DEFAULT_ENL) -> np.ndarray:
     """Lee-filter a 2-D sigma0 image in linear power.
 
     Args:
         power: 2-D array of sigma0 in linear power; NaN = nodata.
         window: odd window size (e.g. 5 for 5x5); 1 returns a copy.
-        enl: equivalent number of looks of the input (4.4 for S1 IW GRDH).
+        enl: equivalent number of looks of the input (4.4 for S1 IW GRDH); an array of the
+            image's shape gives each pixel its own (a temporal mean of n acquisitions has n
+            times the looks of one).
 
     Returns:
         float32 array, NaN where the input is NaN.
@@ -74,8 +76,9 @@ def lee_filter(power: np.ndarray, window: int = 5, enl: float = DEFAULT_ENL) -> 
         raise ValueError(f"lee_filter expects a 2-D array, got shape {power.shape}")
     if window < 1 or window % 2 == 0:
         raise ValueError(f"the speckle window must be an odd number >= 1, got {window}")
-    if not enl > 0:
-        raise ValueError(f"ENL must be > 0, got {enl}")
+    enl_a = np.asarray(enl, dtype=np.float64)
+    if not np.all(enl_a > 0):
+        raise ValueError(f"ENL must be > 0, got {enl if enl_a.ndim == 0 else enl_a.min()}")
     if window == 1:
         return power.astype(np.float32, copy=True)
     # float32 is enough: sigma0 spans a few decades and a window holds at most a few hundred
@@ -90,7 +93,7 @@ def lee_filter(power: np.ndarray, window: int = 5, enl: float = DEFAULT_ENL) -> 
         inv_n = np.float32(1.0) / n
         m = s1 * inv_n
         v = np.maximum(s2 * inv_n - m * m, np.float32(0.0))
-        cu2 = np.float32(1.0 / enl)
+        cu2 = (1.0 / enl_a).astype(np.float32)
         vx = (v - m * m * cu2) / (np.float32(1.0) + cu2)
         k = np.clip(np.where(v > 0, vx / v, np.float32(0.0)), 0.0, 1.0).astype(np.float32)
     out = m + k * (x0 - m)

@@ -394,7 +394,9 @@ def open_scene(
 
     Args:
         scene: a 23-band stack from coal-prepare (then ``s1`` must be None), or raw Sentinel-2
-            input: a multi-band GeoTIFF with band descriptions, a folder of band files, a SAFE.
+            input: a multi-band GeoTIFF with band descriptions, a folder of band files, a SAFE;
+            or a folder of such acquisitions, read as their composite
+            (:class:`~.composite.CompositeSource`, with ``s1`` a Sentinel-1 file or a folder of them).
         s1: Sentinel-1 VV sigma0 raster (required for raw input).
         prep: preprocessing for raw input (default ``Preprocessing()``); ignored for a stack
             (:func:`check_preprocessing` compares).
@@ -431,5 +433,15 @@ def open_scene(
     if s1 is None:
         raise UsageError(f"scene {p} is raw Sentinel-2 input (not a 23-band stack); pass the "
                          "Sentinel-1 VV raster with --s1, or prepare a stack with coal-prepare")
+    from .acquisitions import is_s2_acquisition
+
+    if p.is_dir() and not is_s2_acquisition(p):  # a folder of acquisitions: their composite
+        from .composite import CompositeSource
+
+        if scl is not None and str(scl) != "auto":
+            raise UsageError(f"--scl {scl}: scene {p} holds several acquisitions, each masked by its "
+                             "own SCL in the composite; drop --scl")
+        return CompositeSource([p], [s1], prep, s2_offset=s2_offset, s1_units=s1_units,
+                               glcm_threads=glcm_threads, dem=dem, orbit=orbit)
     return RawSource(p, s1, prep, s2_offset=s2_offset, s1_units=s1_units, scl=scl,
                      glcm_threads=glcm_threads, dem=dem, orbit=orbit)

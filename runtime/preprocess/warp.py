@@ -117,8 +117,8 @@ def read_onto_grid(
         sub = src[max(ro, 0): max(ro + h, 0), max(co, 0): max(co + w, 0)]
         out[max(-ro, 0): max(-ro, 0) + sub.shape[0], max(-co, 0): max(-co, 0) + sub.shape[1]] = sub
         return out
-    if resampling == Resampling.bilinear and (st is None or scrs != grid.crs):
-        return _bilinear_other_crs(src, src_win, st, gcps, scrs, grid, window)
+    if resampling in (Resampling.bilinear, Resampling.nearest) and (st is None or scrs != grid.crs):
+        return _other_crs(src, src_win, st, gcps, scrs, grid, window, resampling)
     if resampling == Resampling.bilinear and _axis_aligned(st) and _axis_aligned(grid.transform):
         # Same CRS, other pixel size/origin (the 20 m bands, S1 on a shifted grid): separable
         # bilinear from each pixel's global row/col, several times faster than GDAL's warper.
@@ -167,17 +167,19 @@ def _transformer(dst: str, src: str) -> Transformer:
     return Transformer.from_crs(CRS.from_wkt(dst), CRS.from_wkt(src), always_xy=True)
 
 
-def _bilinear_other_crs(src: np.ndarray, src_win: Window, st: Affine | None,
-                        gcps: list[GroundControlPoint], scrs: CRS, grid: Grid,
-                        window: Window) -> np.ndarray:
-    """Bilinear resampling from a source in another CRS (or geocoded by GCPs), same for any window.
+def _other_crs(src: np.ndarray, src_win: Window, st: Affine | None,
+               gcps: list[GroundControlPoint], scrs: CRS, grid: Grid,
+               window: Window, resampling: Resampling = Resampling.bilinear) -> np.ndarray:
+    """Bilinear or nearest resampling from a source in another CRS (or geocoded by GCPs), same
+    for any window.
 
     GDAL's warper approximates the CRS transformation per request (error threshold 0.125 px),
     so two windows would disagree in the last digits. Here the exact transformation (pyproj) is
     evaluated on a lattice fixed to the *whole* target grid (every :data:`LATTICE` pixels) and
     interpolated linearly in between (sub-millimetre error for UTM/geographic pairs), so a
-    pixel's source position, and thus its value, does not depend on the window. Neighbours that
-    are NaN or outside the source get no weight; the weights of the others are renormalised.
+    pixel's source position, and thus its value, does not depend on the window. Bilinear:
+    neighbours that are NaN or outside the source get no weight; the weights of the others are
+    renormalised. Nearest (class rasters such as SCL): the source pixel containing the position.
     """
     h, w = int(window.height), int(window.width)
     r0, c0 = int(window.row_off), int(window.col_off)
@@ -217,7 +219,21 @@ def _bilinear_other_crs(src: np.ndarray, src_win: Window, st: Affine | None,
 
     qc = lerp(scol) - src_win.col_off
     qr = lerp(srow) - src_win.row_off
+    if resampling == Resampling.nearest:
+        return _nearest(src, qr, qc)
     return _bilinear(src, qr, qc)
+
+
+def _nearest(src: np.ndarray, qr: np.ndarray, qc: np.ndarray) -> np.ndarray:
+    """The source pixel whose area holds each pixel-centre coordinate (``qr``, ``qc``); NaN
+    outside ``src``."""
+    sh, sw = src.shape
+    i = np.floor(qr + 0.5).astype(np.int64)
+    j = np.floor(qc + 0.5).astype(np.int64)
+    inside = (i >= 0) & (i < sh) & (j >= 0) & (j < sw)
+    out = np.full(qr.shape, np.nan, dtype=np.float32)
+    out[inside] = src[i[inside], j[inside]]
+    return out
 
 
 def _axis_aligned(t: Affine | None) -> bool:
