@@ -252,6 +252,7 @@ def test_outputs_tags_and_quality_cog(tmp_path: Path) -> None:
     assert inputs["period"] == ["2021-01-01", "2021-12-31"] and inputs["dilation_px"] == 1
     assert inputs["s1_enl_per_acquisition"] == 4.4 and "Lee filter (5 px)" in inputs["s1_rule"]
     assert comp["quality"] == "c_quality.tif" and comp["s2_acquisitions"] == 4
+    assert not [q.name for q in tmp_path.iterdir() if q.name.startswith(".")]  # no work folder left
     with rasterio.open(tmp_path / "c_quality.tif") as q:
         assert q.dtypes == ("uint8", "uint8") and q.descriptions == ("s2_clear_observations", "s1_acquisitions")
         assert q.overviews(1) is not None and q.crs == UTM50S

@@ -160,6 +160,9 @@ def test_normalized_difference_broadcasts_and_gives_float32():
     r = normalized_difference(a, b)
     assert r.dtype == np.float32 and r.shape == (2, 3)
     np.testing.assert_allclose(r, [[0.5, 0.0, 1.0], [0.0, -0.5, 1.0]], rtol=1e-7)
+    # a + b = 0 with a != b (a negative reflectance after the -1000 DN offset): nodata, never ±inf
+    z = normalized_difference(np.array([0.1, -0.02], np.float32), np.array([-0.1, 0.02], np.float32))
+    assert np.isnan(z).all()
 
 
 # -- Sentinel-2 DN offset: every source ---------------------------------------------------------

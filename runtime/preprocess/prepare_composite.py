@@ -37,11 +37,11 @@ from rasterio.errors import RasterioIOError
 from rasterio.warp import transform_geom
 from rasterio.windows import Window
 
-from .._io import atomic_output, ensure_output_dir, temp_path
+from .._io import WorkFolder, atomic_output, ensure_output_dir, write_failure
 from ..bands import BAND_NAMES
 from ..bundle import Preprocessing
-from ..errors import CoalmineError, NoValidDataError, OutputError, UsageError
-from ..raster import BLOCK_ROWS, Grid, to_cog
+from ..errors import CoalmineError, NoValidDataError, UsageError
+from ..raster import BLOCK_ROWS, Grid, gdal_writes_checked, to_cog
 from ..tiling import block_grid
 from .acquisitions import Period
 from .composite import (
@@ -211,35 +211,32 @@ def prepare_composite(
         try:
             if block is None:
                 block = block_for_memory(memory, len(src.s2), len(src.s1), tile=TILE)
-            windows = [Window(c, r, min(block, src.width - c), min(block, src.height - r))
-                       for r in range(0, src.height, block) for c in range(0, src.width, block)]
+            windows = [b.core for b in block_grid(src.height, src.width, block=block, halo=0)]
             log.info("compositing %d x %d px in %d blocks of %d px (memory budget %.1f GB)",
                      src.width, src.height, len(windows), block, memory / 2**30)
-            ensure_output_dir(out.parent if str(out.parent) else Path("."), "-o")
+            folder = ensure_output_dir(out.parent if str(out.parent) else Path("."), "-o")
             src.start_hashing()
-            with atomic_output(out, "-o") as tmp, atomic_output(qpath, "-o") as qtmp:
-                target = temp_path(out, "-o", tag="tiles") if cog else tmp
-                qraw = temp_path(qpath, "-o", tag="tiles")
-                try:
+            # every temporary file in the run's hidden work folder beside the outputs, which the
+            # next run removes if this one is killed
+            with WorkFolder(folder, "-o", what="prepare") as work, atomic_output(out, "-o", work=work) as tmp, \
+                    atomic_output(qpath, "-o", work=work) as qtmp:
+                target = work.path / f"tiles{out.suffix or '.tif'}" if cog else tmp
+                qraw = work.path / f"quality_tiles{qpath.suffix or '.tif'}"
+                with gdal_writes_checked(folder, str(out), "-o"):
                     stats = _write(src, target, qraw, windows, progress, qpath.name)
-                    if stats["valid"] == 0:
-                        raise NoValidDataError(_no_valid_message(src))
-                    t = time.perf_counter()
-                    if cog:
-                        to_cog(target, tmp, nodata=float("nan"), predictor=3, blocksize=TILE,
-                               bigtiff="IF_SAFER", forward_band_tags=True, name=out,
-                               config={"GDAL_NUM_THREADS": "ALL_CPUS", "GDAL_CACHEMAX": GDAL_CACHE_BYTES})
-                    to_cog(qraw, qtmp, nodata=None, name=qpath)  # type: ignore[arg-type]
-                    src.timers.lap("cog", t)
-                finally:
-                    Path(qraw).unlink(missing_ok=True)
-                    if cog:
-                        Path(target).unlink(missing_ok=True)
+                if stats["valid"] == 0:
+                    raise NoValidDataError(_no_valid_message(src))
+                t = time.perf_counter()
+                if cog:
+                    to_cog(target, tmp, nodata=float("nan"), predictor=3, blocksize=TILE,
+                           bigtiff="IF_SAFER", forward_band_tags=True, name=out,
+                           config={"GDAL_NUM_THREADS": "ALL_CPUS", "GDAL_CACHEMAX": GDAL_CACHE_BYTES})
+                to_cog(qraw, qtmp, nodata=None, name=qpath)  # type: ignore[arg-type]
+                src.timers.lap("cog", t)
         except OSError as exc:
             if isinstance(exc, CoalmineError):
                 raise
-            raise OutputError(f"cannot write {out} ({exc}); check free disk space and permissions, "
-                              "or choose another -o") from exc
+            raise write_failure(out.parent if str(out.parent) else Path("."), exc, str(out), "-o") from exc
         finally:
             src.close()
     total = time.perf_counter() - t_start
