@@ -112,6 +112,11 @@ def test_one_composite_per_year_and_only_the_changed_year_rebuilt(tmp_path: Path
         share = obs["mapped_share_below"]
         assert share == (pytest.approx(float(few[mine].mean()), abs=1e-6) if mine.any() else None)
     assert "few clear observations" in (root / "out" / "report.html").read_text()
+    # the maps' true-colour picture of a year is its composite's B04/B03/B02
+    for y in years:
+        with rasterio.open(root / "out" / "yearly" / f"truecolour_{y}.tif") as pic:
+            assert pic.count == 3 and pic.tags()["COALMINE_SOURCE"] == f"composite_{y}.tif"
+            assert pic.read(1).any()
 
     code, out = _run(root)  # nothing new: nothing rebuilt
     assert code == 0 and "0 new year composites processed, 2 unchanged" in out

@@ -3,7 +3,8 @@
 Mine outlines mean little on a blank background: an inspector needs to see the pits, roads and
 villages the map speaks of. For every year with a composite the monitor writes
 ``yearly/truecolour_<year>.tif``: Sentinel-2 B04/B03/B02 (red, green, blue) of the year's
-**clearest scene** (the one with the largest valid share in the ledger), on the composite's grid
+**clearest scene** (the one with the largest valid share in the ledger) or, with
+``compositing = "input"``, of the year's composite, on the composite's grid
 reduced to at most :data:`MAX_PX` pixels on its longer side, with a robust stretch — each band's
 2nd–98th percentile of the valid pixels mapped to 1…255 — so haze, a bright dump or a dark
 river does not wash the picture out. 0 is nodata (clouds masked in a stack, outside the scene).

@@ -260,10 +260,15 @@ def update_composite_years(cfg: MonitorConfig, led: Ledger, layout: MonitorLayou
                                         r["model_file"], r["model_sha256"], names]).encode()).hexdigest()
         target = layout.yearly_mask(r["year"])
         old = existing.get(r["year"])
+        picture = layout.truecolour(r["year"])
         if old is not None and old["fingerprint"] == fp and target.is_file():
+            if not picture.is_file():  # a picture lost since: draw it again
+                _draw_picture(folder, outputs, Grid.of(target), picture)
             continue
         mask = folder / outputs["mask"]
         grid = grid or Grid.of(mask)
+        picture.unlink(missing_ok=True)
+        _draw_picture(folder, outputs, grid, picture)
         path, valid = _copy_mask(mask, grid, target)
         areas = mask_areas_ha(path, aois)
         obs = _observations(folder, outputs, COMPOSITE_TAG)
@@ -273,6 +278,15 @@ def update_composite_years(cfg: MonitorConfig, led: Ledger, layout: MonitorLayou
                      model, observations=obs)
     led.drop_years_except({r["year"] for r in (*done, *empty)})
     return sorted(r["year"] for r in done)
+
+
+def _draw_picture(folder: Path, outputs: dict[str, str], grid: Grid, target: Path) -> None:
+    """The year's true-colour picture behind the report's maps, from its composite's
+    B04/B03/B02 (a composite has no clearest scene to draw it from)."""
+    from .backdrop import write_truecolour
+
+    if outputs.get("composite") and (folder / outputs["composite"]).is_file():
+        write_truecolour(folder / outputs["composite"], grid, target)
 
 
 def _copy_mask(mask: Path, grid: Grid, target: Path) -> tuple[Path, float]:

@@ -338,7 +338,7 @@ def write_project(
                        source=_rel(layout.path(y["composite"]), base), provider="gdal", crs=crs,
                        checked=y["year"] == newest, temporal=(y["year"], y["year"] + 1))
         prj.paletted(ml, [(MINED, MASK_COLORS[MINED][:3] + (170,), "mined")])
-    g = prj.group("True colour (Sentinel-2 B04/B03/B02, clearest scene of the year)")
+    g = prj.group("True colour (Sentinel-2 B04/B03/B02, clearest scene or composite of the year)")
     for y in sorted(years, key=lambda r: -r["year"]):
         if not y.get("truecolour") or not Path(y["truecolour"]).is_file():
             continue
