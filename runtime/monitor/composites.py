@@ -37,6 +37,7 @@ from typing import Any
 
 from ..raster import NODATA, Grid, open_on_grid, read_mask, write_uint8_cog
 from ..scenes import SceneSpec
+from .backdrop import write_truecolour
 from .config import MonitorConfig, date_from_name
 from .layout import MonitorLayout
 from .ledger import InputStat, Ledger, fingerprint
@@ -283,8 +284,6 @@ def update_composite_years(cfg: MonitorConfig, led: Ledger, layout: MonitorLayou
 def _draw_picture(folder: Path, outputs: dict[str, str], grid: Grid, target: Path) -> None:
     """The year's true-colour picture behind the report's maps, from its composite's
     B04/B03/B02 (a composite has no clearest scene to draw it from)."""
-    from .backdrop import write_truecolour
-
     if outputs.get("composite") and (folder / outputs["composite"]).is_file():
         write_truecolour(folder / outputs["composite"], grid, target)
 
