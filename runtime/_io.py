@@ -12,7 +12,7 @@ renamed only when complete (:func:`atomic_output`, :func:`atomic_write_bytes`,
 :func:`atomic_write_text`, :func:`atomic_write_json`), so a crash or a refused input never
 leaves a half-written file under the final name. The temporary file is created the way a
 plain ``open(path, "w")`` creates one, with mode ``0o666`` filtered by the process umask
-(0644 under the usual umask 022), not the 0600 of :func:`tempfile.mkstemp`: a colleague, a web
+(0644 under the usual umask 022), not the 0600 of tempfile's private temporary files: a colleague, a web
 server serving the report or a Dask worker under another account can read what was written.
 The rename keeps that mode. The file's bytes are flushed to disk before the rename and the
 folder after it (:func:`fsync_path`), so a power cut leaves the old file or the whole new one,

@@ -49,7 +49,7 @@ import numpy as np
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from ..bands import GLCM_SLICE, INDEX_SLICE, N_BANDS, S2_BANDS, S2_SLICE, VV_INDEX
+from ..bands import INDEX_SLICE, N_BANDS, S2_BANDS, S2_SLICE
 from ..bundle import Preprocessing
 from ..errors import CRSError, InputError, UsageError
 from ..raster import Grid, check_window
@@ -59,8 +59,8 @@ from .indices import compute_indices
 from .median import PowerMean, clear_median, dilate
 from .s1 import open_s1
 from .s2 import S2Reader, _find_mtd
-from .speckle import DEFAULT_ENL, lee_filter, power_to_db
-from .stack import SceneSource
+from .speckle import DEFAULT_ENL
+from .stack import SarBands, SceneSource
 
 log = logging.getLogger("coalmine.preprocess")
 
@@ -165,7 +165,7 @@ def _fmt_bounds(b: Any) -> str:
     return f"({b[0]:.0f}, {b[1]:.0f}, {b[2]:.0f}, {b[3]:.0f})"
 
 
-class CompositeSource(SceneSource):
+class CompositeSource(SarBands, SceneSource):
     """The composite of several acquisitions, read window by window as the 23-band stack.
 
     Args:
@@ -473,21 +473,10 @@ class CompositeSource(SceneSource):
         for a in self.s1:
             pm.add(a.reader.read_power(region))
         power = pm.mean()
-        t = self.timers.lap("warp_s1", t)
-        if prep.s1.speckle_filter == "lee" and prep.s1.speckle_window > 1:
-            enl = DEFAULT_ENL * np.maximum(pm.count, 1).astype(np.float64)
-            power = lee_filter(power, prep.s1.speckle_window, enl)
-        vv = power_to_db(power)
-        t = self.timers.lap("speckle", t)
+        self.timers.lap("warp_s1", t)
+        # the mean of n acquisitions has n times the looks of one
+        self._sar_bands(power, DEFAULT_ENL * np.maximum(pm.count, 1).astype(np.float64), w, region, out)
         ro, co = w.row_off - region.row_off, w.col_off - region.col_off
-        out[VV_INDEX] = vv[ro: ro + w.height, co: co + w.width]
-        g = prep.glcm
-        levels = self._texture.quantize(vv, self.edges)
-        out[GLCM_SLICE] = self._texture.glcm_block(levels, (ro, co, w.height, w.width), g.levels,
-                                                   window_size=g.window, distance=g.distance,
-                                                   nodata=self._texture.NODATA,
-                                                   threads=self.glcm_threads)
-        self.timers.lap("glcm", t)
         return pm.count[ro: ro + w.height, co: co + w.width]
 
     def close(self) -> None:

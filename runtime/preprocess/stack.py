@@ -163,7 +163,39 @@ def _check_float_bands(ds: Any, path: Path, bands: tuple[str, ...]) -> None:
                 "integers: prepare the stack from the raw inputs with coal-prepare")
 
 
-class RawSource(SceneSource):
+class SarBands:
+    """The Sentinel-1 half of a prepared block, shared by the sources that prepare one (a raw
+    scene, a composite): they hold ``preprocessing``, ``timers``, ``edges``, ``glcm_threads``
+    and the texture module as ``_texture``."""
+
+    preprocessing: Preprocessing
+    timers: StageTimer
+    edges: np.ndarray
+    glcm_threads: int
+    _texture: Any
+
+    def _sar_bands(self, power: np.ndarray, enl: float | np.ndarray, w: Window, region: Window,
+                   out: np.ndarray) -> None:
+        """Fill VV and the GLCM bands of ``out`` (block ``w``) from sigma0 power over ``region``
+        (``w`` plus the halo): Lee filter with ``enl`` looks, dB, quantised texture."""
+        prep = self.preprocessing
+        t = time.perf_counter()
+        if prep.s1.speckle_filter == "lee" and prep.s1.speckle_window > 1:
+            power = lee_filter(power, prep.s1.speckle_window, enl)
+        vv = power_to_db(power)
+        t = self.timers.lap("speckle", t)
+        ro, co = w.row_off - region.row_off, w.col_off - region.col_off
+        out[VV_INDEX] = vv[ro: ro + w.height, co: co + w.width]
+        g = prep.glcm
+        levels = self._texture.quantize(vv, self.edges)
+        out[GLCM_SLICE] = self._texture.glcm_block(levels, (ro, co, w.height, w.width), g.levels,
+                                                   window_size=g.window, distance=g.distance,
+                                                   nodata=self._texture.NODATA,
+                                                   threads=self.glcm_threads)
+        self.timers.lap("glcm", t)
+
+
+class RawSource(SarBands, SceneSource):
     """Raw Sentinel-2 L2A + Sentinel-1 VV, computed into the stack window by window.
 
     Args:
@@ -243,19 +275,8 @@ class RawSource(SceneSource):
         region = self.grid.expand(w, prep.halo)
         power = self.s1.read_power(region)
         t = T.lap("warp_s1", t)
-        if prep.s1.speckle_filter == "lee" and prep.s1.speckle_window > 1:
-            power = lee_filter(power, prep.s1.speckle_window, DEFAULT_ENL)
-        vv = power_to_db(power)
-        t = T.lap("speckle", t)
-        ro, co = w.row_off - region.row_off, w.col_off - region.col_off
-        out[VV_INDEX] = vv[ro: ro + w.height, co: co + w.width]
-        g = prep.glcm
-        levels = self._texture.quantize(vv, self.edges)
-        out[GLCM_SLICE] = self._texture.glcm_block(levels, (ro, co, w.height, w.width), g.levels,
-                                            window_size=g.window, distance=g.distance,
-                                            nodata=self._texture.NODATA,
-                                            threads=self.glcm_threads)
-        t = T.lap("glcm", t)
+        self._sar_bands(power, DEFAULT_ENL, w, region, out)
+        t = time.perf_counter()
         # any band NaN (or inf) -> the sum is not finite: one pass instead of 23 isfinite maps
         bad = s2_bad | ~np.isfinite(out.sum(axis=0, dtype=np.float32))
         np.copyto(out, np.float32(np.nan), where=bad[None])
