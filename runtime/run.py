@@ -43,7 +43,7 @@ import rasterio
 from .aoi import Aoi, read_aois
 from .areas import mask_areas_ha, pixel_areas_ha
 from .backends import Backend, finite_logits, make_backend
-from .bands import band_positions
+from .bands import S1_BAND, band_positions
 from .bundle import Bundle, load_bundle
 from .errors import BandError, InputError, NoValidDataError, UsageError
 from .options import RunOptions
@@ -101,6 +101,10 @@ def _band_index(source: Any, bundle: Bundle) -> list[int] | None:
     try:
         return band_positions(have, bundle.bands)
     except KeyError as exc:
+        if have == (S1_BAND,):  # a calibrated Sentinel-1 raster given where the scene goes
+            raise BandError(
+                f"{getattr(source, 'path', 'the scene')} is a Sentinel-1 raster (one band {S1_BAND}), not a "
+                "scene; give the Sentinel-2 scene as SCENE and this file with --s1") from None
         raise BandError(
             f"{getattr(source, 'path', 'the scene')} lacks band(s) {', '.join(exc.args[0])} that bundle "
             f"{bundle.path} needs (scene bands: {', '.join(have)}); prepare the stack with coal-prepare"
@@ -199,9 +203,9 @@ def _run_scene(scene: Any, bundle: Any, out_dir: Any, s1: Any, aoi: Any, opts: R
         source = (open_scene(scene, s1, bundle.preprocessing, **opts.inputs.reader_args()) if owns_source
                   else scene)
     try:
+        band_idx = _band_index(source, bundle)  # first: a file that is no scene is told so, alone
         warnings = check_preprocessing(source, bundle)
         _check_aois(aois, source, aoi)
-        band_idx = _band_index(source, bundle)
         # the path given names the outputs (a folder of acquisitions: the folder, not its first one)
         scene_path = scene if owns_source else getattr(source, "path", None)
         prefix = opts.prefix or (Path(str(scene_path)).stem if scene_path else "scene")

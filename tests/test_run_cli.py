@@ -132,3 +132,21 @@ def test_real_bigearthnet_raw_inputs_with_geopackage_aoi(realdata, tmp_path):
     assert s["nodata_share"] < 0.01
     west_ha = float((m[:, : w // 2] == 1).sum()) * float(pixel_areas_ha(crs, tr, h, w)[0, 0])
     assert s["areas_ha"]["aois"]["west"] == pytest.approx(west_ha, rel=0.02)
+
+
+def test_a_sentinel1_raster_given_as_the_scene_is_named_with_the_fix(tmp_path, setup):
+    import numpy as np
+    import rasterio
+    from affine import Affine
+
+    bundle, _ = setup
+    vv = tmp_path / "vv_db.tif"
+    with rasterio.open(vv, "w", driver="GTiff", width=64, height=64, count=1, dtype="float32",
+                       crs="EPSG:32750", transform=Affine(10, 0, 300000, 0, -10, 9700000)) as ds:
+        ds.write(np.full((1, 64, 64), -12.0, np.float32))
+        ds.set_band_description(1, "VV")
+    r = CliRunner().invoke(main, [str(vv), "-b", str(bundle.path), "-o", str(tmp_path / "o"), "-q"])
+    assert r.exit_code == 1, r.output
+    assert r.stderr.strip() == (f"coal-run: error: {vv} is a Sentinel-1 raster (one band VV), not a scene; give "
+                                "the Sentinel-2 scene as SCENE and this file with --s1")
+    assert not (tmp_path / "o").exists() or os.listdir(tmp_path / "o") == []
