@@ -40,7 +40,7 @@ from ..scenes import SceneSpec
 from .backdrop import write_truecolour
 from .config import MonitorConfig, date_from_name
 from .layout import MonitorLayout
-from .ledger import InputStat, Ledger, fingerprint
+from .ledger import InputStat, Ledger, fingerprint, plan_row
 from .legend import MASK_COLORS
 from .models import ModelSet
 from .pipeline import SceneTask
@@ -137,28 +137,10 @@ def plan_years(cfg: MonitorConfig, led: Ledger, layout: MonitorLayout, specs: li
             "nfiles": len(files), "sha256": fp, "bundle_id": bundle_id, "options": options,
             "model_state": models.state,
         }
-        if prev is None:
-            reason, process = "new", True
-        elif prev["sha256"] != fp:
-            reason, process = "inputs changed", True
-        elif prev["bundle_id"] != bundle_id or prev["options"] != options:
-            reason, process = "bundle or run options changed", True
-        elif prev["status"] in ("done", "nodata") and models.change_from(prev["model_state"]):
-            reason, process = str(models.change_from(prev["model_state"])), True
-        elif prev["status"] == "nodata":
-            reason, process = "unchanged", False
-        elif prev["status"] == "done":
-            outputs = json.loads(prev["outputs"] or "{}")
-            mask = layout.path(outputs.get("folder", "")) / outputs.get("mask", "")
-            reason, process = ("unchanged", False) if outputs.get("mask") and mask.is_file() else ("outputs missing", True)
-        elif prev["status"] in ("running", "pending"):
-            reason, process = "interrupted earlier", True
-        elif retry_failed or prev["attempts"] < cfg.max_attempts:
-            reason, process = "retry after failure", True
-        else:
-            reason, process = "failed earlier", False
-        fresh = reason in ("new", "inputs changed", "bundle or run options changed") or reason.startswith("model ")
-        row["attempts"] = 0 if fresh or prev is None or retry_failed else prev["attempts"]
+        change = "inputs changed" if prev is not None and prev["sha256"] != fp else None
+        reason, process, row["attempts"] = plan_row(prev, change, bundle_id=bundle_id, options=options,
+                                                    models=models, layout=layout, retry_failed=retry_failed,
+                                                    max_attempts=cfg.max_attempts)
         spec = SceneSpec(path=stack, date=inp.last)
         items.append((spec, reason, process, row))
         log.debug("%d: %d Sentinel-2 and %d Sentinel-1 acquisitions", y, len(inp.s2), len(inp.s1))

@@ -185,6 +185,42 @@ def fingerprint(path: Path, known: InputStat | None = None) -> InputStat:
 # -- the lock ---------------------------------------------------------------------------------------
 
 
+def plan_row(prev: Any, input_change: str | None, *, bundle_id: str, options: str, models: Any, layout: Any,
+             retry_failed: bool, max_attempts: int) -> tuple[str, bool, int]:
+    """Whether the ledger row ``prev`` of an input (a scene, a year's composite) is processed
+    this run: ``(reason, process, attempts)``, the attempts to record for it.
+
+    ``input_change`` names how the input differs from ``prev`` (None: it does not). A changed
+    input, bundle, run options or model file starts the attempts afresh; a done row whose
+    outputs are gone, an interrupted one and a failed one with attempts left are done again.
+    ``models`` is the run's :class:`~coalmine.runtime.monitor.models.ModelSet`, ``layout`` its
+    :class:`~coalmine.runtime.monitor.layout.MonitorLayout`.
+    """
+    if prev is None:
+        return "new", True, 0
+    model_change = models.change_from(prev["model_state"]) if prev["status"] in ("done", "nodata") else None
+    if input_change:
+        reason, process, fresh = input_change, True, True
+    elif prev["bundle_id"] != bundle_id or prev["options"] != options:
+        reason, process, fresh = "bundle or run options changed", True, True
+    elif model_change:
+        reason, process, fresh = str(model_change), True, True
+    elif prev["status"] == "nodata":
+        reason, process, fresh = "unchanged", False, False
+    elif prev["status"] == "done":
+        outputs = json.loads(prev["outputs"] or "{}")
+        mask = layout.path(outputs.get("folder", "")) / outputs.get("mask", "")
+        present = bool(outputs.get("mask")) and mask.is_file()
+        reason, process, fresh = ("unchanged", False, False) if present else ("outputs missing", True, False)
+    elif prev["status"] in ("running", "pending"):
+        reason, process, fresh = "interrupted earlier", True, False
+    elif retry_failed or prev["attempts"] < max_attempts:
+        reason, process, fresh = "retry after failure", True, False
+    else:
+        reason, process, fresh = "failed earlier", False, False
+    return reason, process, 0 if fresh or retry_failed else prev["attempts"]
+
+
 class RunLock:
     """Exclusive, non-blocking lock on an output folder for the duration of one run.
 

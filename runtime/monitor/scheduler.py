@@ -40,7 +40,7 @@ from . import composites
 from .change import update_changes
 from .config import MonitorConfig, SceneSpec, discover_scenes
 from .layout import MonitorLayout
-from .ledger import InputStat, Ledger, RunLock, fingerprint
+from .ledger import InputStat, Ledger, RunLock, fingerprint, plan_row
 from .models import ModelSet, model_set
 from .pipeline import (
     DEFAULT_RUNNER,
@@ -283,37 +283,16 @@ def plan(
             "s1_nfiles": s1st.nfiles if s1st else None, "s1_sha256": s1st.sha256 if s1st else None,
         }
         if prev is None:
-            reason, process = "new", True
+            change = None
         elif prev["sha256"] != st.sha256 or prev["s1_path"] != row["s1_path"] or prev["s1_sha256"] != row["s1_sha256"]:
-            reason, process = "input changed", True
-        elif prev["date"] != row["date"]:
-            reason, process = "date changed", True
-        elif prev["bundle_id"] != bundle_id or prev["options"] != options:
-            reason, process = "bundle or run options changed", True
-        elif prev["status"] in ("done", "nodata") and models.change_from(prev["model_state"]):
-            reason, process = str(models.change_from(prev["model_state"])), True
-        elif prev["status"] == "nodata":
-            reason, process = "unchanged", False
-            if not st.same_stat(known):
-                refresh.append((spec.key, st, s1st))
-        elif prev["status"] == "done":
-            outputs = json.loads(prev["outputs"] or "{}")
-            mask = layout.path(outputs.get("folder", "")) / outputs.get("mask", "")
-            if outputs.get("mask") and mask.is_file():
-                reason, process = "unchanged", False
-                if not st.same_stat(known):
-                    refresh.append((spec.key, st, s1st))
-            else:
-                reason, process = "outputs missing", True
-        elif prev["status"] in ("running", "pending"):
-            reason, process = "interrupted earlier", True
-        elif retry_failed or prev["attempts"] < cfg.max_attempts:
-            reason, process = "retry after failure", True
+            change = "input changed"
         else:
-            reason, process = "failed earlier", False
-        fresh = reason in ("new", "input changed", "date changed", "bundle or run options changed") or (
-            reason.startswith("model "))
-        row["attempts"] = 0 if fresh or prev is None or retry_failed else prev["attempts"]
+            change = "date changed" if prev["date"] != row["date"] else None
+        reason, process, row["attempts"] = plan_row(prev, change, bundle_id=bundle_id, options=options,
+                                                    models=models, layout=layout, retry_failed=retry_failed,
+                                                    max_attempts=cfg.max_attempts)
+        if reason == "unchanged" and not st.same_stat(known):
+            refresh.append((spec.key, st, s1st))  # same content, touched file
         items.append(PlanItem(spec=spec, reason=reason, process=process, row=row))
     if refresh:  # same content, touched file: remember the new mtime so the next run skips hashing
         led.refresh_input_stats(refresh)
