@@ -64,7 +64,7 @@ class Group:
 
 GROUPS = (
     Group("preprocess",
-          tuple(f"runtime/preprocess/{m}.py" for m in ("s2", "s1", "indices", "speckle", "stack", "warp", "grid")),
+          tuple(f"runtime/preprocess/{m}.py" for m in ("s2", "s1", "indices", "speckle", "stack", "warp")),
           ("tests/test_input_numbers.py", "tests/test_prepare.py", "tests/test_prepare_errors.py",
            "tests/test_prepare_realdata.py", "tests/test_s2_zip.py", "tests/test_run.py")),
     # the grid value and raster reading of the preprocessing (and of coal-run and the monitor)
@@ -78,6 +78,14 @@ GROUPS = (
     Group("outputs", ("runtime/outputs.py",),
           ("tests/test_map_numbers.py", "tests/test_run.py")),
     Group("areas", ("runtime/areas.py",), ("tests/test_areas.py", "tests/test_no_data.py", "tests/test_run.py")),
+    # yearly composites: the acquisition list, the per-pixel median and the composite's blocks
+    Group("composite",
+          tuple(f"runtime/preprocess/{m}.py" for m in ("acquisitions", "median", "composite")),
+          ("tests/test_composite.py", "tests/test_composite_cli.py", "tests/test_composite_clouds.py")),
+    # Sentinel-1 GRD: annotation, orbit, noise removal and calibration, geocoding
+    Group("grd",
+          tuple(f"runtime/preprocess/s1grd/{m}.py" for m in ("annotation", "orbit", "radiometry", "geocoding")),
+          ("tests/test_grd.py", "tests/test_grd_pipeline.py")),
     Group("metrics", ("train/metrics.py",), ("tests/test_metrics.py",)),
     Group("texture", ("runtime/texture.py",), ("tests/test_texture.py",)),
 )

@@ -103,3 +103,13 @@ def test_bad_toml_and_missing_file_refused(tmp_path) -> None:
         load_config(_write(tmp_path, "epochs = = 3\n"))
     with pytest.raises(InputNotFoundError, match="config file .*nope.toml does not exist"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_default_overlap_follows_a_small_tile_and_an_explicit_one_is_checked(tmp_path) -> None:
+    # a quarter of the tile, at most 32 px: the study's 128 px tiles keep 32, a 32 px tile gets 8
+    assert [with_overrides(TrainConfig(), tile=t).effective_overlap for t in (32, 64, 128, 256)] == [8, 16, 32, 32]
+    assert load_config(_write(tmp_path, "tile = 32\noverlap = 0\n")).effective_overlap == 0
+    with pytest.raises(ConfigError, match=r"setting 'overlap' = 32 is invalid: use pixels >= 0 and below the tile size 32"):
+        load_config(_write(tmp_path, "tile = 32\noverlap = 32\n"))
+    with pytest.raises(ConfigError, match="overlap must be a whole number"):
+        load_config(_write(tmp_path, "overlap = 1.5\n"))

@@ -374,7 +374,7 @@ def train(
                                  {"patch_extraction_s": extract_s, "t_start": t_start})
     bundle = Bundle(
         path=out, bundle_id=bundle_id, bands=BAND_NAMES, preprocessing=Preprocessing.from_dict(ps.meta["preprocessing"]),
-        normalization=norm, model=spec, tile_size=cfg.tile, overlap=cfg.overlap, threshold=acc.threshold,
+        normalization=norm, model=spec, tile_size=cfg.tile, overlap=cfg.effective_overlap, threshold=acc.threshold,
         training=training, created=created,
     )
     _write_bundle(bundle, model, fitres, report, ps.x, ps.y, _pick_val_tiles(ps, va, cfg.max_val_tiles))

@@ -113,8 +113,9 @@ class TrainConfig:
     #: Optional local ResNet-34 encoder weights (.pth); nothing is downloaded.
     encoder_weights: Path | None = None
     # -- outputs -------------------------------------------------------------------------------
-    #: Recommended overlap for inference tiles, stored in the bundle.
-    overlap: int = 32
+    #: Recommended overlap for inference tiles, stored in the bundle (None: a quarter of the
+    #: tile, at most 32 px; see ``effective_overlap``).
+    overlap: int | None = None
     #: Validation tiles saved raw in the bundle for export parity/calibration (at most).
     max_val_tiles: int = 32
     #: Patch cache folder (None: <out>.work/cache beside the output).
@@ -123,6 +124,12 @@ class TrainConfig:
     @property
     def effective_stride(self) -> int:
         return self.stride or self.tile
+
+    @property
+    def effective_overlap(self) -> int:
+        """The overlap stored in the bundle: the setting, or a quarter of the tile up to 32 px
+        (32 for the study's 128 px tiles, 8 for 32 px tiles)."""
+        return self.overlap if self.overlap is not None else min(32, self.tile // 4)
 
     @property
     def inputs(self) -> InputOptions:
@@ -188,7 +195,7 @@ class TrainConfig:
                 raise bad("threshold", "use a number between 0 and 1 or 'tune'")
         elif not 0.0 < float(self.threshold) < 1.0:
             raise bad("threshold", "use a number strictly between 0 and 1 or 'tune'")
-        if not 0 <= self.overlap < self.tile:
+        if not 0 <= self.effective_overlap < self.tile:
             raise bad("overlap", f"use pixels >= 0 and below the tile size {self.tile}")
         for s in self.scenes:
             if s.split not in SPLITS:
@@ -203,7 +210,7 @@ _PATH_KEYS = {"encoder_weights", "cache_dir"}
 
 
 #: Settings whose default is None but whose values are whole numbers, numbers or strings.
-_OPTIONAL_INTS = {"stride", "buffer", "max_patches", "speckle_window"}
+_OPTIONAL_INTS = {"stride", "overlap", "buffer", "max_patches", "speckle_window"}
 _OPTIONAL_FLOATS = {"s2_offset"}
 _OPTIONAL_STRS = {"scl", "speckle", "dem", "orbit"}
 
