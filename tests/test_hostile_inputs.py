@@ -297,13 +297,15 @@ PREPARE_ROWS = [
     ("block-zero", ["--block", "0"], 2, ["--block"]),
     ("timings-is-a-folder", ["--timings", "{tmp}"], 2, ["--timings", "is a folder"]),
     ("s1-is-the-s2", ["--s1", "{s2}"], 1, []),
+    ("scl-is-a-stack", ["--scl", "{stack}"], 1, ["--scl", "stack.tif", "has 23 bands", "*_SCL_20m.jp2"]),
 ]
 
 
 @pytest.mark.parametrize("args,code,words", [r[1:] for r in PREPARE_ROWS], ids=[r[0] for r in PREPARE_ROWS])
 def test_coal_prepare_hostile_inputs(synth, tmp_path, args, code, words):
     out = tmp_path / "out"
-    fill = {"s2": str(synth.s2_dir), "tmp": str(tmp_path)}
+    stack = write_stack(tmp_path / "stack.tif", make_stack(32, 32, seed=5))
+    fill = {"s2": str(synth.s2_dir), "tmp": str(tmp_path), "stack": str(stack)}
     args = [a.format(**fill) for a in args]
     base = {"--s2": str(synth.s2_dir), "--s1": str(synth.s1_path), "-o": str(out / "s.tif")}
     for k in list(base):

@@ -550,6 +550,10 @@ class S2Reader:
         """Open an SCL raster given by path and check it covers the grid's CRS."""
         p = check_exists(path, "--scl")
         ds = self._ds(p)
+        if ds.count != 1:
+            raise BandError(
+                f"--scl {p} has {ds.count} bands; the scene classification is one band of classes 0-11 "
+                "(the Level-2A product's *_SCL_20m.jp2): give that file, or --scl auto to find it beside the bands")
         check_crs(ds, "--scl")
         return BandRef(p, 1)
 
