@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 from coalmine.runtime.errors import UsageError
 from coalmine.runtime.tiling import (
+    TileBlender,
+    block_core,
     block_grid,
     check_tile,
     overlap_problem,
     pad_to_tile,
     predict_block,
+    scene_tiling,
     tile_origins,
     tile_size_problem,
     tiles_in,
@@ -54,6 +57,7 @@ def test_block_cores_partition_the_raster_and_reads_contain_cores():
     for b in blocks:
         r, c = int(b.core.row_off), int(b.core.col_off)
         cover[r : r + int(b.core.height), c : c + int(b.core.width)] += 1
+        assert r + b.core.height <= H and c + b.core.width <= W  # (numpy would clip a core past the edge)
         rd = b.read
         assert rd.row_off >= 0 and rd.col_off >= 0
         assert rd.row_off + rd.height <= H and rd.col_off + rd.width <= W
@@ -72,6 +76,8 @@ def test_rectangular_blocks_give_full_width_strips():
     assert all(b.core.col_off == 0 and b.core.width == 700 and b.read == b.core for b in blocks)
     with pytest.raises(UsageError, match="must be positive"):
         list(block_grid(10, 10, block=(0, 10), halo=0))
+    with pytest.raises(UsageError, match=r"block size \(10, 0\) must be positive"):
+        list(block_grid(10, 10, block=(10, 0), halo=0))
 
 
 def test_predict_block_normalises_weights_everywhere():
@@ -246,3 +252,63 @@ def test_overlap_problem_on_small_tiles_by_hand():
     assert overlap_problem(4, 2) is None and overlap_problem(5, 2) is None
     assert overlap_problem(5, 3) == "must be between 0 and half the tile (2); try 0"
     assert check_tile(64) == 64 and check_tile(64, None) == 64  # no overlap given: only the tile checked
+
+
+def _touches(origin: int, tile: int, start: int, stop: int) -> bool:
+    return origin < stop and origin + tile > start
+
+
+@pytest.mark.parametrize("ov", [16, 0])
+@pytest.mark.parametrize("block", [1, 60, 96, 200, 1000])
+def test_scene_tiling_plan_by_its_rules(block, ov):
+    # without overlap a tile can end exactly where a block's core starts: it is not used there
+    H, W, tile = 150, 203, 64
+    blocks = scene_tiling(H, W, tile=tile, overlap=ov, block=block)
+    rows, cols = tile_origins(H, tile, ov), tile_origins(W, tile, ov)
+    core = block_core(block, tile, ov)
+    assert core % (tile - ov) == 0 and core >= tile - ov
+    computed = [t for b in blocks for t in b.tiles]
+    assert sorted(computed) == [(r, c) for r in rows for c in cols]  # every tile once
+    last_use = {}
+    for i, b in enumerate(blocks):
+        assert b.index == i
+        r0, c0, h, w = int(b.core.row_off), int(b.core.col_off), int(b.core.height), int(b.core.width)
+        assert all(r0 <= r < r0 + h and c0 <= c < c0 + w for r, c in b.tiles)
+        # exactly the tiles that touch the core, in row-major order: none computed for nothing
+        assert list(b.uses) == [(r, c) for r in rows for c in cols
+                                if _touches(r, tile, r0, r0 + h) and _touches(c, tile, c0, c0 + w)]
+        for t in b.uses:
+            last_use[t] = i
+    for i, b in enumerate(blocks):
+        assert sorted(b.done) == sorted(t for t, j in last_use.items() if j == i)
+
+
+def test_block_core_and_scene_tiling_block_limits():
+    # whole multiples of the stride 48, at least one
+    assert [block_core(b, 64, 16) for b in (1, 10, 24, 72, 73, 1000)] == [48, 48, 48, 96, 96, 1008]
+    assert len(scene_tiling(100, 100, tile=64, overlap=16, block=1)) == 9  # cores of 48: 3 x 3
+    with pytest.raises(UsageError, match="block size 0 must be positive"):
+        scene_tiling(100, 100, tile=64, overlap=16, block=0)
+
+
+@pytest.mark.parametrize("block", [1, 96, 200])
+def test_blocks_blend_to_the_whole_scene_bit_for_bit_and_drop_every_tile(block):
+    # A model that looks at its whole tile (logit = a pixel's band 0 + its tile's mean of band 1):
+    # a tile read from the wrong place, or blended into the wrong pixels, changes the map.
+    H, W, tile, ov = 150, 203, 64, 16
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, H, W)).astype(np.float32)
+
+    def infer(b):
+        return (b[:, :1] + b[:, 1:2].mean(axis=(2, 3), keepdims=True)).astype(np.float32)
+
+    whole = predict_block(x, infer, tile=tile, overlap=ov, batch_size=4)
+    blender = TileBlender(tile, ov)
+    out = np.full((H, W), np.nan, np.float32)
+    for b in scene_tiling(H, W, tile=tile, overlap=ov, block=block):
+        rd, core = b.read, b.core
+        xb = x[:, int(rd.row_off): int(rd.row_off + rd.height), int(rd.col_off): int(rd.col_off + rd.width)]
+        out[int(core.row_off): int(core.row_off + core.height),
+            int(core.col_off): int(core.col_off + core.width)] = blender.block_logits(b, xb, infer, batch_size=3)
+    np.testing.assert_array_equal(out, whole)
+    assert blender.kept == {}  # each tile's logits dropped after the last block that uses it
