@@ -76,7 +76,7 @@ GROUPS = (
     Group("tiling", ("runtime/tiling.py",),
           ("tests/test_tiling.py", "tests/test_map_numbers.py", "tests/test_run.py")),
     Group("outputs", ("runtime/outputs.py",),
-          ("tests/test_map_numbers.py", "tests/test_run.py")),
+          ("tests/test_outputs.py", "tests/test_map_numbers.py", "tests/test_run.py")),
     Group("areas", ("runtime/areas.py",), ("tests/test_areas.py", "tests/test_no_data.py", "tests/test_run.py")),
     # yearly composites: the acquisition list, the per-pixel median and the composite's blocks
     Group("composite",
