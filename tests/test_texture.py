@@ -517,3 +517,74 @@ def test_equal_width_refuses_empty_range():
 def test_equal_frequency_refuses_no_finite_samples():
     with pytest.raises(ValueError, match=r"samples holds no finite value"):
         equal_frequency_edges([np.nan, np.inf], 8)
+
+
+# --- the limits themselves are accepted, one step past them refused, each message names its value --
+
+
+def test_limits_are_accepted():
+    img = random_levels(np.random.default_rng(23), (40, 40), 255, holes=0.0)
+    for n in (2, 255):
+        assert glcm_features(np.minimum(img, n - 1).astype(np.uint8), n, window=3, distance=1).shape == (10, 40, 40)
+    assert glcm_features(GOOD, 4, window=31, distance=30).shape == (10, *GOOD.shape)
+    assert glcm_features(GOOD, 4, nodata=255).shape == (10, *GOOD.shape)
+    assert quantize(np.array([0.5, 300.0]), np.arange(254.0)).tolist() == [1, 254]  # 254 thresholds
+    assert quantize(np.array([0.5, 3.0]), [1.0]).tolist() == [0, 1]  # a single threshold
+    assert quantize(np.array([1, 5], dtype=np.int16), [2.0]).tolist() == [0, 1]  # integer dB counts too
+    with pytest.raises(ValueError, match=r"nodata must be a uint8 value from 0 to 255 or None, got 256"):
+        glcm_features(GOOD, 4, nodata=256)
+
+
+@pytest.mark.parametrize("call,error,message", [
+    (lambda: quantize(np.zeros(3), [2.0, 1.0]), ValueError,
+     r"edges must be strictly increasing, but edges\[0\] = 2\.0 and edges\[1\] = 1\.0\.$"),
+    (lambda: quantize(np.zeros(3), [[1.0, 2.0]]), ValueError,
+     r"^edges must be a 1-D sequence of thresholds, got 2 dimensions\.$"),
+    (lambda: quantize(np.zeros(3), [np.inf]), ValueError, r"^edges must be finite numbers; found NaN or infinity\.$"),
+    (lambda: equal_width_edges(0.0, 1.0, 1), ValueError, r"^levels must be from 2 to 255 "),
+    (lambda: equal_frequency_edges([1.0, 2.0], 2.0), TypeError, r"^levels must be an integer, got 2\.0"),
+    (lambda: equal_frequency_edges([np.nan], 4), ValueError,
+     r"^samples holds no finite value; equal-frequency edges need data\.$"),
+    (lambda: glcm_features(GOOD, 4, distance=2.0), TypeError, r"^distance must be an integer, got 2\.0"),
+    (lambda: glcm_features(GOOD, 4, nodata=1.0), TypeError, r"^nodata must be an integer, got 1\.0"),
+    (lambda: glcm_features(GOOD, 4, threads=2.0), TypeError, r"^threads must be an integer, got 2\.0"),
+    (lambda: glcm_features(GOOD.tolist(), 4), TypeError,
+     r"got list; make one with coalmine\.runtime\.texture\.quantize\.$"),
+    (lambda: glcm_features(GOOD.astype(np.float32), 4), TypeError,
+     r"quantize dB values with coalmine\.runtime\.texture\.quantize first\.$"),
+    (lambda: texture.glcm_halo(9.0), TypeError, r"^window must be an integer, got 9\.0"),
+    (lambda: texture.glcm_halo(9, 4.0), TypeError, r"^distance must be an integer, got 4\.0"),
+    (lambda: glcm_block(GOOD, "abcd", 4), TypeError,
+     r"^window must be a rasterio\.windows\.Window or a tuple \(row_off, col_off, height, width\), got 'abcd'\.$"),
+    (lambda: glcm_block(GOOD, (True, 0, 4, 4), 4), ValueError, r"^window row_off must be a whole number of pixels, got True"),
+    (lambda: glcm_block(GOOD, (0, 0.5, 4, 4), 4), ValueError, r"^window col_off must be a whole number"),
+    (lambda: glcm_block(GOOD, (0, 0, 4.5, 4), 4), ValueError, r"^window height must be a whole number"),
+    (lambda: glcm_block(GOOD, (0, 0, 4, 4.5), 4), ValueError, r"^window width must be a whole number"),
+])
+def test_refusals_name_the_argument(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+@pytest.mark.parametrize("block", [(-1, 0, 2, 2), (0, -1, 2, 2), (0, 0, -1, 2), (0, 0, 2, -1), (0, 4, 2, 5), (7, 0, 2, 2)])
+def test_block_refuses_any_side_outside_the_raster(block):
+    with pytest.raises(ValueError, match=r"does not lie inside the 8 x 8"):
+        glcm_block(GOOD, block, 4)
+
+
+def test_empty_block_and_defaults():
+    assert glcm_block(GOOD, (2, 1, 0, 3), 4).shape == (10, 0, 3)
+    assert glcm_block(GOOD, (2, 1, 3, 0), 4).shape == (10, 3, 0)
+    img = random_levels(np.random.default_rng(29), (30, 30), 16)
+    # the study's 9 x 9 window at distance 4, both for a whole raster and for a block
+    assert same_bits(glcm_features(img, 16), glcm_features(img, 16, window=9, distance=4))
+    assert same_bits(glcm_block(img, (5, 6, 10, 12), 16), glcm_block(img, (5, 6, 10, 12), 16, window_size=9, distance=4))
+    assert texture.glcm_halo() == 9 // 2 + 4
+
+
+def test_block_of_a_wide_window_equals_the_whole_raster():
+    # 31 px at distance 1: the halo must be 15 + 1 px (a third of the window would be 11)
+    img = random_levels(np.random.default_rng(31), (70, 70), 8, holes=0.05)
+    whole = glcm_features(img, 8, window=31, distance=1)
+    got = glcm_block(img, (30, 30, 10, 10), 8, window_size=31, distance=1)
+    assert same_bits(got, np.ascontiguousarray(whole[:, 30:40, 30:40]))
