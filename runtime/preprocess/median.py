@@ -50,7 +50,7 @@ def clear_median(values: np.ndarray, clear: np.ndarray | None = None) -> tuple[n
     values.sort(axis=0)  # NaN sorts last: the clear values come first, ascending
     count = n - np.isnan(values).sum(axis=0, dtype=np.int64)
     lo_i = np.maximum(count - 1, 0) // 2
-    hi_i = np.minimum(count // 2, n - 1)
+    hi_i = count // 2  # <= n - 1, as count <= n
     lo = np.take_along_axis(values, lo_i[None], axis=0)[0]
     hi = np.take_along_axis(values, hi_i[None], axis=0)[0]
     med = (lo + hi) / values.dtype.type(2)
@@ -73,17 +73,14 @@ def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
         raise ValueError(f"dilation radius must be >= 0, got {radius}")
     if radius == 0 or mask.size == 0:
         return mask.copy()
-    h, w = mask.shape
     rows = mask.copy()
-    for k in range(1, radius + 1):
-        if k < w:
-            rows[:, k:] |= mask[:, :-k]
-            rows[:, :-k] |= mask[:, k:]
+    for k in range(1, radius + 1):  # shifts of k >= the width are empty slices
+        rows[:, k:] |= mask[:, :-k]
+        rows[:, :-k] |= mask[:, k:]
     out = rows.copy()
     for k in range(1, radius + 1):
-        if k < h:
-            out[k:, :] |= rows[:-k, :]
-            out[:-k, :] |= rows[k:, :]
+        out[k:, :] |= rows[:-k, :]
+        out[:-k, :] |= rows[k:, :]
     return out
 
 
