@@ -1,0 +1,203 @@
+"""The scene sources of coalmine.runtime.preprocess.stack, checked by hand: a prepared stack's
+nodata and refusals, what is not a scene at all, the SCL and GLCM settings a raw scene really
+uses, the stage names it times, and the preprocessing check's messages."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import rasterio
+from coalmine.runtime import texture
+from coalmine.runtime.bands import BAND_NAMES, GLCM_SLICE, N_BANDS, VV_INDEX
+from coalmine.runtime.bundle import GlcmParams, Preprocessing
+from coalmine.runtime.errors import BandError, InputError, InputNotFoundError, RasterError
+from coalmine.runtime.preprocess.speckle import power_to_db
+from coalmine.runtime.preprocess.stack import (
+    INPUTS_TAG,
+    PREPROCESSING_TAG,
+    RawSource,
+    StackSource,
+    _neither_stack_nor_s2,
+    check_preprocessing,
+)
+from factories import DEFAULT_TRANSFORM, UTM50S, make_stack, write_stack
+from rasterio.windows import Window
+
+H = W = 40
+
+
+def _stack_with_nodata(path: Path, nodata: float) -> tuple[Path, np.ndarray]:
+    data = make_stack(H, W, seed=2)
+    data[:, 3, 4] = nodata  # a pixel marked nodata in every band
+    data[7, 10, 11] = nodata  # ... and in one band only
+    with rasterio.open(path, "w", driver="GTiff", dtype="float32", count=N_BANDS, height=H, width=W,
+                       crs=UTM50S, transform=DEFAULT_TRANSFORM, nodata=nodata) as ds:
+        ds.write(data)
+        for i, name in enumerate(BAND_NAMES, start=1):
+            ds.set_band_description(i, name)
+    return path, data
+
+
+def test_a_stack_s_own_nodata_value_blanks_the_whole_pixel(tmp_path):
+    path, data = _stack_with_nodata(tmp_path / "s.tif", -9999.0)
+    with StackSource(path) as src:
+        a = src.read(Window(0, 0, W, H))
+    assert np.isnan(a[:, 3, 4]).all() and np.isnan(a[:, 10, 11]).all()  # one band is enough
+    keep = np.ones((H, W), bool)
+    keep[3, 4] = keep[10, 11] = False
+    np.testing.assert_array_equal(a[:, keep], data[:, keep])  # nothing else touched
+    assert src.inputs is None and src.preprocessing is None  # no tags: nothing recorded
+
+
+def test_a_stack_s_recorded_inputs_are_read_back(tmp_path):
+    path = write_stack(tmp_path / "s.tif", make_stack(8, 8, seed=1))
+    with rasterio.open(path, "r+") as ds:
+        ds.update_tags(**{INPUTS_TAG: json.dumps({"s2": "a.SAFE", "s1_units": "linear"})})
+    with StackSource(path) as src:
+        assert src.inputs == {"s2": "a.SAFE", "s1_units": "linear"}
+        assert src.preprocessing == Preprocessing()
+
+
+def test_a_stack_with_integer_bands_is_refused_naming_the_band(tmp_path):
+    path = tmp_path / "int.tif"
+    with rasterio.open(path, "w", driver="GTiff", dtype="int16", count=N_BANDS, height=8, width=8,
+                       crs=UTM50S, transform=DEFAULT_TRANSFORM) as ds:
+        ds.write(np.zeros((N_BANDS, 8, 8), np.int16))
+        for i, name in enumerate(BAND_NAMES, start=1):
+            ds.set_band_description(i, name)
+    with pytest.raises(BandError, match=(
+            rf"^scene {path} band 1 \(B02\) is int16; a coalmine stack holds float32 values \(reflectance "
+            r"0-1, indices, VV in dB, GLCM textures\) with NaN as nodata, not scaled integers: prepare the "
+            r"stack from the raw inputs with coal-prepare$")):
+        StackSource(path)
+
+
+def test_stack_source_refusals_name_the_scene(tmp_path):
+    with pytest.raises(InputNotFoundError, match=rf"^scene {tmp_path / 'nope.tif'} does not exist"):
+        StackSource(tmp_path / "nope.tif")
+    (tmp_path / "t.tif").write_text("no raster")
+    with pytest.raises(RasterError, match=r"^scene .*t\.tif is not a raster GDAL can read"):
+        StackSource(tmp_path / "t.tif")
+    nocrs = tmp_path / "n.tif"
+    with rasterio.open(nocrs, "w", driver="GTiff", dtype="float32", count=1, height=4, width=4) as ds:
+        ds.write(np.zeros((1, 4, 4), np.float32))
+    with pytest.raises(RasterError, match=r"^scene .*n\.tif has no coordinate reference system"):
+        StackSource(nocrs)
+    twice = write_stack(tmp_path / "twice.tif", make_stack(8, 8), band_names=("B02",) * N_BANDS)
+    with pytest.raises(BandError, match=(
+            rf"^scene {twice} is not a coalmine stack \(its band descriptions are not distinct band names "
+            r"of coalmine\.runtime\.bands\); prepare it with coal-prepare$")):
+        StackSource(twice)
+    damaged = write_stack(tmp_path / "d.tif", make_stack(8, 8))
+    with rasterio.open(damaged, "r+") as ds:
+        ds.update_tags(**{PREPROCESSING_TAG: "{not json"})
+    with pytest.raises(InputError, match=(
+            rf"^scene {damaged} has a damaged {PREPROCESSING_TAG} tag \(.*\); prepare it again with "
+            r"coal-prepare$")):
+        StackSource(damaged)
+
+
+def _ds(count, dtypes, descriptions):
+    return SimpleNamespace(count=count, dtypes=dtypes, descriptions=descriptions)
+
+
+def test_neither_a_stack_nor_sentinel_2_says_what_the_file_has():
+    tail = (rf"; expected the {N_BANDS}-band stack coal-prepare writes \(float32 bands named B02, B03, B04, "
+            r"\.\.\. each once\) or raw Sentinel-2 bands named B02, B03, \.\.\. with --s1$")
+    with pytest.raises(BandError, match=(r"^scene rgb\.tif is neither a coalmine stack nor Sentinel-2 input: it "
+                                         r"has 3 bands \(uint8\) without band descriptions" + tail)):
+        _neither_stack_nor_s2(_ds(3, ("uint8",) * 3, (None,) * 3), Path("rgb.tif"))
+    six = tuple(f"x{i}" for i in range(6))
+    with pytest.raises(BandError, match=r"has 6 bands \(float32, uint16\) named x0, x1, x2, x3, x4, x5" + tail):
+        _neither_stack_nor_s2(_ds(6, ("uint16",) + ("float32",) * 5, six), Path("six.tif"))
+    seven = six + ("x6",)
+    with pytest.raises(BandError, match=r"has 7 bands \(float32\) named x0, x1, x2, x3, x4, x5, \.\.\." + tail):
+        _neither_stack_nor_s2(_ds(7, ("float32",) * 7, seven), Path("seven.tif"))
+    # a stack whose names repeat (its bands include derived ones) is not raw Sentinel-2
+    with pytest.raises(BandError, match=r"has 3 bands \(float32\) named B02, NDVI, NDVI"):
+        _neither_stack_nor_s2(_ds(3, ("float32",) * 3, ("B02", "NDVI", "NDVI")), Path("s.tif"))
+    # raw Sentinel-2 bands pass (the caller then asks for --s1)
+    assert _neither_stack_nor_s2(_ds(2, ("uint16",) * 2, ("B02", "B03")), Path("s2.tif")) is None
+
+
+# -- a raw scene: what it really reads ----------------------------------------------------------
+
+def _raw(folder: Path, *, scl_auto: np.ndarray, scl_given: np.ndarray) -> tuple[Path, Path, Path]:
+    s2 = folder / "s2"
+    s2.mkdir()
+    prof = {"driver": "GTiff", "count": 1, "height": H, "width": W, "crs": UTM50S, "transform": DEFAULT_TRANSFORM}
+    rng = np.random.default_rng(5)
+    for b in ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12"):
+        with rasterio.open(s2 / f"T50MLA_20210601T022551_{b}_10m.tif", "w", dtype="uint16", **prof) as ds:
+            ds.write(rng.integers(500, 3000, (H, W)).astype(np.uint16), 1)
+    with rasterio.open(s2 / "T50MLA_20210601T022551_SCL_20m.tif", "w", dtype="uint8", **prof) as ds:
+        ds.write(scl_auto, 1)
+    given = folder / "my_scl.tif"
+    with rasterio.open(given, "w", dtype="uint8", **prof) as ds:
+        ds.write(scl_given, 1)
+    s1 = folder / "vv.tif"
+    power = rng.gamma(4.4, 0.05 / 4.4, (H, W)).astype(np.float32)
+    power[20:24, 30] = np.nan  # a gap in the radar image: nodata for the textures around it
+    with rasterio.open(s1, "w", dtype="float32", **prof) as ds:
+        ds.write(power, 1)
+    return s2, s1, given
+
+
+def test_raw_scene_masks_by_the_scl_it_is_given_and_textures_with_its_own_glcm(tmp_path):
+    auto = np.full((H, W), 4, np.uint8)
+    auto[:, :10] = 9  # cloud on the left in the product's own SCL
+    given = np.full((H, W), 4, np.uint8)
+    given[:10, :] = 8  # cloud on top in the SCL the user gives
+    s2, s1, scl = _raw(tmp_path, scl_auto=auto, scl_given=given)
+    glcm = GlcmParams(window=7, distance=2, levels=16)
+    prep = replace(Preprocessing(), glcm=glcm)
+    with RawSource(s2, s1, prep, s2_offset=0, scl=scl, glcm_threads=1) as src:
+        a = src.read(Window(0, 0, W, H))
+        stages = set(src.timers.as_dict())
+        edges = src.edges
+        power = src.s1.read_power(src.grid.full)
+    assert np.isnan(a[:, :10, :]).all()  # the given SCL's cloud
+    assert np.isfinite(a[:, 12:18, 12:26]).all()  # not the product's own SCL (away from the radar gap)
+    # the textures use the preprocessing's window, distance and levels (not the study's 9 / 4 / 32)
+    from coalmine.runtime.preprocess.speckle import lee_filter
+    vv = power_to_db(lee_filter(power, prep.s1.speckle_window, 4.4))
+    want = texture.glcm_features(texture.quantize(vv, edges), 16, window=7, distance=2, nodata=texture.NODATA)
+    ok = np.isfinite(a[VV_INDEX])  # the pixels the stack keeps (a NaN band blanks the pixel)
+    ok[:10] = False
+    assert ok.sum() > 0.8 * (H - 10) * W and not ok[21, 30]  # the radar gap is nodata
+    np.testing.assert_allclose(a[VV_INDEX][ok], vv[ok], rtol=1e-6)
+    np.testing.assert_array_equal(a[GLCM_SLICE][:, ok], want[:, ok])
+    # the stage names coal-prepare --timings reports, with and without an SCL
+    assert {"read_s2", "indices", "warp_s1", "speckle", "glcm", "mask"} <= stages
+    with RawSource(s2, s1, prep, s2_offset=0, glcm_threads=1) as src:
+        src.read(Window(0, 0, 8, 8))
+        assert {"read_s2", "indices", "warp_s1", "speckle", "glcm", "mask"} <= set(src.timers.as_dict())
+
+
+# -- the preprocessing check's messages ----------------------------------------------------------
+
+def test_preprocessing_check_messages(caplog):
+    bundle = SimpleNamespace(preprocessing=Preprocessing(), path=Path("models/b"))
+    unknown = SimpleNamespace(preprocessing=None, path=None)
+    assert check_preprocessing(unknown, bundle) == [
+        f"the scene records no preprocessing parameters (no {PREPROCESSING_TAG} tag); cannot check its GLCM "
+        "edges against the bundle"]
+    other = SimpleNamespace(path=Path("s.tif"), preprocessing=replace(
+        bundle.preprocessing, glcm=replace(bundle.preprocessing.glcm, window=7),
+        s1=replace(bundle.preprocessing.s1, speckle_window=7)))
+    with pytest.raises(InputError, match=(
+            r"^s\.tif was prepared with GLCM window 7 \(bundle: 9\); speckle filter lee/7 \(bundle: lee/5\), "
+            r"which differ from bundle models/b; prepare it again with coal-prepare --glcm-edges models/b \(the "
+            r"bundle's whole preprocessing\), or give the raw Sentinel-2 input with --s1 instead of the stack$")):
+        check_preprocessing(other, bundle)
+    # how VV was made differs: a warning naming the scene and the bundle, not a refusal
+    made = SimpleNamespace(path=Path("g.tif"), preprocessing=replace(
+        bundle.preprocessing, s1=replace(bundle.preprocessing.s1, radiometry="gamma0")))
+    assert check_preprocessing(made, bundle) == [
+        "g.tif: its Sentinel-1 VV is gamma0 but the model was trained on sigma0 (bundle models/b); its VV "
+        "values may differ from what the model learned"]
