@@ -379,10 +379,14 @@ def test_level_1c_read_anyway_keeps_the_tag_as_source(tmp_path):
         assert r.offset.source == f"metadata: processing baseline 04.00 (tags of {STEM}_B02.tif)"
 
 
-def test_level_2a_told_by_the_names(tmp_path):
-    folder = write_bands(tmp_path / "s2", "S2B_L2A_{stem}_{b}.tif", add=BRIGHT)
+@pytest.mark.parametrize("name,told_by", [
+    ("S2B_L2A_{stem}_{b}.tif", "file names"),
+    ("{stem}_{b}_10m.tif", "band file names with a resolution (_B02_10m: Level-2A naming)"),
+])
+def test_level_2a_told_by_the_names(tmp_path, name, told_by):
+    folder = write_bands(tmp_path / "s2", name, add=BRIGHT)
     with S2Reader(folder) as r:
-        assert (r.metadata.level, r.metadata.level_from) == ("L2A", "file names")
+        assert (r.metadata.level, r.metadata.level_from) == ("L2A", told_by)
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -548,11 +552,13 @@ def test_float_band_with_scale_0_is_checked_like_one_without(tmp_path):
 
 
 def test_float_band_of_a_stack_is_sampled_in_its_own_band(tmp_path):
-    # B02 (band 1) holds digital numbers, B03 (band 2) reflectance: B03 is refused
+    # B02 (band 1) holds digital numbers with a GDAL scale of 1e-4, B03 (band 2) reflectance with
+    # none, B05 (band 4) digital numbers with a scale of 2: B03 is refused, by its own values and scale
     dns = dn_arrays()
     data = np.stack([dns[b].astype(np.float32) for b in S2_BANDS])
     data[1] = 0.07
-    stack = write_raster(tmp_path / "stack.tif", data, descriptions=S2_BANDS)
+    scales = (1e-4, 1.0, 1.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    stack = write_raster(tmp_path / "stack.tif", data, descriptions=S2_BANDS, scales=scales)
     assert refused(stack, BandError) == (
         f"--s2 band B03 (stack.tif, band 2) is float32 with values of reflectance (99 % below 0.07), not digital "
         f"numbers; {EXPECTED_DN}: give the band as delivered, or multiply it by 10000 and remove the offset, "
@@ -630,8 +636,10 @@ def test_darkest_one_percent_is_the_first_percentile(tmp_path):
 
 
 def test_the_dataset_nodata_is_no_value_in_the_darkest_pixels(tmp_path):
-    # B02's declared nodata (1) on a quarter of the pixels is left out: the rest, 0.06, is refused
+    # B02's declared nodata (1) and the nodata DN (0), each on a quarter of the pixels, are left
+    # out: the rest, 0.06, is refused
     b02 = np.full((H, W), 1600)
+    b02[0] = 0
     b02[1] = 1
     folder = b02_only(tmp_path, b02, nodata=1)
     assert refused(folder) == toa_refusal(folder, "0.060")
@@ -658,3 +666,61 @@ def test_b10_band_says_level_1c(tmp_path):
     folder = write_bands(tmp_path / "s2")  # dark: would pass for Level-2A
     write_band(folder / f"{STEM}_B10.tif", np.full((H, W), 20, np.uint16))
     assert refused(folder) == l1c_refusal(folder, "a B10 band (Level-2A products have none)")
+
+
+# -- the offset warnings, word for word -----------------------------------------------------------
+
+def test_offset_warnings_word_for_word(tmp_path, caplog):
+    guessed = write_bands(tmp_path / "dated")  # the 2023 date in the names
+    undated = write_bands(tmp_path / "undated", "L2A_tile_{b}.tif")
+    told = write_folder(tmp_path / "told", STEM)
+    (told / "MTD_MSIL2A.xml").write_text(mtd_xml(baseline="03.01", date="2023-01-01"))
+    with caplog.at_level(logging.WARNING, logger="coalmine"):
+        read_all(guessed)
+        read_all(undated)
+        read_all(told, s2_offset=-1000)
+    assert caplog.messages == [
+        f"no Sentinel-2 processing baseline found for {guessed}; guessed offset -1000 from the acquisition "
+        "date 20230101 (baseline 04.00 started 2022-01-25); pass --s2-offset to be sure",
+        f"no Sentinel-2 processing baseline or date found for {undated}; assuming offset 0 (products before "
+        "2022-01-25); pass --s2-offset -1000 for newer products",
+        "--s2-offset -1000 overrides the product's own offset (metadata: processing baseline 03.01 "
+        "(MTD_MSIL2A.xml) says 0)",
+    ]
+
+
+# -- more on the digital numbers ------------------------------------------------------------------
+
+def test_the_99th_percentile_not_the_maximum(tmp_path):
+    # 23 pixels at 0.25 and one at 3.5: the 99th percentile, between the two largest of 24 values,
+    # is 0.25 + 0.77 * 3.25 = 2.7525 < 3 (reflectance), though the maximum is not
+    folder = write_folder(tmp_path / "s2", STEM)
+    v = np.full((H, W), 0.25)
+    v[3, 5] = 3.5
+    name = float_band(folder, "B11", v)
+    assert refused(folder, BandError) == reflectance_refusal("B11", name, "2.75")
+
+
+def test_float_band_without_a_valid_value_is_not_judged_here(tmp_path):
+    folder = write_folder(tmp_path / "s2", STEM)
+    v = np.zeros((H, W))
+    v[0] = np.nan
+    float_band(folder, "B11", v)
+    with S2Reader(folder) as r:
+        assert np.isnan(r.read(ALL)).all()
+
+
+def test_stack_bands_of_different_types_are_checked_each(tmp_path):
+    # a VRT whose B12 (band 9) comes from an 8-bit file, the others from uint16 files
+    src = write_bands(tmp_path / "src", skip=("B12",))
+    write_raster(src / "B12_8bit.tif", np.full((H, W), 200, np.uint8))
+    bands = "".join(
+        f'<VRTRasterBand dataType="{"Byte" if b == "B12" else "UInt16"}" band="{i}"><Description>{b}</Description>'
+        f'<SimpleSource><SourceFilename relativeToVRT="1">src/'
+        f'{"B12_8bit.tif" if b == "B12" else f"{STEM}_{b}.tif"}</SourceFilename>'
+        "<SourceBand>1</SourceBand></SimpleSource></VRTRasterBand>"
+        for i, b in enumerate(S2_BANDS, start=1))
+    vrt = tmp_path / "stack.vrt"
+    vrt.write_text(f'<VRTDataset rasterXSize="{W}" rasterYSize="{H}"><SRS>EPSG:32750</SRS>'
+                   f"<GeoTransform>{TRANSFORM.c}, 10, 0, {TRANSFORM.f}, 0, -10</GeoTransform>{bands}</VRTDataset>")
+    assert refused(vrt, BandError).startswith("--s2 band B12 (stack.vrt, band 9) is uint8, an 8-bit image")
