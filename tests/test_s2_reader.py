@@ -724,3 +724,176 @@ def test_stack_bands_of_different_types_are_checked_each(tmp_path):
     vrt.write_text(f'<VRTDataset rasterXSize="{W}" rasterYSize="{H}"><SRS>EPSG:32750</SRS>'
                    f"<GeoTransform>{TRANSFORM.c}, 10, 0, {TRANSFORM.f}, 0, -10</GeoTransform>{bands}</VRTDataset>")
     assert refused(vrt, BandError).startswith("--s2 band B12 (stack.vrt, band 9) is uint8, an 8-bit image")
+
+
+# -- band names, forms and their refusals ---------------------------------------------------------
+
+def test_band_of_reads_the_last_part_of_a_path():
+    assert s2mod.band_of("T50MLA_20230101T022551_B8A_20m") == "B8A"
+    assert s2mod.band_of("GRANULE/B12_folder/T50MLA_B02_10m.jp2") == "B02"
+    assert s2mod.band_of("R10m/B04/preview.tif") is None  # a band in a folder's name only
+
+
+def test_missing_bands_are_listed_with_those_found(tmp_path):
+    folder = write_bands(tmp_path / "s2", skip=("B06", "B12"))
+    write_band(folder / f"{STEM}_B8A.tif", dn_arrays()["B05"])
+    assert refused(folder, BandError) == (
+        f"--s2 {folder} lacks band(s) B06, B12 (found: B02, B03, B04, B05, B07, B08, B11, B8A); the stack "
+        "needs B02 B03 B04 B05 B06 B07 B08 B11 B12: add the missing band file(s)")
+
+
+def test_missing_input_and_single_band_file_are_refused(tmp_path):
+    assert refused(tmp_path / "nope", InputNotFoundError) == f"--s2 {tmp_path / 'nope'} does not exist; check the path"
+    one = write_band(tmp_path / f"{STEM}_B02.tif", dn_arrays()["B02"])
+    assert refused(one, BandError) == (
+        f"--s2 {one} is a single-band raster; pass the folder that holds all the Sentinel-2 band files "
+        "(B02 B03 B04 B05 B06 B07 B08 B11 B12) or a multi-band GeoTIFF")
+
+
+def test_unreadable_band_file_names_the_option(tmp_path):
+    folder = write_bands(tmp_path / "s2", skip=("B07",))
+    bad = folder / f"{STEM}_B07.tif"
+    bad.write_text("not a raster")
+    assert refused(folder, RasterError).startswith(f"--s2 {bad} is not a raster GDAL can read")
+
+
+def test_bands_without_crs_gcps_only_or_another_crs_are_refused(tmp_path):
+    nocrs = write_bands(tmp_path / "a", skip=("B02",))
+    write_raster(nocrs / f"{STEM}_B02.tif", dn_arrays()["B02"], crs=None)
+    assert refused(nocrs, CRSError).startswith(f"--s2 {nocrs / f'{STEM}_B02.tif'} has no coordinate reference system")
+    nocrs5 = write_bands(tmp_path / "b", skip=("B05",))
+    write_raster(nocrs5 / f"{STEM}_B05.tif", dn_arrays()["B05"], crs=None)
+    assert refused(nocrs5, CRSError).startswith(f"--s2 {nocrs5 / f'{STEM}_B05.tif'} has no coordinate reference system")
+    other = write_bands(tmp_path / "c", skip=("B05",))
+    write_raster(other / f"{STEM}_B05.tif", dn_arrays()["B05"], crs=rasterio.crs.CRS.from_epsg(32650))
+    assert refused(other, BandError) == (
+        f"--s2 band B05 ({STEM}_B05.tif) is in EPSG:32650, B02 in EPSG:32750; all Sentinel-2 bands must share one CRS")
+    gcps = write_bands(tmp_path / "d", skip=("B02",))
+    from rasterio.control import GroundControlPoint as GCP
+    pts = [GCP(0, 0, 300000, 9700000), GCP(0, W, 300060, 9700000), GCP(H, 0, 300000, 9699960)]
+    with rasterio.open(gcps / f"{STEM}_B02.tif", "w", driver="GTiff", dtype="uint16", count=1, height=H, width=W,
+                       gcps=pts, crs=CRS_UTM) as ds:
+        ds.write(dn_arrays()["B02"], 1)
+    assert refused(gcps, BandError) == (
+        f"--s2 band B02 in {gcps / f'{STEM}_B02.tif'} is geocoded by GCPs only; Sentinel-2 bands must be on a map "
+        "grid (CRS + geotransform)")
+
+
+def stack_of(path: Path, descriptions: tuple[str, ...], add: int = 0) -> Path:
+    """A uint16 stack whose bands are described by ``descriptions`` (a band name: its DN + add;
+    SCL: the classes; anything else: 7)."""
+    dns = dn_arrays()
+    planes = [(dns[d] + np.uint16(add)) if d in dns else (CLASSES.astype(np.uint16) if d == "SCL"
+                                                          else np.full((H, W), 7, np.uint16))
+              for d in descriptions]
+    return write_raster(path, np.stack(planes), descriptions=descriptions)
+
+
+def test_stack_without_descriptions_is_refused(tmp_path):
+    stack = write_raster(tmp_path / "stack.tif", np.stack([dn_arrays()[b] for b in S2_BANDS]))
+    assert refused(stack, BandError) == (
+        f"--s2 {stack} has 9 bands but no band descriptions naming them (B02, B03, ...); set the descriptions "
+        "(e.g. gdal_edit.py or rasterio set_band_description) or pass a folder of single-band files")
+
+
+def test_stack_with_an_undescribed_band_a_repeated_band_and_scl(tmp_path):
+    # band 1 undescribed (skipped), B02 at 2 and again at 11 (the first wins), SCL at 12; bright
+    # values, so only the SCL band makes it Level-2A
+    desc = ("", *S2_BANDS, "B02", "SCL")
+    stack = stack_of(tmp_path / "stack.tif", desc, add=BRIGHT)
+    with rasterio.open(stack, "r+") as ds:
+        ds.write(np.full((H, W), 9000, np.uint16), 11)
+    with S2Reader(stack) as r:
+        assert r.kind == "multiband"
+        assert {b: ref.index for b, ref in r.band_refs.items()} == {b: i for i, b in enumerate(S2_BANDS, start=2)}
+        assert (r.scl_ref.path, r.scl_ref.index) == (stack, 12)
+        assert r.metadata.level_from == "an SCL band (made by Level-2A processing only)"
+        np.testing.assert_array_equal(r.scl_classes(None, ALL), CLASSES.astype(np.float32))
+        assert r.offset.source == "guess: no metadata"  # no date in "stack.tif": offset 0
+        np.testing.assert_allclose(r.read(ALL)[0, 1:], (dn_arrays()["B02"][1:] + BRIGHT) / 10000, rtol=1e-6)
+
+
+def test_stack_without_scl_or_level_is_judged_by_its_values(tmp_path):
+    stack = stack_of(tmp_path / f"S2_{STEM}.tif", S2_BANDS, add=BRIGHT)
+    msg = refused(stack)
+    assert msg.startswith(f"--s2 {stack} does not say its processing level")
+    dark = stack_of(tmp_path / f"S2_{STEM}_dark.tif", S2_BANDS)
+    with S2Reader(dark) as r:
+        assert r.scl_ref is None and r.metadata.level == "L2A"
+
+
+@pytest.mark.parametrize("mtd,kind", [(None, "folder"), ("MTD_MSIL2A.xml", "safe"), ("MTD_MSIL1C.xml", "folder")])
+def test_folder_kind(tmp_path, mtd, kind):
+    folder = write_folder(tmp_path / "s2", STEM)
+    if mtd:
+        (folder / mtd).write_text(mtd_xml(baseline="04.00", date="2023-01-01"))
+    with S2Reader(folder, allow_l1c=True) as r:
+        assert r.kind == kind
+
+
+def test_metadata_up_to_five_folders_above_the_bands(tmp_path):
+    # a SAFE's bands lie in SAFE/GRANULE/*/IMG_DATA/R10m: its MTD is 4 folders up; the search stops
+    # at the 5th, so an MTD_MSIL2A.xml further up belongs to something else
+    top = tmp_path / "x"
+    folder = write_folder(top / "a" / "b" / "c" / "d" / "e" / "f", "T50MLA_20210601T022551")
+    (top / "MTD_MSIL2A.xml").write_text(mtd_xml(baseline="04.00", date="2021-06-01"))
+    with S2Reader(folder) as r:
+        assert r.offset.source == "guess: date 20210601"
+    (top / "a" / "MTD_MSIL2A.xml").write_text(mtd_xml(baseline="04.00", date="2021-06-01"))
+    with S2Reader(folder) as r:
+        assert r.offset.source == "metadata: processing baseline 04.00 (MTD_MSIL2A.xml)"
+    # a stack file: the search starts in its folder
+    stack = write_multiband(top / "a" / "b" / "c" / "d" / "e" / "S2_20210601T022551_stack.tif")
+    with S2Reader(stack) as r:
+        assert r.offset.source == "metadata: processing baseline 04.00 (MTD_MSIL2A.xml)"
+
+
+# -- zips without metadata, damaged members -------------------------------------------------------
+
+def zip_of(z: Path, folder: Path, inner: str, extra: dict[str, str] | None = None) -> Path:
+    with zipfile.ZipFile(z, "w") as zf:
+        for name, text in (extra or {}).items():
+            zf.writestr(f"{inner}/{name}", text)
+        for f in sorted(folder.iterdir()):
+            zf.write(f, f"{inner}/GRANULE/L2A_T50MLA/IMG_DATA/{f.name}")
+    return z
+
+
+def test_zip_without_metadata_uses_its_name(tmp_path):
+    # no MTD: the baseline comes from the zip's name (_N0400_, a 2021 date would guess 0)
+    bands = write_bands(tmp_path / "bands", "T50MLA_20210601T022551_{b}_10m.tif")
+    z = zip_of(tmp_path / f"{SAFE}.zip", bands, SAFE)
+    refl, r = read_all(z)
+    assert r.offset.source == f"metadata: processing baseline 04.00 (product name {SAFE}.zip)"
+    np.testing.assert_allclose(refl, expected_reflectance(same_offset(-1000.0)), rtol=1e-6)
+
+
+def test_zip_without_metadata_uses_its_band_names(tmp_path):
+    # neither the zip's name nor a metadata file says anything: the band names give the level and date
+    bands = write_bands(tmp_path / "bands", "{stem}_{b}_10m.tif", add=BRIGHT)
+    z = zip_of(tmp_path / "product.zip", bands, "product")
+    with S2Reader(z) as r:
+        assert r.metadata.level_from == "band file names with a resolution (_B02_10m: Level-2A naming)"
+        assert r.offset.source == "guess: date 20230101"
+    r.close()  # closing twice is harmless
+
+
+def test_zip_of_level_1c_and_the_shortest_metadata_path(tmp_path):
+    bands = write_bands(tmp_path / "bands")
+    z = zip_of(tmp_path / "l1c.zip", bands, "product", {"MTD_MSIL1C.xml": l1c_mtd()})
+    assert refused(z) == l1c_refusal(z, "MTD_MSIL1C.xml")
+    # two MTD_MSIL2A.xml: the product's own (the shortest path) wins over a copy deeper in the zip
+    z2 = zip_of(tmp_path / "two.zip", write_bands(tmp_path / "b2", "{stem}_{b}_10m.tif"), "product",
+                {"MTD_MSIL2A.xml": mtd_xml(baseline="04.00", date="2023-01-01"),
+                 "AUX/MTD_MSIL2A.xml": mtd_xml(baseline="03.01", date="2023-01-01")})
+    with S2Reader(z2) as r:
+        assert (r.metadata.baseline, r.offset.value) == ("04.00", -1000.0)
+
+
+def test_damaged_zip_member_is_refused(tmp_path):
+    bands = write_bands(tmp_path / "bands", "{stem}_{b}_10m.tif", skip=("B04",))
+    (bands / f"{STEM}_B04_10m.tif").write_text("not a raster")
+    z = zip_of(tmp_path / f"{SAFE}.zip", bands, SAFE)
+    msg = refused(z)
+    assert msg.startswith(f"--s2 {z}: {STEM}_B04_10m.tif cannot be read from the zip (")
+    assert msg.endswith("); the download is damaged: download it again")
