@@ -842,8 +842,8 @@ def test_metadata_up_to_five_folders_above_the_bands(tmp_path):
     (top / "a" / "MTD_MSIL2A.xml").write_text(mtd_xml(baseline="04.00", date="2021-06-01"))
     with S2Reader(folder) as r:
         assert r.offset.source == "metadata: processing baseline 04.00 (MTD_MSIL2A.xml)"
-    # a stack file: the search starts in its folder
-    stack = write_multiband(top / "a" / "b" / "c" / "d" / "e" / "S2_20210601T022551_stack.tif")
+    # a stack file: the search starts in its folder (f: the MTD in a is 5 folders up)
+    stack = write_multiband(top / "a" / "b" / "c" / "d" / "e" / "f" / "S2_20210601T022551_stack.tif")
     with S2Reader(stack) as r:
         assert r.offset.source == "metadata: processing baseline 04.00 (MTD_MSIL2A.xml)"
 
