@@ -82,7 +82,8 @@ GROUPS = (
     # yearly composites: the acquisition list, the per-pixel median and the composite's blocks
     Group("composite",
           tuple(f"runtime/preprocess/{m}.py" for m in ("acquisitions", "median", "composite")),
-          ("tests/test_composite.py", "tests/test_composite_cli.py", "tests/test_composite_clouds.py")),
+          ("tests/test_composite.py", "tests/test_composite_cli.py", "tests/test_composite_clouds.py",
+           "tests/test_composite_units.py")),
     # Sentinel-1 GRD: annotation, orbit, noise removal and calibration, geocoding
     Group("grd",
           tuple(f"runtime/preprocess/s1grd/{m}.py" for m in ("annotation", "orbit", "radiometry", "geocoding")),
