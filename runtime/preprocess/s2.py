@@ -253,7 +253,8 @@ class S2Reader:
             log.warning(msg, *args)
 
     # -- discovery -------------------------------------------------------------------------------
-    def _ds(self, p: Path) -> DatasetReader:
+    def _ds(self, p: Path, option: str = "--s2") -> DatasetReader:
+        """The open dataset of ``p`` (opened once); ``option`` names it in errors (``--s2``, ``--scl``)."""
         if p not in self._datasets:
             if str(p).startswith("/vsizip/"):
                 import rasterio
@@ -265,7 +266,7 @@ class S2Reader:
                     raise InputError(f"--s2 {self.path}: {p.name} cannot be read from the zip "
                                      f"({exc}); the download is damaged: download it again") from exc
             else:
-                self._datasets[p] = open_raster(p, "--s2")
+                self._datasets[p] = open_raster(p, option)
         return self._datasets[p]
 
     def _zip_members(self) -> list[str]:
@@ -549,7 +550,7 @@ class S2Reader:
     def open_scl(self, path: str | Path) -> BandRef:
         """Open an SCL raster given by path and check it covers the grid's CRS."""
         p = check_exists(path, "--scl")
-        ds = self._ds(p)
+        ds = self._ds(p, "--scl")
         if ds.count != 1:
             raise BandError(
                 f"--scl {p} has {ds.count} bands; the scene classification is one band of classes 0-11 "
