@@ -201,3 +201,69 @@ def test_preprocessing_check_messages(caplog):
     assert check_preprocessing(made, bundle) == [
         "g.tif: its Sentinel-1 VV is gamma0 but the model was trained on sigma0 (bundle models/b); its VV "
         "values may differ from what the model learned"]
+
+
+# -- open_scene: what it opens, what it passes on, what it refuses ---------------------------------
+
+def test_a_raw_scene_records_its_inputs(tmp_path):
+    auto = np.full((H, W), 4, np.uint8)
+    s2, s1, scl = _raw(tmp_path, scl_auto=auto, scl_given=auto)
+    with RawSource(s2, s1, s2_offset=-1000, scl=scl) as given, RawSource(s2, s1, scl="auto") as found, \
+            RawSource(s2, s1) as none:
+        rec = given.inputs
+        assert {k: rec[k] for k in ("s2", "s2_form", "s2_offset", "s2_offset_source", "s2_scale", "s2_baseline",
+                                    "s1", "s1_units", "scl")} == {
+            "s2": str(s2), "s2_form": "folder", "s2_offset": -1000.0, "s2_offset_source": "explicit --s2-offset",
+            "s2_scale": 10000.0, "s2_baseline": None, "s1": str(s1), "s1_units": "linear", "scl": str(scl)}
+        assert rec["s2_level"].startswith("L2A (") and rec["s2_level"].endswith(")")
+        assert found.inputs["scl"] == "auto" and none.inputs["scl"] is None
+        assert given.path == s2 and given.glcm_threads is None
+
+
+def test_open_scene_passes_its_options_on(tmp_path):
+    from coalmine.runtime.errors import UnitsError, UsageError
+    from coalmine.runtime.preprocess.stack import open_scene
+
+    auto = np.full((H, W), 4, np.uint8)
+    given = auto.copy()
+    given[:10, :] = 9
+    s2, s1, scl = _raw(tmp_path, scl_auto=auto, scl_given=given)
+    prep = replace(Preprocessing(), glcm=GlcmParams(window=7, distance=2, levels=16))
+    with open_scene(s2, s1, prep, s2_offset=-1000, scl=scl, glcm_threads=1) as src:
+        assert isinstance(src, RawSource) and src.glcm_threads == 1
+        assert src.preprocessing.glcm.window == 7 and src.s2.offset.value == -1000.0
+        assert np.isnan(src.read(Window(0, 0, W, 10))).all()  # the SCL given, not the product's own
+    with pytest.raises(UnitsError, match=r"was declared dB but 100% of its values are >= 0"):  # checked, not guessed
+        open_scene(s2, s1, s1_units="db")
+    with pytest.raises(InputNotFoundError, match=rf"^scene {tmp_path / 'nope'} does not exist"):
+        open_scene(tmp_path / "nope", s1)
+    stack = write_stack(tmp_path / "stack.tif", make_stack(8, 8))
+    with pytest.raises(UsageError, match=(rf"^scene {stack} is already a 23-band stack made by coal-prepare; do not "
+                                          r"pass --s1 with it \(it is only for raw Sentinel-2 input\)$")):
+        open_scene(stack, s1)
+    rgb = tmp_path / "rgb.tif"
+    with rasterio.open(rgb, "w", driver="GTiff", dtype="uint8", count=3, height=4, width=4, crs=UTM50S,
+                       transform=DEFAULT_TRANSFORM) as ds:
+        ds.write(np.zeros((3, 4, 4), np.uint8))
+    with pytest.raises(BandError, match=rf"^scene {rgb} is neither a coalmine stack nor Sentinel-2 input"):
+        open_scene(rgb)
+
+
+def test_open_scene_on_a_folder_of_acquisitions_passes_its_options_to_the_composite(tmp_path):
+    from composite_factory import dn_for, write_s1, write_s2
+    from coalmine.runtime.errors import UsageError
+    from coalmine.runtime.preprocess.composite import CompositeSource
+    from coalmine.runtime.preprocess.stack import open_scene
+
+    refl = np.full((9, 16, 16), 0.1)
+    for day in ("20210704", "20210709"):
+        write_s2(tmp_path / "year" / f"S2_{day}T022551", dn_for(refl, 0), np.full((16, 16), 4, np.uint8))
+    s1 = write_s1(tmp_path / "vv.tif", np.full((16, 16), 0.05))
+    prep = replace(Preprocessing(), glcm=GlcmParams(window=7, distance=2, levels=16))
+    with open_scene(tmp_path / "year", s1, prep, s2_offset=-1000, s1_units="linear", glcm_threads=1) as src:
+        assert isinstance(src, CompositeSource) and len(src.s2) == 2 and src.glcm_threads == 1
+        assert [a.reader.offset.value for a in src.s2] == [-1000.0, -1000.0]
+        assert src.preprocessing.glcm.window == 7 and src.preprocessing.s1.units == "linear"
+    with pytest.raises(UsageError, match=(rf"^--scl my\.tif: scene {tmp_path / 'year'} holds several acquisitions, "
+                                          r"each masked by its own SCL in the composite; drop --scl$")):
+        open_scene(tmp_path / "year", s1, scl="my.tif")
