@@ -250,10 +250,10 @@ def test_open_scene_passes_its_options_on(tmp_path):
 
 
 def test_open_scene_on_a_folder_of_acquisitions_passes_its_options_to_the_composite(tmp_path):
-    from composite_factory import dn_for, write_s1, write_s2
     from coalmine.runtime.errors import UsageError
     from coalmine.runtime.preprocess.composite import CompositeSource
     from coalmine.runtime.preprocess.stack import open_scene
+    from composite_factory import dn_for, write_s1, write_s2
 
     refl = np.full((9, 16, 16), 0.1)
     for day in ("20210704", "20210709"):
@@ -267,3 +267,27 @@ def test_open_scene_on_a_folder_of_acquisitions_passes_its_options_to_the_compos
     with pytest.raises(UsageError, match=(rf"^--scl my\.tif: scene {tmp_path / 'year'} holds several acquisitions, "
                                           r"each masked by its own SCL in the composite; drop --scl$")):
         open_scene(tmp_path / "year", s1, scl="my.tif")
+
+
+def test_raw_scene_checks_its_speckle_settings_and_uses_its_s2_scale(tmp_path):
+    from coalmine.runtime.bundle import S2Params
+    from coalmine.runtime.errors import UsageError
+
+    auto = np.full((H, W), 4, np.uint8)
+    s2, s1, _ = _raw(tmp_path, scl_auto=auto, scl_given=auto)
+    base = Preprocessing()
+    with pytest.raises(UsageError, match=r"^--speckle-window 4 must be an odd number >= 1"):
+        RawSource(s2, s1, replace(base, s1=replace(base.s1, speckle_window=4)))
+    with pytest.raises(UsageError, match=r"^--speckle 'box'|^--speckle box"):
+        RawSource(s2, s1, replace(base, s1=replace(base.s1, speckle_filter="box")))
+    # no metadata gives the scale here: the preprocessing's S2 scale divides the DN
+    with rasterio.open(next(s2.glob("*_B02_10m.tif"))) as ds:
+        dn = ds.read(1).astype(np.float64)
+    with RawSource(s2, s1, replace(base, s2=S2Params(scale=20000.0)), s2_offset=0) as src:
+        b02 = src.read(Window(0, 0, W, H))[0]
+    ok = np.isfinite(b02)  # all but the pixels around the radar gap
+    assert ok.sum() > 0.9 * H * W
+    np.testing.assert_allclose(b02[ok], dn[ok] / 20000.0, rtol=1e-6)
+    next(s2.glob("*_SCL_*")).unlink()
+    with pytest.raises(UsageError, match=rf"^--scl auto: no SCL file found in {s2}; pass --scl PATH$"):
+        RawSource(s2, s1, scl="auto")
