@@ -291,3 +291,20 @@ def test_raw_scene_checks_its_speckle_settings_and_uses_its_s2_scale(tmp_path):
     next(s2.glob("*_SCL_*")).unlink()
     with pytest.raises(UsageError, match=rf"^--scl auto: no SCL file found in {s2}; pass --scl PATH$"):
         RawSource(s2, s1, scl="auto")
+
+
+def test_a_damaged_stack_names_itself_and_a_damaged_inputs_tag_is_ignored(tmp_path):
+    from coalmine.runtime.raster import to_cog
+
+    src = write_stack(tmp_path / "s.tif", make_stack(256, 256, seed=3), block=64)
+    with rasterio.open(src, "r+") as ds:
+        ds.update_tags(**{INPUTS_TAG: "{broken"})
+    with StackSource(src) as s:
+        assert s.inputs is None  # what the inputs were is unknown, the stack still reads
+    cog = tmp_path / "cog.tif"
+    to_cog(src, cog, nodata=float("nan"), forward_band_tags=True)
+    data = cog.read_bytes()
+    cog.write_bytes(data[: len(data) // 3])  # the header and directory come first in a COG
+    with StackSource(cog) as s, pytest.raises(RasterError, match=(
+            rf"^scene {cog} cannot be read \(.+\); the file looks truncated or damaged: copy or download it again$")):
+        s.read(Window(0, 0, 256, 256))
