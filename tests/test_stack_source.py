@@ -308,3 +308,50 @@ def test_a_damaged_stack_names_itself_and_a_damaged_inputs_tag_is_ignored(tmp_pa
     with StackSource(cog) as s, pytest.raises(RasterError, match=(
             rf"^scene {cog} cannot be read \(.+\); the file looks truncated or damaged: copy or download it again$")):
         s.read(Window(0, 0, 256, 256))
+
+
+def test_more_edges_of_the_checks(tmp_path):
+    from coalmine.runtime.errors import UnitsError
+    from coalmine.runtime.preprocess.stack import open_scene
+    from composite_factory import dn_for, write_s1, write_s2
+
+    # a stack without a nodata value reads (NaN is its nodata)
+    plain = tmp_path / "plain.tif"
+    with rasterio.open(plain, "w", driver="GTiff", dtype="float32", count=N_BANDS, height=4, width=4,
+                       crs=UTM50S, transform=DEFAULT_TRANSFORM) as ds:
+        ds.write(np.ones((N_BANDS, 4, 4), np.float32))
+        for i, name in enumerate(BAND_NAMES, start=1):
+            ds.set_band_description(i, name)
+    with StackSource(plain) as s:
+        assert (s.read(Window(0, 0, 4, 4)) == 1).all()
+    # two data types, no descriptions: both named
+    with pytest.raises(BandError, match=r"it has 2 bands \(float32, uint8\) without band descriptions"):
+        _neither_stack_nor_s2(_ds(2, ("uint8", "float32"), (None, None)), Path("x.tif"))
+    # a text file given as the scene
+    (tmp_path / "t.tif").write_text("text")
+    with pytest.raises(RasterError, match=r"^scene .*t\.tif is not a raster GDAL can read"):
+        open_scene(tmp_path / "t.tif")
+    # edges that differ by 2e-5 dB are other edges (the check is absolute, 1e-6 dB)
+    bundle = SimpleNamespace(preprocessing=Preprocessing(), path=Path("b"))
+    edges = list(bundle.preprocessing.glcm.edges)
+    assert abs(edges[0]) > 5  # far from 0 dB, where a relative tolerance would hide the move
+    edges[0] += 2e-5
+    moved = SimpleNamespace(path=Path("s.tif"), preprocessing=replace(
+        bundle.preprocessing, glcm=replace(bundle.preprocessing.glcm, edges=tuple(edges))))
+    with pytest.raises(InputError, match=r"^s\.tif was prepared with GLCM bin edges"):
+        check_preprocessing(moved, bundle)
+    # a model trained on gamma0, a scene of sigma0: the warning goes both ways
+    g0 = SimpleNamespace(preprocessing=replace(bundle.preprocessing, s1=replace(bundle.preprocessing.s1,
+                                                                                radiometry="gamma0")), path=Path("b"))
+    assert check_preprocessing(SimpleNamespace(path=Path("s.tif"), preprocessing=Preprocessing()), g0) == [
+        "s.tif: its Sentinel-1 VV is sigma0 but the model was trained on gamma0 (bundle b); its VV values may "
+        "differ from what the model learned"]
+    # a folder of acquisitions: --scl auto is what it does anyway, declared units are checked
+    refl = np.full((9, 16, 16), 0.1)
+    for day in ("20210704", "20210709"):
+        write_s2(tmp_path / "year" / f"S2_{day}T022551", dn_for(refl, 0), np.full((16, 16), 4, np.uint8))
+    s1 = write_s1(tmp_path / "vv.tif", np.full((16, 16), 0.05))
+    with open_scene(tmp_path / "year", s1, scl="auto") as src:
+        assert len(src.s2) == 2
+    with pytest.raises(UnitsError, match=r"was declared dB"):
+        open_scene(tmp_path / "year", s1, s1_units="db")
