@@ -173,6 +173,8 @@ def test_thumbnail_is_a_nearest_decimation(tmp_path):
     ((-25, -35, 15, 3), 20, (-40, 20), (3, 3)),  # negative coordinates floor/ceil outwards too
     ((0, 0, 30.00002, 20), 10, (0, 20), (4, 2)),  # 2e-6 px past a pixel edge is a pixel more
     ((0, 0, 30.000004, 20), 10, (0, 20), (3, 2)),  # float noise below 1e-6 px is not
+    ((0, -0.00002, 30, 20), 10, (0, 20), (3, 3)),  # the same below the bottom edge
+    ((0, -0.000004, 30, 20), 10, (0, 20), (3, 2)),
     ((12, 7, 12, 7), 10, (10, 10), (1, 1)),  # a point: one pixel
 ])
 def test_grid_covering_by_hand(bounds, res, origin, size):
@@ -180,7 +182,7 @@ def test_grid_covering_by_hand(bounds, res, origin, size):
     assert g.crs == UTM and g.transform == Affine(res, 0.0, origin[0], 0.0, -res, origin[1])
     assert (g.width, g.height) == size
     b = g.bounds  # it covers the bounds
-    assert b.left <= bounds[0] and b.bottom <= bounds[1] and b.right >= bounds[2] - 1e-5 and b.top >= bounds[3]
+    assert b.left <= bounds[0] and b.bottom <= bounds[1] + 1e-5 and b.right >= bounds[2] - 1e-5 and b.top >= bounds[3]
 
 
 def test_grid_key_and_clip_edge_cases():
@@ -292,3 +294,19 @@ def test_cog_colour_table_band_tags_bigtiff_and_no_description(tmp_path):
 def test_thumbnail_sizes(tmp_path, shape, max_px, want):
     p = write(tmp_path / "a.tif", np.zeros(shape, np.uint8))
     assert (thumbnail(p) if max_px is None else thumbnail(p, max_px=max_px)).shape == want
+
+
+def test_first_line_takes_gdal_s_own_words_from_the_cause():
+    from coalmine.runtime.raster import _first_line
+    from rasterio.errors import RasterioIOError
+
+    cause = OSError("TIFFReadEncodedTile: Read error at row 512\nmore detail")
+    exc = RasterioIOError("Read or write failed. See previous exception for details.")
+    exc.__cause__ = cause
+    assert _first_line(exc) == "TIFFReadEncodedTile: Read error at row 512"
+    alone = RasterioIOError("Read or write failed. See previous exception for details.")
+    assert _first_line(alone) == "Read or write failed. See previous exception for details."
+    other = RasterioIOError("t.tif: not recognized")
+    other.__cause__ = cause  # no "previous exception": its own words
+    assert _first_line(other) == "t.tif: not recognized"
+    assert _first_line(RasterioIOError("  ")) == "RasterioIOError"  # no words at all: its kind
