@@ -3,9 +3,9 @@
 A mutant is a one-line change to the code (``<`` -> ``<=``, ``-1000.0`` -> ``-999.0``, an argument
 dropped...). A test suite that lets a mutant pass cannot tell the changed code from the real one.
 This script runs mutmut on the modules whose silent failure puts wrong numbers into maps and
-reports — the preprocessing, band table, tiling, outputs, areas, accuracy metrics and GLCM
-wrapper — each group with its own relevant tests only, and prints the score per module and every
-surviving mutant. It also checks a short list of **named mutants**: hand-written bugs of the kind
+reports — the preprocessing (with the annual composites and Sentinel-1 GRD products), raster
+helpers, band table, tiling, outputs, areas, accuracy metrics and GLCM wrapper — each group with
+its own relevant tests only, and prints the score per module and every surviving mutant. It also checks a short list of **named mutants**: hand-written bugs of the kind
 mutmut does not generate (a wrong band in the index table, the Lee filter run in dB, ...), each of
 which must make the tests fail.
 
@@ -19,7 +19,9 @@ Usage (from the repository root, in the project's virtual environment)::
 
 Results: ``build/mutation/report.md`` (score table, surviving mutants with their diffs) and
 ``report.json``; mutmut's own work folders are ``build/mutation/<group>/`` (``mutmut browse``
-works there). On 2 cores the whole run takes about half an hour.
+works there). About 8,000 mutants in all: on 2 cores at 0.5-1.5 mutants/s the whole run takes
+hours, so run a group (or one module with ``--only``) at a time; benchmarks/RESULTS.md gives each
+group's wall time.
 
 Why it stages the package: the repository maps ``runtime/`` to ``coalmine.runtime`` (and
 ``train/``, ``export/`` likewise), and the editable install redirects ``import coalmine.runtime``
@@ -67,7 +69,7 @@ GROUPS = (
           tuple(f"runtime/preprocess/{m}.py" for m in ("s2", "s1", "indices", "speckle", "stack", "warp")),
           ("tests/test_input_numbers.py", "tests/test_prepare.py", "tests/test_prepare_errors.py",
            "tests/test_prepare_realdata.py", "tests/test_s2_zip.py", "tests/test_s2_reader.py",
-           "tests/test_stack_source.py", "tests/test_run.py")),
+           "tests/test_stack_source.py", "tests/test_s1_units.py", "tests/test_run.py")),
     # the grid value and raster reading of the preprocessing (and of coal-run and the monitor)
     Group("raster", ("runtime/raster.py",),
           ("tests/test_raster.py", "tests/test_input_numbers.py", "tests/test_prepare.py",
