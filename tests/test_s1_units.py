@@ -77,3 +77,26 @@ def test_zero_or_negative_linear_power_is_nodata(tmp_path):
         r.close()
     assert np.isnan(p[5, 5]) and np.isnan(p[6, 6])  # no log of 0 or of a negative power later
     assert np.isfinite(np.delete(p.ravel(), [5 * 20 + 5, 6 * 20 + 6])).all()
+
+
+def test_dem_and_orbit_are_refused_for_a_calibrated_raster(tmp_path):
+    import rasterio
+    from coalmine.runtime.bundle import S1Params
+    from coalmine.runtime.errors import UsageError
+    from coalmine.runtime.preprocess.s1 import open_s1
+    from coalmine.runtime.raster import Grid
+    from factories import DEFAULT_TRANSFORM, UTM50S
+
+    vv = tmp_path / "vv.tif"
+    with rasterio.open(vv, "w", driver="GTiff", dtype="float32", count=1, height=4, width=4, crs=UTM50S,
+                       transform=DEFAULT_TRANSFORM) as ds:
+        ds.write(np.full((1, 4, 4), 0.05, np.float32))
+    grid = Grid(UTM50S, DEFAULT_TRANSFORM, 4, 4)
+    tail = (rf" to a Sentinel-1 GRD product \(SAFE folder or zip\), but --s1 {vv} is a raster that was geocoded "
+            r"where it was made; drop ")
+    with pytest.raises(UsageError, match=r"^--dem applies" + tail + r"--dem or give the GRD product$"):
+        open_s1(vv, grid, S1Params(), dem=tmp_path / "dem.tif")
+    with pytest.raises(UsageError, match=r"^--orbit applies" + tail + r"--orbit or give the GRD product$"):
+        open_s1(vv, grid, S1Params(), orbit=tmp_path / "orbits")
+    with pytest.raises(UsageError, match=r"^--dem and --orbit apply" + tail + r"--dem and --orbit or give the GRD product$"):
+        open_s1(vv, grid, S1Params(), dem=tmp_path / "dem.tif", orbit=tmp_path / "orbits")
