@@ -606,3 +606,13 @@ def test_bin_edges_shortened_for_messages_by_hand():
     assert _short([-25.0, -20.0, 0.0, 5.5]) == "[-25, -20, 0, 5.5]"  # up to 4 edges: all of them
     assert _short((1, 2, 3, 4, 5)) == "[1, 2, ..., 5] (5 edges)"  # the first two, the last and the count
     assert _short([-25.0 + k for k in range(31)]) == "[-25, -24, ..., 5] (31 edges)"
+
+
+def test_lee_filter_refuses_a_looks_map_with_a_zero_naming_its_smallest_value():
+    power = np.full((4, 4), 0.05, np.float32)
+    looks = np.full((4, 4), 4.4)
+    looks[1, 2] = 0.0  # a composite's per-pixel looks: no acquisition there would be 0
+    with pytest.raises(ValueError, match=r"^ENL must be > 0, got 0\.0$"):
+        lee_filter(power, 5, looks)
+    with pytest.raises(ValueError, match=r"^ENL must be > 0, got -1$"):
+        lee_filter(power, 5, -1)
