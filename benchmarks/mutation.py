@@ -118,8 +118,9 @@ NAMED = (
                 "v = -1000.0 if md.date >= OFFSET_START else 0.0",
                 "v = -1000.0 if md.date > OFFSET_START else 0.0", ("tests/test_input_numbers.py",)),
     NamedMutant("Lee filter applied in dB", "runtime/preprocess/stack.py",
-                "power = lee_filter(power, prep.s1.speckle_window, DEFAULT_ENL)\n        vv = power_to_db(power)",
-                "vv = lee_filter(power_to_db(power), prep.s1.speckle_window, DEFAULT_ENL)",
+                "power = lee_filter(power, prep.s1.speckle_window, enl)\n        vv = power_to_db(power)",
+                "power = 10 ** (lee_filter(power_to_db(power), prep.s1.speckle_window, enl) / 10)\n"
+                "        vv = power_to_db(power)",
                 ("tests/test_input_numbers.py",)),
     NamedMutant("mask level with floor instead of ceil", "runtime/outputs.py",
                 "int(math.ceil(threshold * PROB_SCALE - 1e-9))", "int(math.floor(threshold * PROB_SCALE))",
