@@ -31,16 +31,22 @@ from rasterio.windows import Window
 H = W = 40
 
 
-def _stack_with_nodata(path: Path, nodata: float) -> tuple[Path, np.ndarray]:
-    data = make_stack(H, W, seed=2)
-    data[:, 3, 4] = nodata  # a pixel marked nodata in every band
-    data[7, 10, 11] = nodata  # ... and in one band only
-    with rasterio.open(path, "w", driver="GTiff", dtype="float32", count=N_BANDS, height=H, width=W,
+def _write_named(path: Path, data: np.ndarray, nodata: float | None = None) -> Path:
+    """The bands of ``data`` named as a stack's, in the array's own data type, with no preprocessing tag."""
+    n, h, w = data.shape
+    with rasterio.open(path, "w", driver="GTiff", dtype=data.dtype.name, count=n, height=h, width=w,
                        crs=UTM50S, transform=DEFAULT_TRANSFORM, nodata=nodata) as ds:
         ds.write(data)
-        for i, name in enumerate(BAND_NAMES, start=1):
+        for i, name in enumerate(BAND_NAMES[:n], start=1):
             ds.set_band_description(i, name)
-    return path, data
+    return path
+
+
+def _stack_with_nodata(path: Path, nodata: float) -> tuple[Path, np.ndarray]:
+    data = make_stack(H, W, seed=2).astype(np.float32)
+    data[:, 3, 4] = nodata  # a pixel marked nodata in every band
+    data[7, 10, 11] = nodata  # ... and in one band only
+    return _write_named(path, data, nodata), data
 
 
 def test_a_stack_s_own_nodata_value_blanks_the_whole_pixel(tmp_path):
@@ -64,12 +70,7 @@ def test_a_stack_s_recorded_inputs_are_read_back(tmp_path):
 
 
 def test_a_stack_with_integer_bands_is_refused_naming_the_band(tmp_path):
-    path = tmp_path / "int.tif"
-    with rasterio.open(path, "w", driver="GTiff", dtype="int16", count=N_BANDS, height=8, width=8,
-                       crs=UTM50S, transform=DEFAULT_TRANSFORM) as ds:
-        ds.write(np.zeros((N_BANDS, 8, 8), np.int16))
-        for i, name in enumerate(BAND_NAMES, start=1):
-            ds.set_band_description(i, name)
+    path = _write_named(tmp_path / "int.tif", np.zeros((N_BANDS, 8, 8), np.int16))
     with pytest.raises(BandError, match=(
             rf"^scene {path} band 1 \(B02\) is int16; a coalmine stack holds float32 values \(reflectance "
             r"0-1, indices, VV in dB, GLCM textures\) with NaN as nodata, not scaled integers: prepare the "
@@ -316,12 +317,7 @@ def test_more_edges_of_the_checks(tmp_path):
     from composite_factory import dn_for, write_s1, write_s2
 
     # a stack without a nodata value reads (NaN is its nodata)
-    plain = tmp_path / "plain.tif"
-    with rasterio.open(plain, "w", driver="GTiff", dtype="float32", count=N_BANDS, height=4, width=4,
-                       crs=UTM50S, transform=DEFAULT_TRANSFORM) as ds:
-        ds.write(np.ones((N_BANDS, 4, 4), np.float32))
-        for i, name in enumerate(BAND_NAMES, start=1):
-            ds.set_band_description(i, name)
+    plain = _write_named(tmp_path / "plain.tif", np.ones((N_BANDS, 4, 4), np.float32))
     with StackSource(plain) as s:
         assert (s.read(Window(0, 0, 4, 4)) == 1).all()
     # two data types, no descriptions: both named

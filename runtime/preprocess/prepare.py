@@ -135,7 +135,7 @@ def prepare_scene(
     out = Path(out)
     if out.is_dir():
         raise UsageError(f"-o {out} is a folder; give the output file name, e.g. {out}/scene.tif")
-    ensure_output_dir(out.parent if str(out.parent) else Path("."), "-o")
+    ensure_output_dir(out.parent, "-o")
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
         src = RawSource(s2, s1, prep, s2_offset=s2_offset, s1_units=s1_units, scl=scl, dem=dem,
                         orbit=orbit)
@@ -148,10 +148,10 @@ def prepare_scene(
             )
             # every temporary file in the run's hidden work folder beside the output, which the
             # next run removes if this one is killed
-            with WorkFolder(out.parent if str(out.parent) else Path("."), "-o", what="prepare") as work, \
+            with WorkFolder(out.parent, "-o", what="prepare") as work, \
                     atomic_output(out, "-o", work=work) as tmp:
                 target = work.path / f"tiles{out.suffix or '.tif'}" if cog else tmp
-                with gdal_writes_checked(out.parent if str(out.parent) else Path("."), str(out), "-o"):
+                with gdal_writes_checked(out.parent, str(out), "-o"):
                     valid = _write_blocks(src, target, windows, progress)
                 if valid == 0:
                     raise InputError(_no_valid_message(src))
@@ -161,10 +161,10 @@ def prepare_scene(
                            bigtiff="IF_SAFER", forward_band_tags=True, name=out,
                            config={"GDAL_NUM_THREADS": "ALL_CPUS", "GDAL_CACHEMAX": GDAL_CACHE_BYTES})
                     src.timers.lap("cog", t)
+        except CoalmineError:  # already one line naming the file
+            raise
         except OSError as exc:
-            if isinstance(exc, CoalmineError):
-                raise
-            raise write_failure(out.parent if str(out.parent) else Path("."), exc, str(out), "-o") from exc
+            raise write_failure(out.parent, exc, str(out), "-o") from exc
         finally:
             src.close()
     total = time.perf_counter() - t_start

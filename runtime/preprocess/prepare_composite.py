@@ -214,7 +214,7 @@ def prepare_composite(
             windows = [b.core for b in block_grid(src.height, src.width, block=block, halo=0)]
             log.info("compositing %d x %d px in %d blocks of %d px (memory budget %.1f GB)",
                      src.width, src.height, len(windows), block, memory / 2**30)
-            folder = ensure_output_dir(out.parent if str(out.parent) else Path("."), "-o")
+            folder = ensure_output_dir(out.parent, "-o")
             src.start_hashing()
             # every temporary file in the run's hidden work folder beside the outputs, which the
             # next run removes if this one is killed
@@ -233,10 +233,10 @@ def prepare_composite(
                            config={"GDAL_NUM_THREADS": "ALL_CPUS", "GDAL_CACHEMAX": GDAL_CACHE_BYTES})
                 to_cog(qraw, qtmp, nodata=None, name=qpath)  # type: ignore[arg-type]
                 src.timers.lap("cog", t)
+        except CoalmineError:  # already one line naming the file
+            raise
         except OSError as exc:
-            if isinstance(exc, CoalmineError):
-                raise
-            raise write_failure(out.parent if str(out.parent) else Path("."), exc, str(out), "-o") from exc
+            raise write_failure(out.parent, exc, str(out), "-o") from exc
         finally:
             src.close()
     total = time.perf_counter() - t_start
