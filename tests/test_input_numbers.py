@@ -616,3 +616,22 @@ def test_lee_filter_refuses_a_looks_map_with_a_zero_naming_its_smallest_value():
         lee_filter(power, 5, looks)
     with pytest.raises(ValueError, match=r"^ENL must be > 0, got -1$"):
         lee_filter(power, 5, -1)
+
+
+def test_nodata_zero_and_flat_regions_give_their_values_without_runtime_warnings():
+    # A Sentinel-1 scene has nodata borders (a window with no valid pixel divides by a count of 0),
+    # zero-power shadows and flat areas (a variance of exactly 0): none of them may print numpy's
+    # "divide by zero" / "invalid value" warnings on the user's console, and each has its value.
+    import warnings
+
+    power = np.full((20, 20), 0.25, np.float32)  # flat: sums of 0.25 and 0.0625 are exact
+    power[:, :7] = np.nan  # 7 columns of nodata: a 5 x 5 window at column 0..4 has none valid
+    power[12:, 12:] = 0.0  # a zero-power block, 8 x 8
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = lee_filter(power, 5, 4.4)
+        db = power_to_db(np.array([0.0, -1.0, np.nan, 0.1], np.float32))
+    assert np.isnan(out[:, :7]).all()
+    np.testing.assert_allclose(out[:6, 9:], 0.25, rtol=1e-6)  # windows all 0.25: the mean, itself
+    np.testing.assert_array_equal(out[14:, 14:], 0.0)  # windows all zero: 0 (not 0/0 = NaN)
+    assert np.isnan(db[:3]).all() and db[3] == pytest.approx(-10.0, abs=1e-6)
