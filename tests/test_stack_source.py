@@ -351,3 +351,69 @@ def test_more_edges_of_the_checks(tmp_path):
         assert len(src.s2) == 2
     with pytest.raises(UnitsError, match=r"was declared dB"):
         open_scene(tmp_path / "year", s1, s1_units="db")
+
+
+class _Stop(Exception):
+    """Raised by a recording stand-in once it has seen its arguments."""
+
+
+def test_raw_scene_hands_its_options_to_the_readers_it_opens(tmp_path, monkeypatch):
+    # What RawSource / open_scene give the Sentinel-2 and Sentinel-1 readers, recorded by
+    # stand-ins: the S1 parameters of the preprocessing (not the defaults), the units, and the
+    # DEM and orbit a GRD product needs; whether an SCL was given (it names the level of a product
+    # that says nothing else).
+    import coalmine.runtime.preprocess.stack as stack_mod
+    from coalmine.runtime.bundle import S1Params
+    from coalmine.runtime.preprocess.stack import open_scene
+
+    auto = np.full((H, W), 4, np.uint8)
+    s2, s1, scl = _raw(tmp_path, scl_auto=auto, scl_given=auto)
+    prep = replace(Preprocessing(), s1=S1Params(resampling="nearest", speckle_window=7))
+    seen = []
+
+    def fake_open_s1(*args, **kwargs):
+        seen.append((args, kwargs))
+        raise _Stop
+
+    monkeypatch.setattr(stack_mod, "open_s1", fake_open_s1)
+    dem, orbit = tmp_path / "dem.tif", tmp_path / "orbits"
+    for opener in (RawSource, open_scene):
+        seen.clear()
+        with pytest.raises(_Stop):
+            opener(s2, s1, prep, s1_units="linear", dem=dem, orbit=orbit)
+        (args, kwargs), = seen
+        assert args[0] == s1 and args[2] == prep.s1
+        assert kwargs == {"units": "linear", "dem": dem, "orbit": orbit}
+
+    levels = []
+    real_s2 = stack_mod.S2Reader
+
+    def fake_s2(*args, **kwargs):
+        levels.append(kwargs["scl_given"])
+        return real_s2(*args, **kwargs)
+
+    monkeypatch.setattr(stack_mod, "S2Reader", fake_s2)
+    for given in (scl, "auto", None):
+        with pytest.raises(_Stop):
+            RawSource(s2, s1, prep, scl=given)
+    assert levels == [True, False, False]
+
+
+def test_open_scene_hands_dem_and_orbit_to_a_composite(tmp_path, monkeypatch):
+    import coalmine.runtime.preprocess.composite as composite_mod
+    from coalmine.runtime.preprocess.stack import open_scene
+    from composite_factory import dn_for, write_s1, write_s2
+
+    refl = np.full((9, 16, 16), 0.1)
+    write_s2(tmp_path / "year" / "S2_20210704T022551", dn_for(refl, 0), np.full((16, 16), 4, np.uint8))
+    s1 = write_s1(tmp_path / "vv.tif", np.full((16, 16), 0.05))
+    seen = []
+
+    def fake_composite(*args, **kwargs):
+        seen.append(kwargs)
+        raise _Stop
+
+    monkeypatch.setattr(composite_mod, "CompositeSource", fake_composite)
+    with pytest.raises(_Stop):
+        open_scene(tmp_path / "year", s1, dem=tmp_path / "dem.tif", orbit=tmp_path / "orbits")
+    assert seen[0]["dem"] == tmp_path / "dem.tif" and seen[0]["orbit"] == tmp_path / "orbits"
