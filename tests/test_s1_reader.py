@@ -66,11 +66,14 @@ def sparse(nodata):
     return a
 
 
-@pytest.mark.parametrize("nodata", [None, -9999.0])
-def test_sparse_data_falls_back_to_a_decimated_read_of_the_whole_raster(tmp_path, nodata):
-    path = write(tmp_path / "vv.tif", sparse(nodata), nodata=nodata)
+@pytest.mark.parametrize(("nodata", "band"), [(None, 1), (-9999.0, 1), (-9999.0, 2)])
+def test_sparse_data_falls_back_to_a_decimated_read_of_the_whole_raster(tmp_path, nodata, band):
+    a = sparse(nodata)
+    if band == 2:  # VV second, after a full band of other values that the fallback must not read
+        a = np.stack([np.full_like(a, 0.5), a])
+    path = write(tmp_path / "vv.tif", a, nodata=nodata)
     with rasterio.open(path) as ds:
-        got = _sample(ds, 1, "--s1")
+        got = _sample(ds, band, "--s1")
     # the fallback reads the raster as 512 x 512 (nearest): output row i shows source row
     # floor((i + 0.5) * 1000 / 512), which is < 72 for i <= 36, so 37 rows and 37 columns hold
     # data: 512 * 512 - (512 - 37) ** 2 = 36519 values, all 0.05 and none the nodata
@@ -129,6 +132,8 @@ def test_the_units_given_win_over_the_params_and_both_reach_detection(tmp_path):
         S1Reader(path, GRID, S1Params(units="db"))
     with pytest.raises(UnitsError, match=declared_db):
         open_s1(path, GRID, S1Params(), units="db")
+    with pytest.raises(UnitsError, match=declared_db):
+        open_s1(path, GRID, S1Params(units="db"))
     r = open_s1(path, GRID, S1Params(units="db"), units="auto")
     try:
         assert r.units == "linear"
@@ -218,3 +223,26 @@ def test_a_grd_product_goes_to_the_grd_reader_with_every_option(monkeypatch, tmp
     r = open_s1(product, GRID, params, units="db", dem=tmp_path / "dem.tif", orbit=tmp_path / "orbits")
     assert isinstance(r, Recorder)
     assert seen == [((product, GRID, params), {"dem": tmp_path / "dem.tif", "orbit": tmp_path / "orbits"})]
+
+
+def test_the_units_rules_use_the_data_type_of_the_vv_band_itself(tmp_path):
+    # A VRT may mix data types: float32 VH first, uint16 VV second. VV holds 1s and 2s (median
+    # 1.5): as integers they are counts, refused; read with VH's float type they would pass as power.
+    vh = write(tmp_path / "vh.tif", np.full((20, 20), 0.01, np.float32))
+    dn = np.ones((20, 20), np.uint16)
+    dn[10:] = 2
+    write(tmp_path / "vv.tif", dn)
+    bands = "".join(
+        f'<VRTRasterBand dataType="{t}" band="{i}"><Description>{d}</Description><SimpleSource>'
+        f'<SourceFilename relativeToVRT="1">{f}</SourceFilename><SourceBand>1</SourceBand></SimpleSource>'
+        "</VRTRasterBand>"
+        for i, (t, d, f) in enumerate((("Float32", "VH", "vh.tif"), ("UInt16", "VV", "vv.tif")), start=1))
+    with rasterio.open(vh) as ds:
+        srs, gt = ds.crs.to_wkt(), ", ".join(str(v) for v in ds.transform.to_gdal())
+    vrt = tmp_path / "s1.vrt"
+    vrt.write_text(f'<VRTDataset rasterXSize="20" rasterYSize="20"><SRS>{srs}</SRS>'
+                   f"<GeoTransform>{gt}</GeoTransform>{bands}</VRTDataset>")
+    with rasterio.open(vrt) as ds:
+        assert ds.dtypes == ("float32", "uint16")  # the file is what the test says
+    with pytest.raises(UnitsError, match=r"its values are uint16 with median 1\.5"):
+        S1Reader(vrt, GRID)

@@ -100,3 +100,9 @@ def test_dem_and_orbit_are_refused_for_a_calibrated_raster(tmp_path):
         open_s1(vv, grid, S1Params(), orbit=tmp_path / "orbits")
     with pytest.raises(UsageError, match=r"^--dem and --orbit apply" + tail + r"--dem and --orbit or give the GRD product$"):
         open_s1(vv, grid, S1Params(), dem=tmp_path / "dem.tif", orbit=tmp_path / "orbits")
+
+
+def test_the_declared_db_refusal_counts_the_share_of_values_at_or_above_zero():
+    # 9 of 1000 values negative (0.9 %, under the 1 % of dB) and a median of 0.05: 99 % are >= 0
+    with pytest.raises(UnitsError, match=r"was declared dB but 99% of its values are >= 0 \(median 0\.05\)"):
+        detect_units(values(0.05, 9, n=1000), "float32", "db", "vv.tif")
