@@ -70,7 +70,7 @@ GROUPS = (
           ("tests/test_input_numbers.py", "tests/test_prepare.py", "tests/test_prepare_errors.py",
            "tests/test_prepare_realdata.py", "tests/test_s2_zip.py", "tests/test_s2_reader.py",
            "tests/test_stack_source.py", "tests/test_s1_units.py", "tests/test_s1_reader.py",
-           "tests/test_run.py")),
+           "tests/test_warp.py", "tests/test_run.py")),
     # the grid value and raster reading of the preprocessing (and of coal-run and the monitor)
     Group("raster", ("runtime/raster.py",),
           ("tests/test_raster.py", "tests/test_input_numbers.py", "tests/test_prepare.py",
