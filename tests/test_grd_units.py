@@ -37,7 +37,6 @@ from coalmine.runtime.preprocess.s1grd.orbit import (
     read_eof,
 )
 from coalmine.runtime.preprocess.s1grd.radiometry import (
-    SIGMA0_FLOOR,
     Radiometry,
     border_bounds,
     lut_window,
@@ -267,13 +266,31 @@ def test_orbit_state_of_a_uniformly_accelerated_track() -> None:
     assert orb.residual_m < 1e-6
 
 
+@pytest.mark.parametrize("n", [4, 6])
+def test_orbit_fit_reproduces_polynomials_up_to_degree_five(n) -> None:  # noqa: ANN001
+    """4 vectors determine a cubic, 6 or more a quintic: the fit goes through them, and between
+    them gives the polynomial they were taken from."""
+    t = np.linspace(-50.0, 50.0, 2 * n)[::2] if n == 4 else np.linspace(-60.0, 60.0, 13)
+    deg = 3 if n == 4 else 5
+    coef = np.array([[7.0e6, 1.0e3, -2.0e3], [50.0, 7000.0, -10.0], [-4.0, 1.0, 3.0],
+                     [1e-3, -2e-3, 5e-4], [2e-6, -1e-6, 3e-6], [4e-9, 2e-9, -1e-9]])[: deg + 1]
+    pos = np.polynomial.polynomial.polyval(t, coef).T
+    orb = Orbit(t, pos, "test")
+    p, _, _ = orb.state(np.array([7.5, -33.0]))
+    np.testing.assert_allclose(p, np.polynomial.polynomial.polyval(np.array([7.5, -33.0]), coef).T,
+                               atol=1e-5)
+
+
 def test_annotation_orbit_window_or_all_vectors_when_too_few() -> None:
     orb = annotation_orbit(_ann())  # vectors every 10 s from -60 to 80: all inside -60..85
     np.testing.assert_array_equal(orb.times, np.arange(-60.0, 90.0, 10.0))
     assert orb.source == "annotation state vectors"
-    t = np.array([-200.0, -100.0, 0.0, 100.0, 200.0])  # only one within the window: all are used
-    orb = annotation_orbit(_ann(orbit_times=t, orbit_pos=S0 + t[:, None] * V))
-    np.testing.assert_array_equal(orb.times, t)
+    for t, used in (([-100.0, -60.0, 0.0, 40.0, 85.0, 100.0], [-60.0, 0.0, 40.0, 85.0]),  # 4 inside
+                    ([-100.0, -60.0, 0.0, 85.0, 100.0], [-100.0, -60.0, 0.0, 85.0, 100.0]),  # 3: all
+                    ([-200.0, -100.0, 0.0, 100.0, 200.0], [-200.0, -100.0, 0.0, 100.0, 200.0])):
+        t = np.array(t)
+        orb = annotation_orbit(_ann(orbit_times=t, orbit_pos=S0 + t[:, None] * V))
+        np.testing.assert_array_equal(orb.times, used)
 
 
 # -- radiometry ------------------------------------------------------------------------------
@@ -300,14 +317,17 @@ def _radiometry(ipf: float = 3.40) -> Radiometry:
 
 def test_noise_range_times_azimuth_by_block() -> None:
     r = _radiometry()
-    n = r.noise_window(np.array([10.0, 50.0]), np.array([0.0, 25.0, 60.0, 100.0]))
+    rows = np.array([0.0, 10.0, 49.0, 50.0])
+    n = r.noise_window(rows, np.array([0.0, 25.0, 49.0, 50.0, 60.0, 99.0, 100.0]))
     # range LUT: 1000 + 20 * col; azimuth: block IW1 (lines 0..49, cols 0..49) 1, block IW2
-    # (cols 50..99) 0.5 + line / 100; col 100 and line 50 of cols < 50 are in no block: 0
-    np.testing.assert_allclose(n, [[1000.0, 1500.0, 2200 * 0.6, 0.0],
-                                   [0.0, 0.0, 2200 * 1.0, 0.0]])
+    # (lines 0..100, cols 50..99) 0.5 + line / 100, both bounds inclusive; outside every block 0
+    rng = np.array([1000.0, 1500.0, 1980.0, 2000.0, 2200.0, 2980.0, 3000.0])
+    az = np.array([[1, 1, 1, 0.5, 0.5, 0.5, 0], [1, 1, 1, 0.6, 0.6, 0.6, 0],
+                   [1, 1, 1, 0.99, 0.99, 0.99, 0], [0, 0, 0, 1.0, 1.0, 1.0, 0]])
+    np.testing.assert_allclose(n, rng * az)
     old = _radiometry(ipf=2.84)  # before IPF 2.90 the range LUT alone
     np.testing.assert_allclose(old.noise_window(np.array([50.0]), np.array([60.0])), [[2200.0]])
-    assert not old.azimuth_noise and r.azimuth_noise
+    assert not old.azimuth_noise and r.azimuth_noise and _radiometry(ipf=2.90).azimuth_noise
 
 
 def test_sigma0_at_hand_worked_pixels() -> None:
@@ -327,7 +347,7 @@ def test_sigma0_at_hand_worked_pixels() -> None:
     # 0.1 * 310 = 130; col 11: N = 1220
     s = r.calibrate(np.array([[40, 30]], dtype=np.uint16), 10, 10)
     assert s[0, 0] == pytest.approx((1600 - 1200) / 130.0**2, rel=1e-6)
-    assert s[0, 1] == pytest.approx(SIGMA0_FLOOR, rel=1e-6)  # 900 - 1220 < 0: the floor
+    assert s[0, 1] == pytest.approx(1e-5, rel=1e-6)  # 900 - 1220 < 0: the floor, -50 dB
 
 
 def test_sigma0_border_mask_and_other_luts() -> None:
@@ -354,6 +374,7 @@ def r_cal() -> Calibration:
     ([0, 50, 10, 10, 10, 0], 100.0, (1, 1)),  # three from the far edge
     ([0, 30, 50, 30, 0], 600.0, (2, 2)),  # 30^2 = 900 = 1.5 * 600 exactly: still noise
     ([0, 14, 50, 14, 0], 100.0, (1, 3)),  # 14^2 = 196 > 150: signal
+    ([0, 39, 50, 39, 0], 1000.0, (1, 3)),  # 39^2 = 1521 > 1500: signal
     ([0, 5, 5, 5, 0], 100.0, (4, 3)),  # all noise: nothing valid
 ])
 def test_border_bounds_by_hand(dn, noise, bounds) -> None:  # noqa: ANN001
