@@ -395,11 +395,12 @@ def test_geodetic_to_ecef_known_points() -> None:
     xyz = geodetic_to_ecef(np.array([0.0, 90.0, 0.0]), np.array([0.0, 0.0, 90.0]),
                            np.array([0.0, 100.0, 0.0]))
     b = 6378137.0 * (1 - 1 / 298.257223563)
-    np.testing.assert_allclose(xyz, [[6378137.0, 0, 0], [0, 6378237.0, 0], [0, 0, b]], atol=1e-6)
+    np.testing.assert_allclose(xyz, [[6378137.0, 0, 0], [0, 6378237.0, 0], [0, 0, b]], rtol=0,
+                               atol=1e-6)
     lon, lat, h = 13.5, 41.8, 1234.0
     ref = Transformer.from_crs("EPSG:4979", "EPSG:4978", always_xy=True).transform(lon, lat, h)
     np.testing.assert_allclose(geodetic_to_ecef(np.array(lon), np.array(lat), np.array(h)), ref,
-                               atol=1e-3)
+                               rtol=0, atol=1e-6)
 
 
 def test_range_doppler_on_a_straight_orbit() -> None:
@@ -418,6 +419,22 @@ def test_range_doppler_on_a_straight_orbit() -> None:
     assert pixel[0] == pytest.approx(2465.0, abs=1e-6)
     # at 2.5 s: sr0 589 km, (120, 1.52, 1.2e-6); x = 11 km: 120 + 16720 + 145.2 = 16985.2 m
     assert pixel[1] == pytest.approx(1698.52, abs=1e-6)
+
+
+def test_zero_doppler_on_a_circular_orbit() -> None:
+    """Satellite on a circle of 7000 km in the equator plane at 1 mrad/s: a point at azimuth
+    angle w t0, 6400 km from the axis and 100 km above the plane, is seen at t0 from
+    sqrt(600^2 + 100^2) km. Newton's iteration from the middle (12.5 s) must converge for points
+    at the first and last line as well."""
+    w, radius = 1e-3, 7.0e6
+    t = np.arange(-60.0, 90.0, 10.0)
+    orb = Orbit(t, np.c_[radius * np.cos(w * t), radius * np.sin(w * t), np.zeros_like(t)], "circle")
+    t0 = np.array([0.0, 20.0, 25.0])
+    p = np.c_[6.4e6 * np.cos(w * t0), 6.4e6 * np.sin(w * t0), np.full(3, 1e5)]
+    tz, r = RangeDoppler(_ann(), orb).zero_doppler(p)
+    # the degree-5 fit of the circle over 140 s is 0.05 mm off: 1e-8 s, 0.1 mm
+    np.testing.assert_allclose(tz, t0, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(r, np.hypot(6e5, 1e5), rtol=0, atol=1e-3)
 
 
 def test_ground_range_needs_grd_polynomials() -> None:
@@ -466,8 +483,8 @@ def test_grid_heights_irregular_grid_uses_the_mean() -> None:
 def test_quadratic_in_height_coefficients() -> None:
     """v(h) = 3 + 2 u + 0.5 u^2 with u = (h - 2000) / 1000: at -500, 2000, 4500 m (u = -2.5, 0,
     2.5) it is 1.125, 3, 11.125; the coefficients come back."""
-    v = [np.array([1.125, 2.0]), np.array([3.0, 4.0]), np.array([11.125, 6.0])]
+    v = [np.array([1.125, 2.0, 0.0]), np.array([3.0, 4.0, 0.0]), np.array([11.125, 6.0, 0.0])]
     a, b, c = quadratic_in_height((-500.0, 2000.0, 4500.0), *v)
-    np.testing.assert_allclose(a, [3.0, 4.0], atol=1e-12)
-    np.testing.assert_allclose(b, [2.0, 0.8], atol=1e-12)  # second: linear, 2 per 2.5 u
-    np.testing.assert_allclose(c, [0.5, 0.0], atol=1e-12)
+    np.testing.assert_allclose(a, [3.0, 4.0, 0.0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(b, [2.0, 0.8, 0.0], rtol=0, atol=1e-12)  # linear: 2 per 2.5 u
+    np.testing.assert_allclose(c, [0.5, 0.0, 0.0], rtol=0, atol=1e-12)  # zeros: all zero
