@@ -488,3 +488,182 @@ def test_quadratic_in_height_coefficients() -> None:
     np.testing.assert_allclose(a, [3.0, 4.0, 0.0], rtol=0, atol=1e-12)
     np.testing.assert_allclose(b, [2.0, 0.8, 0.0], rtol=0, atol=1e-12)  # linear: 2 per 2.5 u
     np.testing.assert_allclose(c, [0.5, 0.0, 0.0], rtol=0, atol=1e-12)  # zeros: all zero
+
+
+# -- annotation XML --------------------------------------------------------------------------
+def _osv(t: str, k: int) -> str:
+    return (f"<orbit><time>{t}</time><position><x>{k}.5</x><y>{-k}</y><z>{10 * k}</z></position>"
+            f"<velocity><x>{k}</x><y>2</y><z>3</z></velocity></orbit>")
+
+
+def _gp(t: str, line: int, pixel: int, k: int) -> str:
+    return (f"<geolocationGridPoint><azimuthTime>{t}</azimuthTime><slantRangeTime>{5e-3 + k * 1e-4}"
+            f"</slantRangeTime><line>{line}</line><pixel>{pixel}</pixel><latitude>{41 + k}</latitude>"
+            f"<longitude>{13 - k}</longitude><height>{100 * k}</height><incidenceAngle>{30 + k}"
+            "</incidenceAngle></geolocationGridPoint>")
+
+
+def _annotation_xml(n_orbit: int = 4, n_grid: int = 4, convs: bool = True) -> bytes:
+    orbits = "".join(_osv(f"2021-12-23T05:11:{10 + 10 * k:02d}.000000", k) for k in range(n_orbit))
+    grid = "".join(_gp(f"2021-12-23T05:11:{22 + k:02d}.500000", 100 * k, 10 * k, k)
+                   for k in range(n_grid))
+    conv = ("<coordinateConversion><coordinateConversionList>"
+            "<coordinateConversion><azimuthTime>2021-12-23T05:11:24.000000</azimuthTime><slantRangeTime>5e-3"
+            "</slantRangeTime><sr0>800000.0</sr0><srgrCoefficients>1.0 2.0 3.0</srgrCoefficients>"
+            "<gr0>0.0</gr0><grsrCoefficients>4.0 5.0</grsrCoefficients></coordinateConversion>"
+            "<coordinateConversion><azimuthTime>2021-12-23T05:11:34.000000</azimuthTime><slantRangeTime>5e-3"
+            "</slantRangeTime><sr0>800100.0</sr0><srgrCoefficients>6.0 7.0 8.0</srgrCoefficients>"
+            "<gr0>1.0</gr0><grsrCoefficients>9.0 10.0</grsrCoefficients></coordinateConversion>"
+            "</coordinateConversionList></coordinateConversion>") if convs else ""
+    return (
+        "<product><adsHeader><missionId>s1b</missionId><productType>grd</productType>"
+        "<polarisation>vv</polarisation><mode>iw</mode></adsHeader>"
+        "<generalAnnotation><productInformation><pass>Descending</pass>"
+        "<radarFrequency>5.405000454334350e+09</radarFrequency></productInformation>"
+        f"<orbitList>{orbits}</orbitList></generalAnnotation>"
+        "<imageAnnotation><imageInformation>"
+        "<productFirstLineUtcTime>2021-12-23T05:11:22.250000Z</productFirstLineUtcTime>"
+        "<productLastLineUtcTime>2021-12-23T05:11:47.125000</productLastLineUtcTime>"
+        "<slantRangeTime>5.3e-03</slantRangeTime><rangePixelSpacing>1.0e+01</rangePixelSpacing>"
+        "<azimuthPixelSpacing>1.1e+01</azimuthPixelSpacing><azimuthTimeInterval>1.5e-03</azimuthTimeInterval>"
+        "<numberOfSamples>26102</numberOfSamples><numberOfLines>16705</numberOfLines>"
+        "<incidenceAngleMidSwath>3.9e+01</incidenceAngleMidSwath></imageInformation></imageAnnotation>"
+        f"<geolocationGrid><geolocationGridPointList>{grid}</geolocationGridPointList></geolocationGrid>"
+        f"{conv}</product>").encode()
+
+
+def test_parse_annotation_fields() -> None:
+    from coalmine.runtime.preprocess.s1grd.annotation import parse_annotation
+
+    a = parse_annotation(_annotation_xml(), "a.xml")
+    assert (a.mission, a.mode, a.product_type, a.polarisation, a.pass_direction) == (
+        "S1B", "IW", "GRD", "VV", "Descending")
+    assert a.epoch == np.datetime64("2021-12-23T05:11:22.250", "ns")
+    assert a.last_line_time == 24.875  # 05:11:47.125 - 05:11:22.25
+    assert (a.lines, a.samples) == (16705, 26102)
+    assert (a.azimuth_time_interval, a.range_pixel_spacing, a.azimuth_pixel_spacing) == (1.5e-3, 10.0, 11.0)
+    assert (a.slant_range_time, a.radar_frequency, a.incidence_mid_swath) == (5.3e-3, 5.405000454334350e9, 39.0)
+    np.testing.assert_array_equal(a.orbit_times, [-12.25, -2.25, 7.75, 17.75])
+    np.testing.assert_array_equal(a.orbit_pos, [[0.5, 0, 0], [1.5, -1, 10], [2.5, -2, 20], [3.5, -3, 30]])
+    np.testing.assert_array_equal(a.orbit_vel, [[0, 2, 3], [1, 2, 3], [2, 2, 3], [3, 2, 3]])
+    np.testing.assert_allclose(a.grid_time, [0.25, 1.25, 2.25, 3.25], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(a.grid_srt, [5e-3, 5.1e-3, 5.2e-3, 5.3e-3], rtol=1e-12)
+    np.testing.assert_array_equal(a.grid_line, [0, 100, 200, 300])
+    np.testing.assert_array_equal(a.grid_pixel, [0, 10, 20, 30])
+    np.testing.assert_array_equal(a.grid_lat, [41, 42, 43, 44])
+    np.testing.assert_array_equal(a.grid_lon, [13, 12, 11, 10])
+    np.testing.assert_array_equal(a.grid_height, [0, 100, 200, 300])
+    np.testing.assert_array_equal(a.grid_incidence, [30, 31, 32, 33])
+    np.testing.assert_array_equal(a.srgr_times, [1.75, 11.75])
+    np.testing.assert_array_equal(a.srgr_sr0, [800000.0, 800100.0])
+    np.testing.assert_array_equal(a.srgr_coeffs, [[1, 2, 3], [6, 7, 8]])
+    np.testing.assert_array_equal(a.grsr_gr0, [0.0, 1.0])
+    np.testing.assert_array_equal(a.grsr_coeffs, [[4, 5], [9, 10]])
+    b = parse_annotation(_annotation_xml(convs=False), "b.xml")  # not GRD: no polynomials
+    assert b.srgr_times.shape == (0,) and b.srgr_coeffs.shape == (0, 1) and b.grsr_gr0.shape == (0,)
+
+
+def test_parse_annotation_refusals_whole_text() -> None:
+    from coalmine.runtime.preprocess.s1grd.annotation import parse_annotation
+
+    with pytest.raises(InputError) as e:
+        parse_annotation(_annotation_xml(n_orbit=3), "a.xml")
+    assert str(e.value) == ("Sentinel-1 a.xml has 3 orbit state vectors; at least 4 are needed to "
+                            "geocode: the annotation is damaged, download the product again")
+    assert parse_annotation(_annotation_xml(n_orbit=4, n_grid=4), "a.xml").grid_line.size == 4
+    with pytest.raises(InputError) as e:
+        parse_annotation(_annotation_xml(n_grid=3), "a.xml")
+    assert str(e.value) == "Sentinel-1 a.xml has no geolocation grid; download the product again"
+    with pytest.raises(InputError) as e:
+        parse_annotation(_annotation_xml().replace(b"<numberOfLines>16705</numberOfLines>", b""), "a.xml")
+    assert str(e.value) == ("Sentinel-1 a.xml lacks <numberOfLines>; the file is not a Sentinel-1 "
+                            "Level-1 annotation or it is damaged: download the product again")
+    with pytest.raises(InputError) as e:
+        parse_annotation(b"<product>", "a.xml")
+    assert str(e.value).startswith("Sentinel-1 a.xml is not valid XML (no element found")
+    assert str(e.value).endswith("); the product is damaged: download it again")
+
+
+def _vector(line: int, pixels: str, values: str) -> str:
+    return (f"<calibrationVector><line>{line}</line><pixel>{pixels}</pixel>"
+            f"<sigmaNought>{values}</sigmaNought>"
+            + f"<betaNought>{' '.join('1' for _ in pixels.split())}</betaNought>"
+            + "</calibrationVector>")
+
+
+def test_parse_calibration_orders_vectors_by_line() -> None:
+    from coalmine.runtime.preprocess.s1grd.annotation import parse_calibration
+
+    xml = ("<calibration><calibrationInformation><absoluteCalibrationConstant>1.393e+00"
+           "</absoluteCalibrationConstant></calibrationInformation><calibrationVectorList>"
+           + _vector(50, "0 40", "600.5 601") + _vector(0, "0 40", "500 502") + "</calibrationVectorList>"
+           "</calibration>")
+    cal = parse_calibration(xml.encode(), "c.xml")
+    assert sorted(cal.luts) == ["betaNought", "sigmaNought"] and cal.absolute_constant == 1.393
+    s = cal.luts["sigmaNought"]
+    assert s.lines.tolist() == [0, 50] and s.lines.dtype == np.int64
+    assert [p.tolist() for p in s.pixels] == [[0, 40], [0, 40]]
+    assert [v.tolist() for v in s.values] == [[500.0, 502.0], [600.5, 601.0]]
+    bare = parse_calibration(("<calibration><calibrationVectorList>" + _vector(0, "0", "7")
+                              + "</calibrationVectorList></calibration>").encode(), "c.xml")
+    assert bare.absolute_constant == 1.0
+
+
+def test_parse_calibration_refusals_whole_text() -> None:
+    from coalmine.runtime.preprocess.s1grd.annotation import parse_calibration
+
+    with pytest.raises(InputError) as e:
+        parse_calibration(b"<calibration><calibrationVectorList/></calibration>", "c.xml")
+    assert str(e.value) == ("Sentinel-1 c.xml holds no calibration vectors; the file is damaged: "
+                            "download the product again")
+    bad = "<calibration><calibrationVectorList>" + _vector(0, "0 40 80", "1 2") + "</calibrationVectorList></calibration>"
+    with pytest.raises(InputError) as e:
+        parse_calibration(bad.encode(), "c.xml")
+    assert str(e.value) == ("Sentinel-1 c.xml: a <sigmaNought> vector has 2 values for 3 pixels; "
+                            "the file is damaged: download the product again")
+    empty = "<calibration><calibrationVectorList>" + _vector(0, "", "") + "</calibrationVectorList></calibration>"
+    with pytest.raises(InputError, match="a <sigmaNought> vector has 0 values for 0 pixels"):
+        parse_calibration(empty.encode(), "c.xml")
+
+
+def _az(swath: str, lines: str, values: str) -> str:
+    return (f"<noiseAzimuthVector><swath>{swath}</swath><firstAzimuthLine>1</firstAzimuthLine>"
+            "<firstRangeSample>2</firstRangeSample><lastAzimuthLine>300</lastAzimuthLine>"
+            f"<lastRangeSample>400</lastRangeSample><line>{lines}</line>"
+            f"<noiseAzimuthLut>{values}</noiseAzimuthLut></noiseAzimuthVector>")
+
+
+def test_parse_noise_both_layouts() -> None:
+    from coalmine.runtime.preprocess.s1grd.annotation import parse_noise
+
+    new = ("<noise><noiseRangeVectorList><noiseRangeVector><line>7</line><pixel>0 9</pixel>"
+           "<noiseRangeLut>3.5 4.5</noiseRangeLut></noiseRangeVector></noiseRangeVectorList>"
+           "<noiseAzimuthVectorList>" + _az(" IW2 ", "1 150 300", "0.5 1 1.5")
+           + "</noiseAzimuthVectorList></noise>")
+    n = parse_noise(new.encode(), "n.xml")
+    assert n.range.lines.tolist() == [7] and n.range.values[0].tolist() == [3.5, 4.5]
+    (b,) = n.azimuth
+    assert (b.swath, b.first_line, b.last_line, b.first_sample, b.last_sample) == ("IW2", 1, 300, 2, 400)
+    assert b.lines.tolist() == [1, 150, 300] and b.values.tolist() == [0.5, 1.0, 1.5]
+    old = ("<noise><noiseVectorList><noiseVector><line>0</line><pixel>0 5</pixel>"
+           "<noiseLut>8 9</noiseLut></noiseVector></noiseVectorList></noise>")
+    n = parse_noise(old.encode(), "n.xml")
+    assert n.range.values[0].tolist() == [8.0, 9.0] and n.azimuth == []
+
+
+def test_parse_noise_refusals_whole_text() -> None:
+    from coalmine.runtime.preprocess.s1grd.annotation import parse_noise
+
+    with pytest.raises(InputError) as e:
+        parse_noise(b"<noise><noiseRangeVectorList/></noise>", "n.xml")
+    assert str(e.value) == ("Sentinel-1 n.xml holds no noise vectors; the file is damaged: "
+                            "download the product again")
+    bad = ("<noise><noiseRangeVectorList><noiseRangeVector><line>7</line><pixel>0 9</pixel>"
+           "<noiseRangeLut>3.5 4.5</noiseRangeLut></noiseRangeVector></noiseRangeVectorList>"
+           "<noiseAzimuthVectorList>" + _az("IW1", "1 150", "0.5 1 1.5") + "</noiseAzimuthVectorList></noise>")
+    with pytest.raises(InputError) as e:
+        parse_noise(bad.encode(), "n.xml")
+    assert str(e.value) == ("Sentinel-1 n.xml: an azimuth noise vector has 3 values for 2 lines; "
+                            "download the product again")
+    with pytest.raises(InputError, match="an azimuth noise vector has 0 values for 0 lines"):
+        parse_noise(bad.replace("1 150", "").replace("0.5 1 1.5", "").encode(), "n.xml")
