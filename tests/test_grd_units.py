@@ -516,9 +516,9 @@ def _annotation_xml(n_orbit: int = 4, n_grid: int = 4, convs: bool = True) -> by
             "<gr0>1.0</gr0><grsrCoefficients>9.0 10.0</grsrCoefficients></coordinateConversion>"
             "</coordinateConversionList></coordinateConversion>") if convs else ""
     return (
-        "<product><adsHeader><missionId>s1b</missionId><productType>grd</productType>"
+        "<product><adsHeader><missionId>\n  s1b\n</missionId><productType>grd</productType>"
         "<polarisation>vv</polarisation><mode>iw</mode></adsHeader>"
-        "<generalAnnotation><productInformation><pass>Descending</pass>"
+        "<generalAnnotation><productInformation><pass> Descending </pass>"
         "<radarFrequency>5.405000454334350e+09</radarFrequency></productInformation>"
         f"<orbitList>{orbits}</orbitList></generalAnnotation>"
         "<imageAnnotation><imageInformation>"
@@ -561,6 +561,18 @@ def test_parse_annotation_fields() -> None:
     np.testing.assert_array_equal(a.grsr_coeffs, [[4, 5], [9, 10]])
     b = parse_annotation(_annotation_xml(convs=False), "b.xml")  # not GRD: no polynomials
     assert b.srgr_times.shape == (0,) and b.srgr_coeffs.shape == (0, 1) and b.grsr_gr0.shape == (0,)
+
+
+def test_parse_time_to_the_nanosecond_with_or_without_z() -> None:
+    import warnings
+
+    from coalmine.runtime.preprocess.s1grd.annotation import parse_time
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy deprecates parsing a time zone
+        t = parse_time(" 2021-12-23T05:11:22.123456789Z ")
+    assert t.dtype == np.dtype("datetime64[ns]")
+    assert t - np.datetime64("2021-12-23T05:11:22", "s") == np.timedelta64(123456789, "ns")
 
 
 def test_parse_annotation_refusals_whole_text() -> None:
