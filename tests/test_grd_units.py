@@ -28,6 +28,7 @@ from coalmine.runtime.preprocess.s1grd.geocoding import (
     GridHeights,
     RangeDoppler,
     geodetic_to_ecef,
+    lagrange3,
     quadratic_in_height,
 )
 from coalmine.runtime.preprocess.s1grd.orbit import (
@@ -303,6 +304,15 @@ def test_lut_window_single_vector_and_two_vectors() -> None:
     out = lut_window(two, np.array([-3.0, 0.0, 5.0, 10.0, 12.0]), np.array([0.0, 10.0, 20.0]))
     # row 5 is halfway: col 10 -> (3 + 7) / 2; rows outside 0..10 take the nearest vector
     np.testing.assert_allclose(out, [[1, 3, 3], [1, 3, 3], [3, 5, 6], [5, 7, 9], [5, 7, 9]])
+    three = LineVectors(np.array([0, 10, 30]), two.pixels + [np.array([0, 10, 20])],
+                        two.values + [np.array([10.0, 20.0, 40.0])])  # at cols 0, 10, 20: 10, 20, 40
+    cols = np.array([0.0, 10.0, 20.0])
+    out = lut_window(three, np.array([-3.0, 0.0, 5.0, 10.0, 20.0, 30.0, 40.0]), cols)
+    np.testing.assert_allclose(out, [[1, 3, 3], [1, 3, 3], [3, 5, 6], [5, 7, 9], [7.5, 13.5, 24.5],
+                                     [10, 20, 40], [10, 20, 40]], rtol=0, atol=1e-12)
+    # rows between the 2nd and 3rd vectors only: a quarter and three quarters of the way
+    np.testing.assert_allclose(lut_window(three, np.array([15.0, 25.0]), cols),
+                               [[6.25, 10.25, 16.75], [8.75, 16.75, 32.25]], rtol=0, atol=1e-12)
 
 
 def _radiometry(ipf: float = 3.40) -> Radiometry:
@@ -429,9 +439,10 @@ def test_zero_doppler_on_a_circular_orbit() -> None:
     w, radius = 1e-3, 7.0e6
     t = np.arange(-60.0, 90.0, 10.0)
     orb = Orbit(t, np.c_[radius * np.cos(w * t), radius * np.sin(w * t), np.zeros_like(t)], "circle")
-    t0 = np.array([0.0, 20.0, 25.0])
-    p = np.c_[6.4e6 * np.cos(w * t0), 6.4e6 * np.sin(w * t0), np.full(3, 1e5)]
+    t0 = np.array([[0.0], [20.0], [25.0]])  # a (3, 1) block of points, as the reader gives
+    p = np.stack([6.4e6 * np.cos(w * t0), 6.4e6 * np.sin(w * t0), np.full((3, 1), 1e5)], axis=-1)
     tz, r = RangeDoppler(_ann(), orb).zero_doppler(p)
+    assert tz.shape == r.shape == (3, 1)
     # the degree-5 fit of the circle over 140 s is 0.05 mm off: 1e-8 s, 0.1 mm
     np.testing.assert_allclose(tz, t0, rtol=0, atol=1e-6)
     np.testing.assert_allclose(r, np.hypot(6e5, 1e5), rtol=0, atol=1e-3)
@@ -478,6 +489,16 @@ def test_grid_heights_irregular_grid_uses_the_mean() -> None:
     gh = GridHeights(_ann(grid_line=np.array([0.0, 0.0, 100.0]), grid_pixel=np.array([0.0, 10.0, 10.0]),
                           grid_height=np.array([10.0, 20.0, 60.0])))
     np.testing.assert_allclose(gh(np.array([0.0, 50.0]), np.array([0.0, 5.0])), [30.0, 30.0])
+
+
+def test_lagrange3_through_the_nodes_and_exact_for_a_quadratic() -> None:
+    nodes = (-500.0, 2000.0, 4500.0)
+    q = lambda h: 3.0 - 0.002 * h + 1e-6 * h * h  # noqa: E731
+    v = [np.array([q(h), 10.0 * k]) for k, h in enumerate(nodes)]
+    for h in (-500.0, 0.0, 150.0, 2000.0, 3900.0, 4500.0):
+        # second column: 0, 10, 20 at the nodes, a straight line: 10 per 2500 m
+        np.testing.assert_allclose(lagrange3(np.float64(h), nodes, *v), [q(h), (h + 500.0) / 250.0],
+                                   rtol=0, atol=1e-12)
 
 
 def test_quadratic_in_height_coefficients() -> None:
