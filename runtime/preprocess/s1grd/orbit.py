@@ -140,14 +140,19 @@ def read_eof(path: str | Path, ann: Annotation) -> Orbit:
         raise InputError(f"--orbit {p} is for {mission.strip()} but the product was acquired by "
                          f"{ann.mission}; give the {ann.mission} orbit file of that day")
     t, pos = [], []
-    for o in osvs:
-        utc = (o.findtext("UTC") or "").strip().removeprefix("UTC=")
-        t.append(seconds(parse_time(utc), ann.epoch))
-        pos.append([float(o.findtext(a) or "nan") for a in ("X", "Y", "Z")])
+    for k, o in enumerate(osvs):  # a vector lacking its time or a coordinate is left out
+        try:
+            utc = (o.findtext("UTC") or "").strip().removeprefix("UTC=")
+            t.append(seconds(parse_time(utc), ann.epoch) if utc else np.nan)
+            pos.append([float(o.findtext(a) or "nan") for a in ("X", "Y", "Z")])
+        except ValueError as exc:
+            raise InputError(f"--orbit {p}: state vector {k + 1} cannot be read ({exc}); the file "
+                             "is damaged: download it again") from exc
     times = np.asarray(t, dtype=np.float64)
     positions = np.asarray(pos, dtype=np.float64)
-    keep = _window(ann, times) & np.isfinite(positions).all(axis=1)
-    covers = times.size and times.min() <= 0 and times.max() >= ann.last_line_time
+    usable = np.isfinite(times) & np.isfinite(positions).all(axis=1)
+    keep = _window(ann, times) & usable
+    covers = usable.any() and times[usable].min() <= 0 and times[usable].max() >= ann.last_line_time
     if not covers or keep.sum() < 4:
         first = np.datetime64(ann.epoch, "s")
         raise InputError(f"--orbit {p} does not cover the acquisition ({first} UTC, "
