@@ -90,7 +90,7 @@ GROUPS = (
     # Sentinel-1 GRD: annotation, orbit, noise removal and calibration, geocoding
     Group("grd",
           tuple(f"runtime/preprocess/s1grd/{m}.py" for m in ("annotation", "orbit", "radiometry", "geocoding")),
-          ("tests/test_grd.py", "tests/test_grd_pipeline.py")),
+          ("tests/test_grd.py", "tests/test_grd_pipeline.py", "tests/test_grd_units.py")),
     Group("metrics", ("train/metrics.py",), ("tests/test_metrics.py",)),
     Group("texture", ("runtime/texture.py",), ("tests/test_texture.py",)),
 )
