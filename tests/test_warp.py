@@ -584,3 +584,56 @@ def test_bilinear_on_a_non_square_array_matches_the_textbook_formula():
     np.testing.assert_allclose(_bilinear_separable(src, qr, qc), exp, rtol=1e-6)
     rr, cc = np.meshgrid(qr, qc, indexing="ij")
     np.testing.assert_allclose(_bilinear(src, rr, cc), exp, rtol=1e-6)
+
+
+def test_a_large_window_of_a_gcp_source_reads_every_source_pixel_it_needs(tmp_path):
+    # The source window of a GCP raster is padded by a margin that grows with the window (a tenth
+    # of it, plus 11 px): on a 300 px window every target pixel, up to the edges, still finds its
+    # four source neighbours, so the plane comes back whole.
+    h = w = 300
+    c, r = np.meshgrid(np.arange(w), np.arange(h))
+    p = write(tmp_path / "big.tif", ramp(r, c).astype(np.float32), gcps=affine_gcps(X0 + 5, Y0 - 5, 10.0, h, w))
+    window = Window(0, 0, w, h)
+    out = read(p, window, grid=Grid(UTM50S, DEFAULT_TRANSFORM, w, h))
+    xc, yc = centres(window)
+    qc = (xc - (X0 + 5)) / 10.0 - 0.5
+    qr = ((Y0 - 5) - yc) / 10.0 - 0.5
+    exp = bilinear_expected(qr, qc, h, w, ramp)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(exp))
+    np.testing.assert_allclose(out, exp, rtol=0, atol=2e-3)
+
+
+def test_pixels_without_a_valid_neighbour_are_nan_without_runtime_warnings():
+    # nodata around a pixel: 0 / 0 must not reach numpy (its "invalid value" warning would be
+    # printed for every block of a scene with a nodata border)
+    import warnings
+
+    src = np.full((3, 4), np.nan, np.float32)
+    src[0, 0] = 2.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a = _bilinear(src, np.array([[2.0, 0.0]]), np.array([[3.0, 0.0]]))
+        b = _bilinear_separable(src, np.array([2.0, 0.0]), np.array([3.0, 0.0]))
+    assert np.isnan(a[0, 0]) and a[0, 1] == 2.0
+    assert np.isnan(b[0, 1]) and np.isnan(b[1, 0]) and b[1, 1] == 2.0
+
+
+def test_gdals_warper_leaves_nan_source_pixels_out_of_bilinear(tmp_path):
+    # A sheared source goes through GDAL's warper, told that NaN is nodata: a constant 5 with one
+    # NaN pixel stays 5 everywhere except at the target centres that fall inside that pixel
+    # (GDAL's rule), not a NaN smear over every target pixel whose neighbours include it.
+    b = 5.0
+    t = Affine(SRES, b, SX0, 0.0, -SRES, SY0)
+    src = np.full((SH, SW), 5.0, np.float32)
+    src[7, 7] = np.nan
+    with_hole = read(write(tmp_path / "hole.tif", src, transform=t))
+    whole = read(write(tmp_path / "whole.tif", np.full((SH, SW), 5.0, np.float32), transform=t))
+    covered = np.isfinite(whole)
+    assert covered.sum() > 400
+    xc, yc = centres(FULL)  # source (row, col) of each target centre, by inverting x = x0 + 20 c + b r
+    row = (SY0 - yc) / SRES
+    col = (xc - SX0 - b * row) / SRES
+    in_hole = (np.floor(row) == 7) & (np.floor(col) == 7)
+    assert 2 <= in_hole.sum() <= 6
+    np.testing.assert_array_equal(np.isnan(with_hole), ~covered | in_hole)
+    np.testing.assert_allclose(with_hole[covered & ~in_hole], 5.0, rtol=1e-6)
