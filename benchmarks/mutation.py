@@ -171,9 +171,10 @@ else:
 
 
 # The staged folder's own conftest.py (beside tests/, so the repository's tests/conftest.py is
-# untouched): with mutmut's per-test timings at hand, run a mutant's tests fastest file first and
-# fastest test first within a file, so a killed mutant usually dies in its first, cheapest test.
-ORDER_CONFTEST = '''"""Run the fastest tests first (mutation testing only)."""
+# untouched): with mutmut's per-test timings at hand, run a mutant's tests cheapest file first
+# (by the file's total time, so one slow end-to-end test puts its file last) and fastest test first
+# within a file, so a killed mutant usually dies in its first, cheapest test.
+ORDER_CONFTEST = '''"""Run the cheapest tests first (mutation testing only)."""
 import json
 from pathlib import Path
 
@@ -183,11 +184,11 @@ def pytest_collection_modifyitems(config, items):
     if not stats.is_file():
         return
     dur = json.loads(stats.read_text()).get("duration_by_test", {})
-    first = {}
+    total = {}
     for it in items:
         f = it.nodeid.split("::", 1)[0]
-        first[f] = min(first.get(f, 1e9), dur.get(it.nodeid, 1e9))
-    items.sort(key=lambda it: (first[it.nodeid.split("::", 1)[0]], it.nodeid.split("::", 1)[0],
+        total[f] = total.get(f, 0.0) + dur.get(it.nodeid, 1.0)
+    items.sort(key=lambda it: (total[it.nodeid.split("::", 1)[0]], it.nodeid.split("::", 1)[0],
                                dur.get(it.nodeid, 1e9)))
 '''
 
