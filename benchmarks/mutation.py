@@ -304,9 +304,11 @@ def mutmut_config(g: Group) -> str:
         f"only_mutate = [{', '.join(only)}]\n"
         f"pytest_add_cli_args_test_selection = [{tests}]\n"
         # Left to the normal suite: tests that start coal-* in a subprocess (they check the entry
-        # points, not the numbers) and the real U-Net run (a torch export of ResNet-34, 15 s; the
-        # tiny ONNX models of the other run tests go through the same tiling and blending).
-        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-k", "not subprocess and not real_unet"]\n'
+        # points, not the numbers), the real U-Net run (a torch export of ResNet-34, 15 s; the
+        # tiny ONNX models of the other run tests go through the same tiling and blending) and the
+        # training on a GRD product (45 s; the GRD numbers are checked by test_grd*.py).
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-k", '
+        '"not subprocess and not real_unet and not train_on_a_grd"]\n'
         'also_copy = ["conftest.py"]\n'
         "use_git_change_detection = false\n"
         # log calls report, they do not compute: their text is not what this score is about
