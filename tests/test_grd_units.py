@@ -363,8 +363,9 @@ def test_sigma0_at_hand_worked_pixels() -> None:
 def test_sigma0_border_mask_and_other_luts() -> None:
     r = _radiometry()
     dn = np.full((2, 5), 100, np.uint16)
+    dn[0, 2] = 0  # a DN of 0 inside the border is no data too
     out = r.calibrate(dn, 60, 10, border=np.array([[11, 13], [10, 10]]))
-    assert np.isnan(out).tolist() == [[True, False, False, False, True],
+    assert np.isnan(out).tolist() == [[True, False, True, False, True],
                                       [False, True, True, True, True]]
     with pytest.raises(ValueError, match=r"the calibration has no gamma LUT \(has \['sigmaNought'\]\)"):
         Radiometry(r_cal(), None, 3.4, lut="gamma")
@@ -700,3 +701,25 @@ def test_parse_noise_refusals_whole_text() -> None:
                             "download the product again")
     with pytest.raises(InputError, match="an azimuth noise vector has 0 values for 0 lines"):
         parse_noise(bad.replace("1 150", "").replace("0.5 1 1.5", "").encode(), "n.xml")
+
+
+@pytest.mark.parametrize(("drop", "tag"), [
+    ("<time>2021-12-23T05:11:10.000000</time>", "time"),  # an orbit state vector's time
+    ("<x>0.5</x>", "x"),  # its position
+    ("<velocity><x>0</x>", "x"),  # its velocity
+    ("<azimuthTime>2021-12-23T05:11:22.500000</azimuthTime>", "azimuthTime"),  # a grid point's time
+    ("<line>0</line>", "line"),  # a grid point's line
+    ("<azimuthTime>2021-12-23T05:11:24.000000</azimuthTime>", "azimuthTime"),  # a range conversion's
+    ("<sr0>800000.0</sr0>", "sr0"),
+    ("<gr0>0.0</gr0>", "gr0"),
+])
+def test_a_missing_element_of_a_vector_is_named_with_the_file(drop, tag) -> None:
+    from coalmine.runtime.preprocess.s1grd.annotation import parse_annotation
+
+    xml = _annotation_xml()
+    assert xml.count(drop.encode()) == 1
+    keep = "<velocity>" if drop.startswith("<velocity>") else ""
+    with pytest.raises(InputError) as e:
+        parse_annotation(xml.replace(drop.encode(), keep.encode()), "a.xml")
+    assert str(e.value) == (f"Sentinel-1 a.xml lacks <{tag}>; the file is not a Sentinel-1 Level-1 "
+                            "annotation or it is damaged: download the product again")
