@@ -723,3 +723,38 @@ def test_a_missing_element_of_a_vector_is_named_with_the_file(drop, tag) -> None
         parse_annotation(xml.replace(drop.encode(), keep.encode()), "a.xml")
     assert str(e.value) == (f"Sentinel-1 a.xml lacks <{tag}>; the file is not a Sentinel-1 Level-1 "
                             "annotation or it is damaged: download the product again")
+
+
+_NOISE = ("<noise><noiseRangeVectorList><noiseRangeVector><line>7</line><pixel>0 9</pixel>"
+          "<noiseRangeLut>3.5 4.5</noiseRangeLut></noiseRangeVector></noiseRangeVectorList>"
+          "<noiseAzimuthVectorList>" + _az("IW2", "1 150 300", "0.5 1 1.5") + "</noiseAzimuthVectorList></noise>")
+
+
+@pytest.mark.parametrize(("drop", "tag"), [
+    ("<line>7</line>", "line"), ("<firstAzimuthLine>1</firstAzimuthLine>", "firstAzimuthLine"),
+    ("<lastAzimuthLine>300</lastAzimuthLine>", "lastAzimuthLine"),
+    ("<firstRangeSample>2</firstRangeSample>", "firstRangeSample"),
+    ("<lastRangeSample>400</lastRangeSample>", "lastRangeSample"),
+])
+def test_a_missing_element_of_a_noise_vector_is_named_with_the_file(drop, tag) -> None:
+    from coalmine.runtime.preprocess.s1grd.annotation import parse_noise
+
+    assert _NOISE.count(drop) == 1
+    with pytest.raises(InputError) as e:
+        parse_noise(_NOISE.replace(drop, "").encode(), "n.xml")
+    assert str(e.value) == (f"Sentinel-1 n.xml lacks <{tag}>; the file is not a Sentinel-1 Level-1 "
+                            "annotation or it is damaged: download the product again")
+
+
+def test_calibration_and_noise_files_that_are_not_xml_or_lack_a_line_are_named() -> None:
+    from coalmine.runtime.preprocess.s1grd.annotation import parse_calibration, parse_noise
+
+    for parse, name, data in ((parse_calibration, "c.xml", b"<calibration>"), (parse_noise, "n.xml", b"<noise>")):
+        with pytest.raises(InputError) as e:
+            parse(data, name)
+        assert str(e.value).startswith(f"Sentinel-1 {name} is not valid XML (no element found")
+    cal = ("<calibration><calibrationVectorList>" + _vector(0, "0 5", "7 8").replace("<line>0</line>", "")
+           + "</calibrationVectorList></calibration>")
+    with pytest.raises(InputError) as e:
+        parse_calibration(cal.encode(), "c.xml")
+    assert str(e.value).startswith("Sentinel-1 c.xml lacks <line>;")
