@@ -5,9 +5,10 @@ dropped...). A test suite that lets a mutant pass cannot tell the changed code f
 This script runs mutmut on the modules whose silent failure puts wrong numbers into maps and
 reports — the preprocessing (with the annual composites and Sentinel-1 GRD products), raster
 helpers, band table, tiling, outputs, areas, accuracy metrics and GLCM wrapper — each group with
-its own relevant tests only, and prints the score per module and every surviving mutant. It also checks a short list of **named mutants**: hand-written bugs of the kind
-mutmut does not generate (a wrong band in the index table, the Lee filter run in dB, ...), each of
-which must make the tests fail.
+its own relevant tests only, and prints the score per module and every surviving mutant. It also
+checks a short list of **named mutants**: hand-written bugs of the kind mutmut does not generate
+(a wrong band in the index table, the Lee filter run in dB, ...), each of which must make the tests
+fail.
 
 Usage (from the repository root, in the project's virtual environment)::
 
@@ -19,9 +20,9 @@ Usage (from the repository root, in the project's virtual environment)::
 
 Results: ``build/mutation/report.md`` (score table, surviving mutants with their diffs) and
 ``report.json``; mutmut's own work folders are ``build/mutation/<group>/`` (``mutmut browse``
-works there). About 8,000 mutants in all: on 2 cores at 0.5-1.5 mutants/s the whole run takes
-hours, so run a group (or one module with ``--only``) at a time; benchmarks/RESULTS.md gives each
-group's wall time.
+works there). About 8,000 mutants in all: on 2 cores the whole run takes about an hour and three
+quarters (``preprocess`` alone 35 min), so run the group of the code you change (or one module with
+``--only``); benchmarks/RESULTS.md gives each group's wall time.
 
 Why it stages the package: the repository maps ``runtime/`` to ``coalmine.runtime`` (and
 ``train/``, ``export/`` likewise), and the editable install redirects ``import coalmine.runtime``
